@@ -1,0 +1,76 @@
+//! Datapath counters: a per-CPU array (`COUNTERS`) indexed by [`Counter`].
+//! Userspace sums the per-CPU values.
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )+) => {
+        /// Index into the `COUNTERS` per-CPU array.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $( $(#[doc = $doc])* $variant, )+
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[ $( Counter::$variant, )+ ];
+
+            /// Stable snake_case name used by `vxlan-fwd stats`.
+            pub const fn name(self) -> &'static str {
+                match self { $( Counter::$variant => $name, )+ }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Uplink: VXLAN frames decapsulated and handed to delivery.
+    RxDecap = "rx_decap",
+    /// Uplink: frames that are not VXLAN for us, passed to the kernel.
+    RxPass = "rx_pass",
+    /// Uplink: decapsulated frames delivered to one local port.
+    RxDeliver = "rx_deliver",
+    /// Uplink: copies of decapsulated frames flooded to local ports.
+    RxFloodCopy = "rx_flood_copy",
+    /// Uplink drop: VXLAN header truncated.
+    DropVxlanTruncated = "drop_vxlan_truncated",
+    /// Uplink drop: VXLAN I flag clear.
+    DropVxlanFlags = "drop_vxlan_flags",
+    /// Uplink drop: VNI not configured here.
+    DropUnknownVni = "drop_unknown_vni",
+    /// Uplink drop: inner frame shorter than an Ethernet header.
+    DropInnerTruncated = "drop_inner_truncated",
+    /// Uplink drop: the inner destination lives behind a remote VTEP (hairpin).
+    DropRxHairpin = "drop_rx_hairpin",
+    /// Uplink drop: the frame could not be decapsulated (helper failure).
+    DropDecapFailed = "drop_decap_failed",
+    /// Uplink drop: decapsulated frame with no local port to go to.
+    DropNoLocalPort = "drop_no_local_port",
+    /// Port: frames encapsulated to a known remote VTEP.
+    TxEncap = "tx_encap",
+    /// Port: encapsulated copies sent to default remotes by a flood.
+    TxFloodCopy = "tx_flood_copy",
+    /// Port: copies flooded to other local ports.
+    TxLocalFloodCopy = "tx_local_flood_copy",
+    /// Port: frames switched to another local port.
+    LocalSwitch = "local_switch",
+    /// Port: frames learned entries were written for (new, moved or refreshed).
+    Learn = "learn",
+    /// Port drop: frame shorter than an Ethernet header.
+    DropTxTruncated = "drop_tx_truncated",
+    /// Port drop: the destination is the port the frame came from.
+    DropTxHairpin = "drop_tx_hairpin",
+    /// Port drop: encapsulation failed (helper failure).
+    DropEncapFailed = "drop_encap_failed",
+    /// Port drop: no route to the remote VTEP.
+    DropNoRoute = "drop_no_route",
+    /// Port drop: the remote VTEP's link-layer address is not resolved yet
+    /// and the frame is not IP (IP frames wait in the neighbour queue).
+    DropNoNeigh = "drop_no_neigh",
+    /// Port drop: broadcast or unknown unicast with nowhere to go.
+    DropNoFloodTarget = "drop_no_flood_target",
+    /// Learning refused: the FDB is full.
+    LearnRefused = "learn_refused",
+}
+
+/// Number of counters: the size of the `COUNTERS` array.
+pub const NUM_COUNTERS: u32 = Counter::ALL.len() as u32;

@@ -1,0 +1,174 @@
+//! Types and pure helpers shared by the eBPF datapath (`vxlan-ebpf`) and the
+//! userspace loader (`vxlan-user`).
+//!
+//! Every map key and value is `#[repr(C)]`, has no implicit padding (the
+//! `bytemuck::Pod` derive refuses to compile otherwise) and stores wire
+//! values (IPv4 addresses) as big-endian byte arrays.
+#![cfg_attr(not(feature = "user"), no_std)]
+
+pub mod counters;
+pub mod wire;
+
+pub use counters::Counter;
+
+/// Names of the eBPF programs in the object file.
+pub mod prog {
+    /// XDP on the uplink: validation, learning and decapsulation.
+    pub const XDP_UPLINK: &str = "vxlan_xdp";
+    /// TC ingress on the uplink: delivery of frames the XDP program decapsulated.
+    pub const TC_UPLINK: &str = "vxlan_tc_uplink";
+    /// TC ingress on every local port: learning, switching and encapsulation.
+    pub const TC_PORT: &str = "vxlan_tc_port";
+}
+
+/// Names of the maps in the object file.
+pub mod map {
+    pub const CONFIG: &str = "CONFIG";
+    pub const FDB: &str = "FDB";
+    pub const PORTS: &str = "PORTS";
+    pub const VNIS: &str = "VNIS";
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Largest valid VNI (24 bits).
+pub const VNI_MAX: u32 = 0x00ff_ffff;
+/// Default remotes (all-zeros MAC entries) per VNI: head-end replication list.
+pub const MAX_REMOTES: usize = 64;
+/// Local ports per VNI.
+pub const MAX_PORTS: usize = 64;
+/// Capacity of the FDB hash map.
+pub const FDB_CAPACITY: u32 = 65_536;
+/// Capacity of the PORTS and VNIS maps.
+pub const MAX_VNIS: u32 = 4096;
+pub const MAX_PORT_ENTRIES: u32 = 4096;
+
+/// A learned entry is rewritten (to refresh `last_seen_ns`) at most this often.
+pub const LEARN_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Key of the FDB: (VNI, MAC), as `bridge fdb` sees a vxlan device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct FdbKey {
+    /// VNI in host byte order.
+    pub vni: u32,
+    pub mac: [u8; 6],
+    /// Always zero: part of the hash key.
+    pub _pad: [u8; 2],
+}
+
+impl FdbKey {
+    pub const fn new(vni: u32, mac: [u8; 6]) -> Self {
+        Self { vni, mac, _pad: [0; 2] }
+    }
+}
+
+/// The entry is static (`permanent`): never aged, never overwritten by learning.
+pub const FDB_F_STATIC: u32 = 1;
+
+/// Value of the FDB: where a MAC lives. Either `ifindex != 0` (a local port)
+/// or `remote` (a remote VTEP's IPv4 address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct FdbEntry {
+    /// Remote VTEP IPv4 address, network byte order; zero for local entries.
+    pub remote: [u8; 4],
+    /// Local port ifindex; zero for remote entries.
+    pub ifindex: u32,
+    /// `FDB_F_*` flags.
+    pub flags: u32,
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds of the last frame that refreshed it.
+    pub last_seen_ns: u64,
+}
+
+impl FdbEntry {
+    pub const fn is_local(&self) -> bool {
+        self.ifindex != 0
+    }
+    pub const fn is_static(&self) -> bool {
+        self.flags & FDB_F_STATIC != 0
+    }
+}
+
+/// Learning is enabled.
+pub const CFG_F_LEARNING: u32 = 1;
+
+/// Instance configuration: a single-entry array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Config {
+    /// Local VTEP IPv4 address, network byte order.
+    pub local_ip: [u8; 4],
+    /// ifindex of the uplink.
+    pub uplink_ifindex: u32,
+    /// VXLAN UDP destination port, host byte order.
+    pub dstport: u16,
+    /// Outer UDP source port range (the kernel's `ip_local_port_range`).
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// Outer TTL for unicast.
+    pub ttl: u8,
+    pub _pad0: u8,
+    /// `CFG_F_*` flags.
+    pub flags: u32,
+}
+
+/// Deliver to this port with `bpf_redirect_peer` (a veth whose peer lives in
+/// another network namespace): the frame lands straight in the peer's ingress.
+pub const PORT_F_PEER: u32 = 1;
+
+/// A local port: which VNI it belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PortInfo {
+    pub vni: u32,
+    /// `PORT_F_*` flags.
+    pub flags: u32,
+}
+
+/// Flood lists of a VNI: the default remotes (head-end replication) and the
+/// local ports. Presence of the entry is what makes a VNI known.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct VniInfo {
+    pub n_remotes: u32,
+    pub n_ports: u32,
+    /// Default remotes, network byte order; the first `n_remotes` are valid.
+    pub remotes: [[u8; 4]; MAX_REMOTES],
+    /// Local port ifindexes; the first `n_ports` are valid.
+    pub ports: [u32; MAX_PORTS],
+}
+
+impl Default for VniInfo {
+    fn default() -> Self {
+        bytemuck::Zeroable::zeroed()
+    }
+}
+
+/// `XdpMeta::magic`: "VXLN".
+pub const META_MAGIC: u32 = 0x5658_4c4e;
+
+/// Metadata the XDP program puts in front of a decapsulated frame (the
+/// `data_meta` area) for the TC program on the uplink, which delivers it.
+/// Frames without it are not ours and pass untouched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct XdpMeta {
+    pub magic: u32,
+    pub vni: u32,
+    /// Destination local port, or 0 to flood to every local port of the VNI.
+    pub ifindex: u32,
+    /// `PORT_F_*` flags of `ifindex`.
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `bytemuck::Pod`: plain data, no padding.
+    unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for FdbEntry {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for PortInfo {}
+    unsafe impl aya::Pod for VniInfo {}
+}
