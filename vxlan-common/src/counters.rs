@@ -61,10 +61,9 @@ counters! {
     DropTxHairpin = "drop_tx_hairpin",
     /// Port drop: encapsulation failed (helper failure).
     DropEncapFailed = "drop_encap_failed",
-    /// Port drop: no route to the remote VTEP.
-    DropNoRoute = "drop_no_route",
-    /// Port drop: the remote VTEP's link-layer address is not resolved yet
-    /// and the frame is not IP (IP frames wait in the neighbour queue).
+    /// Port drop: the remote VTEP's link-layer address is not known yet and
+    /// the frame is not IP unicast (those wait in the kernel's neighbour
+    /// queue instead).
     DropNoNeigh = "drop_no_neigh",
     /// Port drop: broadcast or unknown unicast with nowhere to go.
     DropNoFloodTarget = "drop_no_flood_target",

@@ -28,6 +28,7 @@ pub mod map {
     pub const PORTS: &str = "PORTS";
     pub const VNIS: &str = "VNIS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const NEIGH: &str = "NEIGH";
 }
 
 /// Largest valid VNI (24 bits).
@@ -145,6 +146,28 @@ impl Default for VniInfo {
     }
 }
 
+/// Capacity of the NEIGH map (remote VTEPs).
+pub const MAX_NEIGH: u32 = 4096;
+
+/// How to reach a remote VTEP on the link layer: the key of NEIGH is its
+/// IPv4 address (network byte order).
+///
+/// `bpf_fib_lookup` cannot serve here: it refuses to answer on a device
+/// that does not forward IPv4, and a VTEP host need not be a router. So
+/// userspace resolves the configured remotes through the kernel's routing
+/// and neighbour tables, and the XDP program fills in, for a VTEP it
+/// receives from, the link-layer addresses the frame came with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NeighEntry {
+    /// Next hop's MAC.
+    pub dmac: [u8; 6],
+    /// Our MAC on `ifindex`.
+    pub smac: [u8; 6],
+    /// Output interface.
+    pub ifindex: u32,
+}
+
 /// `XdpMeta::magic`: "VXLN".
 pub const META_MAGIC: u32 = 0x5658_4c4e;
 
@@ -171,4 +194,5 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for PortInfo {}
     unsafe impl aya::Pod for VniInfo {}
+    unsafe impl aya::Pod for NeighEntry {}
 }

@@ -29,14 +29,8 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 /// field (bytes 10..12) taken as zero. Returned in network byte order bytes.
 #[inline(always)]
 pub fn ipv4_checksum(hdr: &[u8; IPV4_HLEN]) -> [u8; 2] {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < IPV4_HLEN {
-        if i != 10 {
-            sum += u32::from(u16::from_be_bytes([hdr[i], hdr[i + 1]]));
-        }
-        i += 2;
-    }
+    let w = |i: usize| u32::from(u16::from_be_bytes([hdr[i], hdr[i + 1]]));
+    let mut sum = w(0) + w(2) + w(4) + w(6) + w(8) + w(12) + w(14) + w(16) + w(18);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_be_bytes()
@@ -76,93 +70,37 @@ pub struct Outer {
 /// inner frame of `inner_len` bytes. UDP checksum is 0 (allowed for IPv4 and
 /// what lets GSO segment the tunnel cheaply); DF is clear, as the kernel
 /// vxlan driver's default.
+///
+/// Written as one array literal: no loops and no `memset`, which keeps the
+/// eBPF verifier's work per call small.
 #[inline(always)]
 pub fn build_outer(o: &Outer, inner_len: u16) -> [u8; ENCAP_LEN] {
-    let mut h = [0u8; ENCAP_LEN];
-    // Ethernet
-    let mut i = 0;
-    while i < 6 {
-        h[i] = o.dst_mac[i];
-        h[6 + i] = o.src_mac[i];
-        i += 1;
-    }
-    h[12] = (ETH_P_IP >> 8) as u8;
-    h[13] = ETH_P_IP as u8;
-    // IPv4
-    let tot_len = inner_len
-        .wrapping_add((IPV4_HLEN + UDP_HLEN + VXLAN_HLEN) as u16)
-        .to_be_bytes();
+    let ip_len = inner_len.wrapping_add((IPV4_HLEN + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
+    let udp_len = inner_len.wrapping_add((UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
     let id = o.ip_id.to_be_bytes();
-    let ip = OFF_IP;
-    h[ip] = 0x45;
-    h[ip + 1] = o.tos;
-    h[ip + 2] = tot_len[0];
-    h[ip + 3] = tot_len[1];
-    h[ip + 4] = id[0];
-    h[ip + 5] = id[1];
-    // flags/fragment offset: 0 (DF clear)
-    h[ip + 8] = o.ttl;
-    h[ip + 9] = IPPROTO_UDP;
-    let mut j = 0;
-    while j < 4 {
-        h[ip + 12 + j] = o.src_ip[j];
-        h[ip + 16 + j] = o.dst_ip[j];
-        j += 1;
-    }
-    set_ipv4_checksum(&mut h);
-    // UDP
-    let udp_len = inner_len
-        .wrapping_add((UDP_HLEN + VXLAN_HLEN) as u16)
-        .to_be_bytes();
+    let (s, d) = (o.src_ip, o.dst_ip);
+    let csum = ipv4_checksum(&[
+        0x45, o.tos, ip_len[0], ip_len[1], id[0], id[1], 0, 0, o.ttl, IPPROTO_UDP, 0, 0,
+        s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3],
+    ]);
     let sp = o.src_port.to_be_bytes();
     let dp = o.dst_port.to_be_bytes();
-    let u = OFF_UDP;
-    h[u] = sp[0];
-    h[u + 1] = sp[1];
-    h[u + 2] = dp[0];
-    h[u + 3] = dp[1];
-    h[u + 4] = udp_len[0];
-    h[u + 5] = udp_len[1];
-    // checksum 0
-    // VXLAN
-    let v = OFF_VXLAN;
-    h[v] = VXLAN_FLAG_I;
     let vni = o.vni.to_be_bytes();
-    h[v + 4] = vni[1];
-    h[v + 5] = vni[2];
-    h[v + 6] = vni[3];
-    h
-}
-
-/// Rewrites the outer destination (MAC and IP) of headers built by
-/// [`build_outer`] and fixes the IPv4 checksum: one flood copy per remote.
-#[inline(always)]
-pub fn retarget_outer(h: &mut [u8; ENCAP_LEN], dst_mac: &[u8; 6], src_mac: &[u8; 6], dst_ip: &[u8; 4]) {
-    let mut i = 0;
-    while i < 6 {
-        h[i] = dst_mac[i];
-        h[6 + i] = src_mac[i];
-        i += 1;
-    }
-    let mut j = 0;
-    while j < 4 {
-        h[OFF_IP + 16 + j] = dst_ip[j];
-        j += 1;
-    }
-    set_ipv4_checksum(h);
-}
-
-#[inline(always)]
-fn set_ipv4_checksum(h: &mut [u8; ENCAP_LEN]) {
-    let mut ip = [0u8; IPV4_HLEN];
-    let mut k = 0;
-    while k < IPV4_HLEN {
-        ip[k] = h[OFF_IP + k];
-        k += 1;
-    }
-    let c = ipv4_checksum(&ip);
-    h[OFF_IP + 10] = c[0];
-    h[OFF_IP + 11] = c[1];
+    let (dm, sm) = (o.dst_mac, o.src_mac);
+    [
+        // Ethernet
+        dm[0], dm[1], dm[2], dm[3], dm[4], dm[5],
+        sm[0], sm[1], sm[2], sm[3], sm[4], sm[5],
+        (ETH_P_IP >> 8) as u8, ETH_P_IP as u8,
+        // IPv4: version/IHL, TOS, total length, id, flags/fragment (DF
+        // clear), TTL, protocol, checksum, source, destination
+        0x45, o.tos, ip_len[0], ip_len[1], id[0], id[1], 0, 0, o.ttl, IPPROTO_UDP,
+        csum[0], csum[1], s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3],
+        // UDP: ports, length, checksum 0
+        sp[0], sp[1], dp[0], dp[1], udp_len[0], udp_len[1], 0, 0,
+        // VXLAN: flags, reserved, VNI, reserved
+        VXLAN_FLAG_I, 0, 0, 0, vni[1], vni[2], vni[3], 0,
+    ]
 }
 
 /// The 24-bit VNI carried in bytes 4..7 of a VXLAN header.
@@ -181,4 +119,13 @@ pub const fn is_multicast_mac(mac: &[u8; 6]) -> bool {
 #[inline(always)]
 pub const fn is_zero_mac(mac: &[u8; 6]) -> bool {
     (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0
+}
+
+/// Outer TOS for an inner DS field, as the kernel's `INET_ECN_encapsulate`
+/// does with a configured TOS of 0: copy the inner ECN bits, except that CE
+/// becomes ECT(0).
+#[inline(always)]
+pub const fn ecn_encap(inner_ds: u8) -> u8 {
+    let ecn = inner_ds & 0x03;
+    if ecn == 0x03 { 0x02 } else { ecn }
 }

@@ -1,1 +1,41 @@
-fn main(){}
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use vxlan_user::{
+    cli::{Cli, Command, FdbCommand},
+    commands,
+    loader,
+};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vxlan-fwd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must run as root (it loads eBPF programs and changes network interfaces)");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match (cli.command, cli.run) {
+            (Some(Command::Run(args)), _) | (None, Some(args)) => loader::run(args).await,
+            (Some(Command::Fdb(FdbCommand::Show { json })), _) => commands::fdb_show(json).await,
+            (Some(Command::Stats { json }), _) => commands::stats(json).await,
+            (None, None) => bail!("nothing to do: give --iface and --vni, or a command (see --help)"),
+        }
+    })
+}

@@ -1,1 +1,955 @@
+//! rtnetlink helpers of the userspace loader: link lookup and creation, IPv4
+//! addresses, route lookups and neighbour (ARP) resolution.
+//!
+//! Everything goes through a `NETLINK_ROUTE` socket via [`rtnetlink`]; nothing
+//! shells out to `ip`. Every request is bounded by a timeout
+//! ([`REQUEST_TIMEOUT`]) so that a lost or undecodable kernel reply turns into
+//! an error instead of a hang.
 
+use std::{
+    future::Future,
+    io,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    address::{AddressAttribute, AddressHeaderFlags},
+    link::{
+        AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoVeth, LinkAttribute, LinkFlags,
+        LinkInfo as NlLinkInfo, LinkMessage, LinkXdp,
+    },
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
+};
+use rtnetlink::{
+    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
+};
+
+/// Upper bound for a single netlink request (including the whole reply of a
+/// dump).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
+const MAX_IFNAME_LEN: usize = 15;
+
+/// A rtnetlink connection bound to the network namespace that was current when
+/// it was opened.
+///
+/// Cloning is cheap and all clones share the same socket; the background
+/// connection task ends once the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// What the loader needs to know about a network interface.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// MTU (0 if the kernel did not report one).
+    pub mtu: u32,
+    /// Hardware address; all zeros if the link has none (or it is not 6
+    /// bytes long).
+    pub mac: [u8; 6],
+    /// `IFLA_INFO_KIND`, e.g. `"veth"`, `"bridge"`, `"vxlan"`; `None` for
+    /// physical NICs and loopback.
+    pub kind: Option<String>,
+    /// Administrative state (`IFF_UP`).
+    pub up: bool,
+    /// true when IFLA_LINK_NETNSID is present, i.e. the veth's peer lives in
+    /// another network namespace.
+    pub peer_in_other_netns: bool,
+    /// Id of the XDP program attached to the link (IFLA_XDP / IFLA_XDP_PROG_ID),
+    /// if any.
+    pub xdp_prog_id: Option<u32>,
+}
+
+impl Netlink {
+    /// Opens a rtnetlink socket in the current network namespace (spawns the
+    /// connection task on the current tokio runtime).
+    ///
+    /// The socket stays in the namespace of the calling thread at the time of
+    /// this call, whatever the thread does later. The runtime must have its
+    /// time driver enabled (`#[tokio::main]` does), as requests are bounded by
+    /// [`REQUEST_TIMEOUT`].
+    pub fn new() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .context("Netlink::new() must be called from within a tokio runtime")?;
+        let (connection, handle, _unsolicited) =
+            rtnetlink::new_connection().context("failed to open a NETLINK_ROUTE socket")?;
+        runtime.spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Looks a link up by name; fails with `interface '{name}' not found` if
+    /// there is no such link in this namespace.
+    pub async fn link_by_name(&self, name: &str) -> anyhow::Result<LinkInfo> {
+        check_ifname(name)?;
+        let request = self.handle.link().get().match_name(name).execute();
+        let reply = timed(async {
+            futures::pin_mut!(request);
+            request.try_next().await.map_err(nl_error)
+        })
+        .await;
+        match reply {
+            Ok(Some(msg)) => Ok(link_info(msg)),
+            Ok(None) => bail!("interface '{name}' not found"),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => bail!("interface '{name}' not found"),
+            Err(e) => Err(e.context(format!("failed to look up interface '{name}'"))),
+        }
+    }
+
+    /// Looks a link up by interface index.
+    pub async fn link_by_index(&self, index: u32) -> anyhow::Result<LinkInfo> {
+        if index == 0 {
+            bail!("invalid interface index 0");
+        }
+        let request = self.handle.link().get().match_index(index).execute();
+        let reply = timed(async {
+            futures::pin_mut!(request);
+            request.try_next().await.map_err(nl_error)
+        })
+        .await;
+        match reply {
+            Ok(Some(msg)) => Ok(link_info(msg)),
+            Ok(None) => bail!("interface with index {index} not found"),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => {
+                bail!("interface with index {index} not found")
+            }
+            Err(e) => Err(e.context(format!("failed to look up interface index {index}"))),
+        }
+    }
+
+    /// Lists all links of this network namespace.
+    pub async fn links(&self) -> anyhow::Result<Vec<LinkInfo>> {
+        let request = self.handle.link().get().execute();
+        let messages: Vec<LinkMessage> =
+            timed(async { request.try_collect().await.map_err(nl_error) })
+                .await
+                .context("failed to list network interfaces")?;
+        Ok(messages.into_iter().map(link_info).collect())
+    }
+
+    /// First IPv4 address configured on the interface, if any.
+    ///
+    /// Primary addresses win over secondary ones; for point-to-point links
+    /// this is the local address (`IFA_LOCAL`). An unknown `index` simply
+    /// yields `None`.
+    pub async fn first_ipv4(&self, index: u32) -> anyhow::Result<Option<Ipv4Addr>> {
+        let mut request = self.handle.address().get().set_link_index_filter(index);
+        request.message_mut().header.family = AddressFamily::Inet;
+        let request = request.execute();
+        let messages: Vec<_> = timed(async { request.try_collect().await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to list the IPv4 addresses of ifindex {index}"))?;
+
+        let mut first_secondary = None;
+        for msg in messages {
+            let local = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let address = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let Some(ip) = local.or(address) else {
+                continue;
+            };
+            if !msg.header.flags.contains(AddressHeaderFlags::Secondary) {
+                return Ok(Some(ip));
+            }
+            first_secondary.get_or_insert(ip);
+        }
+        Ok(first_secondary)
+    }
+
+    /// Creates a veth pair `name` <-> `peer` in this namespace, both with
+    /// `mtu`. The links are left down.
+    pub async fn create_veth(&self, name: &str, peer: &str, mtu: u32) -> anyhow::Result<()> {
+        check_ifname(name)?;
+        check_ifname(peer)?;
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer)
+            .mtu(mtu)
+            .build();
+        let msg = LinkVeth::new(name, peer)
+            .mtu(mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        let request = self.handle.link().add(msg).execute();
+        match timed(async { request.await.map_err(nl_error) }).await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Err(e.context(format!(
+                "cannot create veth pair '{name}' <-> '{peer}': an interface with one of these \
+                 names already exists"
+            ))),
+            Err(e) => Err(e.context(format!(
+                "failed to create veth pair '{name}' <-> '{peer}' with mtu {mtu}"
+            ))),
+        }
+    }
+
+    /// Sets the link administratively up (`ip link set dev X up`).
+    pub async fn set_up(&self, index: u32) -> anyhow::Result<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        let request = self.handle.link().change(msg).execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to set ifindex {index} up"))
+    }
+
+    /// Deletes a link (for a veth, both ends go away).
+    pub async fn delete_link(&self, index: u32) -> anyhow::Result<()> {
+        let request = self.handle.link().del(index).execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to delete ifindex {index}"))
+    }
+
+    /// Disable IPv6 address generation on a link (IFLA_INET6_ADDR_GEN_MODE =
+    /// none) so it never sends ND/RS on its own. Best effort is fine but
+    /// return errors.
+    ///
+    /// Best called before the link is set up: addresses already generated
+    /// are not removed. Fails with `EAFNOSUPPORT` when IPv6 is disabled on
+    /// the link, which callers may treat as success.
+    pub async fn set_addrgenmode_none(&self, index: u32) -> anyhow::Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        let request = self.handle.link().change(msg).execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to set IPv6 addrgenmode none on ifindex {index}"))
+    }
+
+    /// Route lookup (RTM_GETROUTE for a /32, like `ip route get`): returns
+    /// (output ifindex, next hop) where next hop is the gateway if the route
+    /// has one, else `dst` itself.
+    ///
+    /// Fails if there is no route, or if `dst` is an address of this host
+    /// (its route would go through loopback).
+    pub async fn route_get(&self, dst: Ipv4Addr) -> anyhow::Result<(u32, Ipv4Addr)> {
+        // Only family, prefix length and destination are set so that the
+        // request is also valid for sockets with NETLINK_GET_STRICT_CHK.
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let request = self.handle.route().get(msg).execute();
+        let route = timed(async {
+            futures::pin_mut!(request);
+            request.try_next().await.map_err(nl_error)
+        })
+        .await
+        .with_context(|| format!("route lookup for {dst} failed"))?
+        .ok_or_else(|| anyhow!("route lookup for {dst} failed: the kernel returned no route"))?;
+
+        if route.header.kind == RouteType::Local {
+            bail!("route lookup for {dst}: {dst} is a local address of this host");
+        }
+        let mut oif = None;
+        let mut gateway = None;
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Oif(index) => oif = Some(*index),
+                RouteAttribute::Gateway(RouteAddress::Inet(ip))
+                | RouteAttribute::Via(RouteVia::Inet(ip)) => gateway = Some(*ip),
+                RouteAttribute::Via(via) => {
+                    bail!("route to {dst} uses a non-IPv4 next hop ({via:?}), which is unsupported")
+                }
+                _ => {}
+            }
+        }
+        let oif = oif.ok_or_else(|| anyhow!("route to {dst} has no output interface"))?;
+        Ok((oif, gateway.unwrap_or(dst)))
+    }
+
+    /// Ask the kernel to resolve the neighbour `ip` on `ifindex` (RTM_NEWNEIGH
+    /// with NTF_USE and NLM_F_CREATE|NLM_F_REPLACE, no lladdr), like `ip neigh
+    /// replace IP dev X use` - it starts ARP if the entry is missing or stale
+    /// and never overrides a resolved address.
+    ///
+    /// Static (`PERMANENT`) and `NOARP` entries are left alone: the kernel
+    /// would otherwise strip the `PERMANENT` state of an existing entry when
+    /// it sees NTF_USE.
+    pub async fn kick_neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> anyhow::Result<()> {
+        if let Some(entry) = self.neighbour_entry(ifindex, ip).await?
+            && matches!(
+                entry.header.state,
+                NeighbourState::Permanent | NeighbourState::Noarp
+            )
+        {
+            return Ok(());
+        }
+        // The state is ignored by the kernel with NTF_USE except when the
+        // entry gets created, where NUD_PERMANENT (what iproute2 sends) would
+        // exempt it from garbage collection; NUD_NONE does not.
+        let request = self
+            .handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(ip))
+            .state(NeighbourState::None)
+            .flags(NeighbourFlags::Use)
+            .replace()
+            .execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| {
+                format!("failed to trigger ARP resolution of {ip} on ifindex {ifindex}")
+            })
+    }
+
+    /// Link-layer address of a neighbour if the kernel has a valid
+    /// (REACHABLE/STALE/DELAY/PROBE/PERMANENT) entry.
+    pub async fn neighbour_mac(
+        &self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+    ) -> anyhow::Result<Option<[u8; 6]>> {
+        let Some(entry) = self.neighbour_entry(ifindex, ip).await? else {
+            return Ok(None);
+        };
+        if !matches!(
+            entry.header.state,
+            NeighbourState::Reachable
+                | NeighbourState::Stale
+                | NeighbourState::Delay
+                | NeighbourState::Probe
+                | NeighbourState::Permanent
+        ) {
+            return Ok(None);
+        }
+        let Some(lladdr) = entry.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(lladdr) => Some(lladdr),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let mac = <[u8; 6]>::try_from(lladdr.as_slice()).map_err(|_| {
+            anyhow!(
+                "neighbour {ip} on ifindex {ifindex} has a {}-byte link-layer address, not an \
+                 Ethernet one",
+                lladdr.len()
+            )
+        })?;
+        Ok(Some(mac))
+    }
+
+    /// The kernel's neighbour entry for `ip` on `ifindex`, if there is one
+    /// (in whatever state).
+    async fn neighbour_entry(
+        &self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+    ) -> anyhow::Result<Option<NeighbourMessage>> {
+        let what = || format!("failed to look up neighbour {ip} on ifindex {ifindex}");
+        // rtnetlink only offers neighbour dumps; a targeted RTM_GETNEIGH
+        // (Linux >= 5.0) avoids walking the whole table on every call.
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = ifindex;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        request.header.flags = NLM_F_REQUEST;
+        let mut handle = self.handle.clone();
+
+        let reply = timed(async {
+            let mut replies = handle.request(request).map_err(nl_error)?;
+            while let Some(reply) = replies.next().await {
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(entry)) => {
+                        return Ok(Some(entry));
+                    }
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(anyhow::Error::new(e.to_io()));
+                    }
+                    NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => {}
+                    other => bail!("unexpected reply to RTM_GETNEIGH: {other:?}"),
+                }
+            }
+            Ok(None)
+        })
+        .await;
+
+        match reply {
+            Ok(entry) => Ok(entry),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Err(e
+                .context(format!("interface with index {ifindex} not found"))
+                .context(what())),
+            // Kernels older than 5.0 only support dumps.
+            Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => self
+                .neighbour_entry_from_dump(ifindex, ip)
+                .await
+                .with_context(what),
+            Err(e) => Err(e.context(what())),
+        }
+    }
+
+    /// Slow path of [`Self::neighbour_entry`]: dump the IPv4 neighbour table
+    /// and pick the entry.
+    async fn neighbour_entry_from_dump(
+        &self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+    ) -> anyhow::Result<Option<NeighbourMessage>> {
+        let request = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        let entries: Vec<NeighbourMessage> =
+            timed(async { request.try_collect().await.map_err(nl_error) }).await?;
+        Ok(entries.into_iter().find(|entry| {
+            entry.header.ifindex == ifindex
+                && entry.attributes.iter().any(|a| {
+                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)) if *dst == ip)
+                })
+        }))
+    }
+}
+
+/// Parses a MAC address written as six hex octets separated by `:` or `-`
+/// (`aa:bb:cc:dd:ee:ff`; one-digit octets are accepted, as `ip` does).
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let invalid =
+        || anyhow!("invalid MAC address '{s}': expected six hex octets like aa:bb:cc:dd:ee:ff");
+    let separator = if s.contains('-') { '-' } else { ':' };
+    let mut mac = [0u8; 6];
+    let mut octets = s.split(separator);
+    for byte in &mut mac {
+        let octet = octets.next().ok_or_else(invalid)?;
+        if octet.is_empty() || octet.len() > 2 || !octet.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        *byte = u8::from_str_radix(octet, 16).map_err(|_| invalid())?;
+    }
+    if octets.next().is_some() {
+        return Err(invalid());
+    }
+    Ok(mac)
+}
+
+/// Formats a MAC address as lower-case `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// Converts a kernel link message into a [`LinkInfo`].
+fn link_info(msg: LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        mtu: 0,
+        mac: [0; 6],
+        kind: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        peer_in_other_netns: false,
+        xdp_prog_id: None,
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => info.name = name,
+            LinkAttribute::Mtu(mtu) => info.mtu = mtu,
+            LinkAttribute::Address(address) => {
+                if let Ok(mac) = <[u8; 6]>::try_from(address.as_slice()) {
+                    info.mac = mac;
+                }
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for nested in infos {
+                    if let NlLinkInfo::Kind(kind) = nested {
+                        info.kind = Some(kind.to_string());
+                    }
+                }
+            }
+            LinkAttribute::LinkNetNsId(_) => info.peer_in_other_netns = true,
+            LinkAttribute::Xdp(xdp) => info.xdp_prog_id = xdp_prog_id(&xdp),
+            _ => {}
+        }
+    }
+    info
+}
+
+/// Program id out of `IFLA_XDP`. The kernel only sends `IFLA_XDP_PROG_ID`
+/// when a single program is attached; with several (driver + generic, ...)
+/// only the per-mode ids are present, of which the first one is returned.
+fn xdp_prog_id(xdp: &[LinkXdp]) -> Option<u32> {
+    let find = |pick: fn(&LinkXdp) -> Option<u32>| xdp.iter().find_map(pick).filter(|&id| id != 0);
+    find(|a| match a {
+        LinkXdp::ProgId(id) => Some(*id),
+        _ => None,
+    })
+    .or_else(|| {
+        find(|a| match a {
+            LinkXdp::DrvProgId(id) => Some(*id),
+            _ => None,
+        })
+    })
+    .or_else(|| {
+        find(|a| match a {
+            LinkXdp::SkbProgId(id) => Some(*id),
+            _ => None,
+        })
+    })
+    .or_else(|| {
+        find(|a| match a {
+            LinkXdp::HwProgId(id) => Some(*id),
+            _ => None,
+        })
+    })
+}
+
+/// Rejects names the kernel would refuse (see `dev_valid_name()`), with a
+/// readable message instead of a bare `EINVAL`.
+fn check_ifname(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() {
+        bail!("empty interface name");
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        bail!("interface name '{name}' is too long (at most {MAX_IFNAME_LEN} bytes)");
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        bail!("invalid interface name '{name}'");
+    }
+    Ok(())
+}
+
+/// Runs one netlink exchange, failing after [`REQUEST_TIMEOUT`].
+async fn timed<T>(request: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow!(
+                "no reply from the kernel within {REQUEST_TIMEOUT:?} (a reply may have failed to \
+             decode; see the netlink_proto log target)"
+            ))
+        })
+}
+
+/// Converts an rtnetlink error; kernel errors become [`io::Error`]s so that
+/// they read like `No such device (os error 19)` and keep their errno.
+fn nl_error(err: rtnetlink::Error) -> anyhow::Error {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => anyhow::Error::new(msg.to_io()),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// The errno carried by an error made by [`nl_error`], if any.
+fn errno(err: &anyhow::Error) -> Option<i32> {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<io::Error>()?.raw_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip() {
+        let mac = [0x02, 0xab, 0x00, 0x1f, 0xcd, 0xef];
+        assert_eq!(format_mac(&mac), "02:ab:00:1f:cd:ef");
+        assert_eq!(parse_mac("02:ab:00:1f:cd:ef").unwrap(), mac);
+        assert_eq!(parse_mac("02:AB:00:1F:CD:EF").unwrap(), mac);
+        assert_eq!(parse_mac("02-ab-00-1f-cd-ef").unwrap(), mac);
+        assert_eq!(parse_mac("2:ab:0:1f:cd:ef").unwrap(), mac);
+        assert_eq!(format_mac(&[0; 6]), "00:00:00:00:00:00");
+        assert_eq!(format_mac(&[0xff; 6]), "ff:ff:ff:ff:ff:ff");
+    }
+
+    #[test]
+    fn parse_mac_rejects_garbage() {
+        for bad in [
+            "",
+            "02:ab:00:1f:cd",
+            "02:ab:00:1f:cd:ef:00",
+            "02:ab:00:1f:cd:",
+            "02:ab:00:1f::ef",
+            "02:ab:00:1f:cd:eg",
+            "02:ab:00:1f:cd:+f",
+            "002:ab:00:1f:cd:ef",
+            "02:ab-00:1f:cd:ef",
+            "02ab001fcdef",
+            " 02:ab:00:1f:cd:ef",
+        ] {
+            let err = parse_mac(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("invalid MAC address"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ifname_validation() {
+        assert!(check_ifname("eth0").is_ok());
+        assert!(check_ifname("a23456789012345").is_ok());
+        assert!(check_ifname("a234567890123456").is_err());
+        assert!(check_ifname("").is_err());
+        assert!(check_ifname("a/b").is_err());
+        assert!(check_ifname("a b").is_err());
+        assert!(check_ifname("..").is_err());
+    }
+
+    /// Runs `f` on a dedicated thread moved into a brand-new, empty network
+    /// namespace, so nothing of the host's namespace can be touched. Returns
+    /// `None` (test skipped) when namespaces cannot be created, e.g. when not
+    /// running as root. The namespace, and every interface in it, disappears
+    /// when the thread ends, whether `f` succeeded or panicked.
+    fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let thread = std::thread::spawn(move || {
+            // SAFETY: plain syscall; CLONE_NEWNET only affects this thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                eprintln!(
+                    "skipping: unshare(CLONE_NEWNET) failed: {}",
+                    io::Error::last_os_error()
+                );
+                return None;
+            }
+            Some(f())
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Opens the network namespace of the calling thread.
+    fn current_netns() -> std::fs::File {
+        std::fs::File::open("/proc/thread-self/ns/net").expect("open /proc/thread-self/ns/net")
+    }
+
+    /// Moves the calling thread into the network namespace `ns`.
+    fn enter_netns(ns: &std::fs::File) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: plain syscall on a valid namespace fd.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+    }
+
+    /// Loads `r0 = XDP_PASS; exit` as an XDP program.
+    fn load_xdp_pass() -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd as _;
+        #[repr(C)]
+        struct ProgLoadAttr {
+            prog_type: u32,
+            insn_cnt: u32,
+            insns: u64,
+            license: u64,
+            log_level: u32,
+            log_size: u32,
+            log_buf: u64,
+            kern_version: u32,
+            prog_flags: u32,
+            rest: [u8; 80],
+        }
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_PROG_TYPE_XDP: u32 = 6;
+        let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
+        let license = c"GPL";
+        let attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 0,
+            log_size: 0,
+            log_buf: 0,
+            kern_version: 0,
+            prog_flags: 0,
+            rest: [0; 80],
+        };
+        // SAFETY: `attr` is a valid, fully initialised bpf_attr prefix that
+        // outlives the call; the pointers in it point to live data.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                size_of::<ProgLoadAttr>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    async fn neighbour_state(nl: &Netlink, ifindex: u32, ip: Ipv4Addr) -> Option<NeighbourState> {
+        nl.neighbour_entry(ifindex, ip)
+            .await
+            .unwrap()
+            .map(|entry| entry.header.state)
+    }
+
+    /// End-to-end test against the kernel, in two private network
+    /// namespaces: "A" (the test thread) and "B" (holding the veth peer).
+    #[test]
+    fn kernel_round_trip() {
+        let ran = in_private_netns(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+                .block_on(kernel_round_trip_in_netns());
+        });
+        if ran.is_none() {
+            eprintln!("kernel_round_trip skipped: needs CAP_SYS_ADMIN");
+        }
+    }
+
+    async fn kernel_round_trip_in_netns() {
+        // Namespace B: a second private namespace, with its own socket. The
+        // socket keeps the namespace it was created in.
+        let ns_a = current_netns();
+        // SAFETY: plain syscall; only affects this (private) thread.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        let ns_b = current_netns();
+        let nl_b = Netlink::new().unwrap();
+        enter_netns(&ns_a);
+        let nl = Netlink::new().unwrap();
+
+        // Links.
+        let lo = nl.link_by_name("lo").await.unwrap();
+        assert_eq!(lo.kind, None);
+        assert!(!lo.up);
+        let err = nl.link_by_name("nlt-nope").await.unwrap_err();
+        assert_eq!(err.to_string(), "interface 'nlt-nope' not found");
+        assert!(nl.link_by_name("much-too-long-name").await.is_err());
+
+        nl.create_veth("nlt0", "nlt1", 1400).await.unwrap();
+        let err = nl.create_veth("nlt0", "nlt2", 1400).await.unwrap_err();
+        assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+        let veth = nl.link_by_name("nlt0").await.unwrap();
+        let peer = nl.link_by_name("nlt1").await.unwrap();
+        eprintln!("{veth:?}\n{peer:?}");
+        assert_eq!(veth.kind.as_deref(), Some("veth"));
+        assert_eq!(peer.kind.as_deref(), Some("veth"));
+        assert_eq!((veth.mtu, peer.mtu), (1400, 1400));
+        assert!(!veth.up && !peer.up);
+        assert!(!veth.peer_in_other_netns);
+        assert_ne!(veth.mac, [0; 6]);
+        assert_eq!(veth.xdp_prog_id, None);
+        assert_eq!(nl.link_by_index(veth.index).await.unwrap().name, "nlt0");
+        let err = nl.link_by_index(9999).await.unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err:#}");
+        let mut names: Vec<_> = nl
+            .links()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lo", "nlt0", "nlt1"]);
+
+        // addrgenmode none, checked on the raw link message.
+        nl.set_addrgenmode_none(veth.index).await.unwrap();
+        let request = nl.handle.link().get().match_index(veth.index).execute();
+        futures::pin_mut!(request);
+        let raw = request.try_next().await.unwrap().unwrap();
+        let mode = raw.attributes.iter().find_map(|a| match a {
+            LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
+                AfSpecUnspec::Inet6(inet6) => inet6.iter().find_map(|i| match i {
+                    AfSpecInet6::AddrGenMode(mode) => Some(*mode),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        });
+        assert_eq!(mode, Some(In6AddrGenMode::None));
+
+        // Move the peer to namespace B and configure it there.
+        {
+            use std::os::fd::AsRawFd as _;
+            let msg = LinkUnspec::new_with_index(peer.index)
+                .setns_by_fd(ns_b.as_raw_fd())
+                .build();
+            nl.handle.link().change(msg).execute().await.unwrap();
+        }
+        assert!(nl.link_by_name("nlt1").await.is_err());
+        assert!(nl.link_by_name("nlt0").await.unwrap().peer_in_other_netns);
+        let peer_b = nl_b.link_by_name("nlt1").await.unwrap();
+        assert!(peer_b.peer_in_other_netns);
+        nl_b.handle
+            .address()
+            .add(peer_b.index, "10.99.0.3".parse().unwrap(), 24)
+            .execute()
+            .await
+            .unwrap();
+        nl_b.set_up(peer_b.index).await.unwrap();
+
+        // Addresses.
+        assert_eq!(nl.first_ipv4(veth.index).await.unwrap(), None);
+        for (ip, plen) in [("10.99.0.1", 24), ("10.99.0.7", 24)] {
+            nl.handle
+                .address()
+                .add(veth.index, ip.parse().unwrap(), plen)
+                .execute()
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            nl.first_ipv4(veth.index).await.unwrap(),
+            Some(Ipv4Addr::new(10, 99, 0, 1))
+        );
+        assert_eq!(nl.first_ipv4(lo.index).await.unwrap(), None);
+        nl.set_up(veth.index).await.unwrap();
+        assert!(nl.link_by_index(veth.index).await.unwrap().up);
+
+        // Routes.
+        let on_link = Ipv4Addr::new(10, 99, 0, 2);
+        let gateway = Ipv4Addr::new(10, 99, 0, 3);
+        assert_eq!(nl.route_get(on_link).await.unwrap(), (veth.index, on_link));
+        nl.handle
+            .route()
+            .add(
+                rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(Ipv4Addr::new(10, 200, 0, 0), 16)
+                    .gateway(gateway)
+                    .build(),
+            )
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(
+            nl.route_get(Ipv4Addr::new(10, 200, 1, 1)).await.unwrap(),
+            (veth.index, gateway)
+        );
+        let err = nl.route_get(Ipv4Addr::new(10, 99, 0, 1)).await.unwrap_err();
+        assert!(err.to_string().contains("local address"), "{err:#}");
+        let err = nl.route_get(Ipv4Addr::new(192, 0, 2, 1)).await.unwrap_err();
+        eprintln!("unroutable: {err:#}");
+        assert_eq!(errno(&err), Some(libc::ENETUNREACH), "{err:#}");
+
+        // Neighbours: nobody answers for 10.99.0.2.
+        assert_eq!(neighbour_state(&nl, veth.index, on_link).await, None);
+        assert_eq!(nl.neighbour_mac(veth.index, on_link).await.unwrap(), None);
+        nl.kick_neighbour(veth.index, on_link).await.unwrap();
+        let state = neighbour_state(&nl, veth.index, on_link).await;
+        assert!(
+            matches!(
+                state,
+                Some(NeighbourState::Incomplete | NeighbourState::Failed)
+            ),
+            "{state:?}"
+        );
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["-4", "neigh", "show"])
+            .output()
+            && out.status.success()
+        {
+            let out = String::from_utf8_lossy(&out.stdout);
+            eprintln!("ip -4 neigh show:\n{out}");
+            assert!(out.contains("10.99.0.2 dev nlt0"), "{out}");
+            assert!(
+                out.contains("INCOMPLETE") || out.contains("FAILED"),
+                "{out}"
+            );
+        }
+        assert_eq!(nl.neighbour_mac(veth.index, on_link).await.unwrap(), None);
+        // Kicking again while resolution is in progress is harmless.
+        nl.kick_neighbour(veth.index, on_link).await.unwrap();
+
+        // ...but 10.99.0.3, in namespace B, does.
+        nl.kick_neighbour(veth.index, gateway).await.unwrap();
+        let mut mac = None;
+        for _ in 0..100 {
+            mac = nl.neighbour_mac(veth.index, gateway).await.unwrap();
+            if mac.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(mac, Some(peer_b.mac));
+        assert_eq!(
+            neighbour_state(&nl, veth.index, gateway).await,
+            Some(NeighbourState::Reachable)
+        );
+        // A resolved entry is neither overridden nor downgraded.
+        nl.kick_neighbour(veth.index, gateway).await.unwrap();
+        assert_eq!(
+            nl.neighbour_mac(veth.index, gateway).await.unwrap(),
+            Some(peer_b.mac)
+        );
+
+        // Static entries are reported and survive a kick.
+        let static_ip = Ipv4Addr::new(10, 99, 0, 9);
+        let static_mac = parse_mac("02:00:00:00:00:09").unwrap();
+        nl.handle
+            .neighbours()
+            .add(veth.index, IpAddr::V4(static_ip))
+            .link_layer_address(&static_mac)
+            .state(NeighbourState::Permanent)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(
+            nl.neighbour_mac(veth.index, static_ip).await.unwrap(),
+            Some(static_mac)
+        );
+        nl.kick_neighbour(veth.index, static_ip).await.unwrap();
+        assert_eq!(
+            neighbour_state(&nl, veth.index, static_ip).await,
+            Some(NeighbourState::Permanent)
+        );
+        assert_eq!(
+            nl.neighbour_mac(veth.index, static_ip).await.unwrap(),
+            Some(static_mac)
+        );
+        assert!(nl.neighbour_mac(9999, static_ip).await.is_err());
+
+        // XDP program id.
+        match load_xdp_pass() {
+            Ok(prog) => {
+                use std::os::fd::AsRawFd as _;
+                const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+                let msg = LinkUnspec::new_with_index(veth.index)
+                    .append_extra_attribute(LinkAttribute::Xdp(vec![
+                        LinkXdp::Fd(prog.as_raw_fd()),
+                        LinkXdp::Flags(XDP_FLAGS_SKB_MODE),
+                    ]))
+                    .build();
+                nl.handle.link().change(msg).execute().await.unwrap();
+                let id = nl.link_by_index(veth.index).await.unwrap().xdp_prog_id;
+                eprintln!("xdp prog id: {id:?}");
+                assert!(id.is_some());
+                assert_eq!(nl.link_by_index(lo.index).await.unwrap().xdp_prog_id, None);
+            }
+            Err(e) => eprintln!("skipping the XDP check: BPF_PROG_LOAD failed: {e}"),
+        }
+
+        // Deleting one end removes both, in both namespaces.
+        nl.delete_link(veth.index).await.unwrap();
+        let err = nl.link_by_index(veth.index).await.unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err:#}");
+        assert!(nl.link_by_name("nlt0").await.is_err());
+        assert!(nl_b.link_by_name("nlt1").await.is_err());
+        assert!(nl.delete_link(veth.index).await.is_err());
+        assert_eq!(nl.links().await.unwrap().len(), 1);
+    }
+}

@@ -1,1 +1,101 @@
-fn main(){}
+//! Developer tasks for vxlan-fwd: `cargo xtask <command>` (see `cargo xtask --help`).
+
+/// `outln!`/`out!`/`errln!`/`err!` that never panic: a closed stdout
+/// (`cargo xtask demo | head`) must not abort a teardown.
+macro_rules! outln {
+    ($($t:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stdout(), $($t)*); }};
+}
+macro_rules! out {
+    ($($t:tt)*) => {{ use std::io::Write as _; let _ = write!(std::io::stdout(), $($t)*); }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stderr(), $($t)*); }};
+}
+macro_rules! err {
+    ($($t:tt)*) => {{ use std::io::Write as _; let _ = write!(std::io::stderr(), $($t)*); }};
+}
+
+mod demo;
+mod signals;
+mod tasks;
+mod toolchain;
+mod topology;
+mod util;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer tasks for vxlan-fwd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build target/release/vxlan-fwd (with its eBPF program) and print its path.
+    Build,
+    /// Build, then run vxlan-fwd with ARGS as root (through `sudo -E` when not root);
+    /// exits with vxlan-fwd's exit code.
+    Run {
+        /// Arguments for vxlan-fwd (put them after `--`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Build, then run the workspace tests serially (`--test-threads=1`) with
+    /// VXLAN_FWD_BIN set. Must run as root.
+    Test {
+        /// Extra arguments for the test harness (after `--`), e.g. a test name filter
+        /// or `--nocapture`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Build, create the seed's two-host topology in `vxdemo-*` network namespaces,
+    /// run vxlan-fwd on both hosts, ping between the containers, print both FDBs,
+    /// and tear everything down (also on Ctrl-C). Must run as root.
+    Demo {
+        /// Only create the topology, ping host to host over the underlay, and tear
+        /// down (no build, no vxlan-fwd).
+        #[arg(long)]
+        topology_only: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // Both before any thread exists: PATH is modified, and the signal mask is
+    // inherited by threads.
+    toolchain::prepare_path();
+    if let Err(e) = signals::init() {
+        errln!("xtask: error: {e:?}");
+        return ExitCode::FAILURE;
+    }
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            errln!("xtask: error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Cmd) -> Result<u8> {
+    toolchain::ensure_toolchain()?;
+    match command {
+        Cmd::Build => tasks::build().map(|_| 0),
+        Cmd::Run { args } => tasks::run(&args),
+        Cmd::Test { args } => tasks::test(&args),
+        Cmd::Demo { topology_only } => demo::demo(topology_only).map(|()| 0),
+    }
+}

@@ -1,0 +1,132 @@
+//! Uplink XDP: recognise VXLAN for this VTEP, learn, decapsulate.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, xdp_action::XDP_PASS},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    programs::XdpContext,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
+use vxlan_common::{
+    CFG_F_LEARNING, Counter, META_MAGIC, NeighEntry, XdpMeta,
+    wire::{
+        ENCAP_LEN, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
+        VXLAN_FLAG_I, VXLAN_HLEN, is_multicast_mac, vxlan_vni,
+    },
+};
+
+use crate::{
+    fdb,
+    maps::{NEIGH, PORTS, VNIS, config},
+    stats::count,
+};
+
+/// Returns a pointer to a `T` at `off` bytes into the frame, if it fits.
+///
+/// # Safety
+/// The pointer is valid until the next helper call that changes the frame
+/// (`bpf_xdp_adjust_*`); callers read it before such calls.
+#[inline(always)]
+unsafe fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    if start + off + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+#[inline(always)]
+fn pass() -> Result<u32, Counter> {
+    count(Counter::RxPass);
+    Ok(XDP_PASS)
+}
+
+pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
+    let Some(cfg) = config() else { return Ok(XDP_PASS) };
+
+    // Outer Ethernet + IPv4 + UDP: decide whether the frame is ours.
+    // SAFETY: bounds checked by ptr_at; read before any adjust call.
+    let Some(eth) = (unsafe { ptr_at::<EthHdr>(ctx, 0) }) else { return pass() };
+    let eth = unsafe { &*eth };
+    if u16::from_be(eth.ether_type) != ETH_P_IP {
+        return pass();
+    }
+    let Some(ip) = (unsafe { ptr_at::<Ipv4Hdr>(ctx, OFF_IP) }) else { return pass() };
+    let ip = unsafe { &*ip };
+    if ip.proto != IPPROTO_UDP || ip.dst_addr != cfg.local_ip {
+        return pass();
+    }
+    // IPv4 options, a bad version, or a fragment: the kernel's job.
+    if ip.vihl != 0x45 || u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
+        return pass();
+    }
+    let Some(udp) = (unsafe { ptr_at::<UdpHdr>(ctx, OFF_UDP) }) else { return pass() };
+    if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
+        return pass();
+    }
+
+    // VXLAN for us from here on: anything wrong is dropped and counted.
+    let Some(vx) = (unsafe { ptr_at::<[u8; VXLAN_HLEN]>(ctx, OFF_VXLAN) }) else {
+        return Err(Counter::DropVxlanTruncated);
+    };
+    let vx = unsafe { &*vx };
+    if vx[0] & VXLAN_FLAG_I == 0 {
+        return Err(Counter::DropVxlanFlags);
+    }
+    let vni = vxlan_vni(vx);
+    if VNIS.get_ptr(&vni).is_none() {
+        return Err(Counter::DropUnknownVni);
+    }
+    let Some(inner) = (unsafe { ptr_at::<EthHdr>(ctx, OFF_INNER) }) else {
+        return Err(Counter::DropInnerTruncated);
+    };
+    let inner = unsafe { &*inner };
+    let (src, dst) = (inner.src_addr, inner.dst_addr);
+
+    if cfg.flags & CFG_F_LEARNING != 0 {
+        fdb::learn(vni, &src, ip.src_addr, 0, unsafe { bpf_ktime_get_ns() });
+        // The way back to this VTEP, unless userspace resolved it already.
+        if NEIGH.get_ptr(&ip.src_addr).is_none() {
+            let n = NeighEntry {
+                dmac: eth.src_addr,
+                smac: eth.dst_addr,
+                ifindex: ctx.ingress_ifindex() as u32,
+            };
+            let _ = NEIGH.insert(&ip.src_addr, &n, BPF_NOEXIST as u64);
+        }
+    }
+
+    let (ifindex, flags) = if is_multicast_mac(&dst) {
+        (0, 0)
+    } else {
+        match fdb::lookup(vni, &dst) {
+            Some(e) if e.is_local() => {
+                // SAFETY: copied out at once.
+                let flags = unsafe { PORTS.get(&e.ifindex) }.map_or(0, |p| p.flags);
+                (e.ifindex, flags)
+            }
+            // The destination lives behind a remote VTEP: never bounce it.
+            Some(_) => return Err(Counter::DropRxHairpin),
+            None => (0, 0),
+        }
+    };
+
+    // SAFETY: plain helper calls on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_LEN as i32) } != 0 {
+        return Err(Counter::DropDecapFailed);
+    }
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size_of::<XdpMeta>() as i32)) } != 0 {
+        return Err(Counter::DropDecapFailed);
+    }
+    let meta = ctx.metadata();
+    if meta + size_of::<XdpMeta>() > ctx.data() || ctx.data() + ETH_HLEN > ctx.data_end() {
+        return Err(Counter::DropDecapFailed);
+    }
+    // SAFETY: bounds checked just above.
+    unsafe {
+        *(meta as *mut XdpMeta) = XdpMeta { magic: META_MAGIC, vni, ifindex, flags };
+    }
+    count(Counter::RxDecap);
+    Ok(XDP_PASS)
+}

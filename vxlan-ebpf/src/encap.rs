@@ -1,0 +1,219 @@
+//! Port TC ingress: learn local MACs, switch local-to-local, encapsulate to
+//! remote VTEPs, flood broadcast and unknown frames.
+
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, TC_ACT_UNSPEC,
+    },
+    helpers::{
+        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
+    },
+    programs::TcContext,
+};
+use network_types::eth::EthHdr;
+
+
+use aya_ebpf::bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
+use vxlan_common::{
+    CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
+    wire::{
+        ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, build_outer, ecn_encap, flow_src_port,
+        is_multicast_mac,
+    },
+};
+
+use crate::{
+    deliver::redirect_port,
+    fdb,
+    maps::{NEIGH, PORTS, VNIS, config},
+    stats::count,
+};
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN)`: the inner MAC header length.
+const ENCAP_L2_LEN: u64 = (ETH_HLEN as u64 & 0xff) << 56;
+const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
+    | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
+    | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
+    | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
+    | ENCAP_L2_LEN;
+
+pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
+    // SAFETY: reading a field of our skb context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: copied out at once.
+    let Some(port) = (unsafe { PORTS.get(&ifindex) }).copied() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let Some(cfg) = config() else { return Ok(TC_ACT_UNSPEC) };
+    let vni = port.vni;
+    let eth: EthHdr = ctx.load(0).map_err(|_| Counter::DropTxTruncated)?;
+
+    if cfg.flags & CFG_F_LEARNING != 0 {
+        fdb::learn(vni, &eth.src_addr, [0; 4], ifindex, unsafe { bpf_ktime_get_ns() });
+    }
+
+    if is_multicast_mac(&eth.dst_addr) {
+        return flood(ctx, cfg, vni, ifindex);
+    }
+    match fdb::lookup(vni, &eth.dst_addr) {
+        Some(e) if e.is_local() => {
+            if e.ifindex == ifindex {
+                return Err(Counter::DropTxHairpin);
+            }
+            // SAFETY: copied out at once.
+            let flags = unsafe { PORTS.get(&e.ifindex) }.map_or(0, |p| p.flags);
+            count(Counter::LocalSwitch);
+            Ok(redirect_port(e.ifindex, flags))
+        }
+        Some(e) => unicast(ctx, cfg, vni, e.remote),
+        None => flood(ctx, cfg, vni, ifindex),
+    }
+}
+
+/// Outer header fields for this frame, destination still unset.
+#[inline(always)]
+fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
+    // SAFETY: helper calls on our own skb.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    let ds = match proto {
+        ETH_P_IP => ctx.load::<u8>(ETH_HLEN + 1).unwrap_or(0),
+        ETH_P_IPV6 => {
+            let b: [u8; 2] = ctx.load(ETH_HLEN).unwrap_or([0; 2]);
+            (b[0] << 4) | (b[1] >> 4)
+        }
+        _ => 0,
+    };
+    Outer {
+        src_ip: cfg.local_ip,
+        src_port: flow_src_port(hash, cfg.port_lo, cfg.port_hi),
+        dst_port: cfg.dstport,
+        vni,
+        ttl: cfg.ttl,
+        tos: ecn_encap(ds),
+        ip_id: unsafe { bpf_get_prandom_u32() } as u16,
+        ..Outer::default()
+    }
+}
+
+/// Inserts room for the outer headers and writes them. IP frames use
+/// `bpf_skb_adjust_room` with the encap flags, so GSO/TSO segments the
+/// tunnel correctly; other frames (ARP...) cannot, and use
+/// `bpf_skb_change_head` (they are never GSO).
+#[inline(always)]
+fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &[u8; ENCAP_LEN]) -> Result<(), Counter> {
+    if is_ip {
+        let inner_eth: [u8; ETH_HLEN] = ctx.load(0).map_err(|_| Counter::DropEncapFailed)?;
+        ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
+            .map_err(|_| Counter::DropEncapFailed)?;
+        ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
+        ctx.store(ENCAP_LEN, &inner_eth, 0).map_err(|_| Counter::DropEncapFailed)?;
+    } else {
+        // SAFETY: helper call on our own skb.
+        if unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_LEN as u32, 0) } != 0 {
+            return Err(Counter::DropEncapFailed);
+        }
+        ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn skb_proto(ctx: &TcContext) -> u16 {
+    // SAFETY: reading a field of our skb context.
+    u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16)
+}
+
+/// Encapsulates to one remote VTEP and sends it out of the uplink.
+#[inline(always)]
+fn unicast(ctx: &TcContext, cfg: &Config, vni: u32, remote: [u8; 4]) -> Result<i32, Counter> {
+    let proto = skb_proto(ctx);
+    let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
+    // SAFETY: copied out at once.
+    let nh = unsafe { NEIGH.get(&remote) }.copied();
+    if nh.is_none() && !is_ip {
+        return Err(Counter::DropNoNeigh);
+    }
+    let mut o = outer_for(ctx, cfg, vni, proto);
+    o.dst_ip = remote;
+    if let Some(nh) = nh {
+        o.src_mac = nh.smac;
+        o.dst_mac = nh.dmac;
+    }
+    let inner_len = ctx.len() as u16;
+    push_outer(ctx, is_ip, &build_outer(&o, inner_len))?;
+    count(Counter::TxEncap);
+    // SAFETY: plain helper calls.
+    let rc = unsafe {
+        match nh {
+            Some(nh) => bpf_redirect(nh.ifindex, 0),
+            // Not known yet: the kernel routes, resolves and queues (IP
+            // frames only: it needs skb->protocol IPv4, which the outer
+            // header now is).
+            None => bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0),
+        }
+    };
+    Ok(rc as i32)
+}
+
+/// Broadcast, multicast or unknown unicast: a copy to every other local
+/// port of the VNI and one encapsulated copy to every default remote.
+#[inline(always)]
+fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32, Counter> {
+    // SAFETY: map value read in place.
+    let Some(v) = (unsafe { VNIS.get(&vni) }) else {
+        return Err(Counter::DropNoFloodTarget);
+    };
+    let n_ports = v.n_ports as usize;
+    let n_remotes = v.n_remotes as usize;
+    // Other local ports: the ingress port is one of the VNI's ports.
+    if n_ports <= 1 && n_remotes == 0 {
+        return Err(Counter::DropNoFloodTarget);
+    }
+    // No state is carried from one iteration to the next (counters are
+    // bumped in place), so the verifier prunes each iteration's paths.
+    for i in 0..MAX_PORTS {
+        if i >= n_ports {
+            break;
+        }
+        let p = v.ports[i];
+        if p != in_ifindex && ctx.clone_redirect(p, 0).is_ok() {
+            count(Counter::TxLocalFloodCopy);
+        }
+    }
+    if n_remotes == 0 {
+        return Ok(TC_ACT_SHOT);
+    }
+    let proto = skb_proto(ctx);
+    let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
+    let mut o = outer_for(ctx, cfg, vni, proto);
+    let inner_len = ctx.len() as u16;
+    push_outer(ctx, is_ip, &build_outer(&o, inner_len))?;
+
+    for i in 0..MAX_REMOTES {
+        if i >= n_remotes {
+            break;
+        }
+        let dst = v.remotes[i];
+        // SAFETY: copied out at once.
+        let Some(nh) = (unsafe { NEIGH.get(&dst) }).copied() else {
+            count(Counter::DropNoNeigh);
+            continue;
+        };
+        // Rebuilt, not patched: nothing on the stack carries over to the
+        // next iteration, so the verifier can prune.
+        o.dst_ip = dst;
+        o.src_mac = nh.smac;
+        o.dst_mac = nh.dmac;
+        if ctx.store(0, &build_outer(&o, inner_len), 0).is_err() {
+            count(Counter::DropEncapFailed);
+            continue;
+        }
+        if ctx.clone_redirect(nh.ifindex, 0).is_ok() {
+            count(Counter::TxFloodCopy);
+        }
+    }
+    Ok(TC_ACT_SHOT)
+}

@@ -1,0 +1,40 @@
+//! The maps shared with userspace. Their names are in `vxlan_common::map`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use vxlan_common::{
+    Config, FDB_CAPACITY, FdbEntry, FdbKey, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, PortInfo,
+    VniInfo,
+    counters::NUM_COUNTERS,
+};
+
+/// Instance configuration, index 0.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Forwarding database: (VNI, MAC) → local port or remote VTEP.
+#[map]
+pub static FDB: HashMap<FdbKey, FdbEntry> = HashMap::with_max_entries(FDB_CAPACITY, 0);
+
+/// Local ports: ifindex → VNI.
+#[map]
+pub static PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(MAX_PORT_ENTRIES, 0);
+
+/// Known VNIs with their flood lists.
+#[map]
+pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(MAX_VNIS, 0);
+
+/// Link-layer next hop of each remote VTEP (IPv4, network byte order).
+#[map]
+pub static NEIGH: HashMap<[u8; 4], NeighEntry> = HashMap::with_max_entries(MAX_NEIGH, 0);
+
+/// Per-CPU counters indexed by `vxlan_common::Counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}

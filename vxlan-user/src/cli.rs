@@ -1,0 +1,122 @@
+//! Command line.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use vxlan_common::VNI_MAX;
+
+/// A VXLAN tunnel endpoint whose datapath runs in the kernel as eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "vxlan-fwd", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Option<RunArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the forwarder in the foreground (the default command).
+    Run(RunArgs),
+    /// Inspect the forwarding database of the forwarder running in this
+    /// network namespace.
+    #[command(subcommand)]
+    Fdb(FdbCommand),
+    /// Print the datapath counters of the forwarder running in this
+    /// network namespace.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCommand {
+    /// List entries, like `bridge fdb show`.
+    Show {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Uplink interface: VXLAN is received and sent here.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: String,
+    /// VXLAN network identifier (1..16777215).
+    #[arg(long, value_parser = parse_vni)]
+    pub vni: u32,
+    /// Local VTEP address (default: the first IPv4 address of --iface).
+    #[arg(long, value_parser = parse_ipv4)]
+    pub local: Option<Ipv4Addr>,
+    /// UDP destination port.
+    #[arg(long, default_value_t = 4789)]
+    pub dstport: u16,
+    /// Remote VTEP to flood to (an all-zeros default FDB entry); repeatable.
+    #[arg(long = "remote", value_name = "IP", value_parser = parse_ipv4)]
+    pub remotes: Vec<Ipv4Addr>,
+    /// Local port of the VNI (e.g. a container's host-side veth); repeatable.
+    #[arg(long = "port", value_name = "IFACE")]
+    pub ports: Vec<String>,
+    /// Create a host interface with this name that behaves like a kernel
+    /// vxlan device; removed on exit.
+    #[arg(long, value_name = "NAME")]
+    pub host_if: Option<String>,
+    /// Learned entries idle longer than this many seconds are removed.
+    #[arg(long, default_value_t = 300)]
+    pub ageing: u64,
+    /// Do not learn (like the kernel's `nolearning`).
+    #[arg(long)]
+    pub no_learning: bool,
+    /// Attach XDP in generic (skb) mode instead of letting the driver choose.
+    #[arg(long)]
+    pub xdp_generic: bool,
+    /// Write the loaded eBPF object's verifier logs here (debugging).
+    #[arg(long, hide = true)]
+    pub verifier_log: Option<PathBuf>,
+}
+
+pub fn parse_vni(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|_| format!("'{s}' is not a VNI (a number 1..{VNI_MAX})"))?;
+    if v == 0 || v > VNI_MAX {
+        return Err(format!("VNI {v} is outside 1..{VNI_MAX}"));
+    }
+    Ok(v)
+}
+
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse().map_err(|_| format!("'{s}' is not an IPv4 address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vni_bounds() {
+        assert_eq!(parse_vni("1"), Ok(1));
+        assert_eq!(parse_vni("16777215"), Ok(VNI_MAX));
+        assert!(parse_vni("0").is_err());
+        assert!(parse_vni("16777216").is_err());
+        assert!(parse_vni("x").is_err());
+    }
+
+    #[test]
+    fn ipv4() {
+        assert_eq!(parse_ipv4("192.168.57.54"), Ok(Ipv4Addr::new(192, 168, 57, 54)));
+        assert!(parse_ipv4("192.168.57").is_err());
+    }
+
+    #[test]
+    fn run_is_default() {
+        let cli = Cli::try_parse_from(["vxlan-fwd", "--iface", "eth0", "--vni", "42"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.unwrap().vni, 42);
+        let cli = Cli::try_parse_from(["vxlan-fwd", "fdb", "show", "--json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Fdb(FdbCommand::Show { json: true }))));
+    }
+}

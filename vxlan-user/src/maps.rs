@@ -1,0 +1,95 @@
+//! Typed handles on the datapath's maps, either taken from the eBPF object
+//! this process loaded or found, by id, behind the XDP program of a
+//! forwarder running in this network namespace.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::loaded_programs,
+};
+use vxlan_common::{Config, FdbEntry, FdbKey, NeighEntry, PortInfo, VniInfo, map, prog};
+
+use crate::netlink::{LinkInfo, Netlink};
+
+pub struct Maps {
+    pub config: Array<MapData, Config>,
+    pub fdb: HashMap<MapData, FdbKey, FdbEntry>,
+    pub ports: HashMap<MapData, u32, PortInfo>,
+    pub vnis: HashMap<MapData, u32, VniInfo>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub neigh: HashMap<MapData, [u8; 4], NeighEntry>,
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| -> Result<Map> {
+            ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+        };
+        Ok(Self {
+            config: Array::try_from(take(map::CONFIG)?)?,
+            fdb: HashMap::try_from(take(map::FDB)?)?,
+            ports: HashMap::try_from(take(map::PORTS)?)?,
+            vnis: HashMap::try_from(take(map::VNIS)?)?,
+            counters: PerCpuArray::try_from(take(map::COUNTERS)?)?,
+            neigh: HashMap::try_from(take(map::NEIGH)?)?,
+        })
+    }
+
+    /// Opens the maps used by program `prog_id`.
+    pub fn from_program(prog_id: u32) -> Result<Self> {
+        let info = loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == prog_id)
+            .ok_or_else(|| anyhow!("eBPF program {prog_id} disappeared"))?;
+        let ids = info
+            .map_ids()
+            .context("reading the program's map ids")?
+            .ok_or_else(|| anyhow!("this kernel does not report a program's maps"))?;
+        let (mut config, mut fdb, mut ports, mut vnis, mut counters, mut neigh) =
+            (None, None, None, None, None, None);
+        for id in ids {
+            let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
+            let info = data.info()?;
+            match info.name_as_str() {
+                Some(map::CONFIG) => config = Some(Array::try_from(Map::Array(data))?),
+                Some(map::FDB) => fdb = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::PORTS) => ports = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::VNIS) => vnis = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::COUNTERS) => counters = Some(PerCpuArray::try_from(Map::PerCpuArray(data))?),
+                Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::HashMap(data))?),
+                _ => {}
+            }
+        }
+        let missing = |n: &str| anyhow!("the running datapath has no {n} map (version mismatch?)");
+        Ok(Self {
+            config: config.ok_or_else(|| missing(map::CONFIG))?,
+            fdb: fdb.ok_or_else(|| missing(map::FDB))?,
+            ports: ports.ok_or_else(|| missing(map::PORTS))?,
+            vnis: vnis.ok_or_else(|| missing(map::VNIS))?,
+            counters: counters.ok_or_else(|| missing(map::COUNTERS))?,
+            neigh: neigh.ok_or_else(|| missing(map::NEIGH))?,
+        })
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        Ok(self.config.get(&0, 0)?)
+    }
+}
+
+/// The uplink of the forwarder running in this network namespace and its
+/// XDP program id.
+pub async fn find_running(nl: &Netlink) -> Result<(LinkInfo, u32)> {
+    let ours: Vec<(u32, Option<String>)> = loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.name_as_str().map(str::to_owned)))
+        .collect();
+    for link in nl.links().await? {
+        let Some(id) = link.xdp_prog_id else { continue };
+        if ours.iter().any(|(pid, name)| *pid == id && name.as_deref() == Some(prog::XDP_UPLINK)) {
+            return Ok((link, id));
+        }
+    }
+    bail!("no vxlan-fwd is running in this network namespace")
+}

@@ -1,0 +1,121 @@
+//! `build`, `run` and `test`.
+
+use std::{
+    ffi::OsString,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    signals::{Foreground, run_foreground},
+    util::{cargo, describe, exit_code, find_in_path, is_root, require_root, workspace_root},
+};
+
+const PACKAGE: &str = "vxlan-user";
+const BIN: &str = "vxlan-fwd";
+
+/// `cargo build --release -p vxlan-user`; returns the absolute path of the
+/// `vxlan-fwd` executable (as reported by cargo, so CARGO_TARGET_DIR is honoured).
+pub fn build() -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            PACKAGE,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped());
+    outln!("xtask: cargo build --release -p {PACKAGE}");
+    let mut fg = Foreground::spawn(&mut cmd)?;
+    let stdout = fg
+        .child_mut()
+        .stdout
+        .take()
+        .context("cargo's stdout was not captured")?;
+    let mut executable = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo's JSON messages")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            // Not a cargo message (a build script printing to stdout?): show it.
+            outln!("{line}");
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == BIN
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            executable = Some(PathBuf::from(exe));
+        }
+    }
+    let status = fg.wait()?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(&cmd));
+    }
+    let exe = executable.with_context(|| {
+        format!(
+            "cargo did not report a `{BIN}` executable (does {PACKAGE} still define [[bin]] {BIN}?)"
+        )
+    })?;
+    let exe = exe
+        .canonicalize()
+        .with_context(|| format!("built binary {} is missing", exe.display()))?;
+    outln!("xtask: built {}", exe.display());
+    Ok(exe)
+}
+
+/// Builds, then runs vxlan-fwd with `args` as root (through `sudo -E` when not
+/// root). Returns the exit code to forward.
+pub fn run(args: &[OsString]) -> Result<u8> {
+    let bin = build()?;
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        if find_in_path("sudo").is_none() {
+            bail!("vxlan-fwd needs root: run xtask as root or install sudo");
+        }
+        let mut cmd = Command::new("sudo");
+        cmd.arg("-E").arg(&bin);
+        cmd
+    };
+    cmd.args(args);
+    outln!("xtask: {}", describe(&cmd));
+    let status = run_foreground(&mut cmd)?;
+    if !status.success() {
+        errln!("xtask: vxlan-fwd exited: {status}");
+    }
+    Ok(exit_code(status))
+}
+
+/// Builds, then runs the workspace tests serially with VXLAN_FWD_BIN set.
+/// `extra` goes to the test harness (after `--test-threads=1`): filters,
+/// `--nocapture`, ... Returns the exit code to forward.
+pub fn test(extra: &[OsString]) -> Result<u8> {
+    require_root("cargo xtask test")?;
+    let bin = build()?;
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "vxlan-ebpf",
+            "--",
+            "--test-threads=1",
+        ])
+        .args(extra)
+        .env("VXLAN_FWD_BIN", &bin);
+    outln!("xtask: VXLAN_FWD_BIN={} {}", bin.display(), describe(&cmd));
+    let status = run_foreground(&mut cmd)?;
+    if status.success() {
+        outln!("xtask: tests passed");
+    } else {
+        errln!("xtask: tests FAILED ({status})");
+    }
+    Ok(exit_code(status))
+}
