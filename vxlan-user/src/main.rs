@@ -9,6 +9,7 @@ use vxlan_user::{
 };
 
 fn main() -> ExitCode {
+    unblock_stop_signals();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
@@ -38,4 +39,17 @@ fn real_main(cli: Cli) -> Result<()> {
             (None, None) => bail!("nothing to do: give --iface and --vni, or a command (see --help)"),
         }
     })
+}
+
+/// A parent may have started us with SIGINT/SIGTERM blocked (the mask is
+/// inherited across exec); we must still stop cleanly on them.
+fn unblock_stop_signals() {
+    // SAFETY: plain signal-mask calls on a local, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }

@@ -28,7 +28,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Developer tasks for vxlan-fwd")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for vxlan-fwd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -77,20 +81,26 @@ fn main() -> ExitCode {
     // inherited by threads.
     toolchain::prepare_path();
     if let Err(e) = signals::init() {
-        errln!("xtask: error: {e:?}");
+        errln!("xtask: error: {e:#}");
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            errln!("xtask: error: {e:?}");
+            errln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(command: Cmd) -> Result<u8> {
+    // Fail before a possibly long toolchain install when root is required.
+    match command {
+        Cmd::Test { .. } => util::require_root("cargo xtask test")?,
+        Cmd::Demo { .. } => util::require_root("cargo xtask demo")?,
+        Cmd::Build | Cmd::Run { .. } => {}
+    }
     toolchain::ensure_toolchain()?;
     match command {
         Cmd::Build => tasks::build().map(|_| 0),

@@ -1,7 +1,9 @@
 //! SIGINT/SIGTERM/SIGHUP handling for xtask.
 //!
-//! The signals are blocked in every thread and received by one dedicated thread
-//! (children get a clean signal mask: std resets it before exec). On a signal:
+//! The signals are blocked in every thread and received by one dedicated thread.
+//! A child inherits the signal mask across exec (std does not reset it), so every
+//! child is started through [`unblock_in_child`]; else SIGINT would never reach
+//! a vxlan-fwd the demo or the tests start. On a signal:
 //! - if a hook is installed (the demo's teardown), it runs and the process exits;
 //! - else, if a foreground child runs, a signal sent by `kill` is forwarded to it
 //!   (a terminal's Ctrl-C already reached it: it is in our process group) and
@@ -36,6 +38,19 @@ fn signal_set() -> libc::sigset_t {
             libc::sigaddset(set.as_mut_ptr(), sig);
         }
         set.assume_init()
+    }
+}
+
+/// Makes `cmd`'s child start with the signals unblocked.
+pub fn unblock_in_child(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    let set = signal_set();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
+        })
     }
 }
 
@@ -101,7 +116,7 @@ pub struct Foreground {
 impl Foreground {
     pub fn spawn(cmd: &mut Command) -> Result<Self> {
         let what = describe(cmd);
-        let child = cmd
+        let child = unblock_in_child(cmd)
             .spawn()
             .with_context(|| format!("failed to start `{what}`"))?;
         FOREGROUND.store(child.id() as i32, Ordering::SeqCst);

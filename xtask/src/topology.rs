@@ -225,7 +225,7 @@ impl TopologyGuard {
             .stderr(Stdio::piped());
         outln!("topology: [{label}] {}", describe(&cmd));
         let mut reg = registry();
-        let mut child = cmd
+        let mut child = crate::signals::unblock_in_child(&mut cmd)
             .spawn()
             .with_context(|| format!("failed to start `{}`", describe(&cmd)))?;
         let (tx, rx) = mpsc::channel();

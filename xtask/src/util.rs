@@ -31,7 +31,7 @@ pub fn describe(cmd: &Command) -> String {
 
 /// Runs `cmd` with inherited stdio; error if it cannot start or exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
+    let status = crate::signals::unblock_in_child(cmd)
         .status()
         .with_context(|| format!("failed to start `{}`", describe(cmd)))?;
     if !status.success() {
@@ -56,7 +56,8 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 
 /// Runs `cmd` capturing output, whatever its exit status.
 pub fn output_any(cmd: &mut Command) -> Result<Output> {
-    cmd.output()
+    crate::signals::unblock_in_child(cmd)
+        .output()
         .with_context(|| format!("failed to start `{}`", describe(cmd)))
 }
 
