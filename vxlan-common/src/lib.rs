@@ -59,7 +59,11 @@ pub struct FdbKey {
 
 impl FdbKey {
     pub const fn new(vni: u32, mac: [u8; 6]) -> Self {
-        Self { vni, mac, _pad: [0; 2] }
+        Self {
+            vni,
+            mac,
+            _pad: [0; 2],
+        }
     }
 }
 

@@ -75,13 +75,35 @@ pub struct Outer {
 /// eBPF verifier's work per call small.
 #[inline(always)]
 pub fn build_outer(o: &Outer, inner_len: u16) -> [u8; ENCAP_LEN] {
-    let ip_len = inner_len.wrapping_add((IPV4_HLEN + UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
-    let udp_len = inner_len.wrapping_add((UDP_HLEN + VXLAN_HLEN) as u16).to_be_bytes();
+    let ip_len = inner_len
+        .wrapping_add((IPV4_HLEN + UDP_HLEN + VXLAN_HLEN) as u16)
+        .to_be_bytes();
+    let udp_len = inner_len
+        .wrapping_add((UDP_HLEN + VXLAN_HLEN) as u16)
+        .to_be_bytes();
     let id = o.ip_id.to_be_bytes();
     let (s, d) = (o.src_ip, o.dst_ip);
     let csum = ipv4_checksum(&[
-        0x45, o.tos, ip_len[0], ip_len[1], id[0], id[1], 0, 0, o.ttl, IPPROTO_UDP, 0, 0,
-        s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3],
+        0x45,
+        o.tos,
+        ip_len[0],
+        ip_len[1],
+        id[0],
+        id[1],
+        0,
+        0,
+        o.ttl,
+        IPPROTO_UDP,
+        0,
+        0,
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
     ]);
     let sp = o.src_port.to_be_bytes();
     let dp = o.dst_port.to_be_bytes();
@@ -89,17 +111,60 @@ pub fn build_outer(o: &Outer, inner_len: u16) -> [u8; ENCAP_LEN] {
     let (dm, sm) = (o.dst_mac, o.src_mac);
     [
         // Ethernet
-        dm[0], dm[1], dm[2], dm[3], dm[4], dm[5],
-        sm[0], sm[1], sm[2], sm[3], sm[4], sm[5],
-        (ETH_P_IP >> 8) as u8, ETH_P_IP as u8,
+        dm[0],
+        dm[1],
+        dm[2],
+        dm[3],
+        dm[4],
+        dm[5],
+        sm[0],
+        sm[1],
+        sm[2],
+        sm[3],
+        sm[4],
+        sm[5],
+        (ETH_P_IP >> 8) as u8,
+        ETH_P_IP as u8,
         // IPv4: version/IHL, TOS, total length, id, flags/fragment (DF
         // clear), TTL, protocol, checksum, source, destination
-        0x45, o.tos, ip_len[0], ip_len[1], id[0], id[1], 0, 0, o.ttl, IPPROTO_UDP,
-        csum[0], csum[1], s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3],
+        0x45,
+        o.tos,
+        ip_len[0],
+        ip_len[1],
+        id[0],
+        id[1],
+        0,
+        0,
+        o.ttl,
+        IPPROTO_UDP,
+        csum[0],
+        csum[1],
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
         // UDP: ports, length, checksum 0
-        sp[0], sp[1], dp[0], dp[1], udp_len[0], udp_len[1], 0, 0,
+        sp[0],
+        sp[1],
+        dp[0],
+        dp[1],
+        udp_len[0],
+        udp_len[1],
+        0,
+        0,
         // VXLAN: flags, reserved, VNI, reserved
-        VXLAN_FLAG_I, 0, 0, 0, vni[1], vni[2], vni[3], 0,
+        VXLAN_FLAG_I,
+        0,
+        0,
+        0,
+        vni[1],
+        vni[2],
+        vni[3],
+        0,
     ]
 }
 

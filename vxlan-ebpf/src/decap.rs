@@ -43,16 +43,22 @@ fn pass() -> Result<u32, Counter> {
 }
 
 pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
-    let Some(cfg) = config() else { return Ok(XDP_PASS) };
+    let Some(cfg) = config() else {
+        return Ok(XDP_PASS);
+    };
 
     // Outer Ethernet + IPv4 + UDP: decide whether the frame is ours.
     // SAFETY: bounds checked by ptr_at; read before any adjust call.
-    let Some(eth) = (unsafe { ptr_at::<EthHdr>(ctx, 0) }) else { return pass() };
+    let Some(eth) = (unsafe { ptr_at::<EthHdr>(ctx, 0) }) else {
+        return pass();
+    };
     let eth = unsafe { &*eth };
     if u16::from_be(eth.ether_type) != ETH_P_IP {
         return pass();
     }
-    let Some(ip) = (unsafe { ptr_at::<Ipv4Hdr>(ctx, OFF_IP) }) else { return pass() };
+    let Some(ip) = (unsafe { ptr_at::<Ipv4Hdr>(ctx, OFF_IP) }) else {
+        return pass();
+    };
     let ip = unsafe { &*ip };
     if ip.proto != IPPROTO_UDP || ip.dst_addr != cfg.local_ip {
         return pass();
@@ -61,7 +67,9 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     if ip.vihl != 0x45 || u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
         return pass();
     }
-    let Some(udp) = (unsafe { ptr_at::<UdpHdr>(ctx, OFF_UDP) }) else { return pass() };
+    let Some(udp) = (unsafe { ptr_at::<UdpHdr>(ctx, OFF_UDP) }) else {
+        return pass();
+    };
     if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
         return pass();
     }
@@ -125,7 +133,12 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     }
     // SAFETY: bounds checked just above.
     unsafe {
-        *(meta as *mut XdpMeta) = XdpMeta { magic: META_MAGIC, vni, ifindex, flags };
+        *(meta as *mut XdpMeta) = XdpMeta {
+            magic: META_MAGIC,
+            vni,
+            ifindex,
+            flags,
+        };
     }
     count(Counter::RxDecap);
     Ok(XDP_PASS)

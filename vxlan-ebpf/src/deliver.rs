@@ -15,10 +15,7 @@ use aya_ebpf::{
 };
 use vxlan_common::{Counter, MAX_PORTS, META_MAGIC, PORT_F_PEER, XdpMeta};
 
-use crate::{
-    maps::VNIS,
-    stats::count,
-};
+use crate::{maps::VNIS, stats::count};
 
 /// Hands the frame to local port `ifindex`: into its peer's ingress when the
 /// port is a veth whose peer lives in another namespace, else out of it.
@@ -37,7 +34,12 @@ pub fn redirect_port(ifindex: u32, flags: u32) -> i32 {
 
 pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     // SAFETY: reading fields of the skb context the program was given.
-    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
     if meta + size_of::<XdpMeta>() > data {
         return Ok(TC_ACT_UNSPEC);
     }

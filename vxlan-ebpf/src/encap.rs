@@ -1,22 +1,18 @@
 //! Port TC ingress: learn local MACs, switch local-to-local, encapsulate to
 //! remote VTEPs, flood broadcast and unknown frames.
 
-
 use aya_ebpf::{
     bindings::{
-        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::{
-        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_redirect, bpf_redirect_neigh, bpf_skb_change_head,
+        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+        bpf_redirect_neigh, bpf_skb_change_head,
     },
     programs::TcContext,
 };
 use network_types::eth::EthHdr;
-
-
-use aya_ebpf::bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC;
 use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
     wire::{
@@ -47,12 +43,16 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     let Some(port) = (unsafe { PORTS.get(&ifindex) }).copied() else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let Some(cfg) = config() else { return Ok(TC_ACT_UNSPEC) };
+    let Some(cfg) = config() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     let vni = port.vni;
     let eth: EthHdr = ctx.load(0).map_err(|_| Counter::DropTxTruncated)?;
 
     if cfg.flags & CFG_F_LEARNING != 0 {
-        fdb::learn(vni, &eth.src_addr, [0; 4], ifindex, unsafe { bpf_ktime_get_ns() });
+        fdb::learn(vni, &eth.src_addr, [0; 4], ifindex, unsafe {
+            bpf_ktime_get_ns()
+        });
     }
 
     if is_multicast_mac(&eth.dst_addr) {
@@ -109,7 +109,8 @@ fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &[u8; ENCAP_LEN]) -> Result<(),
         ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
             .map_err(|_| Counter::DropEncapFailed)?;
         ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
-        ctx.store(ENCAP_LEN, &inner_eth, 0).map_err(|_| Counter::DropEncapFailed)?;
+        ctx.store(ENCAP_LEN, &inner_eth, 0)
+            .map_err(|_| Counter::DropEncapFailed)?;
     } else {
         // SAFETY: helper call on our own skb.
         if unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_LEN as u32, 0) } != 0 {

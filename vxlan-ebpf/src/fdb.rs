@@ -30,7 +30,13 @@ pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
             return;
         }
     }
-    let entry = FdbEntry { remote, ifindex, flags: 0, _pad: 0, last_seen_ns: now };
+    let entry = FdbEntry {
+        remote,
+        ifindex,
+        flags: 0,
+        _pad: 0,
+        last_seen_ns: now,
+    };
     match FDB.insert(&key, &entry, 0) {
         Ok(()) => count(Counter::Learn),
         Err(_) => count(Counter::LearnRefused),

@@ -5,9 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use vxlan_common::{
-    Config, FDB_CAPACITY, FdbEntry, FdbKey, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, PortInfo,
-    VniInfo,
-    counters::NUM_COUNTERS,
+    Config, FDB_CAPACITY, FdbEntry, FdbKey, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry,
+    PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.

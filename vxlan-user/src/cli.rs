@@ -81,7 +81,9 @@ pub struct RunArgs {
 }
 
 pub fn parse_vni(s: &str) -> Result<u32, String> {
-    let v: u32 = s.parse().map_err(|_| format!("'{s}' is not a VNI (a number 1..{VNI_MAX})"))?;
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a VNI (a number 1..{VNI_MAX})"))?;
     if v == 0 || v > VNI_MAX {
         return Err(format!("VNI {v} is outside 1..{VNI_MAX}"));
     }
@@ -89,7 +91,8 @@ pub fn parse_vni(s: &str) -> Result<u32, String> {
 }
 
 pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
-    s.parse().map_err(|_| format!("'{s}' is not an IPv4 address"))
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 address"))
 }
 
 #[cfg(test)]
@@ -107,7 +110,10 @@ mod tests {
 
     #[test]
     fn ipv4() {
-        assert_eq!(parse_ipv4("192.168.57.54"), Ok(Ipv4Addr::new(192, 168, 57, 54)));
+        assert_eq!(
+            parse_ipv4("192.168.57.54"),
+            Ok(Ipv4Addr::new(192, 168, 57, 54))
+        );
         assert!(parse_ipv4("192.168.57").is_err());
     }
 
@@ -117,6 +123,9 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.run.unwrap().vni, 42);
         let cli = Cli::try_parse_from(["vxlan-fwd", "fdb", "show", "--json"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Fdb(FdbCommand::Show { json: true }))));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Fdb(FdbCommand::Show { json: true }))
+        ));
     }
 }

@@ -60,9 +60,12 @@ pub fn rows(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Vec<FdbRow>>
         out.push(FdbRow {
             mac: format_mac(&mac),
             dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
-            dev: e
-                .is_local()
-                .then(|| names.get(&e.ifindex).cloned().unwrap_or_else(|| format!("if{}", e.ifindex))),
+            dev: e.is_local().then(|| {
+                names
+                    .get(&e.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{}", e.ifindex))
+            }),
             vni,
             permanent: e.flags & FDB_F_STATIC != 0,
         });
@@ -91,7 +94,10 @@ pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<usize> {
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -14,8 +14,7 @@ use log::{info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 use vxlan_common::{
     CFG_F_LEARNING, Config, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER, PortInfo, VniInfo,
-    prog,
-    wire::OVERHEAD,
+    prog, wire::OVERHEAD,
 };
 
 use crate::{
@@ -41,12 +40,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let local = match args.local {
         Some(ip) => ip,
         None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
-            anyhow!("interface '{}' has no IPv4 address; give one with --local", uplink.name)
+            anyhow!(
+                "interface '{}' has no IPv4 address; give one with --local",
+                uplink.name
+            )
         })?,
     };
     let mut ports = Vec::new();
     for name in &args.ports {
-        let port = nl.link_by_name(name).await.with_context(|| format!("port '{name}'"))?;
+        let port = nl
+            .link_by_name(name)
+            .await
+            .with_context(|| format!("port '{name}'"))?;
         if port.index == uplink.index {
             bail!("port '{name}' is the uplink");
         }
@@ -61,8 +66,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if ports.len() + usize::from(args.host_if.is_some()) > MAX_PORTS {
         bail!("at most {MAX_PORTS} local ports per VNI");
     }
-    let remotes: Vec<Ipv4Addr> =
-        args.remotes.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let remotes: Vec<Ipv4Addr> = args
+        .remotes
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
 
     let host_if = match &args.host_if {
         Some(name) => Some(HostIf::create(&nl, name, uplink.mtu.saturating_sub(OVERHEAD)).await?),
@@ -92,7 +102,10 @@ impl HostIf {
     async fn create(nl: &Netlink, name: &str, mtu: u32) -> Result<Self> {
         let peer = format!("{name}-fwd");
         if name.is_empty() || peer.len() > IFNAMSIZ_MAX {
-            bail!("host interface name '{name}' must be 1 to {} characters", IFNAMSIZ_MAX - 4);
+            bail!(
+                "host interface name '{name}' must be 1 to {} characters",
+                IFNAMSIZ_MAX - 4
+            );
         }
         for n in [name, peer.as_str()] {
             if nl.link_by_name(n).await.is_ok() {
@@ -107,7 +120,11 @@ impl HostIf {
             let p = nl.link_by_name(&peer).await?;
             nl.set_addrgenmode_none(p.index).await?;
             nl.set_up(p.index).await?;
-            Ok::<_, anyhow::Error>(Self { name: name.to_owned(), index: host.index, peer_index: p.index })
+            Ok::<_, anyhow::Error>(Self {
+                name: name.to_owned(),
+                index: host.index,
+                peer_index: p.index,
+            })
         }
         .await;
         if created.is_err() {
@@ -122,7 +139,10 @@ impl HostIf {
 /// Explains a program load failure, with the end of the verifier's log.
 fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
@@ -171,8 +191,12 @@ fn attach_tc(ebpf: &mut Ebpf, name: &str, iface: &str) -> Result<()> {
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing"))?
         .try_into()?;
-    tc.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
-        .with_context(|| format!("attaching {name} to {iface} (tc ingress)"))?;
+    tc.attach_with_options(
+        iface,
+        TcAttachType::Ingress,
+        TcAttachOptions::TcxOrder(LinkOrder::first()),
+    )
+    .with_context(|| format!("attaching {name} to {iface} (tc ingress)"))?;
     Ok(())
 }
 
@@ -184,7 +208,9 @@ async fn serve(
     remotes: &[Ipv4Addr],
     ports: &[LinkInfo],
 ) -> Result<()> {
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJ).context("loading the eBPF object")?;
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJ)
+        .context("loading the eBPF object")?;
     load(&mut ebpf)?;
     let mut maps = Maps::take(&mut ebpf)?;
 
@@ -200,7 +226,11 @@ async fn serve(
         flags: if args.no_learning { 0 } else { CFG_F_LEARNING },
     };
     maps.config.set(0, cfg, 0).context("writing CONFIG")?;
-    let mut vni = VniInfo { n_remotes: remotes.len() as u32, n_ports: ports.len() as u32, ..Default::default() };
+    let mut vni = VniInfo {
+        n_remotes: remotes.len() as u32,
+        n_ports: ports.len() as u32,
+        ..Default::default()
+    };
     for (slot, r) in vni.remotes.iter_mut().zip(remotes) {
         *slot = r.octets();
     }
@@ -210,8 +240,13 @@ async fn serve(
     maps.vnis.insert(args.vni, vni, 0).context("writing VNIS")?;
     for p in ports {
         let peer = p.kind.as_deref() == Some("veth") && p.peer_in_other_netns;
-        let info = PortInfo { vni: args.vni, flags: if peer { PORT_F_PEER } else { 0 } };
-        maps.ports.insert(p.index, info, 0).context("writing PORTS")?;
+        let info = PortInfo {
+            vni: args.vni,
+            flags: if peer { PORT_F_PEER } else { 0 },
+        };
+        maps.ports
+            .insert(p.index, info, 0)
+            .context("writing PORTS")?;
     }
 
     // Delivery first, then the ports, then XDP: no frame is decapsulated
@@ -224,9 +259,16 @@ async fn serve(
         .program_mut(prog::XDP_UPLINK)
         .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
         .try_into()?;
-    let mode = if args.xdp_generic { XdpMode::Skb } else { XdpMode::Default };
+    let mode = if args.xdp_generic {
+        XdpMode::Skb
+    } else {
+        XdpMode::Default
+    };
     xdp.attach(&uplink.name, mode).map_err(|e| {
-        anyhow!("attaching XDP to '{}': {e} (does it already carry an XDP program?)", uplink.name)
+        anyhow!(
+            "attaching XDP to '{}': {e} (does it already carry an XDP program?)",
+            uplink.name
+        )
     })?;
 
     for r in remotes {
@@ -237,8 +279,16 @@ async fn serve(
         uplink.name,
         args.vni,
         args.dstport,
-        remotes.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", "),
-        ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        remotes
+            .iter()
+            .map(Ipv4Addr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        ports
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -278,7 +328,11 @@ async fn resolve(nl: &Netlink, maps: &mut Maps, remote: Ipv4Addr) {
         match nl.neighbour_mac(oif, nh).await? {
             Some(dmac) => {
                 let smac = nl.link_by_index(oif).await?.mac;
-                let entry = NeighEntry { dmac, smac, ifindex: oif };
+                let entry = NeighEntry {
+                    dmac,
+                    smac,
+                    ifindex: oif,
+                };
                 let key = remote.octets();
                 if maps.neigh.get(&key, 0).ok() != Some(entry) {
                     maps.neigh.insert(key, entry, 0)?;

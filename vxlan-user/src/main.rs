@@ -4,8 +4,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use vxlan_user::{
     cli::{Cli, Command, FdbCommand},
-    commands,
-    loader,
+    commands, loader,
 };
 
 fn main() -> ExitCode {
@@ -36,7 +35,9 @@ fn real_main(cli: Cli) -> Result<()> {
             (Some(Command::Run(args)), _) | (None, Some(args)) => loader::run(args).await,
             (Some(Command::Fdb(FdbCommand::Show { json })), _) => commands::fdb_show(json).await,
             (Some(Command::Stats { json }), _) => commands::stats(json).await,
-            (None, None) => bail!("nothing to do: give --iface and --vni, or a command (see --help)"),
+            (None, None) => {
+                bail!("nothing to do: give --iface and --vni, or a command (see --help)")
+            }
         }
     })
 }

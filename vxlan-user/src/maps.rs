@@ -25,7 +25,8 @@ impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         let mut take = |name: &str| -> Result<Map> {
-            ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
         };
         Ok(Self {
             config: Array::try_from(take(map::CONFIG)?)?,
@@ -57,7 +58,9 @@ impl Maps {
                 Some(map::FDB) => fdb = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::PORTS) => ports = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::VNIS) => vnis = Some(HashMap::try_from(Map::HashMap(data))?),
-                Some(map::COUNTERS) => counters = Some(PerCpuArray::try_from(Map::PerCpuArray(data))?),
+                Some(map::COUNTERS) => {
+                    counters = Some(PerCpuArray::try_from(Map::PerCpuArray(data))?)
+                }
                 Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::HashMap(data))?),
                 _ => {}
             }
@@ -87,7 +90,10 @@ pub async fn find_running(nl: &Netlink) -> Result<(LinkInfo, u32)> {
         .collect();
     for link in nl.links().await? {
         let Some(id) = link.xdp_prog_id else { continue };
-        if ours.iter().any(|(pid, name)| *pid == id && name.as_deref() == Some(prog::XDP_UPLINK)) {
+        if ours
+            .iter()
+            .any(|(pid, name)| *pid == id && name.as_deref() == Some(prog::XDP_UPLINK))
+        {
             return Ok((link, id));
         }
     }

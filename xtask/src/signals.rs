@@ -49,7 +49,11 @@ pub fn unblock_in_child(cmd: &mut Command) -> &mut Command {
     unsafe {
         cmd.pre_exec(move || {
             let rc = libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::from_raw_os_error(rc))
+            }
         })
     }
 }

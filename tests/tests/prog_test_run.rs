@@ -1,0 +1,612 @@
+//! BPF_PROG_TEST_RUN tests of the datapath programs on crafted frames:
+//! the exact bytes out, the action, and what the programs write to the maps.
+//! Needs root (loads eBPF); attaches nothing.
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
+};
+use vxlan_common::{
+    CFG_F_LEARNING, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC, NeighEntry,
+    PORT_F_PEER, PortInfo, VniInfo, XdpMeta, map, prog,
+    wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+
+const LOCAL: [u8; 4] = [192, 168, 57, 50];
+const REMOTE: [u8; 4] = [192, 168, 57, 54];
+const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x50];
+const REMOTE_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x54];
+const C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
+const C2_MAC: [u8; 6] = [0x02, 0xc2, 0, 0, 0, 0x02];
+const VNI: u32 = 42;
+/// Port ifindex used in TC tests: loopback (BPF_PROG_TEST_RUN needs a real
+/// device for `ifindex`).
+const LO: u32 = 1;
+
+/// Moves the calling test thread into a network namespace of its own, with
+/// a veth pair `pa`/`pb`, and returns the ifindex of `pa`. Copies that the
+/// programs really send (`bpf_clone_redirect`) go out of these devices,
+/// never out of an interface of the root namespace. The namespace goes away
+/// with the thread.
+fn private_netns() -> u32 {
+    // SAFETY: unshare(2) of the network namespace affects this thread only.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["link", "add", "pa", "type", "veth", "peer", "name", "pb"],
+        &["link", "set", "pa", "up"],
+        &["link", "set", "pb", "up"],
+    ] {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(st.success(), "ip {args:?}");
+    }
+    // SAFETY: a NUL-terminated name.
+    let idx = unsafe { libc::if_nametoindex(c"pa".as_ptr()) };
+    assert_ne!(idx, 0, "pa exists in the private namespace");
+    idx
+}
+
+struct Dp {
+    ebpf: Ebpf,
+    /// A local port (veth) of the VNI besides `LO`.
+    port_a: u32,
+}
+
+impl Dp {
+    fn new() -> Self {
+        let port_a = private_netns();
+        let mut ebpf = Ebpf::load(vxlan_user::EBPF_OBJ).expect("load eBPF object");
+        let xdp: &mut Xdp = ebpf
+            .program_mut(prog::XDP_UPLINK)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        xdp.load().expect("load XDP program");
+        for name in [prog::TC_UPLINK, prog::TC_PORT] {
+            let tc: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            tc.load().unwrap_or_else(|e| panic!("load {name}: {e}"));
+        }
+        let mut dp = Self { ebpf, port_a };
+        let cfg = Config {
+            local_ip: LOCAL,
+            uplink_ifindex: LO,
+            dstport: 4789,
+            port_lo: 32768,
+            port_hi: 60999,
+            ttl: 64,
+            _pad0: 0,
+            flags: CFG_F_LEARNING,
+        };
+        Array::<_, Config>::try_from(dp.ebpf.map_mut(map::CONFIG).unwrap())
+            .unwrap()
+            .set(0, cfg, 0)
+            .unwrap();
+        let mut vni = VniInfo {
+            n_remotes: 1,
+            n_ports: 2,
+            ..Default::default()
+        };
+        vni.remotes[0] = REMOTE;
+        vni.ports[0] = port_a;
+        vni.ports[1] = LO;
+        dp.vnis().insert(VNI, vni, 0).unwrap();
+        dp.ports()
+            .insert(
+                port_a,
+                PortInfo {
+                    vni: VNI,
+                    flags: PORT_F_PEER,
+                },
+                0,
+            )
+            .unwrap();
+        dp.ports()
+            .insert(LO, PortInfo { vni: VNI, flags: 0 }, 0)
+            .unwrap();
+        dp
+    }
+
+    fn fdb(&mut self) -> HashMap<&mut MapData, FdbKey, FdbEntry> {
+        HashMap::try_from(self.ebpf.map_mut(map::FDB).unwrap()).unwrap()
+    }
+    fn vnis(&mut self) -> HashMap<&mut MapData, u32, VniInfo> {
+        HashMap::try_from(self.ebpf.map_mut(map::VNIS).unwrap()).unwrap()
+    }
+    fn ports(&mut self) -> HashMap<&mut MapData, u32, PortInfo> {
+        HashMap::try_from(self.ebpf.map_mut(map::PORTS).unwrap()).unwrap()
+    }
+    fn neigh(&mut self) -> HashMap<&mut MapData, [u8; 4], NeighEntry> {
+        HashMap::try_from(self.ebpf.map_mut(map::NEIGH).unwrap()).unwrap()
+    }
+    fn counter(&mut self, c: Counter) -> u64 {
+        let a: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map_mut(map::COUNTERS).unwrap()).unwrap();
+        a.get(&(c as u32), 0).unwrap().iter().sum()
+    }
+    fn fdb_get(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
+        self.fdb().get(&FdbKey::new(VNI, mac), 0).ok()
+    }
+    fn add_static(&mut self, mac: [u8; 6], entry: FdbEntry) {
+        self.fdb().insert(FdbKey::new(VNI, mac), entry, 0).unwrap();
+    }
+
+    fn run_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(prog::XDP_UPLINK)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        run(|o| xdp.test_run(o).expect("BPF_PROG_TEST_RUN"), frame, None)
+    }
+    fn run_tc(&mut self, name: &str, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        let tc: &mut SchedClassifier = self.ebpf.program_mut(name).unwrap().try_into().unwrap();
+        // struct __sk_buff is 192 bytes; `ifindex` is at offset 40.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        run(
+            |o| tc.test_run(o).expect("BPF_PROG_TEST_RUN"),
+            frame,
+            Some(&ctx),
+        )
+    }
+}
+
+fn run(
+    test_run: impl FnOnce(TestRunOptions<'_>) -> TestRunResult,
+    frame: &[u8],
+    ctx: Option<&[u8]>,
+) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: ctx,
+        ..Default::default()
+    };
+    let r = test_run(opts);
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// An inner IPv4/UDP frame from `src` to `dst` with a recognisable payload.
+fn inner_ipv4(dst: [u8; 6], src: [u8; 6], tos: u8) -> Vec<u8> {
+    let payload = b"vxlan-fwd test payload";
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, tos];
+    ip.extend_from_slice(&tot.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 172, 18, 1, 2, 172, 18, 1, 3]);
+    let c = vxlan_common::wire::ipv4_checksum(&ip.clone().try_into().unwrap());
+    ip[10] = c[0];
+    ip[11] = c[1];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A broadcast ARP request from `src`.
+fn inner_arp(src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[172, 18, 1, 2, 0, 0, 0, 0, 0, 0, 172, 18, 1, 3]);
+    f
+}
+
+/// Outer Ethernet/IPv4/UDP/VXLAN around `inner`, as a remote VTEP sends it.
+fn vxlan_frame(inner: &[u8], vni: u32, dst_ip: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+    let o = vxlan_common::wire::Outer {
+        src_mac: REMOTE_MAC,
+        dst_mac: UPLINK_MAC,
+        src_ip: REMOTE,
+        dst_ip,
+        src_port: 50_000,
+        dst_port: dport,
+        vni,
+        ttl: 64,
+        tos: 0,
+        ip_id: 7,
+    };
+    let mut f = vxlan_common::wire::build_outer(&o, inner.len() as u16).to_vec();
+    f[OFF_VXLAN] = flags;
+    f.extend_from_slice(inner);
+    f
+}
+
+fn meta_of(out: &[u8]) -> XdpMeta {
+    *bytemuck::from_bytes::<XdpMeta>(&out[..std::mem::size_of::<XdpMeta>()])
+}
+
+#[test]
+fn xdp_decap_exact_output_to_known_port() {
+    let mut dp = Dp::new();
+    let port_a = dp.port_a;
+    dp.add_static(
+        C1_MAC,
+        FdbEntry {
+            ifindex: port_a,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+    );
+    let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
+    let (action, out) = dp.run_xdp(&vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08));
+    assert_eq!(action, XDP_PASS);
+    let meta_len = std::mem::size_of::<XdpMeta>();
+    assert_eq!(
+        out.len(),
+        meta_len + inner.len(),
+        "metadata + inner frame, outer headers gone"
+    );
+    assert_eq!(
+        meta_of(&out),
+        XdpMeta {
+            magic: META_MAGIC,
+            vni: VNI,
+            ifindex: dp.port_a,
+            flags: PORT_F_PEER
+        }
+    );
+    assert_eq!(&out[meta_len..], &inner[..], "inner frame byte for byte");
+    assert_eq!(dp.counter(Counter::RxDecap), 1);
+}
+
+#[test]
+fn xdp_decap_broadcast_floods_and_learns() {
+    let mut dp = Dp::new();
+    let inner = inner_arp(C2_MAC);
+    let (action, out) = dp.run_xdp(&vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08));
+    assert_eq!(action, XDP_PASS);
+    let m = meta_of(&out);
+    assert_eq!(
+        (m.magic, m.vni, m.ifindex),
+        (META_MAGIC, VNI, 0),
+        "ifindex 0: flood"
+    );
+    assert_eq!(&out[16..], &inner[..]);
+
+    let learned = dp.fdb_get(C2_MAC).expect("inner source MAC learned");
+    assert_eq!(learned.remote, REMOTE, "behind the outer source IP");
+    assert_eq!(learned.ifindex, 0);
+    assert_eq!(learned.flags & FDB_F_STATIC, 0, "learned, not static");
+    assert!(learned.last_seen_ns > 0);
+    let n = dp
+        .neigh()
+        .get(&REMOTE, 0)
+        .expect("way back to the VTEP recorded");
+    assert_eq!((n.dmac, n.smac), (REMOTE_MAC, UPLINK_MAC));
+    assert_eq!(dp.counter(Counter::Learn), 1);
+}
+
+#[test]
+fn xdp_learning_never_overwrites_static_and_follows_moves() {
+    let mut dp = Dp::new();
+    let pinned = FdbEntry {
+        remote: [10, 0, 0, 9],
+        flags: FDB_F_STATIC,
+        ..Default::default()
+    };
+    dp.add_static(C2_MAC, pinned);
+    dp.run_xdp(&vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08));
+    assert_eq!(dp.fdb_get(C2_MAC), Some(pinned), "static entry untouched");
+
+    // A MAC learned on a local port that shows up behind a VTEP moves at once.
+    let port_a = dp.port_a;
+    dp.add_static(
+        C1_MAC,
+        FdbEntry {
+            ifindex: port_a,
+            ..Default::default()
+        },
+    );
+    dp.run_xdp(&vxlan_frame(&inner_arp(C1_MAC), VNI, LOCAL, 4789, 0x08));
+    let moved = dp.fdb_get(C1_MAC).unwrap();
+    assert_eq!((moved.remote, moved.ifindex), (REMOTE, 0));
+}
+
+#[test]
+fn xdp_drops_vxlan_for_unknown_vni_and_learns_nothing() {
+    let mut dp = Dp::new();
+    let frame = vxlan_frame(&inner_arp(C2_MAC), 43, LOCAL, 4789, 0x08);
+    assert_eq!(dp.run_xdp(&frame).0, XDP_DROP);
+    assert_eq!(dp.counter(Counter::DropUnknownVni), 1);
+    assert!(dp.fdb().get(&FdbKey::new(43, C2_MAC), 0).is_err());
+    assert!(dp.fdb_get(C2_MAC).is_none());
+}
+
+#[test]
+fn xdp_drops_i_flag_clear_and_truncated() {
+    let mut dp = Dp::new();
+    let frame = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x00);
+    assert_eq!(dp.run_xdp(&frame).0, XDP_DROP);
+    assert_eq!(dp.counter(Counter::DropVxlanFlags), 1);
+
+    let full = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    assert_eq!(
+        dp.run_xdp(&full[..OFF_VXLAN + 4]).0,
+        XDP_DROP,
+        "VXLAN header cut"
+    );
+    assert_eq!(dp.counter(Counter::DropVxlanTruncated), 1);
+    assert_eq!(
+        dp.run_xdp(&full[..OFF_INNER + 10]).0,
+        XDP_DROP,
+        "inner Ethernet cut"
+    );
+    assert_eq!(dp.counter(Counter::DropInnerTruncated), 1);
+    assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned from garbage");
+}
+
+#[test]
+fn xdp_passes_what_is_not_ours_untouched() {
+    let mut dp = Dp::new();
+    let inner = inner_arp(C2_MAC);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "wrong UDP port",
+            vxlan_frame(&inner, VNI, LOCAL, 4790, 0x08),
+        ),
+        (
+            "not our address",
+            vxlan_frame(&inner, VNI, [192, 168, 57, 99], 4789, 0x08),
+        ),
+        ("plain ARP", inner_arp(REMOTE_MAC)),
+        ("plain IPv4/UDP", inner_ipv4(UPLINK_MAC, REMOTE_MAC, 0)),
+        ("unknown ethertype", vec![0xff; 14]),
+    ];
+    for (i, (what, frame)) in cases.iter().enumerate() {
+        let (action, out) = dp.run_xdp(frame);
+        assert_eq!(action, XDP_PASS, "{what}");
+        assert_eq!(&out, frame, "{what}: bytes untouched");
+        assert_eq!(
+            dp.counter(Counter::RxPass),
+            i as u64 + 1,
+            "{what}: counted as passed"
+        );
+    }
+    assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned");
+    assert_eq!(dp.counter(Counter::RxDecap), 0);
+}
+
+#[test]
+fn xdp_fragment_is_left_to_the_kernel() {
+    let mut dp = Dp::new();
+    let mut frame = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    frame[OFF_IP + 6] = 0x20; // MF
+    let (action, out) = dp.run_xdp(&frame);
+    assert_eq!((action, out), (XDP_PASS, frame));
+}
+
+/// Checks the outer headers of an encapsulated frame, field by field.
+fn assert_outer(out: &[u8], inner: &[u8], tos: u8) {
+    assert_eq!(
+        out.len(),
+        ENCAP_LEN + inner.len(),
+        "50 bytes of encapsulation"
+    );
+    assert_eq!(
+        &out[0..6],
+        &REMOTE_MAC,
+        "outer dst MAC: the remote VTEP's next hop"
+    );
+    assert_eq!(&out[6..12], &UPLINK_MAC, "outer src MAC: ours");
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    let ip = &out[OFF_IP..OFF_UDP];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(ip[1], tos, "outer TOS: inner ECN bits");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        inner.len() + 36
+    );
+    assert_eq!(ip[6] & 0x40, 0, "DF clear, as the kernel's default");
+    assert_eq!(&ip[6..8], &[0, 0]);
+    assert_eq!(ip[8], 64, "TTL");
+    assert_eq!(ip[9], 17);
+    let c = vxlan_common::wire::ipv4_checksum(&ip.try_into().unwrap());
+    assert_eq!(&ip[10..12], &c, "header checksum");
+    assert_eq!(&ip[12..16], &LOCAL);
+    assert_eq!(&ip[16..20], &REMOTE);
+    let udp = &out[OFF_UDP..OFF_VXLAN];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    assert!(
+        (32768..60999).contains(&sport),
+        "source port {sport} in the kernel's range"
+    );
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        inner.len() + 16
+    );
+    assert_eq!(&udp[6..8], &[0, 0], "UDP checksum 0");
+    assert_eq!(
+        &out[OFF_VXLAN..OFF_INNER],
+        &[0x08, 0, 0, 0, 0, 0, VNI as u8, 0]
+    );
+    assert_eq!(&out[OFF_INNER..], inner, "inner frame byte for byte");
+}
+
+#[test]
+fn tc_encap_exact_headers_to_known_remote() {
+    let mut dp = Dp::new();
+    dp.add_static(
+        C2_MAC,
+        FdbEntry {
+            remote: REMOTE,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+    );
+    dp.neigh()
+        .insert(
+            REMOTE,
+            NeighEntry {
+                dmac: REMOTE_MAC,
+                smac: UPLINK_MAC,
+                ifindex: LO,
+            },
+            0,
+        )
+        .unwrap();
+    let inner = inner_ipv4(C2_MAC, C1_MAC, 0xb9); // DSCP 46, ECT(1)
+    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_outer(&out, &inner, 0x01);
+    assert_eq!(dp.counter(Counter::TxEncap), 1);
+
+    // The same flow always gets the same source port (flow hash).
+    let (_, again) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    assert_eq!(&again[OFF_UDP..OFF_UDP + 2], &out[OFF_UDP..OFF_UDP + 2]);
+
+    let learned = dp.fdb_get(C1_MAC).expect("source MAC learned on the port");
+    assert_eq!((learned.ifindex, learned.remote), (LO, [0; 4]));
+}
+
+#[test]
+fn tc_flood_broadcast_encapsulates_non_ip() {
+    let mut dp = Dp::new();
+    dp.neigh()
+        .insert(
+            REMOTE,
+            NeighEntry {
+                dmac: REMOTE_MAC,
+                smac: UPLINK_MAC,
+                ifindex: LO,
+            },
+            0,
+        )
+        .unwrap();
+    let inner = inner_arp(C1_MAC);
+    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    // Copies leave by clone_redirect; the original is consumed.
+    assert_eq!(action, TC_ACT_SHOT);
+    assert_outer(&out, &inner, 0);
+    assert_eq!(
+        dp.counter(Counter::TxFloodCopy),
+        1,
+        "one copy per default remote"
+    );
+    assert_eq!(
+        dp.counter(Counter::TxLocalFloodCopy),
+        1,
+        "one copy to the other local port"
+    );
+}
+
+#[test]
+fn tc_flood_without_neighbour_counts_and_sends_nothing_remote() {
+    let mut dp = Dp::new();
+    let (_, _) = dp.run_tc(prog::TC_PORT, &inner_arp(C1_MAC), LO);
+    assert_eq!(dp.counter(Counter::TxFloodCopy), 0);
+    assert_eq!(dp.counter(Counter::DropNoNeigh), 1);
+}
+
+#[test]
+fn tc_local_destination_is_switched_not_encapsulated() {
+    let mut dp = Dp::new();
+    let port_a = dp.port_a;
+    dp.add_static(
+        C2_MAC,
+        FdbEntry {
+            ifindex: port_a,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+    );
+    let inner = inner_ipv4(C2_MAC, C1_MAC, 0);
+    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(out, inner, "frame unchanged");
+    assert_eq!(dp.counter(Counter::LocalSwitch), 1);
+    assert_eq!(dp.counter(Counter::TxEncap), 0);
+
+    // Back to the port it came from: dropped, counted.
+    dp.add_static(
+        C2_MAC,
+        FdbEntry {
+            ifindex: LO,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+    );
+    assert_eq!(dp.run_tc(prog::TC_PORT, &inner, LO).0, TC_ACT_SHOT);
+    assert_eq!(dp.counter(Counter::DropTxHairpin), 1);
+}
+
+#[test]
+fn tc_ignores_frames_of_unknown_ports_and_uplink_frames_without_metadata() {
+    let mut dp = Dp::new();
+    dp.ports().remove(&LO).unwrap();
+    let inner = inner_ipv4(C2_MAC, C1_MAC, 0);
+    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    assert_eq!(
+        (action, &out),
+        (TC_ACT_UNSPEC, &inner),
+        "not a port: next program"
+    );
+    assert!(dp.fdb_get(C1_MAC).is_none());
+
+    let (action, out) = dp.run_tc(prog::TC_UPLINK, &inner, LO);
+    assert_eq!(
+        (action, &out),
+        (TC_ACT_UNSPEC, &inner),
+        "no XDP metadata: not ours"
+    );
+}
+
+#[test]
+fn vni_flood_list_is_per_vni() {
+    // A second VNI on the same instance has its own remotes: a broadcast in
+    // VNI 42 never uses VNI 43's list.
+    let mut dp = Dp::new();
+    let mut other = VniInfo {
+        n_remotes: 1,
+        ..Default::default()
+    };
+    other.remotes[0] = Ipv4Addr::new(192, 168, 57, 77).octets();
+    dp.vnis().insert(43, other, 0).unwrap();
+    dp.neigh()
+        .insert(
+            REMOTE,
+            NeighEntry {
+                dmac: REMOTE_MAC,
+                smac: UPLINK_MAC,
+                ifindex: LO,
+            },
+            0,
+        )
+        .unwrap();
+    let (_, out) = dp.run_tc(prog::TC_PORT, &inner_arp(C1_MAC), LO);
+    assert_eq!(&out[OFF_IP + 16..OFF_IP + 20], &REMOTE);
+    assert_eq!(&out[OFF_VXLAN + 4..OFF_VXLAN + 7], &[0, 0, VNI as u8]);
+    assert_eq!(
+        dp.counter(Counter::DropNoNeigh),
+        0,
+        "VNI 43's remote was never tried"
+    );
+}
