@@ -83,7 +83,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         return Err(Counter::DropVxlanFlags);
     }
     let vni = vxlan_vni(vx);
-    if VNIS.get_ptr(&vni).is_none() {
+    if VNIS.get_ptr(vni).is_none() {
         return Err(Counter::DropUnknownVni);
     }
     let Some(inner) = (unsafe { ptr_at::<EthHdr>(ctx, OFF_INNER) }) else {
@@ -95,13 +95,13 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     if cfg.flags & CFG_F_LEARNING != 0 {
         fdb::learn(vni, &src, ip.src_addr, 0, unsafe { bpf_ktime_get_ns() });
         // The way back to this VTEP, unless userspace resolved it already.
-        if NEIGH.get_ptr(&ip.src_addr).is_none() {
+        if NEIGH.get_ptr(ip.src_addr).is_none() {
             let n = NeighEntry {
                 dmac: eth.src_addr,
                 smac: eth.dst_addr,
                 ifindex: ctx.ingress_ifindex() as u32,
             };
-            let _ = NEIGH.insert(&ip.src_addr, &n, BPF_NOEXIST as u64);
+            let _ = NEIGH.insert(ip.src_addr, n, BPF_NOEXIST as u64);
         }
     }
 
@@ -111,7 +111,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         match fdb::lookup(vni, &dst) {
             Some(e) if e.is_local() => {
                 // SAFETY: copied out at once.
-                let flags = unsafe { PORTS.get(&e.ifindex) }.map_or(0, |p| p.flags);
+                let flags = unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags);
                 (e.ifindex, flags)
             }
             // The destination lives behind a remote VTEP: never bounce it.

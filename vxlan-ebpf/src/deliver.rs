@@ -55,7 +55,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
 
     // Broadcast, multicast or unknown unicast: every local port of the VNI.
     // SAFETY: map value read in place, no concurrent writer frees it.
-    let Some(v) = (unsafe { VNIS.get(&m.vni) }) else {
+    let Some(v) = (unsafe { VNIS.get(m.vni) }) else {
         return Err(Counter::DropUnknownVni);
     };
     let n = v.n_ports as usize;
@@ -73,7 +73,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     // The last copy takes the original.
     // SAFETY: plain helper call.
     let rc = unsafe { bpf_redirect(v.ports[(n - 1) & (MAX_PORTS - 1)], 0) } as i32;
-    if rc == TC_ACT_REDIRECT as i32 {
+    if rc == TC_ACT_REDIRECT {
         count(Counter::RxFloodCopy);
     }
     Ok(rc)

@@ -40,7 +40,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     // SAFETY: reading a field of our skb context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: copied out at once.
-    let Some(port) = (unsafe { PORTS.get(&ifindex) }).copied() else {
+    let Some(port) = (unsafe { PORTS.get(ifindex) }).copied() else {
         return Ok(TC_ACT_UNSPEC);
     };
     let Some(cfg) = config() else {
@@ -64,7 +64,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
                 return Err(Counter::DropTxHairpin);
             }
             // SAFETY: copied out at once.
-            let flags = unsafe { PORTS.get(&e.ifindex) }.map_or(0, |p| p.flags);
+            let flags = unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags);
             count(Counter::LocalSwitch);
             Ok(redirect_port(e.ifindex, flags))
         }
@@ -133,7 +133,7 @@ fn unicast(ctx: &TcContext, cfg: &Config, vni: u32, remote: [u8; 4]) -> Result<i
     let proto = skb_proto(ctx);
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     // SAFETY: copied out at once.
-    let nh = unsafe { NEIGH.get(&remote) }.copied();
+    let nh = unsafe { NEIGH.get(remote) }.copied();
     if nh.is_none() && !is_ip {
         return Err(Counter::DropNoNeigh);
     }
@@ -164,7 +164,7 @@ fn unicast(ctx: &TcContext, cfg: &Config, vni: u32, remote: [u8; 4]) -> Result<i
 #[inline(always)]
 fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32, Counter> {
     // SAFETY: map value read in place.
-    let Some(v) = (unsafe { VNIS.get(&vni) }) else {
+    let Some(v) = (unsafe { VNIS.get(vni) }) else {
         return Err(Counter::DropNoFloodTarget);
     };
     let n_ports = v.n_ports as usize;
@@ -199,7 +199,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         }
         let dst = v.remotes[i];
         // SAFETY: copied out at once.
-        let Some(nh) = (unsafe { NEIGH.get(&dst) }).copied() else {
+        let Some(nh) = (unsafe { NEIGH.get(dst) }).copied() else {
             count(Counter::DropNoNeigh);
             continue;
         };

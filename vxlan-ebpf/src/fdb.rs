@@ -17,7 +17,7 @@ pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
         return;
     }
     let key = FdbKey::new(vni, *mac);
-    if let Some(e) = FDB.get_ptr_mut(&key) {
+    if let Some(e) = FDB.get_ptr_mut(key) {
         // SAFETY: a valid map value pointer for the duration of the program.
         let e = unsafe { &mut *e };
         if e.is_static() {
@@ -37,7 +37,7 @@ pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
         _pad: 0,
         last_seen_ns: now,
     };
-    match FDB.insert(&key, &entry, 0) {
+    match FDB.insert(key, entry, 0) {
         Ok(()) => count(Counter::Learn),
         Err(_) => count(Counter::LearnRefused),
     }
@@ -47,5 +47,5 @@ pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
 #[inline(always)]
 pub fn lookup(vni: u32, mac: &[u8; 6]) -> Option<FdbEntry> {
     // SAFETY: the value is copied out at once.
-    unsafe { FDB.get(&FdbKey::new(vni, *mac)).copied() }
+    unsafe { FDB.get(FdbKey::new(vni, *mac)).copied() }
 }

@@ -82,10 +82,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ports.push(nl.link_by_index(h.peer_index).await?);
     }
     let result = serve(&nl, &args, &uplink, local, &remotes, &ports).await;
-    if let Some(h) = host_if {
-        if let Err(e) = nl.delete_link(h.index).await {
-            warn!("removing {}: {e:#}", h.name);
-        }
+    if let Some(h) = host_if
+        && let Err(e) = nl.delete_link(h.index).await
+    {
+        warn!("removing {}: {e:#}", h.name);
     }
     result
 }
@@ -127,10 +127,10 @@ impl HostIf {
             })
         }
         .await;
-        if created.is_err() {
-            if let Ok(host) = nl.link_by_name(name).await {
-                let _ = nl.delete_link(host.index).await;
-            }
+        if created.is_err()
+            && let Ok(host) = nl.link_by_name(name).await
+        {
+            let _ = nl.delete_link(host.index).await;
         }
         created
     }
