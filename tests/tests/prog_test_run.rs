@@ -92,8 +92,11 @@ impl Dp {
             port_lo: 32768,
             port_hi: 60999,
             ttl: 64,
-            _pad0: 0,
+            mcast_ttl: 1,
             flags: CFG_F_LEARNING,
+            max_learned: 1000,
+            uplink_mac: UPLINK_MAC,
+            _pad: [0; 2],
         };
         Array::<_, Config>::try_from(dp.ebpf.map_mut(map::CONFIG).unwrap())
             .unwrap()

@@ -7,7 +7,10 @@ use vxlan_common::wire::{
 
 /// Sum of the header as 16-bit words, folded: 0xffff for a valid checksum.
 fn fold_sum(hdr: &[u8]) -> u16 {
-    let mut sum: u32 = hdr.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let mut sum: u32 = hdr
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -77,7 +80,11 @@ fn build_outer_fields() {
     assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
     assert_eq!(u16::from_be_bytes([udp[4], udp[5]]), 98 + 16, "UDP length");
     assert_eq!(&udp[6..8], &[0, 0], "UDP checksum 0");
-    assert_eq!(&h[OFF_VXLAN..], &[0x08, 0, 0, 0, 0, 0, 42, 0], "VXLAN flags + VNI");
+    assert_eq!(
+        &h[OFF_VXLAN..],
+        &[0x08, 0, 0, 0, 0, 0, 42, 0],
+        "VXLAN flags + VNI"
+    );
 }
 
 #[test]
@@ -115,7 +122,11 @@ fn flow_src_port_in_kernel_range() {
         assert_eq!(p, kernel_src_port(x, lo, hi));
         seen.insert(p);
     }
-    assert!(seen.len() > 5_000, "ports spread for entropy: {} distinct", seen.len());
+    assert!(
+        seen.len() > 5_000,
+        "ports spread for entropy: {} distinct",
+        seen.len()
+    );
     assert_eq!(flow_src_port(0xdead_beef, 4000, 4000), 4000, "empty range");
     // The same flow always gets the same port.
     assert_eq!(flow_src_port(7, lo, hi), flow_src_port(7, lo, hi));
@@ -136,4 +147,19 @@ fn mac_classes() {
     assert!(!is_multicast_mac(&[0x02, 0, 0, 0, 0, 1]));
     assert!(is_zero_mac(&[0; 6]));
     assert!(!is_zero_mac(&[0, 0, 0, 0, 0, 1]));
+}
+
+#[test]
+fn multicast_group_mac_and_class() {
+    use vxlan_common::wire::{is_multicast_ip, multicast_mac};
+    assert_eq!(multicast_mac(&[224, 1, 1, 1]), [0x01, 0x00, 0x5e, 0x01, 0x01, 0x01]);
+    assert_eq!(
+        multicast_mac(&[239, 255, 2, 3]),
+        [0x01, 0x00, 0x5e, 0x7f, 0x02, 0x03],
+        "only the low 23 bits"
+    );
+    assert!(is_multicast_ip(&[224, 1, 1, 1]));
+    assert!(is_multicast_ip(&[239, 255, 255, 255]));
+    assert!(!is_multicast_ip(&[192, 168, 57, 54]));
+    assert!(!is_multicast_ip(&[240, 0, 0, 1]));
 }

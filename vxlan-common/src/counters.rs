@@ -67,8 +67,13 @@ counters! {
     DropNoNeigh = "drop_no_neigh",
     /// Port drop: broadcast or unknown unicast with nowhere to go.
     DropNoFloodTarget = "drop_no_flood_target",
-    /// Learning refused: the FDB is full.
+    /// Learning refused: the learning cap (`--max-fdb`) is reached.
     LearnRefused = "learn_refused",
+    /// FDB events lost: the ring buffer was full (no `fdb watch` reader
+    /// keeping up).
+    EventsLost = "events_lost",
+    /// Port: copies of floods sent to a multicast group.
+    TxGroupCopy = "tx_group_copy",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

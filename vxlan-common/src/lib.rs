@@ -29,6 +29,9 @@ pub mod map {
     pub const VNIS: &str = "VNIS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const NEIGH: &str = "NEIGH";
+    pub const GROUPS: &str = "GROUPS";
+    pub const LEARNED: &str = "LEARNED";
+    pub const EVENTS: &str = "EVENTS";
 }
 
 /// Largest valid VNI (24 bits).
@@ -37,8 +40,18 @@ pub const VNI_MAX: u32 = 0x00ff_ffff;
 pub const MAX_REMOTES: usize = 64;
 /// Local ports per VNI.
 pub const MAX_PORTS: usize = 64;
-/// Capacity of the FDB hash map.
-pub const FDB_CAPACITY: u32 = 65_536;
+/// Default cap on learned FDB entries (`--max-fdb`).
+pub const DEFAULT_MAX_FDB: u32 = 65_536;
+/// Room kept in the FDB map for static entries beyond the learning cap, so
+/// that static entries can still be added when learning is at the cap.
+pub const FDB_STATIC_RESERVE: u32 = 4096;
+/// Capacity of the FDB hash map as compiled; the loader sizes it to
+/// `max_fdb + FDB_STATIC_RESERVE` at load time.
+pub const FDB_CAPACITY: u32 = DEFAULT_MAX_FDB + FDB_STATIC_RESERVE;
+/// Multicast groups the instance receives from.
+pub const MAX_GROUPS: u32 = 256;
+/// Size of the FDB event ring buffer.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Capacity of the PORTS and VNIS maps.
 pub const MAX_VNIS: u32 = 4096;
 pub const MAX_PORT_ENTRIES: u32 = 4096;
@@ -113,9 +126,15 @@ pub struct Config {
     pub port_hi: u16,
     /// Outer TTL for unicast.
     pub ttl: u8,
-    pub _pad0: u8,
+    /// Outer TTL for multicast (the kernel's default is 1).
+    pub mcast_ttl: u8,
     /// `CFG_F_*` flags.
     pub flags: u32,
+    /// Learning stops when this many learned entries exist.
+    pub max_learned: u32,
+    /// MAC of the uplink: outer source of multicast copies.
+    pub uplink_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Deliver to this port with `bpf_redirect_peer` (a veth whose peer lives in
@@ -138,6 +157,9 @@ pub struct PortInfo {
 pub struct VniInfo {
     pub n_remotes: u32,
     pub n_ports: u32,
+    /// Multicast group for floods (network byte order), all zeros for none.
+    pub group: [u8; 4],
+    pub _pad: u32,
     /// Default remotes, network byte order; the first `n_remotes` are valid.
     pub remotes: [[u8; 4]; MAX_REMOTES],
     /// Local port ifindexes; the first `n_ports` are valid.
@@ -189,6 +211,27 @@ pub struct XdpMeta {
     pub flags: u32,
 }
 
+/// `FdbEvent::kind`: a new learned entry.
+pub const EV_LEARN: u32 = 1;
+/// `FdbEvent::kind`: a learned MAC moved to another VTEP or port.
+pub const EV_MOVE: u32 = 2;
+/// `FdbEvent::kind`: a learned entry aged out (emitted by userspace).
+pub const EV_AGE: u32 = 3;
+
+/// What the datapath reports through the EVENTS ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct FdbEvent {
+    pub kind: u32,
+    pub vni: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Remote VTEP (network byte order), zeros for a local entry.
+    pub remote: [u8; 4],
+    /// Local port, zero for a remote entry.
+    pub ifindex: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -199,4 +242,5 @@ mod pod {
     unsafe impl aya::Pod for PortInfo {}
     unsafe impl aya::Pod for VniInfo {}
     unsafe impl aya::Pod for NeighEntry {}
+    unsafe impl aya::Pod for FdbEvent {}
 }

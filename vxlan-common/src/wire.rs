@@ -194,3 +194,16 @@ pub const fn ecn_encap(inner_ds: u8) -> u8 {
     let ecn = inner_ds & 0x03;
     if ecn == 0x03 { 0x02 } else { ecn }
 }
+
+/// True for IPv4 multicast addresses (224.0.0.0/4).
+#[inline(always)]
+pub const fn is_multicast_ip(ip: &[u8; 4]) -> bool {
+    ip[0] & 0xf0 == 0xe0
+}
+
+/// The Ethernet address of an IPv4 multicast group: 01:00:5e and the low 23
+/// bits of the group (RFC 1112).
+#[inline(always)]
+pub const fn multicast_mac(group: &[u8; 4]) -> [u8; 6] {
+    [0x01, 0x00, 0x5e, group[1] & 0x7f, group[2], group[3]]
+}

@@ -12,13 +12,13 @@ use vxlan_common::{
     CFG_F_LEARNING, Counter, META_MAGIC, NeighEntry, XdpMeta,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
-        VXLAN_FLAG_I, VXLAN_HLEN, is_multicast_mac, vxlan_vni,
+        VXLAN_FLAG_I, VXLAN_HLEN, is_multicast_ip, is_multicast_mac, vxlan_vni,
     },
 };
 
 use crate::{
     fdb,
-    maps::{NEIGH, PORTS, VNIS, config},
+    maps::{GROUPS, NEIGH, PORTS, VNIS, config},
     stats::count,
 };
 
@@ -60,7 +60,12 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         return pass();
     };
     let ip = unsafe { &*ip };
-    if ip.proto != IPPROTO_UDP || ip.dst_addr != cfg.local_ip {
+    if ip.proto != IPPROTO_UDP {
+        return pass();
+    }
+    if ip.dst_addr != cfg.local_ip
+        && !(is_multicast_ip(&ip.dst_addr) && GROUPS.get_ptr(ip.dst_addr).is_some())
+    {
         return pass();
     }
     // IPv4 options, a bad version, or a fragment: the kernel's job.
@@ -93,12 +98,12 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     let (src, dst) = (inner.src_addr, inner.dst_addr);
 
     if cfg.flags & CFG_F_LEARNING != 0 {
-        fdb::learn(vni, &src, ip.src_addr, 0, unsafe { bpf_ktime_get_ns() });
+        fdb::learn(cfg, vni, &src, ip.src_addr, 0, unsafe { bpf_ktime_get_ns() });
         // The way back to this VTEP, unless userspace resolved it already.
         if NEIGH.get_ptr(ip.src_addr).is_none() {
             let n = NeighEntry {
                 dmac: eth.src_addr,
-                smac: eth.dst_addr,
+                smac: cfg.uplink_mac,
                 ifindex: ctx.ingress_ifindex() as u32,
             };
             let _ = NEIGH.insert(ip.src_addr, n, BPF_NOEXIST as u64);

@@ -17,7 +17,7 @@ use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, build_outer, ecn_encap, flow_src_port,
-        is_multicast_mac,
+        is_multicast_mac, multicast_mac,
     },
 };
 
@@ -50,7 +50,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     let eth: EthHdr = ctx.load(0).map_err(|_| Counter::DropTxTruncated)?;
 
     if cfg.flags & CFG_F_LEARNING != 0 {
-        fdb::learn(vni, &eth.src_addr, [0; 4], ifindex, unsafe {
+        fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
             bpf_ktime_get_ns()
         });
     }
@@ -169,8 +169,10 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     };
     let n_ports = v.n_ports as usize;
     let n_remotes = v.n_remotes as usize;
+    let group = v.group;
+    let has_group = group != [0; 4];
     // Other local ports: the ingress port is one of the VNI's ports.
-    if n_ports <= 1 && n_remotes == 0 {
+    if n_ports <= 1 && n_remotes == 0 && !has_group {
         return Err(Counter::DropNoFloodTarget);
     }
     // No state is carried from one iteration to the next (counters are
@@ -184,7 +186,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
             count(Counter::TxLocalFloodCopy);
         }
     }
-    if n_remotes == 0 {
+    if n_remotes == 0 && !has_group {
         return Ok(TC_ACT_SHOT);
     }
     let proto = skb_proto(ctx);
@@ -192,6 +194,20 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     let mut o = outer_for(ctx, cfg, vni, proto);
     let inner_len = ctx.len() as u16;
     push_outer(ctx, is_ip, &build_outer(&o, inner_len))?;
+
+    // Group mode: one copy to the group, as the kernel's vxlan does.
+    if has_group {
+        let mut g = o;
+        g.dst_ip = group;
+        g.dst_mac = multicast_mac(&group);
+        g.src_mac = cfg.uplink_mac;
+        g.ttl = cfg.mcast_ttl;
+        if ctx.store(0, &build_outer(&g, inner_len), 0).is_ok()
+            && ctx.clone_redirect(cfg.uplink_ifindex, 0).is_ok()
+        {
+            count(Counter::TxGroupCopy);
+        }
+    }
 
     for i in 0..MAX_REMOTES {
         if i >= n_remotes {

@@ -1,23 +1,30 @@
 //! FDB learning, shared by both directions.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use vxlan_common::{
-    Counter, FdbEntry, FdbKey, LEARN_REFRESH_NS,
+    Config, Counter, EV_LEARN, EV_MOVE, FdbEntry, FdbEvent, FdbKey, LEARN_REFRESH_NS,
     wire::{is_multicast_mac, is_zero_mac},
 };
 
-use crate::{maps::FDB, stats::count};
+use crate::{
+    maps::{EVENTS, FDB, LEARNED},
+    stats::count,
+};
 
 /// Learns that `mac` in `vni` lives behind `remote` (remote VTEP) or on
 /// local port `ifindex`. Static entries are never touched; an unchanged
 /// entry is refreshed in place at most every [`LEARN_REFRESH_NS`]; a moved
-/// or new one is written at once.
+/// entry is rewritten at once; a new one only below the learning cap.
 #[inline(always)]
-pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
+pub fn learn(cfg: &Config, vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
     if is_multicast_mac(mac) || is_zero_mac(mac) {
         return;
     }
     let key = FdbKey::new(vni, *mac);
-    if let Some(e) = FDB.get_ptr_mut(key) {
+    let entry = FdbEntry { remote, ifindex, flags: 0, _pad: 0, last_seen_ns: now };
+    if let Some(e) = FDB.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer for the duration of the program.
         let e = unsafe { &mut *e };
         if e.is_static() {
@@ -29,17 +36,45 @@ pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
             }
             return;
         }
+        // MAC move: at once.
+        if FDB.insert(&key, &entry, BPF_ANY as u64).is_ok() {
+            count(Counter::Learn);
+            event(EV_MOVE, &key, &entry);
+        }
+        return;
     }
-    let entry = FdbEntry {
-        remote,
-        ifindex,
-        flags: 0,
-        _pad: 0,
-        last_seen_ns: now,
-    };
-    match FDB.insert(key, entry, 0) {
-        Ok(()) => count(Counter::Learn),
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return };
+    // SAFETY: a valid, aligned map value, shared by all CPUs, hence atomic
+    // (the bpf target has no `AtomicU64::fetch_add`; the intrinsic becomes
+    // BPF_ATOMIC_ADD).
+    let n = unsafe { core::ptr::read_volatile(learned) };
+    if n >= u64::from(cfg.max_learned) {
+        count(Counter::LearnRefused);
+        return;
+    }
+    match FDB.insert(&key, &entry, BPF_NOEXIST as u64) {
+        Ok(()) => {
+            // SAFETY: as above.
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, 1) };
+            count(Counter::Learn);
+            event(EV_LEARN, &key, &entry);
+        }
         Err(_) => count(Counter::LearnRefused),
+    }
+}
+
+#[inline(always)]
+fn event(kind: u32, key: &FdbKey, e: &FdbEntry) {
+    let ev = FdbEvent {
+        kind,
+        vni: key.vni,
+        mac: key.mac,
+        _pad: [0; 2],
+        remote: e.remote,
+        ifindex: e.ifindex,
+    };
+    if EVENTS.output::<FdbEvent>(&ev, 0).is_err() {
+        count(Counter::EventsLost);
     }
 }
 
@@ -47,5 +82,5 @@ pub fn learn(vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
 #[inline(always)]
 pub fn lookup(vni: u32, mac: &[u8; 6]) -> Option<FdbEntry> {
     // SAFETY: the value is copied out at once.
-    unsafe { FDB.get(FdbKey::new(vni, *mac)).copied() }
+    unsafe { FDB.get(&FdbKey::new(vni, *mac)).copied() }
 }

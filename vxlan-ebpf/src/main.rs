@@ -11,6 +11,8 @@
 //! [`XdpMeta`]: vxlan_common::XdpMeta
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod decap;
 mod deliver;

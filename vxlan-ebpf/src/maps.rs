@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    Config, FDB_CAPACITY, FdbEntry, FdbKey, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry,
-    PortInfo, VniInfo, counters::NUM_COUNTERS,
+    Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES,
+    MAX_VNIS, NeighEntry, PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.
@@ -28,6 +28,20 @@ pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(MAX_VNIS, 0);
 /// Link-layer next hop of each remote VTEP (IPv4, network byte order).
 #[map]
 pub static NEIGH: HashMap<[u8; 4], NeighEntry> = HashMap::with_max_entries(MAX_NEIGH, 0);
+
+/// Multicast groups this instance receives VXLAN on (value unused).
+#[map]
+pub static GROUPS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(MAX_GROUPS, 0);
+
+/// Number of learned FDB entries, index 0: learning stops at
+/// `Config::max_learned`. Incremented here for each new entry; userspace
+/// rewrites the exact count when it ages or deletes entries.
+#[map]
+pub static LEARNED: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Learn and move events for `vxlan-fwd fdb watch`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Per-CPU counters indexed by `vxlan_common::Counter`.
 #[map]

@@ -40,25 +40,70 @@ pub enum FdbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a static entry: `MAC dst IP vni N` or `MAC dev PORT vni N`; for
+    /// the all-zeros MAC, the first default remote of the VNI.
+    Add {
+        #[arg(value_name = "MAC dst IP vni N", num_args = 1.., required = true)]
+        words: Vec<String>,
+    },
+    /// Add or overwrite a static entry (same words as `add`).
+    Replace {
+        #[arg(value_name = "MAC dst IP vni N", num_args = 1.., required = true)]
+        words: Vec<String>,
+    },
+    /// Add one more default remote: `00:00:00:00:00:00 dst IP vni N`.
+    Append {
+        #[arg(value_name = "00:00:00:00:00:00 dst IP vni N", num_args = 1.., required = true)]
+        words: Vec<String>,
+    },
+    /// Delete an entry: `MAC [dst IP] vni N`.
+    Del {
+        #[arg(value_name = "MAC [dst IP] vni N", num_args = 1.., required = true)]
+        words: Vec<String>,
+    },
+    /// Delete entries (not the default remotes): all, or of one VNI, or
+    /// only the learned ones.
+    Flush {
+        #[arg(long, value_parser = parse_vni)]
+        vni: Option<u32>,
+        /// Only learned entries.
+        #[arg(long)]
+        learned: bool,
+    },
+    /// Stream learn, move and age-out events, one per line.
+    Watch {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
+/// Options of the forwarder. With `--config`, the file describes the
+/// instance and its VNIs; the flags describe one more VNI (or override the
+/// file's VNI with the same id) and override the file's top-level keys.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML file describing the instance and its VNIs.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Uplink interface: VXLAN is received and sent here.
     #[arg(long, value_name = "IFACE")]
-    pub iface: String,
+    pub iface: Option<String>,
     /// VXLAN network identifier (1..16777215).
     #[arg(long, value_parser = parse_vni)]
-    pub vni: u32,
+    pub vni: Option<u32>,
     /// Local VTEP address (default: the first IPv4 address of --iface).
     #[arg(long, value_parser = parse_ipv4)]
     pub local: Option<Ipv4Addr>,
-    /// UDP destination port.
-    #[arg(long, default_value_t = 4789)]
-    pub dstport: u16,
+    /// UDP destination port (default 4789).
+    #[arg(long)]
+    pub dstport: Option<u16>,
     /// Remote VTEP to flood to (an all-zeros default FDB entry); repeatable.
     #[arg(long = "remote", value_name = "IP", value_parser = parse_ipv4)]
     pub remotes: Vec<Ipv4Addr>,
+    /// Multicast group: floods go to it and VXLAN sent to it is received.
+    #[arg(long, value_name = "IP", value_parser = parse_ipv4)]
+    pub group: Option<Ipv4Addr>,
     /// Local port of the VNI (e.g. a container's host-side veth); repeatable.
     #[arg(long = "port", value_name = "IFACE")]
     pub ports: Vec<String>,
@@ -66,18 +111,19 @@ pub struct RunArgs {
     /// vxlan device; removed on exit.
     #[arg(long, value_name = "NAME")]
     pub host_if: Option<String>,
-    /// Learned entries idle longer than this many seconds are removed.
-    #[arg(long, default_value_t = 300)]
-    pub ageing: u64,
+    /// Learned entries idle longer than this many seconds are removed
+    /// (default 300).
+    #[arg(long, value_name = "SECS")]
+    pub ageing: Option<u64>,
+    /// Cap on learned FDB entries (default 65536).
+    #[arg(long, value_name = "N")]
+    pub max_fdb: Option<u32>,
     /// Do not learn (like the kernel's `nolearning`).
     #[arg(long)]
     pub no_learning: bool,
     /// Attach XDP in generic (skb) mode instead of letting the driver choose.
     #[arg(long)]
     pub xdp_generic: bool,
-    /// Write the loaded eBPF object's verifier logs here (debugging).
-    #[arg(long, hide = true)]
-    pub verifier_log: Option<PathBuf>,
 }
 
 pub fn parse_vni(s: &str) -> Result<u32, String> {
@@ -121,7 +167,11 @@ mod tests {
     fn run_is_default() {
         let cli = Cli::try_parse_from(["vxlan-fwd", "--iface", "eth0", "--vni", "42"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.run.unwrap().vni, 42);
+        assert_eq!(cli.run.unwrap().vni, Some(42));
+        let cli =
+            Cli::try_parse_from(["vxlan-fwd", "fdb", "add", "02:00:00:00:00:01", "dst", "10.0.0.1", "vni", "42"])
+                .unwrap();
+        assert!(matches!(cli.command, Some(Command::Fdb(FdbCommand::Add { words })) if words.len() == 5));
         let cli = Cli::try_parse_from(["vxlan-fwd", "fdb", "show", "--json"]).unwrap();
         assert!(matches!(
             cli.command,

@@ -1,12 +1,20 @@
-//! FDB views: `fdb show` rows, ageing.
+//! The forwarding database as users see it: `fdb show` rows, the
+//! `fdb add|replace|append|del|flush` operations, ageing.
+//!
+//! Default remotes (the all-zeros MAC) live in each VNI's flood list
+//! (`VNIS`); every other entry in the `FDB` hash map.
 
 use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
-use vxlan_common::{FDB_F_STATIC, FdbKey};
+use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, MAX_REMOTES, VniInfo};
 
-use crate::{maps::Maps, netlink::format_mac};
+use crate::{
+    cli::{parse_ipv4, parse_vni},
+    maps::Maps,
+    netlink::{format_mac, parse_mac},
+};
 
 /// One line of `fdb show`, one object of `fdb show --json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,17 +46,29 @@ impl std::fmt::Display for FdbRow {
     }
 }
 
+/// A row for an FDB map entry; `names` maps local ifindexes to names.
+pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRow {
+    FdbRow {
+        mac: format_mac(&key.mac),
+        dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
+        dev: e
+            .is_local()
+            .then(|| names.get(&e.ifindex).cloned().unwrap_or_else(|| format!("if{}", e.ifindex))),
+        vni: key.vni,
+        permanent: e.is_static(),
+    }
+}
+
 /// All entries: the default remotes of each VNI (all-zeros MAC, permanent)
-/// and the FDB map's entries, sorted by VNI then MAC. `names` maps local
-/// ifindexes to names.
+/// and the FDB map's entries, sorted by VNI then MAC.
 pub fn rows(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Vec<FdbRow>> {
     let mut out = Vec::new();
     for item in maps.vnis.iter() {
         let (vni, info) = item?;
-        for r in info.remotes.iter().take(info.n_remotes as usize) {
+        for r in remotes_of(&info) {
             out.push(FdbRow {
                 mac: format_mac(&[0; 6]),
-                dst: Some(Ipv4Addr::from(*r)),
+                dst: Some(r),
                 dev: None,
                 vni,
                 permanent: true,
@@ -56,49 +76,215 @@ pub fn rows(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Vec<FdbRow>>
         }
     }
     for item in maps.fdb.iter() {
-        let (FdbKey { vni, mac, .. }, e) = item?;
-        out.push(FdbRow {
-            mac: format_mac(&mac),
-            dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
-            dev: e.is_local().then(|| {
-                names
-                    .get(&e.ifindex)
-                    .cloned()
-                    .unwrap_or_else(|| format!("if{}", e.ifindex))
-            }),
-            vni,
-            permanent: e.flags & FDB_F_STATIC != 0,
-        });
+        let (key, e) = item?;
+        out.push(row(&key, &e, names));
     }
     out.sort_by(|a, b| (a.vni, &a.mac, a.dst).cmp(&(b.vni, &b.mac, b.dst)));
     Ok(out)
 }
 
-/// Removes learned entries not refreshed for `ageing_ns`. Returns how many.
-pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<usize> {
-    let stale: Vec<FdbKey> = maps
+pub fn remotes_of(info: &VniInfo) -> Vec<Ipv4Addr> {
+    info.remotes.iter().take(info.n_remotes as usize).map(|r| Ipv4Addr::from(*r)).collect()
+}
+
+fn set_remotes(info: &mut VniInfo, remotes: &[Ipv4Addr]) -> Result<()> {
+    if remotes.len() > MAX_REMOTES {
+        bail!("at most {MAX_REMOTES} default remotes per VNI");
+    }
+    info.remotes = [[0; 4]; MAX_REMOTES];
+    for (slot, r) in info.remotes.iter_mut().zip(remotes) {
+        *slot = r.octets();
+    }
+    info.n_remotes = remotes.len() as u32;
+    Ok(())
+}
+
+/// What an `fdb` command names: `MAC [dst IP] [dev PORT] vni N`, in the
+/// words `bridge fdb` uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub mac: [u8; 6],
+    pub dst: Option<Ipv4Addr>,
+    pub dev: Option<String>,
+    pub vni: u32,
+}
+
+impl Spec {
+    pub fn parse(words: &[String]) -> Result<Self> {
+        let (mac, rest) = words.split_first().ok_or_else(|| anyhow!("missing MAC"))?;
+        let mac = parse_mac(mac)?;
+        let (mut dst, mut dev, mut vni) = (None, None, None);
+        let mut it = rest.iter();
+        while let Some(word) = it.next() {
+            let mut value = || it.next().ok_or_else(|| anyhow!("`{word}` needs a value"));
+            match word.as_str() {
+                "dst" => dst = Some(parse_ipv4(value()?).map_err(|e| anyhow!(e))?),
+                "dev" => dev = Some(value()?.clone()),
+                "vni" => vni = Some(parse_vni(value()?).map_err(|e| anyhow!(e))?),
+                other => bail!("unexpected `{other}`: expected `dst IP`, `dev PORT` or `vni N`"),
+            }
+        }
+        let vni = vni.ok_or_else(|| anyhow!("missing `vni N`"))?;
+        if dst.is_some() && dev.is_some() {
+            bail!("give either `dst IP` or `dev PORT`, not both");
+        }
+        Ok(Self { mac, dst, dev, vni })
+    }
+
+    fn is_default(&self) -> bool {
+        self.mac == [0; 6]
+    }
+}
+
+/// How `apply` treats an existing entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Replace,
+    Append,
+    Del,
+}
+
+/// Applies an `fdb add|replace|append|del` to the maps. `port_index`
+/// resolves `dev PORT` to an ifindex that must be a port of the VNI.
+pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> Result<()> {
+    let mut info = maps
+        .vnis
+        .get(&spec.vni, 0)
+        .map_err(|_| anyhow!("VNI {} is not configured in this forwarder", spec.vni))?;
+    if spec.is_default() {
+        if spec.dev.is_some() {
+            bail!("the all-zeros MAC takes `dst IP`, not `dev`");
+        }
+        let mut remotes = remotes_of(&info);
+        match (op, spec.dst) {
+            (Op::Add, Some(dst)) if remotes.is_empty() => remotes.push(dst),
+            (Op::Add, Some(_)) => {
+                bail!("VNI {} already has a default remote: use `fdb append`", spec.vni)
+            }
+            (Op::Append, Some(dst)) if remotes.contains(&dst) => {
+                bail!("{dst} is already a default remote of VNI {}", spec.vni)
+            }
+            (Op::Append, Some(dst)) => remotes.push(dst),
+            (Op::Replace, Some(dst)) => remotes = vec![dst],
+            (Op::Del, Some(dst)) => {
+                let before = remotes.len();
+                remotes.retain(|r| *r != dst);
+                if remotes.len() == before {
+                    bail!("{dst} is not a default remote of VNI {}", spec.vni);
+                }
+            }
+            (Op::Del, None) => remotes.clear(),
+            (_, None) => bail!("missing `dst IP`"),
+        }
+        set_remotes(&mut info, &remotes)?;
+        maps.vnis.insert(spec.vni, info, 0).context("writing VNIS")?;
+        return Ok(());
+    }
+    let key = FdbKey::new(spec.vni, spec.mac);
+    let existing = maps.fdb.get(&key, 0).ok();
+    if op == Op::Del {
+        let Some(e) = existing else {
+            bail!("no entry for {} in VNI {}", format_mac(&spec.mac), spec.vni)
+        };
+        if let Some(dst) = spec.dst
+            && (e.is_local() || Ipv4Addr::from(e.remote) != dst)
+        {
+            bail!("{} in VNI {} is not behind {dst}", format_mac(&spec.mac), spec.vni);
+        }
+        maps.fdb.remove(&key).context("deleting the entry")?;
+        if !e.is_static() {
+            recount_learned(maps)?;
+        }
+        return Ok(());
+    }
+    let entry = match (spec.dst, port_index) {
+        (Some(dst), _) => FdbEntry { remote: dst.octets(), flags: FDB_F_STATIC, ..Default::default() },
+        (None, Some(ifindex)) => FdbEntry { ifindex, flags: FDB_F_STATIC, ..Default::default() },
+        (None, None) => bail!("missing `dst IP` or `dev PORT`"),
+    };
+    match (op, existing) {
+        (Op::Add | Op::Append, Some(_)) => bail!(
+            "{} already has an entry in VNI {}: use `fdb replace`",
+            format_mac(&spec.mac),
+            spec.vni
+        ),
+        _ => {}
+    }
+    maps.fdb.insert(key, entry, 0).context("writing the entry (is the FDB full?)")?;
+    if existing.is_some_and(|e| !e.is_static()) {
+        recount_learned(maps)?;
+    }
+    Ok(())
+}
+
+/// Deletes FDB entries (never the default remotes): of one VNI or all,
+/// learned only or static too. Returns how many.
+pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<usize> {
+    let doomed: Vec<FdbKey> = maps
+        .fdb
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, e)| vni.is_none_or(|v| k.vni == v) && !(learned_only && e.is_static()))
+        .map(|(k, _)| k)
+        .collect();
+    let n = doomed.iter().filter(|k| maps.fdb.remove(k).is_ok()).count();
+    recount_learned(maps)?;
+    Ok(n)
+}
+
+/// Removes learned entries not refreshed for `ageing_ns`; returns them.
+pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, FdbEntry)>> {
+    let stale: Vec<(FdbKey, FdbEntry)> = maps
         .fdb
         .iter()
         .filter_map(Result::ok)
         .filter(|(_, e)| !e.is_static() && now_ns.saturating_sub(e.last_seen_ns) > ageing_ns)
-        .map(|(k, _)| k)
         .collect();
-    let mut n = 0;
-    for k in &stale {
-        if maps.fdb.remove(k).is_ok() {
-            n += 1;
-        }
+    let removed: Vec<_> = stale.into_iter().filter(|(k, _)| maps.fdb.remove(k).is_ok()).collect();
+    if !removed.is_empty() {
+        recount_learned(maps)?;
     }
+    Ok(removed)
+}
+
+/// Writes the exact number of learned entries to LEARNED, which the
+/// datapath only ever increments.
+pub fn recount_learned(maps: &mut Maps) -> Result<u64> {
+    let n = maps.fdb.iter().filter_map(Result::ok).filter(|(_, e)| !e.is_static()).count() as u64;
+    maps.learned.set(0, n, 0).context("writing LEARNED")?;
     Ok(n)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn spec_words() {
+        let s = Spec::parse(&words("02:00:00:00:00:01 dst 192.168.57.54 vni 42")).unwrap();
+        assert_eq!(s.mac, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(s.dst, Some(Ipv4Addr::new(192, 168, 57, 54)));
+        assert_eq!(s.vni, 42);
+        let s = Spec::parse(&words("02:00:00:00:00:01 dev veth0 vni 7")).unwrap();
+        assert_eq!(s.dev.as_deref(), Some("veth0"));
+        assert!(Spec::parse(&words("02:00:00:00:00:01 dst 192.168.57.54")).is_err(), "no vni");
+        assert!(Spec::parse(&words("nope dst 1.2.3.4 vni 1")).is_err(), "bad MAC");
+        assert!(Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3 vni 1")).is_err(), "bad IP");
+        assert!(Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3.4 vni 0")).is_err(), "bad VNI");
+        assert!(Spec::parse(&words("02:00:00:00:00:01 via 1.2.3.4 vni 1")).is_err());
+        assert!(Spec::parse(&words("02:00:00:00:00:01 dst")).is_err());
+    }
 }

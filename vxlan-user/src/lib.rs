@@ -2,10 +2,13 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod events;
 pub mod fdb;
 pub mod loader;
 pub mod maps;
 pub mod netlink;
+pub mod state;
 pub mod stats;
 
 /// The compiled eBPF object (`vxlan-ebpf`), built by `build.rs`.

@@ -1,91 +1,111 @@
-//! `vxlan-fwd run`: load, configure and attach the datapath, serve until
+//! `vxlan-fwd` (run): load, configure and attach the datapath, serve until
 //! SIGINT/SIGTERM, then detach everything and remove what was created.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::{Ipv4Addr, UdpSocket},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{MapData, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions,
     },
 };
 use log::{info, warn};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
 use vxlan_common::{
-    CFG_F_LEARNING, Config, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER, PortInfo, VniInfo,
-    prog, wire::OVERHEAD,
+    CFG_F_LEARNING, Config as DpConfig, FDB_STATIC_RESERVE, FdbEvent, MAX_PORTS, NeighEntry,
+    PORT_F_PEER, PortInfo, VniInfo, map, prog, wire::OVERHEAD,
 };
 
 use crate::{
     EBPF_OBJ,
-    cli::RunArgs,
+    config::{Config, VniConfig},
+    events::{Event, Hub},
     fdb,
     maps::Maps,
     netlink::{LinkInfo, Netlink},
+    state,
 };
 
 /// Longest interface name the kernel accepts.
 const IFNAMSIZ_MAX: usize = 15;
+/// How often the table is written to the state file.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 
-pub async fn run(args: RunArgs) -> Result<()> {
+/// A VNI with its interfaces resolved.
+struct Vni {
+    cfg: VniConfig,
+    ports: Vec<LinkInfo>,
+}
+
+pub async fn run(cfg: Config, xdp_generic: bool) -> Result<()> {
     let nl = Netlink::new()?;
-    let uplink = nl.link_by_name(&args.iface).await?;
+    let uplink = nl.link_by_name(&cfg.iface).await?;
     if let Some(id) = uplink.xdp_prog_id {
         bail!(
             "interface '{}' already carries an XDP program (id {id}); detach it first",
             uplink.name
         );
     }
-    let local = match args.local {
+    let local = match cfg.local {
         Some(ip) => ip,
         None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
-            anyhow!(
-                "interface '{}' has no IPv4 address; give one with --local",
-                uplink.name
-            )
+            anyhow!("interface '{}' has no IPv4 address; give one with --local", uplink.name)
         })?,
     };
-    let mut ports = Vec::new();
-    for name in &args.ports {
-        let port = nl
-            .link_by_name(name)
-            .await
-            .with_context(|| format!("port '{name}'"))?;
-        if port.index == uplink.index {
-            bail!("port '{name}' is the uplink");
+    let mut vnis = Vec::new();
+    let mut seen = BTreeSet::new();
+    for v in &cfg.vnis {
+        let mut ports = Vec::new();
+        for name in &v.ports {
+            let port = nl.link_by_name(name).await.with_context(|| format!("port '{name}'"))?;
+            if port.index == uplink.index {
+                bail!("port '{name}' is the uplink");
+            }
+            if !seen.insert(port.index) {
+                bail!("port '{name}' is given twice");
+            }
+            ports.push(port);
         }
-        if ports.iter().any(|p: &LinkInfo| p.index == port.index) {
-            bail!("port '{name}' is given twice");
+        if ports.len() + usize::from(v.host_if.is_some()) > MAX_PORTS {
+            bail!("at most {MAX_PORTS} local ports per VNI");
         }
-        ports.push(port);
+        vnis.push(Vni { cfg: v.clone(), ports });
     }
-    if args.remotes.len() > MAX_REMOTES {
-        bail!("at most {MAX_REMOTES} remotes per VNI");
-    }
-    if ports.len() + usize::from(args.host_if.is_some()) > MAX_PORTS {
-        bail!("at most {MAX_PORTS} local ports per VNI");
-    }
-    let remotes: Vec<Ipv4Addr> = args
-        .remotes
-        .iter()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
 
-    let host_if = match &args.host_if {
-        Some(name) => Some(HostIf::create(&nl, name, uplink.mtu.saturating_sub(OVERHEAD)).await?),
-        None => None,
-    };
-    if let Some(h) = &host_if {
-        ports.push(nl.link_by_index(h.peer_index).await?);
+    let mut host_ifs = Vec::new();
+    let mut result = Ok(());
+    for v in &mut vnis {
+        let Some(name) = &v.cfg.host_if else { continue };
+        match HostIf::create(&nl, name, uplink.mtu.saturating_sub(OVERHEAD)).await {
+            Ok(h) => {
+                match nl.link_by_index(h.peer_index).await {
+                    Ok(peer) => v.ports.push(peer),
+                    Err(e) => result = Err(e),
+                }
+                host_ifs.push(h);
+            }
+            Err(e) => result = Err(e),
+        }
+        if result.is_err() {
+            break;
+        }
     }
-    let result = serve(&nl, &args, &uplink, local, &remotes, &ports).await;
-    if let Some(h) = host_if
-        && let Err(e) = nl.delete_link(h.index).await
-    {
-        warn!("removing {}: {e:#}", h.name);
+    if result.is_ok() {
+        result = serve(&nl, &cfg, xdp_generic, &uplink, local, &vnis).await;
+    }
+    for h in host_ifs {
+        if let Err(e) = nl.delete_link(h.index).await {
+            warn!("removing {}: {e:#}", h.name);
+        }
     }
     result
 }
@@ -102,10 +122,7 @@ impl HostIf {
     async fn create(nl: &Netlink, name: &str, mtu: u32) -> Result<Self> {
         let peer = format!("{name}-fwd");
         if name.is_empty() || peer.len() > IFNAMSIZ_MAX {
-            bail!(
-                "host interface name '{name}' must be 1 to {} characters",
-                IFNAMSIZ_MAX - 4
-            );
+            bail!("host interface name '{name}' must be 1 to {} characters", IFNAMSIZ_MAX - 4);
         }
         for n in [name, peer.as_str()] {
             if nl.link_by_name(n).await.is_ok() {
@@ -120,11 +137,7 @@ impl HostIf {
             let p = nl.link_by_name(&peer).await?;
             nl.set_addrgenmode_none(p.index).await?;
             nl.set_up(p.index).await?;
-            Ok::<_, anyhow::Error>(Self {
-                name: name.to_owned(),
-                index: host.index,
-                peer_index: p.index,
-            })
+            Ok::<_, anyhow::Error>(Self { name: name.to_owned(), index: host.index, peer_index: p.index })
         }
         .await;
         if created.is_err()
@@ -139,10 +152,7 @@ impl HostIf {
 /// Explains a program load failure, with the end of the verifier's log.
 fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
     match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
@@ -191,159 +201,233 @@ fn attach_tc(ebpf: &mut Ebpf, name: &str, iface: &str) -> Result<()> {
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing"))?
         .try_into()?;
-    tc.attach_with_options(
-        iface,
-        TcAttachType::Ingress,
-        TcAttachOptions::TcxOrder(LinkOrder::first()),
-    )
-    .with_context(|| format!("attaching {name} to {iface} (tc ingress)"))?;
+    tc.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
+        .with_context(|| format!("attaching {name} to {iface} (tc ingress)"))?;
     Ok(())
+}
+
+/// Fills CONFIG, VNIS, PORTS and GROUPS.
+fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, vnis: &[Vni]) -> Result<()> {
+    let (port_lo, port_hi, ttl) = kernel_defaults();
+    let dp = DpConfig {
+        local_ip: local.octets(),
+        uplink_ifindex: uplink.index,
+        dstport: cfg.dstport,
+        port_lo,
+        port_hi,
+        ttl,
+        mcast_ttl: 1,
+        flags: if cfg.learning { CFG_F_LEARNING } else { 0 },
+        max_learned: cfg.max_fdb,
+        uplink_mac: uplink.mac,
+        _pad: [0; 2],
+    };
+    maps.config.set(0, dp, 0).context("writing CONFIG")?;
+    for v in vnis {
+        let mut info = VniInfo {
+            n_remotes: v.cfg.remotes.len() as u32,
+            n_ports: v.ports.len() as u32,
+            group: v.cfg.group.map_or([0; 4], |g| g.octets()),
+            ..Default::default()
+        };
+        for (slot, r) in info.remotes.iter_mut().zip(&v.cfg.remotes) {
+            *slot = r.octets();
+        }
+        for (slot, p) in info.ports.iter_mut().zip(&v.ports) {
+            *slot = p.index;
+        }
+        maps.vnis.insert(v.cfg.id, info, 0).context("writing VNIS")?;
+        for p in &v.ports {
+            let peer = p.kind.as_deref() == Some("veth") && p.peer_in_other_netns;
+            let info = PortInfo { vni: v.cfg.id, flags: if peer { PORT_F_PEER } else { 0 } };
+            maps.ports.insert(p.index, info, 0).context("writing PORTS")?;
+        }
+        if let Some(g) = v.cfg.group {
+            maps.groups.insert(g.octets(), 1, 0).context("writing GROUPS")?;
+        }
+    }
+    Ok(())
+}
+
+/// Joins each group on the uplink (a real IGMP membership, as long as the
+/// returned sockets live).
+fn join_groups(vnis: &[Vni], local: Ipv4Addr) -> Result<Vec<UdpSocket>> {
+    let groups: BTreeSet<Ipv4Addr> = vnis.iter().filter_map(|v| v.cfg.group).collect();
+    groups
+        .into_iter()
+        .map(|g| {
+            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("socket for IGMP")?;
+            sock.join_multicast_v4(&g, &local)
+                .with_context(|| format!("joining multicast group {g} on {local}"))?;
+            Ok(sock)
+        })
+        .collect()
 }
 
 async fn serve(
     nl: &Netlink,
-    args: &RunArgs,
+    cfg: &Config,
+    xdp_generic: bool,
     uplink: &LinkInfo,
     local: Ipv4Addr,
-    remotes: &[Ipv4Addr],
-    ports: &[LinkInfo],
+    vnis: &[Vni],
 ) -> Result<()> {
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map::FDB, cfg.max_fdb.saturating_add(FDB_STATIC_RESERVE))
         .load(EBPF_OBJ)
         .context("loading the eBPF object")?;
     load(&mut ebpf)?;
+    let events = ebpf.take_map(map::EVENTS).ok_or_else(|| anyhow!("map EVENTS missing"))?;
+    // SAFETY: the ring buffer owns its fd and outlives the registration
+    // (both live until the end of this function).
+    let mut events = unsafe { AsyncFd::register(RingBuf::<MapData>::try_from(events)?) }
+        .map_err(|e| anyhow!("watching the EVENTS ring buffer: {}", e.into_parts().1))?;
     let mut maps = Maps::take(&mut ebpf)?;
+    configure(&mut maps, cfg, uplink, local, vnis)?;
 
-    let (port_lo, port_hi, ttl) = kernel_defaults();
-    let cfg = Config {
-        local_ip: local.octets(),
-        uplink_ifindex: uplink.index,
-        dstport: args.dstport,
-        port_lo,
-        port_hi,
-        ttl,
-        _pad0: 0,
-        flags: if args.no_learning { 0 } else { CFG_F_LEARNING },
-    };
-    maps.config.set(0, cfg, 0).context("writing CONFIG")?;
-    let mut vni = VniInfo {
-        n_remotes: remotes.len() as u32,
-        n_ports: ports.len() as u32,
-        ..Default::default()
-    };
-    for (slot, r) in vni.remotes.iter_mut().zip(remotes) {
-        *slot = r.octets();
+    let state_path = state::path(&uplink.name)?;
+    let port_of: StdHashMap<String, (u32, u32)> = vnis
+        .iter()
+        .flat_map(|v| v.ports.iter().map(|p| (p.name.clone(), (p.index, v.cfg.id))))
+        .collect();
+    match state::load(&state_path) {
+        Ok(Some(saved)) => {
+            let n = state::restore(&mut maps, &saved, &port_of, fdb::monotonic_ns())?;
+            info!("restored {n} FDB entries from {}", state_path.display());
+        }
+        Ok(None) => {}
+        Err(e) => warn!("ignoring the saved table: {e:#}"),
     }
-    for (slot, p) in vni.ports.iter_mut().zip(ports) {
-        *slot = p.index;
-    }
-    maps.vnis.insert(args.vni, vni, 0).context("writing VNIS")?;
-    for p in ports {
-        let peer = p.kind.as_deref() == Some("veth") && p.peer_in_other_netns;
-        let info = PortInfo {
-            vni: args.vni,
-            flags: if peer { PORT_F_PEER } else { 0 },
-        };
-        maps.ports
-            .insert(p.index, info, 0)
-            .context("writing PORTS")?;
-    }
+    let mut hub = Hub::bind(uplink.index)?;
+    let _memberships = join_groups(vnis, local)?;
 
     // Delivery first, then the ports, then XDP: no frame is decapsulated
     // before it can be delivered.
     attach_tc(&mut ebpf, prog::TC_UPLINK, &uplink.name)?;
-    for p in ports {
+    for p in vnis.iter().flat_map(|v| &v.ports) {
         attach_tc(&mut ebpf, prog::TC_PORT, &p.name)?;
     }
     let xdp: &mut Xdp = ebpf
         .program_mut(prog::XDP_UPLINK)
         .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
         .try_into()?;
-    let mode = if args.xdp_generic {
-        XdpMode::Skb
-    } else {
-        XdpMode::Default
-    };
+    let mode = if xdp_generic { XdpMode::Skb } else { XdpMode::Default };
     xdp.attach(&uplink.name, mode).map_err(|e| {
-        anyhow!(
-            "attaching XDP to '{}': {e} (does it already carry an XDP program?)",
-            uplink.name
-        )
+        anyhow!("attaching XDP to '{}': {e} (does it already carry an XDP program?)", uplink.name)
     })?;
 
-    for r in remotes {
-        resolve(nl, &mut maps, *r).await;
+    resolve_remotes(nl, &mut maps).await;
+    for v in vnis {
+        println!(
+            "vxlan-fwd: ready: uplink {} local {local} vni {} dstport {} remotes [{}] group {} ports [{}]",
+            uplink.name,
+            v.cfg.id,
+            cfg.dstport,
+            v.cfg.remotes.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", "),
+            v.cfg.group.map_or_else(|| "none".to_owned(), |g| g.to_string()),
+            v.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        );
     }
-    println!(
-        "vxlan-fwd: ready: uplink {} local {local} vni {} dstport {} remotes [{}] ports [{}]",
-        uplink.name,
-        args.vni,
-        args.dstport,
-        remotes
-            .iter()
-            .map(Ipv4Addr::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        ports
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let ageing_ns = args.ageing.saturating_mul(1_000_000_000);
-    let mut age_tick = tokio::time::interval(Duration::from_secs((args.ageing / 10).clamp(1, 30)));
+    let ageing_ns = cfg.ageing.saturating_mul(1_000_000_000);
+    let mut age_tick =
+        tokio::time::interval(Duration::from_millis((cfg.ageing * 100).clamp(500, 30_000)));
     let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut snap_tick = tokio::time::interval(SNAPSHOT_EVERY);
+    let mut names = port_names(vnis);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            r = hub.accept() => if let Err(e) = r { warn!("events socket: {e:#}") },
+            guard = events.readable_mut() => {
+                let mut guard = guard.context("reading FDB events")?;
+                let ring = guard.get_inner_mut();
+                let mut batch = Vec::new();
+                while let Some(item) = ring.next() {
+                    if item.len() >= size_of::<FdbEvent>() {
+                        let ev: FdbEvent = bytemuck::pod_read_unaligned(&item[..size_of::<FdbEvent>()]);
+                        batch.push(Event::from_raw(&ev, &names));
+                    }
+                }
+                guard.clear_ready();
+                for ev in &batch {
+                    hub.publish(ev).await;
+                }
+            }
             _ = age_tick.tick() => {
                 match fdb::age(&mut maps, ageing_ns, fdb::monotonic_ns()) {
-                    Ok(0) => {}
-                    Ok(n) => info!("aged out {n} FDB entries"),
+                    Ok(gone) => {
+                        for (k, e) in &gone {
+                            let raw = FdbEvent {
+                                kind: vxlan_common::EV_AGE, vni: k.vni, mac: k.mac, _pad: [0; 2],
+                                remote: e.remote, ifindex: e.ifindex,
+                            };
+                            hub.publish(&Event::from_raw(&raw, &names)).await;
+                        }
+                        if !gone.is_empty() {
+                            info!("aged out {} FDB entries", gone.len());
+                        }
+                    }
                     Err(e) => warn!("ageing: {e:#}"),
                 }
             }
-            _ = neigh_tick.tick() => {
-                for r in remotes {
-                    resolve(nl, &mut maps, *r).await;
+            _ = neigh_tick.tick() => resolve_remotes(nl, &mut maps).await,
+            _ = snap_tick.tick() => {
+                names = port_names(vnis);
+                if let Err(e) = state::snapshot(&maps, &names).and_then(|s| state::save(&state_path, &s)) {
+                    warn!("saving the table: {e:#}");
                 }
             }
         }
+    }
+    if let Err(e) = state::snapshot(&maps, &names).and_then(|s| state::save(&state_path, &s)) {
+        warn!("saving the table: {e:#}");
     }
     drop(ebpf);
     println!("vxlan-fwd: stopped; programs detached");
     Ok(())
 }
 
-/// Keeps the link-layer next hop towards a remote VTEP in NEIGH, from the
-/// kernel's routing and neighbour tables, and asks the kernel to resolve it
-/// when it is not known (flood copies cannot wait in the neighbour queue).
-async fn resolve(nl: &Netlink, maps: &mut Maps, remote: Ipv4Addr) {
-    let r = async {
-        let (oif, nh) = nl.route_get(remote).await?;
-        match nl.neighbour_mac(oif, nh).await? {
-            Some(dmac) => {
-                let smac = nl.link_by_index(oif).await?.mac;
-                let entry = NeighEntry {
-                    dmac,
-                    smac,
-                    ifindex: oif,
-                };
-                let key = remote.octets();
-                if maps.neigh.get(&key, 0).ok() != Some(entry) {
-                    maps.neigh.insert(key, entry, 0)?;
-                }
-            }
-            None => nl.kick_neighbour(oif, nh).await?,
+fn port_names(vnis: &[Vni]) -> StdHashMap<u32, String> {
+    vnis.iter().flat_map(|v| v.ports.iter().map(|p| (p.index, p.name.clone()))).collect()
+}
+
+/// Keeps the link-layer next hop of every default remote and static remote
+/// entry in NEIGH, from the kernel's routing and neighbour tables, and asks
+/// the kernel to resolve those it does not know (flood copies cannot wait
+/// in the neighbour queue). Remotes added at run time are picked up here.
+async fn resolve_remotes(nl: &Netlink, maps: &mut Maps) {
+    let mut remotes = BTreeSet::new();
+    for (_, info) in maps.vnis.iter().filter_map(Result::ok) {
+        remotes.extend(fdb::remotes_of(&info));
+    }
+    for (_, e) in maps.fdb.iter().filter_map(Result::ok) {
+        if e.is_static() && !e.is_local() {
+            remotes.insert(Ipv4Addr::from(e.remote));
         }
-        Ok::<_, anyhow::Error>(())
     }
-    .await;
-    if let Err(e) = r {
-        warn!("resolving remote {remote}: {e:#}");
+    for r in remotes {
+        if let Err(e) = resolve(nl, maps, r).await {
+            warn!("resolving remote {r}: {e:#}");
+        }
     }
+}
+
+async fn resolve(nl: &Netlink, maps: &mut Maps, remote: Ipv4Addr) -> Result<()> {
+    let (oif, nh) = nl.route_get(remote).await?;
+    match nl.neighbour_mac(oif, nh).await? {
+        Some(dmac) => {
+            let smac = nl.link_by_index(oif).await?.mac;
+            let entry = NeighEntry { dmac, smac, ifindex: oif };
+            let key = remote.octets();
+            if maps.neigh.get(&key, 0).ok() != Some(entry) {
+                maps.neigh.insert(key, entry, 0)?;
+            }
+        }
+        None => nl.kick_neighbour(oif, nh).await?,
+    }
+    Ok(())
 }

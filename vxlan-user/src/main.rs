@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Parser;
 use vxlan_user::{
-    cli::{Cli, Command, FdbCommand},
-    commands, loader,
+    cli::{Cli, Command},
+    commands,
 };
 
 fn main() -> ExitCode {
@@ -32,8 +32,8 @@ fn real_main(cli: Cli) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         match (cli.command, cli.run) {
-            (Some(Command::Run(args)), _) | (None, Some(args)) => loader::run(args).await,
-            (Some(Command::Fdb(FdbCommand::Show { json })), _) => commands::fdb_show(json).await,
+            (Some(Command::Run(args)), _) | (None, Some(args)) => commands::run(args).await,
+            (Some(Command::Fdb(cmd)), _) => commands::fdb(cmd).await,
             (Some(Command::Stats { json }), _) => commands::stats(json).await,
             (None, None) => {
                 bail!("nothing to do: give --iface and --vni, or a command (see --help)")

@@ -19,6 +19,8 @@ pub struct Maps {
     pub vnis: HashMap<MapData, u32, VniInfo>,
     pub counters: PerCpuArray<MapData, u64>,
     pub neigh: HashMap<MapData, [u8; 4], NeighEntry>,
+    pub groups: HashMap<MapData, [u8; 4], u32>,
+    pub learned: Array<MapData, u64>,
 }
 
 impl Maps {
@@ -35,6 +37,8 @@ impl Maps {
             vnis: HashMap::try_from(take(map::VNIS)?)?,
             counters: PerCpuArray::try_from(take(map::COUNTERS)?)?,
             neigh: HashMap::try_from(take(map::NEIGH)?)?,
+            groups: HashMap::try_from(take(map::GROUPS)?)?,
+            learned: Array::try_from(take(map::LEARNED)?)?,
         })
     }
 
@@ -50,6 +54,7 @@ impl Maps {
             .ok_or_else(|| anyhow!("this kernel does not report a program's maps"))?;
         let (mut config, mut fdb, mut ports, mut vnis, mut counters, mut neigh) =
             (None, None, None, None, None, None);
+        let (mut groups, mut learned) = (None, None);
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
             let info = data.info()?;
@@ -62,6 +67,8 @@ impl Maps {
                     counters = Some(PerCpuArray::try_from(Map::PerCpuArray(data))?)
                 }
                 Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::GROUPS) => groups = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::LEARNED) => learned = Some(Array::try_from(Map::Array(data))?),
                 _ => {}
             }
         }
@@ -73,6 +80,8 @@ impl Maps {
             vnis: vnis.ok_or_else(|| missing(map::VNIS))?,
             counters: counters.ok_or_else(|| missing(map::COUNTERS))?,
             neigh: neigh.ok_or_else(|| missing(map::NEIGH))?,
+            groups: groups.ok_or_else(|| missing(map::GROUPS))?,
+            learned: learned.ok_or_else(|| missing(map::LEARNED))?,
         })
     }
 
