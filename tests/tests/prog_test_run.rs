@@ -6,12 +6,15 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{
+        Array, HashMap, MapData, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC, NeighEntry,
-    PORT_F_PEER, PortInfo, VniInfo, XdpMeta, map, prog,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data, map, prog,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN},
 };
 
@@ -97,6 +100,8 @@ impl Dp {
             max_learned: 1000,
             uplink_mac: UPLINK_MAC,
             _pad: [0; 2],
+            uplink_mtu: 1500,
+            _pad2: 0,
         };
         Array::<_, Config>::try_from(dp.ebpf.map_mut(map::CONFIG).unwrap())
             .unwrap()
@@ -124,7 +129,15 @@ impl Dp {
         dp.ports()
             .insert(LO, PortInfo { vni: VNI, flags: 0 }, 0)
             .unwrap();
+        dp.allow(VNI, REMOTE, 32);
         dp
+    }
+
+    /// Lets `addr/len` send VXLAN into `vni` (anti-spoofing).
+    fn allow(&mut self, vni: u32, addr: [u8; 4], len: u32) {
+        let mut t: LpmTrie<&mut MapData, [u8; 8], u32> =
+            LpmTrie::try_from(self.ebpf.map_mut(map::ALLOWED).unwrap()).unwrap();
+        t.insert(&Key::new(32 + len, allow_data(vni, addr)), 1, 0).unwrap();
     }
 
     fn fdb(&mut self) -> HashMap<&mut MapData, FdbKey, FdbEntry> {
@@ -343,6 +356,20 @@ fn xdp_drops_vxlan_for_unknown_vni_and_learns_nothing() {
     assert!(dp.fdb_get(C2_MAC).is_none());
 }
 
+/// Makes the outer IPv4 total length, UDP length and IPv4 checksum agree
+/// with the frame's length.
+fn fix_lengths(f: &mut [u8]) {
+    let ip_len = (f.len() - OFF_IP) as u16;
+    f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&ip_len.to_be_bytes());
+    f[OFF_UDP + 4..OFF_UDP + 6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    fix_ip_checksum(f);
+}
+
+fn fix_ip_checksum(f: &mut [u8]) {
+    let c = vxlan_common::wire::ipv4_checksum(&f[OFF_IP..OFF_UDP].try_into().unwrap());
+    f[OFF_IP + 10..OFF_IP + 12].copy_from_slice(&c);
+}
+
 #[test]
 fn xdp_drops_i_flag_clear_and_truncated() {
     let mut dp = Dp::new();
@@ -351,19 +378,107 @@ fn xdp_drops_i_flag_clear_and_truncated() {
     assert_eq!(dp.counter(Counter::DropVxlanFlags), 1);
 
     let full = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
-    assert_eq!(
-        dp.run_xdp(&full[..OFF_VXLAN + 4]).0,
-        XDP_DROP,
-        "VXLAN header cut"
-    );
+    let mut cut = full[..OFF_VXLAN + 4].to_vec();
+    fix_lengths(&mut cut);
+    assert_eq!(dp.run_xdp(&cut).0, XDP_DROP, "VXLAN header cut");
     assert_eq!(dp.counter(Counter::DropVxlanTruncated), 1);
-    assert_eq!(
-        dp.run_xdp(&full[..OFF_INNER + 10]).0,
-        XDP_DROP,
-        "inner Ethernet cut"
-    );
+    let mut cut = full[..OFF_INNER + 10].to_vec();
+    fix_lengths(&mut cut);
+    // Ethernet padding must not pass for an inner frame.
+    cut.resize(cut.len() + 20, 0);
+    assert_eq!(dp.run_xdp(&cut).0, XDP_DROP, "inner Ethernet cut");
     assert_eq!(dp.counter(Counter::DropInnerTruncated), 1);
     assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned from garbage");
+}
+
+#[test]
+fn xdp_checks_the_outer_headers() {
+    let mut dp = Dp::new();
+    let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, Counter)> = vec![
+        ("bad checksum", Box::new(|f| f[OFF_IP + 10] ^= 0xff), Counter::DropIpChecksum),
+        (
+            "total length beyond the frame",
+            Box::new(|f| {
+                f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&2000u16.to_be_bytes());
+                fix_ip_checksum(f);
+            }),
+            Counter::DropIpLength,
+        ),
+        (
+            "TTL 0",
+            Box::new(|f| {
+                f[OFF_IP + 8] = 0;
+                fix_ip_checksum(f);
+            }),
+            Counter::DropIpTtl,
+        ),
+        (
+            "UDP length inconsistent",
+            Box::new(|f| f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)),
+            Counter::DropUdpLength,
+        ),
+        ("IHL below 5", Box::new(|f| f[OFF_IP] = 0x44), Counter::DropIpMalformed),
+        (
+            "IPv4 options",
+            Box::new(|f| {
+                // 4 bytes of options (NOPs + EOL) inserted after the header.
+                f[OFF_IP] = 0x46;
+                f.splice(OFF_UDP..OFF_UDP, [1, 1, 1, 0]);
+                let l = (f.len() - OFF_IP) as u16;
+                f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&l.to_be_bytes());
+            }),
+            Counter::DropIpOptions,
+        ),
+    ];
+    for (what, mutate, counter) in &cases {
+        let mut f = good.clone();
+        mutate(&mut f);
+        assert_eq!(dp.run_xdp(&f).0, XDP_DROP, "{what}");
+        assert_eq!(dp.counter(*counter), 1, "{what}: counted under its reason");
+    }
+    assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned from any of them");
+    assert_eq!(dp.counter(Counter::RxDecap), 0);
+    // Positive control: the unmodified frame is decapsulated.
+    assert_eq!(dp.run_xdp(&good).0, XDP_PASS);
+    assert_eq!(dp.counter(Counter::RxDecap), 1);
+}
+
+#[test]
+fn xdp_trims_ethernet_padding() {
+    let mut dp = Dp::new();
+    let inner = inner_arp(C2_MAC);
+    let mut f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+    f.extend_from_slice(&[0xee; 6]);
+    let (action, out) = dp.run_xdp(&f);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(&out[16..], &inner[..], "padding gone");
+}
+
+#[test]
+fn xdp_drops_vxlan_from_senders_that_are_not_remotes() {
+    let mut dp = Dp::new();
+    let mut f = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    f[OFF_IP + 15] = 99; // source 192.168.57.99: not a remote of VNI 42
+    fix_ip_checksum(&mut f);
+    assert_eq!(dp.run_xdp(&f).0, XDP_DROP);
+    assert_eq!(dp.counter(Counter::DropSpoofed), 1);
+    assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned");
+    assert!(dp.neigh().get(&[192, 168, 57, 99], 0).is_err());
+
+    // --allow-remote 192.168.57.0/24 widens the set.
+    dp.allow(VNI, [192, 168, 57, 0], 24);
+    assert_eq!(dp.run_xdp(&f).0, XDP_PASS);
+    assert_eq!(dp.fdb_get(C2_MAC).unwrap().remote, [192, 168, 57, 99]);
+
+    // Allowed in VNI 42 is not allowed in VNI 43.
+    dp.vnis().insert(43, VniInfo { n_ports: 0, ..Default::default() }, 0).unwrap();
+    let f43 = vxlan_frame(&inner_arp(C1_MAC), 43, LOCAL, 4789, 0x08);
+    assert_eq!(dp.run_xdp(&f43).0, XDP_DROP);
+    assert_eq!(dp.counter(Counter::DropSpoofed), 2);
+    // A group-mode VNI accepts any sender.
+    dp.vnis().insert(43, VniInfo { flags: VNI_F_ANY_SENDER, ..Default::default() }, 0).unwrap();
+    assert_eq!(dp.run_xdp(&f43).0, XDP_PASS);
 }
 
 #[test]

@@ -31,6 +31,22 @@ counters! {
     RxDeliver = "rx_deliver",
     /// Uplink: copies of decapsulated frames flooded to local ports.
     RxFloodCopy = "rx_flood_copy",
+    /// Uplink drop: outer IPv4 header malformed (IHL below 5).
+    DropIpMalformed = "drop_ip_malformed",
+    /// Uplink drop: outer IPv4 header with options (no VTEP sends them; the
+    /// kernel's vxlan would accept them, we drop them).
+    DropIpOptions = "drop_ip_options",
+    /// Uplink drop: outer IPv4 header checksum wrong.
+    DropIpChecksum = "drop_ip_checksum",
+    /// Uplink drop: outer IPv4 total length beyond the frame, or too short.
+    DropIpLength = "drop_ip_length",
+    /// Uplink drop: outer TTL 0.
+    DropIpTtl = "drop_ip_ttl",
+    /// Uplink drop: outer UDP length inconsistent with the IPv4 length.
+    DropUdpLength = "drop_udp_length",
+    /// Uplink drop: VXLAN from a sender that is not an allowed remote of the
+    /// VNI (anti-spoofing).
+    DropSpoofed = "drop_spoofed",
     /// Uplink drop: VXLAN header truncated.
     DropVxlanTruncated = "drop_vxlan_truncated",
     /// Uplink drop: VXLAN I flag clear.
@@ -65,6 +81,11 @@ counters! {
     /// the frame is not IP unicast (those wait in the kernel's neighbour
     /// queue instead).
     DropNoNeigh = "drop_no_neigh",
+    /// Port drop: the frame does not fit the uplink MTU once encapsulated.
+    DropTooBig = "drop_too_big",
+    /// Port: ICMP "fragmentation needed" sent back for a too-big IPv4 frame
+    /// with DF (path MTU discovery).
+    TxIcmpFragNeeded = "tx_icmp_frag_needed",
     /// Port drop: broadcast or unknown unicast with nowhere to go.
     DropNoFloodTarget = "drop_no_flood_target",
     /// Learning refused: the learning cap (`--max-fdb`) is reached.

@@ -32,6 +32,7 @@ pub mod map {
     pub const GROUPS: &str = "GROUPS";
     pub const LEARNED: &str = "LEARNED";
     pub const EVENTS: &str = "EVENTS";
+    pub const ALLOWED: &str = "ALLOWED";
 }
 
 /// Largest valid VNI (24 bits).
@@ -50,6 +51,8 @@ pub const FDB_STATIC_RESERVE: u32 = 4096;
 pub const FDB_CAPACITY: u32 = DEFAULT_MAX_FDB + FDB_STATIC_RESERVE;
 /// Multicast groups the instance receives from.
 pub const MAX_GROUPS: u32 = 256;
+/// Entries of the ALLOWED trie.
+pub const MAX_ALLOWED: u32 = 16_384;
 /// Size of the FDB event ring buffer.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Capacity of the PORTS and VNIS maps.
@@ -135,6 +138,9 @@ pub struct Config {
     /// MAC of the uplink: outer source of multicast copies.
     pub uplink_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// MTU of the uplink: encapsulated frames must fit.
+    pub uplink_mtu: u32,
+    pub _pad2: u32,
 }
 
 /// Deliver to this port with `bpf_redirect_peer` (a veth whose peer lives in
@@ -159,7 +165,8 @@ pub struct VniInfo {
     pub n_ports: u32,
     /// Multicast group for floods (network byte order), all zeros for none.
     pub group: [u8; 4],
-    pub _pad: u32,
+    /// `VNI_F_*` flags.
+    pub flags: u32,
     /// Default remotes, network byte order; the first `n_remotes` are valid.
     pub remotes: [[u8; 4]; MAX_REMOTES],
     /// Local port ifindexes; the first `n_ports` are valid.
@@ -192,6 +199,19 @@ pub struct NeighEntry {
     pub smac: [u8; 6],
     /// Output interface.
     pub ifindex: u32,
+}
+
+/// Accept VXLAN for this VNI from any sender (group mode without
+/// `--allow-remote`); otherwise only from the senders in ALLOWED.
+pub const VNI_F_ANY_SENDER: u32 = 1;
+
+/// The data of an ALLOWED trie key (`prefix_len` is 32 + the sender
+/// prefix length): the VNI big-endian, then the sender's IPv4 address, so
+/// one trie answers "may this sender send into this VNI".
+#[inline(always)]
+pub const fn allow_data(vni: u32, addr: [u8; 4]) -> [u8; 8] {
+    let v = vni.to_be_bytes();
+    [v[0], v[1], v[2], v[3], addr[0], addr[1], addr[2], addr[3]]
 }
 
 /// `XdpMeta::magic`: "VXLN".

@@ -4,21 +4,23 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action::XDP_PASS},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
-    CFG_F_LEARNING, Counter, META_MAGIC, NeighEntry, XdpMeta,
+    CFG_F_LEARNING, Counter, META_MAGIC, NeighEntry, VNI_F_ANY_SENDER, XdpMeta, allow_data,
     wire::{
-        ENCAP_LEN, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
-        VXLAN_FLAG_I, VXLAN_HLEN, is_multicast_ip, is_multicast_mac, vxlan_vni,
+        ENCAP_LEN, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, OFF_INNER, OFF_IP, OFF_UDP,
+        OFF_VXLAN, UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_multicast_ip,
+        is_multicast_mac, vxlan_vni,
     },
 };
 
 use crate::{
     fdb,
-    maps::{GROUPS, NEIGH, PORTS, VNIS, config},
+    maps::{ALLOWED, GROUPS, NEIGH, PORTS, VNIS, config},
     stats::count,
 };
 
@@ -68,15 +70,59 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     {
         return pass();
     }
-    // IPv4 options, a bad version, or a fragment: the kernel's job.
-    if ip.vihl != 0x45 || u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
+    // A fragment is the kernel's to reassemble: never decapsulate one.
+    if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
         return pass();
+    }
+    let ihl = usize::from(ip.vihl & 0x0f);
+    if ip.vihl >> 4 != 4 || ihl < 5 {
+        return Err(Counter::DropIpMalformed);
+    }
+    if ihl > 5 {
+        // Only ours if it is for our port; then dropped (see DropIpOptions).
+        // SAFETY: bounds checked by ptr_at (variable offset, at most 74).
+        let Some(udp) = (unsafe { ptr_at::<UdpHdr>(ctx, ETH_HLEN + ihl * 4) }) else {
+            return pass();
+        };
+        if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
+            return pass();
+        }
+        return Err(Counter::DropIpOptions);
     }
     let Some(udp) = (unsafe { ptr_at::<UdpHdr>(ctx, OFF_UDP) }) else {
         return pass();
     };
-    if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
+    let udp = unsafe { &*udp };
+    if u16::from_be_bytes(udp.dst) != cfg.dstport {
         return pass();
+    }
+
+    // Outer IPv4/UDP for our port: check it as the kernel's IP layer would.
+    let mut hdr = [0u8; IPV4_HLEN];
+    // SAFETY: the 20 bytes were bounds checked as part of `ip`.
+    unsafe { core::ptr::copy_nonoverlapping(ip as *const Ipv4Hdr as *const u8, hdr.as_mut_ptr(), IPV4_HLEN) };
+    if ipv4_checksum(&hdr) != ip.check {
+        return Err(Counter::DropIpChecksum);
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let tot_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if tot_len > frame_len - ETH_HLEN || tot_len < IPV4_HLEN + UDP_HLEN {
+        return Err(Counter::DropIpLength);
+    }
+    if ip.ttl == 0 {
+        return Err(Counter::DropIpTtl);
+    }
+    if usize::from(u16::from_be_bytes(udp.len)) != tot_len - IPV4_HLEN {
+        return Err(Counter::DropUdpLength);
+    }
+    // Ethernet padding after the IPv4 packet is not part of the inner frame.
+    let pad = frame_len - ETH_HLEN - tot_len;
+    let udp_payload = tot_len - IPV4_HLEN - UDP_HLEN;
+    if udp_payload < VXLAN_HLEN {
+        return Err(Counter::DropVxlanTruncated);
+    }
+    if udp_payload < VXLAN_HLEN + ETH_HLEN {
+        return Err(Counter::DropInnerTruncated);
     }
 
     // VXLAN for us from here on: anything wrong is dropped and counted.
@@ -87,9 +133,17 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     if vx[0] & VXLAN_FLAG_I == 0 {
         return Err(Counter::DropVxlanFlags);
     }
+    // Reserved bits are ignored, as RFC 7348 says receivers must.
     let vni = vxlan_vni(vx);
-    if VNIS.get_ptr(vni).is_none() {
+    // SAFETY: copied out at once.
+    let Some(vni_flags) = (unsafe { VNIS.get(vni) }).map(|v| v.flags) else {
         return Err(Counter::DropUnknownVni);
+    };
+    if vni_flags & VNI_F_ANY_SENDER == 0 {
+        let key = Key::new(32 + 32, allow_data(vni, ip.src_addr));
+        if ALLOWED.get(&key).is_none() {
+            return Err(Counter::DropSpoofed);
+        }
     }
     let Some(inner) = (unsafe { ptr_at::<EthHdr>(ctx, OFF_INNER) }) else {
         return Err(Counter::DropInnerTruncated);
@@ -126,6 +180,9 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     };
 
     // SAFETY: plain helper calls on our own context.
+    if pad > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(pad as i32)) } != 0 {
+        return Err(Counter::DropDecapFailed);
+    }
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_LEN as i32) } != 0 {
         return Err(Counter::DropDecapFailed);
     }

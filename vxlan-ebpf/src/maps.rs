@@ -2,10 +2,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES,
+    Config, EVENTS_BYTES, MAX_ALLOWED, FDB_CAPACITY, FdbEntry, FdbKey, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES,
     MAX_VNIS, NeighEntry, PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
@@ -42,6 +42,12 @@ pub static LEARNED: Array<u64> = Array::with_max_entries(1, 0);
 /// Learn and move events for `vxlan-fwd fdb watch`.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Senders allowed to send VXLAN into each VNI (anti-spoofing), by
+/// longest prefix over (VNI, sender address).
+#[map]
+pub static ALLOWED: LpmTrie<[u8; 8], u32> =
+    LpmTrie::with_max_entries(MAX_ALLOWED, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Per-CPU counters indexed by `vxlan_common::Counter`.
 #[map]

@@ -121,6 +121,11 @@ pub struct RunArgs {
     /// Do not learn (like the kernel's `nolearning`).
     #[arg(long)]
     pub no_learning: bool,
+    /// Also accept VXLAN from senders in this prefix (anti-spoofing: by
+    /// default only a VNI's remotes may send into it; in group mode anyone,
+    /// unless this is given); repeatable.
+    #[arg(long = "allow-remote", value_name = "CIDR", value_parser = crate::config::parse_cidr)]
+    pub allow_remote: Vec<crate::config::Cidr>,
     /// Attach XDP in generic (skb) mode instead of letting the driver choose.
     #[arg(long)]
     pub xdp_generic: bool,

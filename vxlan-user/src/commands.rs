@@ -53,6 +53,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             ageing: args.ageing,
             max_fdb: args.max_fdb,
             learning: args.no_learning.then_some(false),
+            allow_remote: args.allow_remote,
             vni,
         },
     )?;

@@ -44,10 +44,45 @@ pub const HOST_IF_MAX: usize = IFNAME_MAX - "-fwd".len();
 
 /// Keys allowed at the top level of the file.
 const TOP_KEYS: &[&str] = &[
-    "iface", "local", "dstport", "ageing", "max_fdb", "learning", "vni",
+    "iface", "local", "dstport", "ageing", "max_fdb", "learning", "allow_remote", "vni",
 ];
 /// Keys allowed in a `[[vni]]` table.
 const VNI_KEYS: &[&str] = &["id", "ports", "remotes", "group", "host_if"];
+
+/// An IPv4 prefix, `a.b.c.d/len` (a bare address is a /32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Cidr {
+    /// The first address of the prefix.
+    pub fn network(&self) -> Ipv4Addr {
+        let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+        Ipv4Addr::from(u32::from(self.addr) & mask)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Parses `a.b.c.d/len` or `a.b.c.d`.
+pub fn parse_cidr(s: &str) -> std::result::Result<Cidr, String> {
+    let bad = || format!("'{s}' is not an IPv4 prefix (like 192.168.57.0/24)");
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().map_err(|_| bad())?),
+        None => (s, 32),
+    };
+    let addr = addr.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok(Cidr { addr, len })
+}
 
 /// One VNI: its local ports, flood list and host interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +103,8 @@ pub struct Config {
     pub ageing: u64,
     pub max_fdb: u32,
     pub learning: bool,
+    /// Senders allowed besides each VNI's remotes (`--allow-remote`).
+    pub allow_remote: Vec<Cidr>,
     pub vnis: Vec<VniConfig>,
 }
 
@@ -81,6 +118,8 @@ pub struct Overrides {
     pub ageing: Option<u64>,
     pub max_fdb: Option<u32>,
     pub learning: Option<bool>,
+    /// Replaces the file's `allow_remote` when not empty.
+    pub allow_remote: Vec<Cidr>,
     pub vni: Option<VniConfig>,
 }
 
@@ -95,6 +134,7 @@ pub struct FileConfig {
     pub ageing: Option<u64>,
     pub max_fdb: Option<u32>,
     pub learning: Option<bool>,
+    pub allow_remote: Vec<Cidr>,
     pub vnis: Vec<VniConfig>,
     meta: Meta,
 }
@@ -149,6 +189,7 @@ struct RawFile {
     ageing: Option<Spanned<i64>>,
     max_fdb: Option<Spanned<i64>>,
     learning: Option<bool>,
+    allow_remote: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     vni: Vec<Spanned<RawVni>>,
 }
@@ -215,6 +256,10 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
         file.max_fdb = Some(cap);
     }
     file.learning = raw.learning;
+    for v in raw.allow_remote.unwrap_or_default() {
+        let c = parse_cidr(v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "allow_remote")))?;
+        file.allow_remote.push(c);
+    }
 
     for table in raw.vni {
         let table_line = line_of(text, table.span().start);
@@ -544,6 +589,7 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
         ageing: cli.ageing.or(file.ageing).unwrap_or(DEFAULT_AGEING),
         max_fdb: cli.max_fdb.or(file.max_fdb).unwrap_or(DEFAULT_MAX_FDB),
         learning: cli.learning.or(file.learning).unwrap_or(true),
+        allow_remote: if cli.allow_remote.is_empty() { file.allow_remote.clone() } else { cli.allow_remote },
         vnis: vnis.into_iter().map(|(v, _)| v).collect(),
     })
 }
@@ -943,6 +989,7 @@ group = "224.1.1.2"
                 ageing: 60,
                 max_fdb: 1000,
                 learning: false,
+                allow_remote: Vec::new(),
                 vnis: vec![v42, v43],
             }
         );
@@ -964,6 +1011,7 @@ group = "224.1.1.2"
                 ageing: DEFAULT_AGEING,
                 max_fdb: DEFAULT_MAX_FDB,
                 learning: true,
+                allow_remote: Vec::new(),
                 vnis: vec![vni(7, &[])],
             }
         );
@@ -1292,6 +1340,7 @@ group = "224.1.1.2"
             ageing: Some(10),
             max_fdb: Some(5),
             learning: Some(true),
+            allow_remote: Vec::new(),
             vni: None,
         };
         let c = resolve(Some(file(FULL)), cli).unwrap();
@@ -1357,6 +1406,7 @@ group = "224.1.1.2"
             iface: Some("eth0".into()),
             vni: Some(vni(42, &["veth0"])),
             learning: Some(false),
+            allow_remote: Vec::new(),
             ..Overrides::default()
         };
         let c = resolve(None, cli).unwrap();
@@ -1369,6 +1419,7 @@ group = "224.1.1.2"
                 ageing: DEFAULT_AGEING,
                 max_fdb: DEFAULT_MAX_FDB,
                 learning: false,
+                allow_remote: Vec::new(),
                 vnis: vec![vni(42, &["veth0"])],
             }
         );
@@ -1595,14 +1646,26 @@ group = "224.1.1.2"
     fn key_lists_match_the_file_model() {
         // Every listed key is accepted where it is listed.
         let mut text = String::from(
-            "iface = \"e\"\nlocal = \"1.1.1.1\"\ndstport = 1\nageing = 1\nmax_fdb = 1\nlearning = true\n",
+            "iface = \"e\"\nlocal = \"1.1.1.1\"\ndstport = 1\nageing = 1\nmax_fdb = 1\nlearning = true\nallow_remote = [\"10.0.0.0/8\"]\n",
         );
         text.push_str(
             "[[vni]]\nid = 1\nports = []\nremotes = []\ngroup = \"224.0.0.9\"\nhost_if = \"h\"\n",
         );
-        file(&text);
-        assert_eq!(TOP_KEYS.len(), 7);
+        assert_eq!(file(&text).allow_remote, vec![parse_cidr("10.0.0.0/8").unwrap()]);
+        assert_eq!(TOP_KEYS.len(), 8);
         assert_eq!(VNI_KEYS.len(), 5);
+    }
+
+    #[test]
+    fn cidrs() {
+        let c = parse_cidr("192.168.57.99/24").unwrap();
+        assert_eq!((c.len, c.network()), (24, ip("192.168.57.0")));
+        assert_eq!(parse_cidr("10.1.2.3").unwrap().len, 32);
+        assert_eq!(parse_cidr("0.0.0.0/0").unwrap().network(), ip("0.0.0.0"));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0/8").is_err());
+        let e = parse("allow_remote = [\"10.0.0.0/40\"]\n", "v.toml").unwrap_err().to_string();
+        assert!(e.starts_with("v.toml:1: key `allow_remote`"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{MapData, RingBuf, lpm_trie::Key},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions,
     },
@@ -22,12 +22,12 @@ use tokio::{
 };
 use vxlan_common::{
     CFG_F_LEARNING, Config as DpConfig, FDB_STATIC_RESERVE, FdbEvent, MAX_PORTS, NeighEntry,
-    PORT_F_PEER, PortInfo, VniInfo, map, prog, wire::OVERHEAD,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, map, prog, wire::OVERHEAD,
 };
 
 use crate::{
     EBPF_OBJ,
-    config::{Config, VniConfig},
+    config::{Cidr, Config, VniConfig},
     events::{Event, Hub},
     fdb,
     maps::Maps,
@@ -221,6 +221,8 @@ fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, 
         max_learned: cfg.max_fdb,
         uplink_mac: uplink.mac,
         _pad: [0; 2],
+        uplink_mtu: uplink.mtu,
+        _pad2: 0,
     };
     maps.config.set(0, dp, 0).context("writing CONFIG")?;
     for v in vnis {
@@ -228,6 +230,12 @@ fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, 
             n_remotes: v.cfg.remotes.len() as u32,
             n_ports: v.ports.len() as u32,
             group: v.cfg.group.map_or([0; 4], |g| g.octets()),
+            // Group mode takes VXLAN from any sender, unless told whom.
+            flags: if v.cfg.group.is_some() && cfg.allow_remote.is_empty() {
+                VNI_F_ANY_SENDER
+            } else {
+                0
+            },
             ..Default::default()
         };
         for (slot, r) in info.remotes.iter_mut().zip(&v.cfg.remotes) {
@@ -317,6 +325,7 @@ async fn serve(
     })?;
 
     resolve_remotes(nl, &mut maps).await;
+    sync_allowed(&mut maps, &cfg.allow_remote);
     for v in vnis {
         println!(
             "vxlan-fwd: ready: uplink {} local {local} vni {} dstport {} remotes [{}] group {} ports [{}]",
@@ -374,7 +383,10 @@ async fn serve(
                     Err(e) => warn!("ageing: {e:#}"),
                 }
             }
-            _ = neigh_tick.tick() => resolve_remotes(nl, &mut maps).await,
+            _ = neigh_tick.tick() => {
+                resolve_remotes(nl, &mut maps).await;
+                sync_allowed(&mut maps, &cfg.allow_remote);
+            }
             _ = snap_tick.tick() => {
                 names = port_names(vnis);
                 if let Err(e) = state::snapshot(&maps, &names).and_then(|s| state::save(&state_path, &s)) {
@@ -389,6 +401,36 @@ async fn serve(
     drop(ebpf);
     println!("vxlan-fwd: stopped; programs detached");
     Ok(())
+}
+
+/// Keeps ALLOWED equal to: for each VNI, its default remotes and static
+/// remote entries (/32), and the `--allow-remote` prefixes. Remotes added
+/// or deleted at run time (`fdb append`, `fdb del`) are followed here.
+fn sync_allowed(maps: &mut Maps, allow: &[Cidr]) {
+    let mut want: BTreeSet<(u32, [u8; 8])> = BTreeSet::new();
+    for (vni, info) in maps.vnis.iter().filter_map(Result::ok) {
+        for r in fdb::remotes_of(&info) {
+            want.insert((32 + 32, allow_data(vni, r.octets())));
+        }
+        for c in allow {
+            want.insert((32 + u32::from(c.len), allow_data(vni, c.network().octets())));
+        }
+    }
+    for (k, e) in maps.fdb.iter().filter_map(Result::ok) {
+        if e.is_static() && !e.is_local() {
+            want.insert((32 + 32, allow_data(k.vni, e.remote)));
+        }
+    }
+    let have: BTreeSet<(u32, [u8; 8])> =
+        maps.allowed.keys().filter_map(Result::ok).map(|k| (k.prefix_len(), k.data())).collect();
+    for (len, data) in have.difference(&want) {
+        let _ = maps.allowed.remove(&Key::new(*len, *data));
+    }
+    for (len, data) in want.difference(&have) {
+        if let Err(e) = maps.allowed.insert(&Key::new(*len, *data), 1, 0) {
+            warn!("updating the allowed senders: {e}");
+        }
+    }
 }
 
 fn port_names(vnis: &[Vni]) -> StdHashMap<u32, String> {

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     programs::loaded_programs,
 };
 use vxlan_common::{Config, FdbEntry, FdbKey, NeighEntry, PortInfo, VniInfo, map, prog};
@@ -21,6 +21,8 @@ pub struct Maps {
     pub neigh: HashMap<MapData, [u8; 4], NeighEntry>,
     pub groups: HashMap<MapData, [u8; 4], u32>,
     pub learned: Array<MapData, u64>,
+    /// Key data: `vxlan_common::allow_data(vni, addr)`.
+    pub allowed: LpmTrie<MapData, [u8; 8], u32>,
 }
 
 impl Maps {
@@ -39,6 +41,7 @@ impl Maps {
             neigh: HashMap::try_from(take(map::NEIGH)?)?,
             groups: HashMap::try_from(take(map::GROUPS)?)?,
             learned: Array::try_from(take(map::LEARNED)?)?,
+            allowed: LpmTrie::try_from(take(map::ALLOWED)?)?,
         })
     }
 
@@ -54,7 +57,7 @@ impl Maps {
             .ok_or_else(|| anyhow!("this kernel does not report a program's maps"))?;
         let (mut config, mut fdb, mut ports, mut vnis, mut counters, mut neigh) =
             (None, None, None, None, None, None);
-        let (mut groups, mut learned) = (None, None);
+        let (mut groups, mut learned, mut allowed) = (None, None, None);
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
             let info = data.info()?;
@@ -69,6 +72,7 @@ impl Maps {
                 Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::GROUPS) => groups = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::LEARNED) => learned = Some(Array::try_from(Map::Array(data))?),
+                Some(map::ALLOWED) => allowed = Some(LpmTrie::try_from(Map::LpmTrie(data))?),
                 _ => {}
             }
         }
@@ -82,6 +86,7 @@ impl Maps {
             neigh: neigh.ok_or_else(|| missing(map::NEIGH))?,
             groups: groups.ok_or_else(|| missing(map::GROUPS))?,
             learned: learned.ok_or_else(|| missing(map::LEARNED))?,
+            allowed: allowed.ok_or_else(|| missing(map::ALLOWED))?,
         })
     }
 
