@@ -163,3 +163,33 @@ fn multicast_group_mac_and_class() {
     assert!(!is_multicast_ip(&[192, 168, 57, 54]));
     assert!(!is_multicast_ip(&[240, 0, 0, 1]));
 }
+
+#[test]
+fn icmp_frag_needed_is_well_formed() {
+    use vxlan_common::wire::{ICMP_FRAG_LEN, icmp_frag_needed};
+    // Ethernet (to 02..02 from 02..01) + IPv4 172.18.1.2 -> 172.18.1.3, DF,
+    // ICMP echo, then 8 payload bytes.
+    let mut orig = [0u8; 42];
+    orig[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    orig[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    orig[12..14].copy_from_slice(&[8, 0]);
+    orig[14..34].copy_from_slice(&[
+        0x45, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 1, 0, 0, 172, 18, 1, 2, 172, 18, 1, 3,
+    ]);
+    orig[34..42].copy_from_slice(&[8, 0, 0xaa, 0xbb, 0, 1, 0, 1]);
+    let f = icmp_frag_needed(&orig, 1450, 64);
+    assert_eq!(f.len(), ICMP_FRAG_LEN);
+    assert_eq!(&f[..6], &[2, 0, 0, 0, 0, 1], "back to the sender's MAC");
+    assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 2]);
+    let ip = &f[14..34];
+    assert_eq!(fold_sum(ip), 0xffff, "IPv4 checksum");
+    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ICMP_FRAG_LEN - 14);
+    assert_eq!(ip[9], 1);
+    assert_eq!(&ip[12..16], &[172, 18, 1, 3], "from the original destination");
+    assert_eq!(&ip[16..20], &[172, 18, 1, 2], "to the original source");
+    let icmp = &f[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450, "next-hop MTU");
+    assert_eq!(&icmp[8..], &orig[14..42], "original header + 8 bytes");
+    assert_eq!(fold_sum(icmp), 0xffff, "ICMP checksum");
+}

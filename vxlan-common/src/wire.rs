@@ -207,3 +207,84 @@ pub const fn is_multicast_ip(ip: &[u8; 4]) -> bool {
 pub const fn multicast_mac(group: &[u8; 4]) -> [u8; 6] {
     [0x01, 0x00, 0x5e, group[1] & 0x7f, group[2], group[3]]
 }
+
+/// Internet checksum (RFC 1071) of `data` (even length), in network byte
+/// order bytes.
+#[inline(always)]
+pub fn inet_checksum<const N: usize>(data: &[u8; N]) -> [u8; 2] {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// Length of an ICMP "fragmentation needed" frame built by
+/// [`icmp_frag_needed`]: Ethernet, IPv4, ICMP, and the offending IPv4
+/// header (no options) with the first 8 bytes of its payload.
+pub const ICMP_FRAG_LEN: usize = ETH_HLEN + IPV4_HLEN + 8 + IPV4_HLEN + 8;
+
+/// Builds the ICMP "destination unreachable, fragmentation needed" (type
+/// 3, code 4) that tells the sender of `orig` (its Ethernet header, then
+/// the first 28 bytes of its IPv4 packet) to use `mtu`. It comes from the
+/// original destination address, as the kernel's tunnels do it
+/// (`iptunnel_pmtud_build_icmp`), so the sender's socket accepts it.
+#[inline(always)]
+pub fn icmp_frag_needed(orig: &[u8; ETH_HLEN + IPV4_HLEN + 8], mtu: u16, ttl: u8) -> [u8; ICMP_FRAG_LEN] {
+    let mut f = [0u8; ICMP_FRAG_LEN];
+    let mut i = 0;
+    while i < 6 {
+        f[i] = orig[6 + i]; // to the sender's MAC
+        f[6 + i] = orig[i]; // from the MAC it sent to
+        i += 1;
+    }
+    f[12] = (ETH_P_IP >> 8) as u8;
+    f[13] = ETH_P_IP as u8;
+    let ip = ETH_HLEN;
+    let tot = ((IPV4_HLEN + 8 + IPV4_HLEN + 8) as u16).to_be_bytes();
+    f[ip] = 0x45;
+    f[ip + 2] = tot[0];
+    f[ip + 3] = tot[1];
+    f[ip + 8] = ttl;
+    f[ip + 9] = 1; // ICMP
+    let mut j = 0;
+    while j < 4 {
+        f[ip + 12 + j] = orig[ETH_HLEN + 16 + j]; // from the original destination
+        f[ip + 16 + j] = orig[ETH_HLEN + 12 + j]; // to the original source
+        j += 1;
+    }
+    let mut hdr = [0u8; IPV4_HLEN];
+    let mut k = 0;
+    while k < IPV4_HLEN {
+        hdr[k] = f[ip + k];
+        k += 1;
+    }
+    let c = ipv4_checksum(&hdr);
+    f[ip + 10] = c[0];
+    f[ip + 11] = c[1];
+    let icmp = ip + IPV4_HLEN;
+    let m = mtu.to_be_bytes();
+    f[icmp] = 3;
+    f[icmp + 1] = 4;
+    f[icmp + 6] = m[0];
+    f[icmp + 7] = m[1];
+    let mut n = 0;
+    while n < IPV4_HLEN + 8 {
+        f[icmp + 8 + n] = orig[ETH_HLEN + n];
+        n += 1;
+    }
+    let mut msg = [0u8; 8 + IPV4_HLEN + 8];
+    let mut q = 0;
+    while q < msg.len() {
+        msg[q] = f[icmp + q];
+        q += 1;
+    }
+    let c = inet_checksum(&msg);
+    f[icmp + 2] = c[0];
+    f[icmp + 3] = c[1];
+    f
+}

@@ -25,6 +25,7 @@ use crate::{
     deliver::redirect_port,
     fdb,
     maps::{NEIGH, PORTS, VNIS, config},
+    pmtu,
     stats::count,
 };
 
@@ -68,7 +69,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             count(Counter::LocalSwitch);
             Ok(redirect_port(e.ifindex, flags))
         }
-        Some(e) => unicast(ctx, cfg, vni, e.remote),
+        Some(e) => unicast(ctx, cfg, vni, e.remote, ifindex),
         None => flood(ctx, cfg, vni, ifindex),
     }
 }
@@ -129,8 +130,17 @@ fn skb_proto(ctx: &TcContext) -> u16 {
 
 /// Encapsulates to one remote VTEP and sends it out of the uplink.
 #[inline(always)]
-fn unicast(ctx: &TcContext, cfg: &Config, vni: u32, remote: [u8; 4]) -> Result<i32, Counter> {
+fn unicast(
+    ctx: &TcContext,
+    cfg: &Config,
+    vni: u32,
+    remote: [u8; 4],
+    in_ifindex: u32,
+) -> Result<i32, Counter> {
     let proto = skb_proto(ctx);
+    if pmtu::too_big(ctx, cfg, proto) {
+        return pmtu::reject(ctx, cfg, proto, in_ifindex);
+    }
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     // SAFETY: copied out at once.
     let nh = unsafe { NEIGH.get(remote) }.copied();
@@ -190,6 +200,11 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         return Ok(TC_ACT_SHOT);
     }
     let proto = skb_proto(ctx);
+    if pmtu::too_big(ctx, cfg, proto) {
+        // Local copies went out; the encapsulated ones cannot.
+        count(Counter::DropTooBig);
+        return Ok(TC_ACT_SHOT);
+    }
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     let mut o = outer_for(ctx, cfg, vni, proto);
     let inner_len = ctx.len() as u16;

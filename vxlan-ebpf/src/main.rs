@@ -19,6 +19,7 @@ mod deliver;
 mod encap;
 mod fdb;
 mod maps;
+mod pmtu;
 mod stats;
 
 use aya_ebpf::{
