@@ -28,14 +28,36 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+use aya_log_ebpf::debug;
+
 use crate::stats::count;
+
+/// `--debug-log`: the loader sets it to 1. It lives in read-only data, so
+/// with 0 the verifier sees the logging branches as dead and removes them:
+/// logging costs nothing when it is off.
+#[unsafe(no_mangle)]
+static DEBUG_LOG: u8 = 0;
+
+#[inline(always)]
+fn debug_on() -> bool {
+    // SAFETY: a plain read of a constant the loader may patch.
+    unsafe { core::ptr::read_volatile(&DEBUG_LOG) != 0 }
+}
 
 #[xdp]
 pub fn vxlan_xdp(ctx: XdpContext) -> u32 {
     match decap::run(&ctx) {
-        Ok(action) => action,
+        Ok(action) => {
+            if debug_on() {
+                debug!(&ctx, "xdp: action {}", action);
+            }
+            action
+        }
         Err(reason) => {
             count(reason);
+            if debug_on() {
+                debug!(&ctx, "xdp: drop, counter {}", reason as u32);
+            }
             xdp_action::XDP_DROP
         }
     }
@@ -47,6 +69,9 @@ pub fn vxlan_tc_uplink(ctx: TcContext) -> i32 {
         Ok(action) => action,
         Err(reason) => {
             count(reason);
+            if debug_on() {
+                debug!(&ctx, "tc uplink: drop, counter {}", reason as u32);
+            }
             TC_ACT_SHOT
         }
     }
@@ -54,10 +79,15 @@ pub fn vxlan_tc_uplink(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn vxlan_tc_port(ctx: TcContext) -> i32 {
+    // Only drops are logged here: logging every outcome after the flood
+    // loops multiplies the verifier's states past its limit.
     match encap::run(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             count(reason);
+            if debug_on() {
+                debug!(&ctx, "tc port: drop, counter {}", reason as u32);
+            }
             TC_ACT_SHOT
         }
     }

@@ -129,6 +129,13 @@ pub struct RunArgs {
     /// Attach XDP in generic (skb) mode instead of letting the driver choose.
     #[arg(long)]
     pub xdp_generic: bool,
+    /// Serve the counters in the Prometheus text format on ADDR:PORT
+    /// (`GET /metrics`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Log from the eBPF programs (aya-log; costs nothing when off).
+    #[arg(long)]
+    pub debug_log: bool,
 }
 
 pub fn parse_vni(s: &str) -> Result<u32, String> {

@@ -57,7 +57,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             vni,
         },
     )?;
-    loader::run(cfg, args.xdp_generic).await
+    let opts = loader::RunOptions {
+        xdp_generic: args.xdp_generic,
+        metrics: args.metrics,
+        debug_log: args.debug_log,
+    };
+    loader::run(cfg, opts).await
 }
 
 pub async fn fdb(cmd: FdbCommand) -> Result<()> {

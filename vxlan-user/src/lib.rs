@@ -7,6 +7,7 @@ pub mod events;
 pub mod fdb;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod netlink;
 pub mod state;
 pub mod stats;

@@ -31,6 +31,7 @@ use crate::{
     events::{Event, Hub},
     fdb,
     maps::Maps,
+    metrics,
     netlink::{LinkInfo, Netlink},
     state,
 };
@@ -46,7 +47,18 @@ struct Vni {
     ports: Vec<LinkInfo>,
 }
 
-pub async fn run(cfg: Config, xdp_generic: bool) -> Result<()> {
+/// How to run, beside the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Attach XDP in generic (skb) mode.
+    pub xdp_generic: bool,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Log from the eBPF programs.
+    pub debug_log: bool,
+}
+
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let nl = Netlink::new()?;
     let uplink = nl.link_by_name(&cfg.iface).await?;
     if let Some(id) = uplink.xdp_prog_id {
@@ -100,7 +112,7 @@ pub async fn run(cfg: Config, xdp_generic: bool) -> Result<()> {
         }
     }
     if result.is_ok() {
-        result = serve(&nl, &cfg, xdp_generic, &uplink, local, &vnis).await;
+        result = serve(&nl, &cfg, &opts, &uplink, local, &vnis).await;
     }
     for h in host_ifs {
         if let Err(e) = nl.delete_link(h.index).await {
@@ -275,16 +287,27 @@ fn join_groups(vnis: &[Vni], local: Ipv4Addr) -> Result<Vec<UdpSocket>> {
 async fn serve(
     nl: &Netlink,
     cfg: &Config,
-    xdp_generic: bool,
+    opts: &RunOptions,
     uplink: &LinkInfo,
     local: Ipv4Addr,
     vnis: &[Vni],
 ) -> Result<()> {
+    let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(map::FDB, cfg.max_fdb.saturating_add(FDB_STATIC_RESERVE))
+        .override_global("DEBUG_LOG", &debug, true)
         .load(EBPF_OBJ)
         .context("loading the eBPF object")?;
     load(&mut ebpf)?;
+    let mut logger = match opts.debug_log {
+        true => {
+            let l = aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger")?;
+            // SAFETY: the logger owns its ring buffer fd and lives as long
+            // as the registration (this function).
+            Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("eBPF logger: {}", e.into_parts().1))?)
+        }
+        false => None,
+    };
     let events = ebpf.take_map(map::EVENTS).ok_or_else(|| anyhow!("map EVENTS missing"))?;
     // SAFETY: the ring buffer owns its fd and outlives the registration
     // (both live until the end of this function).
@@ -319,10 +342,13 @@ async fn serve(
         .program_mut(prog::XDP_UPLINK)
         .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
         .try_into()?;
-    let mode = if xdp_generic { XdpMode::Skb } else { XdpMode::Default };
+    let mode = if opts.xdp_generic { XdpMode::Skb } else { XdpMode::Default };
     xdp.attach(&uplink.name, mode).map_err(|e| {
         anyhow!("attaching XDP to '{}': {e} (does it already carry an XDP program?)", uplink.name)
     })?;
+    if let Some(addr) = opts.metrics {
+        metrics::serve(addr, xdp.info()?.id())?;
+    }
 
     resolve_remotes(nl, &mut maps).await;
     sync_allowed(&mut maps, &cfg.allow_remote);
@@ -351,6 +377,12 @@ async fn serve(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             r = hub.accept() => if let Err(e) = r { warn!("events socket: {e:#}") },
+            guard = async { logger.as_mut()?.readable_mut().await.ok() }, if logger.is_some() => {
+                if let Some(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
             guard = events.readable_mut() => {
                 let mut guard = guard.context("reading FDB events")?;
                 let ring = guard.get_inner_mut();

@@ -9,10 +9,15 @@ use vxlan_user::{
 
 fn main() -> ExitCode {
     unblock_stop_signals();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let cli = Cli::parse();
+    let debug_log = match (&cli.command, &cli.run) {
+        (Some(Command::Run(a)), _) | (None, Some(a)) => a.debug_log,
+        _ => false,
+    };
+    let filter = if debug_log { "info,vxlan_ebpf=debug" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
