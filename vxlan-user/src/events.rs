@@ -79,7 +79,12 @@ pub struct Hub {
 impl Hub {
     pub fn bind(uplink_ifindex: u32) -> Result<Self> {
         let std = std::os::unix::net::UnixListener::bind_addr(&socket_addr(uplink_ifindex)?)
-            .context("binding the events socket (is another vxlan-fwd running on this uplink?)")?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    anyhow::anyhow!("vxlan-fwd is already running on this uplink")
+                }
+                _ => anyhow::Error::new(e).context("binding the events socket"),
+            })?;
         std.set_nonblocking(true)?;
         Ok(Self { listener: UnixListener::from_std(std)?, watchers: Vec::new() })
     }

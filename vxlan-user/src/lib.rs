@@ -1,5 +1,6 @@
 //! vxlan-fwd userspace: loader, CLI and control of the eBPF VXLAN datapath.
 
+pub mod attach;
 pub mod cli;
 pub mod commands;
 pub mod config;

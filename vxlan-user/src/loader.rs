@@ -12,7 +12,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf, lpm_trie::Key},
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions,
+        ProgramError, SchedClassifier, Xdp,
     },
 };
 use log::{info, warn};
@@ -26,11 +26,11 @@ use vxlan_common::{
 };
 
 use crate::{
-    EBPF_OBJ,
+    EBPF_OBJ, attach,
     config::{Cidr, Config, VniConfig},
     events::{Event, Hub},
     fdb,
-    maps::Maps,
+    maps::{self, Maps},
     metrics,
     netlink::{LinkInfo, Netlink},
     state,
@@ -61,12 +61,19 @@ pub struct RunOptions {
 pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let nl = Netlink::new()?;
     let uplink = nl.link_by_name(&cfg.iface).await?;
-    if let Some(id) = uplink.xdp_prog_id {
-        bail!(
-            "interface '{}' already carries an XDP program (id {id}); detach it first",
+    // One instance per uplink: the live one holds the events socket (an
+    // abstract socket, private to this network namespace).
+    let hub = Hub::bind(uplink.index)?;
+    // Our datapath left running by an instance that died is adopted;
+    // anyone else's XDP program is left alone.
+    let adopt = match uplink.xdp_prog_id {
+        None => None,
+        Some(id) if maps::program_name(id).as_deref() == Some(prog::XDP_UPLINK) => Some(id),
+        Some(id) => bail!(
+            "interface '{}' already carries someone else's XDP program (id {id}); detach it first",
             uplink.name
-        );
-    }
+        ),
+    };
     let local = match cfg.local {
         Some(ip) => ip,
         None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
@@ -97,7 +104,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let mut result = Ok(());
     for v in &mut vnis {
         let Some(name) = &v.cfg.host_if else { continue };
-        match HostIf::create(&nl, name, uplink.mtu.saturating_sub(OVERHEAD)).await {
+        let existing = match adopt {
+            Some(_) => HostIf::existing(&nl, name).await,
+            None => None,
+        };
+        let created = match existing {
+            Some(h) => Ok(h),
+            None => HostIf::create(&nl, name, uplink.mtu.saturating_sub(OVERHEAD)).await,
+        };
+        match created {
             Ok(h) => {
                 match nl.link_by_index(h.peer_index).await {
                     Ok(peer) => v.ports.push(peer),
@@ -112,7 +127,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
     }
     if result.is_ok() {
-        result = serve(&nl, &cfg, &opts, &uplink, local, &vnis).await;
+        result = serve(&nl, &cfg, &opts, &uplink, local, &vnis, hub, adopt).await;
     }
     for h in host_ifs {
         if let Err(e) = nl.delete_link(h.index).await {
@@ -131,6 +146,17 @@ struct HostIf {
 }
 
 impl HostIf {
+    /// The host interface a previous instance (that died) left behind.
+    async fn existing(nl: &Netlink, name: &str) -> Option<Self> {
+        let host = nl.link_by_name(name).await.ok()?;
+        let peer = nl.link_by_name(&format!("{name}-fwd")).await.ok()?;
+        (host.kind.as_deref() == Some("veth")).then(|| Self {
+            name: name.to_owned(),
+            index: host.index,
+            peer_index: peer.index,
+        })
+    }
+
     async fn create(nl: &Netlink, name: &str, mtu: u32) -> Result<Self> {
         let peer = format!("{name}-fwd");
         if name.is_empty() || peer.len() > IFNAMSIZ_MAX {
@@ -208,16 +234,6 @@ fn load(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-fn attach_tc(ebpf: &mut Ebpf, name: &str, iface: &str) -> Result<()> {
-    let tc: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing"))?
-        .try_into()?;
-    tc.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
-        .with_context(|| format!("attaching {name} to {iface} (tc ingress)"))?;
-    Ok(())
-}
-
 /// Fills CONFIG, VNIS, PORTS and GROUPS.
 fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, vnis: &[Vni]) -> Result<()> {
     let (port_lo, port_hi, ttl) = kernel_defaults();
@@ -291,6 +307,8 @@ async fn serve(
     uplink: &LinkInfo,
     local: Ipv4Addr,
     vnis: &[Vni],
+    mut hub: Hub,
+    adopt: Option<u32>,
 ) -> Result<()> {
     let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
@@ -321,37 +339,51 @@ async fn serve(
         .iter()
         .flat_map(|v| v.ports.iter().map(|p| (p.name.clone(), (p.index, v.cfg.id))))
         .collect();
-    match state::load(&state_path) {
-        Ok(Some(saved)) => {
-            let n = state::restore(&mut maps, &saved, &port_of, fdb::monotonic_ns())?;
-            info!("restored {n} FDB entries from {}", state_path.display());
+    let old = match adopt {
+        // The running datapath's live state is newer than any saved table.
+        Some(id) => {
+            let old = Maps::from_program(id).context("opening the running datapath's maps")?;
+            let n = copy_state(&old, &mut maps)?;
+            info!("adopting the running datapath (XDP program {id}): {n} FDB entries");
+            Some(old)
         }
-        Ok(None) => {}
-        Err(e) => warn!("ignoring the saved table: {e:#}"),
-    }
-    let mut hub = Hub::bind(uplink.index)?;
+        None => {
+            match state::load(&state_path) {
+                Ok(Some(saved)) => {
+                    let n = state::restore(&mut maps, &saved, &port_of, fdb::monotonic_ns())?;
+                    info!("restored {n} FDB entries from {}", state_path.display());
+                }
+                Ok(None) => {}
+                Err(e) => warn!("ignoring the saved table: {e:#}"),
+            }
+            None
+        }
+    };
     let _memberships = join_groups(vnis, local)?;
+    // Senders and next hops before anything is attached: no frame of a
+    // remote may meet an empty ALLOWED or NEIGH.
+    sync_allowed(&mut maps, &cfg.allow_remote);
+    resolve_remotes(nl, &mut maps).await;
 
     // Delivery first, then the ports, then XDP: no frame is decapsulated
     // before it can be delivered.
-    attach_tc(&mut ebpf, prog::TC_UPLINK, &uplink.name)?;
-    for p in vnis.iter().flat_map(|v| &v.ports) {
-        attach_tc(&mut ebpf, prog::TC_PORT, &p.name)?;
+    let ports: Vec<LinkInfo> = vnis.iter().flat_map(|v| v.ports.iter().cloned()).collect();
+    let attached = attach::attach(&mut ebpf, nl, uplink, &ports, opts.xdp_generic, adopt).await?;
+    if let Some(old) = &old {
+        // Entries the old programs learned while we were starting.
+        let _ = copy_fdb(old, &mut maps, false);
+        fdb::recount_learned(&mut maps)?;
     }
-    let xdp: &mut Xdp = ebpf
-        .program_mut(prog::XDP_UPLINK)
-        .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
-        .try_into()?;
-    let mode = if opts.xdp_generic { XdpMode::Skb } else { XdpMode::Default };
-    xdp.attach(&uplink.name, mode).map_err(|e| {
-        anyhow!("attaching XDP to '{}': {e} (does it already carry an XDP program?)", uplink.name)
-    })?;
+    drop(old);
     if let Some(addr) = opts.metrics {
-        metrics::serve(addr, xdp.info()?.id())?;
+        let id = ebpf
+            .program(prog::XDP_UPLINK)
+            .ok_or_else(|| anyhow!("XDP program missing"))?
+            .info()?
+            .id();
+        metrics::serve(addr, id)?;
     }
 
-    resolve_remotes(nl, &mut maps).await;
-    sync_allowed(&mut maps, &cfg.allow_remote);
     for v in vnis {
         println!(
             "vxlan-fwd: ready: uplink {} local {local} vni {} dstport {} remotes [{}] group {} ports [{}]",
@@ -430,6 +462,7 @@ async fn serve(
     if let Err(e) = state::snapshot(&maps, &names).and_then(|s| state::save(&state_path, &s)) {
         warn!("saving the table: {e:#}");
     }
+    attached.detach(nl).await;
     drop(ebpf);
     println!("vxlan-fwd: stopped; programs detached");
     Ok(())
@@ -463,6 +496,49 @@ fn sync_allowed(maps: &mut Maps, allow: &[Cidr]) {
             warn!("updating the allowed senders: {e}");
         }
     }
+}
+
+/// Copies a running datapath's state into freshly loaded maps: the FDB,
+/// the neighbours, default remotes added at run time, and the counters.
+/// Returns the number of FDB entries copied.
+fn copy_state(old: &Maps, new: &mut Maps) -> Result<usize> {
+    let n = copy_fdb(old, new, true)?;
+    for (k, v) in old.neigh.iter().filter_map(Result::ok) {
+        new.neigh.insert(k, v, 0)?;
+    }
+    for (vni, info) in old.vnis.iter().filter_map(Result::ok) {
+        let Ok(mut cur) = new.vnis.get(&vni, 0) else { continue };
+        let mut all = fdb::remotes_of(&cur);
+        for r in fdb::remotes_of(&info) {
+            if !all.contains(&r) && all.len() < vxlan_common::MAX_REMOTES {
+                all.push(r);
+            }
+        }
+        cur.n_remotes = all.len() as u32;
+        for (slot, r) in cur.remotes.iter_mut().zip(&all) {
+            *slot = r.octets();
+        }
+        new.vnis.insert(vni, cur, 0)?;
+    }
+    for c in 0..vxlan_common::counters::NUM_COUNTERS {
+        if let Ok(values) = old.counters.get(&c, 0) {
+            new.counters.set(c, values, 0)?;
+        }
+    }
+    fdb::recount_learned(new)?;
+    Ok(n)
+}
+
+/// Copies FDB entries (all, or only those the new map lacks).
+fn copy_fdb(old: &Maps, new: &mut Maps, overwrite: bool) -> Result<usize> {
+    let mut n = 0;
+    for (k, e) in old.fdb.iter().filter_map(Result::ok) {
+        if overwrite || new.fdb.get(&k, 0).is_err() {
+            new.fdb.insert(k, e, 0)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn port_names(vnis: &[Vni]) -> StdHashMap<u32, String> {

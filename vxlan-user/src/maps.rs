@@ -95,6 +95,14 @@ impl Maps {
     }
 }
 
+/// The name of loaded program `id`, if it exists.
+pub fn program_name(id: u32) -> Option<String> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+}
+
 /// The uplink of the forwarder running in this network namespace and its
 /// XDP program id.
 pub async fn find_running(nl: &Netlink) -> Result<(LinkInfo, u32)> {

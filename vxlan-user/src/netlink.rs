@@ -36,6 +36,11 @@ use rtnetlink::{
 /// dump).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `XDP_FLAGS_*` of linux/if_link.h.
+pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
 const MAX_IFNAME_LEN: usize = 15;
 
@@ -207,6 +212,73 @@ impl Netlink {
         timed(async { request.await.map_err(nl_error) })
             .await
             .with_context(|| format!("failed to set ifindex {index} up"))
+    }
+
+    /// Sets the XDP program of a link through netlink (`IFLA_XDP`): `fd`
+    /// attaches it (`None` detaches), `flags` are `XDP_FLAGS_*`, and
+    /// `expected` with `XDP_FLAGS_REPLACE` makes it an atomic replacement of
+    /// that program. Unlike a bpf_link, such an attachment outlives the
+    /// process that made it.
+    pub async fn set_xdp(
+        &self,
+        index: u32,
+        fd: Option<std::os::fd::RawFd>,
+        flags: u32,
+        expected: Option<std::os::fd::RawFd>,
+    ) -> anyhow::Result<()> {
+        let mut nlas = vec![LinkXdp::Fd(fd.unwrap_or(-1))];
+        if flags != 0 {
+            nlas.push(LinkXdp::Flags(flags));
+        }
+        if let Some(e) = expected {
+            nlas.push(LinkXdp::ExpectedFd(e as u32));
+        }
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::Xdp(nlas))
+            .build();
+        let request = self.handle.link().change(msg).execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("setting the XDP program of ifindex {index}"))
+    }
+
+    /// How many tc filters a link has on its ingress and egress hooks.
+    pub async fn clsact_filter_count(&self, index: u32) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for egress in [false, true] {
+            let req = self.handle.traffic_filter(index as i32).get();
+            let req = if egress { req.egress() } else { req.ingress() };
+            let stream = req.execute();
+            n += timed(async {
+                futures::pin_mut!(stream);
+                let mut count = 0;
+                while let Some(m) = stream.try_next().await.map_err(nl_error)? {
+                    // Each filter comes as a chain head and its instances;
+                    // only those with a handle are filters.
+                    if m.header.handle.major != 0 || m.header.handle.minor != 0 {
+                        count += 1;
+                    }
+                }
+                Ok::<_, anyhow::Error>(count)
+            })
+            .await
+            .with_context(|| format!("listing the tc filters of ifindex {index}"))?;
+        }
+        Ok(n)
+    }
+
+    /// Removes the clsact qdisc of a link (like `tc qdisc del dev X
+    /// clsact`), and with it every filter on it.
+    pub async fn del_clsact(&self, index: u32) -> anyhow::Result<()> {
+        use netlink_packet_route::tc::{TcAttribute, TcHandle as NlTcHandle};
+        let mut req = self.handle.qdisc().del(index as i32);
+        let msg = req.message_mut();
+        msg.header.parent = NlTcHandle::CLSACT;
+        msg.header.handle = NlTcHandle { major: 0xffff, minor: 0 };
+        msg.attributes.push(TcAttribute::Kind("clsact".to_owned()));
+        timed(async { req.execute().await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("removing clsact from ifindex {index}"))
     }
 
     /// Deletes a link (for a veth, both ends go away).

@@ -1,0 +1,164 @@
+//! Attachments that outlive the process, so that the datapath keeps
+//! forwarding when vxlan-fwd is killed (SIGKILL, a crash):
+//!
+//! - XDP is attached through netlink (`IFLA_XDP`), not as a bpf_link, which
+//!   the kernel would detach when the process's last fd closes;
+//! - the TC programs are cls_bpf filters (direct action) on a clsact qdisc.
+//!
+//! A restart finds the running datapath by the XDP program on the uplink
+//! (see [`crate::maps::find_running`]) and replaces it without a gap: the
+//! new TC filters go in at the other of two priorities (so they run first),
+//! XDP is swapped atomically (`XDP_FLAGS_REPLACE` with the old program as
+//! the expected one), then the old filters are removed. A clean stop
+//! removes everything.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf,
+    programs::{
+        SchedClassifier, TcAttachType,
+        links::Link as _,
+        loaded_programs,
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+    },
+};
+use log::warn;
+use vxlan_common::prog;
+
+use crate::netlink::{LinkInfo, Netlink, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
+
+/// The two filter priorities instances alternate between.
+const PRIOS: [u16; 2] = [0xa000, 0xa001];
+const HANDLE: TcHandle = TcHandle::new(0, 1);
+
+/// What this instance attached.
+pub struct Attached {
+    uplink: LinkInfo,
+    ports: Vec<String>,
+    xdp_mode: u32,
+    prio: u16,
+    /// Interfaces on which this process created the clsact qdisc.
+    created_clsact: Vec<String>,
+    /// This instance replaced a previous one's datapath.
+    adopted: bool,
+}
+
+fn tc_prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    Ok(ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
+}
+
+/// Adds clsact to `iface` if it has none; true if this call created it.
+fn ensure_clsact(iface: &str) -> Result<bool> {
+    match tc::qdisc_add_clsact(iface) {
+        Ok(()) => Ok(true),
+        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("adding clsact to {iface}"))),
+    }
+}
+
+fn attach_filter(ebpf: &mut Ebpf, name: &str, iface: &str, prio: u16) -> Result<()> {
+    let opts = NlOptions { priority: prio, handle: HANDLE, ..Default::default() };
+    tc_prog(ebpf, name)?
+        .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::Netlink(opts))
+        .with_context(|| format!("attaching {name} to {iface} (tc ingress, priority {prio:#x})"))?;
+    Ok(())
+}
+
+/// Removes our filter at `prio` from `iface`, if there is one.
+fn detach_filter(iface: &str, prio: u16) {
+    if let Ok(link) = SchedClassifierLink::attached(iface, TcAttachType::Ingress, prio, HANDLE, None) {
+        let _ = link.detach();
+    }
+}
+
+/// Attaches the TC programs (uplink delivery first, then the ports), then
+/// XDP: replacing the running instance's program `old_xdp` atomically when
+/// adopting, else only if the uplink has none.
+pub async fn attach(
+    ebpf: &mut Ebpf,
+    nl: &Netlink,
+    uplink: &LinkInfo,
+    ports: &[LinkInfo],
+    generic: bool,
+    old_xdp: Option<u32>,
+) -> Result<Attached> {
+    let mut created_clsact = Vec::new();
+    for iface in std::iter::once(&uplink.name).chain(ports.iter().map(|p| &p.name)) {
+        if ensure_clsact(iface)? {
+            created_clsact.push(iface.clone());
+        }
+    }
+    // The free priority: a previous instance may hold the other one.
+    let prio = match attach_filter(ebpf, prog::TC_UPLINK, &uplink.name, PRIOS[0]) {
+        Ok(()) => PRIOS[0],
+        Err(_) => {
+            attach_filter(ebpf, prog::TC_UPLINK, &uplink.name, PRIOS[1])?;
+            PRIOS[1]
+        }
+    };
+    for p in ports {
+        detach_filter(&p.name, prio); // a stale one of ours in the way
+        attach_filter(ebpf, prog::TC_PORT, &p.name, prio)?;
+    }
+
+    let xdp_mode = if generic { XDP_FLAGS_SKB_MODE } else { 0 };
+    let xdp = ebpf.program(prog::XDP_UPLINK).ok_or_else(|| anyhow!("XDP program missing"))?;
+    let fd = xdp.fd()?.as_fd().as_raw_fd();
+    match old_xdp {
+        Some(old_id) => {
+            let old = loaded_programs()
+                .filter_map(Result::ok)
+                .find(|p| p.id() == old_id)
+                .ok_or_else(|| anyhow!("the running XDP program {old_id} disappeared"))?
+                .fd()?;
+            nl.set_xdp(uplink.index, Some(fd), xdp_mode | XDP_FLAGS_REPLACE, Some(old.as_fd().as_raw_fd()))
+                .await
+                .context("replacing the running XDP program")?;
+        }
+        None => nl
+            .set_xdp(uplink.index, Some(fd), xdp_mode | XDP_FLAGS_UPDATE_IF_NOEXIST, None)
+            .await
+            .with_context(|| format!("attaching XDP to '{}'", uplink.name))?,
+    }
+    // The previous instance's filters, now idle behind ours.
+    let other = if prio == PRIOS[0] { PRIOS[1] } else { PRIOS[0] };
+    detach_filter(&uplink.name, other);
+    for p in ports {
+        detach_filter(&p.name, other);
+    }
+    Ok(Attached {
+        uplink: uplink.clone(),
+        ports: ports.iter().map(|p| p.name.clone()).collect(),
+        xdp_mode,
+        prio,
+        created_clsact,
+        adopted: old_xdp.is_some(),
+    })
+}
+
+impl Attached {
+    /// Removes everything: XDP first (nothing more is decapsulated), then
+    /// the filters, then the clsact qdiscs this process created.
+    pub async fn detach(self, nl: &Netlink) {
+        if let Err(e) = nl.set_xdp(self.uplink.index, None, self.xdp_mode, None).await {
+            warn!("detaching XDP from {}: {e:#}", self.uplink.name);
+        }
+        detach_filter(&self.uplink.name, self.prio);
+        for p in &self.ports {
+            detach_filter(p, self.prio);
+        }
+        // The clsact qdiscs that are now empty: ours, or left by an
+        // instance of ours that died.
+        for iface in std::iter::once(&self.uplink.name).chain(&self.ports) {
+            let Ok(link) = nl.link_by_name(iface).await else { continue };
+            let empty = matches!(nl.clsact_filter_count(link.index).await, Ok(0));
+            if empty && (self.adopted || self.created_clsact.contains(iface)) {
+                if let Err(e) = nl.del_clsact(link.index).await {
+                    warn!("removing clsact from {iface}: {e:#}");
+                }
+            }
+        }
+    }
+}
