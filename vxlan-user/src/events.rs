@@ -81,7 +81,9 @@ impl Hub {
         let std = std::os::unix::net::UnixListener::bind_addr(&socket_addr(uplink_ifindex)?)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::AddrInUse => {
-                    anyhow::anyhow!("vxlan-fwd is already running on this uplink")
+                    anyhow::anyhow!(
+                        "another vxlan-fwd is running with its XDP program on this uplink; stop it first"
+                    )
                 }
                 _ => anyhow::Error::new(e).context("binding the events socket"),
             })?;

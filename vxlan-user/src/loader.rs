@@ -18,7 +18,7 @@ use aya::{
 use log::{info, warn};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
 };
 use vxlan_common::{
     CFG_F_LEARNING, Config as DpConfig, FDB_STATIC_RESERVE, FdbEvent, MAX_PORTS, NeighEntry,
@@ -59,11 +59,14 @@ pub struct RunOptions {
 }
 
 pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
+    // Before anything is created: a signal from now on means a clean stop.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let nl = Netlink::new()?;
     let uplink = nl.link_by_name(&cfg.iface).await?;
     // One instance per uplink: the live one holds the events socket (an
     // abstract socket, private to this network namespace).
-    let hub = Hub::bind(uplink.index)?;
+    let hub = Hub::bind(uplink.index).map_err(|e| anyhow!("interface '{}': {e:#}", uplink.name))?;
     // Our datapath left running by an instance that died is adopted;
     // anyone else's XDP program is left alone.
     let adopt = match uplink.xdp_prog_id {
@@ -127,7 +130,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
     }
     if result.is_ok() {
-        result = serve(&nl, &cfg, &opts, &uplink, local, &vnis, hub, adopt).await;
+        let stop = (&mut sigint, &mut sigterm);
+        result = serve(&nl, &cfg, &opts, &uplink, local, &vnis, hub, adopt, stop).await;
     }
     for h in host_ifs {
         if let Err(e) = nl.delete_link(h.index).await {
@@ -309,7 +313,9 @@ async fn serve(
     vnis: &[Vni],
     mut hub: Hub,
     adopt: Option<u32>,
+    stop: (&mut Signal, &mut Signal),
 ) -> Result<()> {
+    let (sigint, sigterm) = stop;
     let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(map::FDB, cfg.max_fdb.saturating_add(FDB_STATIC_RESERVE))
@@ -396,8 +402,6 @@ async fn serve(
         );
     }
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let ageing_ns = cfg.ageing.saturating_mul(1_000_000_000);
     let mut age_tick =
         tokio::time::interval(Duration::from_millis((cfg.ageing * 100).clamp(500, 30_000)));

@@ -1,0 +1,255 @@
+//! Network namespaces as RAII guards.
+
+use std::{
+    ffi::OsStr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::process::{Output, Process, describe, run_with_timeout};
+
+/// Longest any helper command may run before it is stopped.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A network namespace created by the test. Dropping it kills the processes
+/// still inside it (SIGTERM, then SIGKILL) and deletes it, which destroys
+/// its interfaces (and a veth's peer in another namespace).
+///
+/// `AsRef<str>` gives its name, so a `&NetNs` can be passed wherever a
+/// namespace name is expected.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl AsRef<str> for NetNs {
+    fn as_ref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl NetNs {
+    /// Creates namespace `name` (deleting a stale one of that name first)
+    /// and sets its `lo` up. Panics on failure.
+    pub fn create(name: &str) -> Self {
+        if list_netns().iter().any(|n| n == name) {
+            delete_netns(name);
+        }
+        let out = run_with_timeout(cmd("ip", ["netns", "add", name]), CMD_TIMEOUT);
+        assert!(out.success(), "ip netns add {name}: {out}");
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        ns.ip(["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec <name> <program>`: add arguments, then run or spawn it.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        netns_command(&self.name, program)
+    }
+
+    /// Runs `program args...` inside the namespace to completion (at most
+    /// [`CMD_TIMEOUT`]) and returns its output, whatever its exit status.
+    pub fn exec<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Output {
+        let mut c = self.command(program);
+        c.args(args);
+        run_with_timeout(c, CMD_TIMEOUT)
+    }
+
+    /// Like [`NetNs::exec`] but panics unless it succeeds; returns stdout.
+    pub fn run<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> String {
+        let mut c = self.command(program);
+        c.args(args);
+        let what = describe(&c);
+        let out = run_with_timeout(c, CMD_TIMEOUT);
+        assert!(out.success(), "`{what}` failed: {out}");
+        out.stdout
+    }
+
+    /// `ip -n <name> args...`, whatever its exit status.
+    pub fn try_ip<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        run_with_timeout(c, CMD_TIMEOUT)
+    }
+
+    /// `ip -n <name> args...`; panics unless it succeeds; returns stdout.
+    pub fn ip<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> String {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        let what = describe(&c);
+        let out = run_with_timeout(c, CMD_TIMEOUT);
+        assert!(out.success(), "`{what}` failed: {out}");
+        out.stdout
+    }
+
+    /// Sets sysctl `key` (e.g. `net.ipv6.conf.all.disable_ipv6`) to `value`.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.run("sysctl", ["-qw", &format!("{key}={value}")]);
+    }
+
+    /// `ip -j -d link show dev <dev>` as JSON, `None` when there is no such
+    /// interface.
+    pub fn link(&self, dev: &str) -> Option<Value> {
+        let out = self.try_ip(["-j", "-d", "link", "show", "dev", dev]);
+        if !out.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ip -j link show {dev} in {}: {e}: {}",
+                self.name, out.stdout
+            )
+        });
+        v.as_array().and_then(|a| a.first()).cloned()
+    }
+
+    /// Whether interface `dev` exists.
+    pub fn has_link(&self, dev: &str) -> bool {
+        self.link(dev).is_some()
+    }
+
+    /// MAC address of `dev` (lower-case `aa:bb:..`). Panics if absent.
+    pub fn mac(&self, dev: &str) -> String {
+        let l = self
+            .link(dev)
+            .unwrap_or_else(|| panic!("no interface {dev} in {}", self.name));
+        l["address"].as_str().expect("address").to_ascii_lowercase()
+    }
+
+    /// MTU of `dev`. Panics if absent.
+    pub fn mtu(&self, dev: &str) -> u64 {
+        let l = self
+            .link(dev)
+            .unwrap_or_else(|| panic!("no interface {dev} in {}", self.name));
+        l["mtu"].as_u64().expect("mtu")
+    }
+
+    /// Id of the XDP program attached to `dev`, if any.
+    pub fn xdp_prog_id(&self, dev: &str) -> Option<u64> {
+        let l = self.link(dev)?;
+        l["xdp"]["prog"]["id"]
+            .as_u64()
+            .or_else(|| l["xdp"]["prog_id"].as_u64())
+    }
+
+    /// Starts `program args...` inside the namespace in the background.
+    /// It is stopped when the returned guard is dropped, and at the latest
+    /// when the namespace is deleted.
+    pub fn spawn<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Process {
+        let mut c = self.command(program);
+        c.args(args);
+        let label = format!("{}: {}", self.name, describe(&c));
+        Process::spawn(c, &label)
+    }
+
+    /// Ids of the processes inside the namespace (`ip netns pids`).
+    pub fn pids(&self) -> Vec<u32> {
+        netns_pids(&self.name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        delete_netns(&self.name);
+    }
+}
+
+fn cmd<const N: usize>(program: &str, args: [&str; N]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+/// `ip netns exec <ns> <program>`.
+pub fn netns_command(ns: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c
+}
+
+/// Names of all network namespaces (`ip netns list`).
+pub fn list_netns() -> Vec<String> {
+    let out = run_with_timeout(cmd("ip", ["netns", "list"]), CMD_TIMEOUT);
+    out.stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn netns_pids(ns: &str) -> Vec<u32> {
+    let out = run_with_timeout(cmd("ip", ["netns", "pids", ns]), CMD_TIMEOUT);
+    let me = std::process::id();
+    out.stdout
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&p| p != me)
+        .collect()
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z')
+}
+
+/// Kills the processes inside `ns` (SIGTERM, 3 s, SIGKILL), then deletes it.
+/// Never panics (it runs from `Drop`); problems are printed.
+pub fn delete_netns(ns: &str) {
+    let pids = netns_pids(ns);
+    for (sig, grace) in [
+        (libc::SIGTERM, Duration::from_secs(3)),
+        (libc::SIGKILL, Duration::from_secs(2)),
+    ] {
+        let live: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if live.is_empty() {
+            break;
+        }
+        for &p in &live {
+            // SAFETY: plain kill(2) on a process inside our namespace.
+            unsafe { libc::kill(p as libc::pid_t, sig) };
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && live.iter().any(|&p| alive(p)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let out = run_with_timeout(cmd("ip", ["netns", "del", ns]), CMD_TIMEOUT);
+    if !out.success() {
+        eprintln!("warning: ip netns del {ns}: {out}");
+    }
+}
+
+/// Deletes every namespace whose name starts with `prefix` (leftovers of an
+/// earlier, interrupted run).
+pub fn delete_stale(prefix: &str) {
+    assert!(!prefix.is_empty(), "refusing to delete every namespace");
+    for ns in list_netns().into_iter().filter(|n| n.starts_with(prefix)) {
+        eprintln!("removing stale namespace {ns}");
+        delete_netns(&ns);
+    }
+}

@@ -1,0 +1,686 @@
+//! End-to-end tests: vxlan-fwd in network namespaces, on the seed topology
+//! of the VXLAN tutorial, against itself and against the kernel's vxlan.
+//!
+//! Run as root, serially: `cargo xtask test` (or `cargo test --release -p
+//! vxlan-tests --test e2e -- --test-threads=1` with target/release/vxlan-fwd
+//! built). Each test builds its own namespaces (prefix `vxt-<test>-`) and
+//! removes them, also on failure.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::Value;
+use vxlan_tests::{
+    Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf, fdb_find,
+    forwarder::{start_and_signal_on_ready, vxlan_fwd_timeout},
+    ping_result,
+    process::run_with_timeout,
+    vxlan_fwd, vxlan_fwd_bin, wait_until, xdp,
+};
+
+const ZERO_MAC: &str = "00:00:00:00:00:00";
+const HOST_IF: &str = "vxlan0";
+const HOST_IF_PEER: &str = "vxlan0-fwd";
+
+/// `--iface eth0 --vni 42` followed by `extra`.
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--iface", "eth0", "--vni", "42"];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Asserts that `ping -c <count>` from `from` to `ip` gets replies; on
+/// failure the message has ping's output and the forwarders' counters/FDBs.
+fn assert_ping(from: &NetNs, ip: &str, count: u32, fwds: &[&Forwarder]) {
+    let r = ping_result(from, ip, count);
+    if !r.ok {
+        let diag: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
+        panic!(
+            "ping {} -> {ip} failed:\n{}\n{}",
+            from.name(),
+            r.output,
+            diag.join("\n")
+        );
+    }
+}
+
+fn counters_delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, i128> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                i128::from(*v) - i128::from(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, d)| *d != 0)
+        .collect()
+}
+
+/// Asserts `entry` (from `fdb show --json`) is a learned entry behind
+/// remote VTEP `dst` in VNI 42.
+fn assert_remote_entry(fdb: &[Value], mac: &str, dst: &str, whose: &str) {
+    let e = fdb_find(fdb, mac).unwrap_or_else(|| {
+        panic!("{whose}: no FDB entry for {mac} (expected dst {dst}): {fdb:#?}")
+    });
+    assert_eq!(e["dst"], dst, "{whose}: entry for {mac}: {e}");
+    assert!(
+        e["dev"].is_null(),
+        "{whose}: entry for {mac} has a dev: {e}"
+    );
+    assert_eq!(e["vni"], 42, "{whose}: entry for {mac}: {e}");
+    assert_eq!(
+        e["permanent"], false,
+        "{whose}: learned entry for {mac} is permanent: {e}"
+    );
+}
+
+/// Asserts `mac` is learned on local port `dev` in VNI 42.
+fn assert_local_entry(fdb: &[Value], mac: &str, dev: &str, whose: &str) {
+    let e = fdb_find(fdb, mac).unwrap_or_else(|| {
+        panic!("{whose}: no FDB entry for {mac} (expected dev {dev}): {fdb:#?}")
+    });
+    assert_eq!(e["dev"], dev, "{whose}: entry for {mac}: {e}");
+    assert!(
+        e["dst"].is_null(),
+        "{whose}: local entry for {mac} has a dst: {e}"
+    );
+    assert_eq!(e["vni"], 42, "{whose}: entry for {mac}: {e}");
+    assert_eq!(
+        e["permanent"], false,
+        "{whose}: learned entry for {mac} is permanent: {e}"
+    );
+}
+
+/// Asserts the permanent all-zeros (flood) entry towards `dst`.
+fn assert_default_entry(fdb: &[Value], dst: &str, whose: &str) {
+    let found = fdb.iter().any(|e| {
+        e["mac"] == ZERO_MAC && e["dst"] == dst && e["vni"] == 42 && e["permanent"] == true
+    });
+    assert!(
+        found,
+        "{whose}: no permanent {ZERO_MAC} entry with dst {dst}: {fdb:#?}"
+    );
+}
+
+/// Text of `ip -d link show dev eth0` in `ns`.
+fn uplink_details(ns: &NetNs) -> String {
+    ns.ip(["-d", "link", "show", "dev", "eth0"])
+}
+
+#[test]
+fn point_to_point_host_if() {
+    let topo = Topology::seed("vxt-p2p-").build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let f1 = Forwarder::start(&h1.ns, &args(&["--host-if", HOST_IF, "--remote", H2_IP]));
+    let f2 = Forwarder::start(&h2.ns, &args(&["--host-if", HOST_IF, "--remote", H1_IP]));
+    h1.addr_up(HOST_IF, "172.18.1.2/24");
+    h2.addr_up(HOST_IF, "172.18.1.3/24");
+
+    for h in [h1, h2] {
+        assert_eq!(
+            h.ns.mtu(HOST_IF),
+            1450,
+            "{}: MTU of {HOST_IF} (uplink MTU 1500 - 50)",
+            h.name
+        );
+    }
+    assert_ping(&h1.ns, "172.18.1.3", 3, &[&f1, &f2]);
+    assert_ping(&h2.ns, "172.18.1.2", 3, &[&f1, &f2]);
+
+    let (mac1, mac2) = (h1.ns.mac(HOST_IF), h2.ns.mac(HOST_IF));
+    let (fdb1, fdb2) = (f1.fdb_show_json(), f2.fdb_show_json());
+    // Each side learned the other's vxlan0 behind the other's VTEP...
+    assert_remote_entry(&fdb1, &mac2, H2_IP, "h1");
+    assert_remote_entry(&fdb2, &mac1, H1_IP, "h2");
+    // ...has its flood entry towards the other...
+    assert_default_entry(&fdb1, H2_IP, "h1");
+    assert_default_entry(&fdb2, H1_IP, "h2");
+    // ...and its own vxlan0 on the local port (the host interface's peer).
+    assert_local_entry(&fdb1, &mac1, HOST_IF_PEER, "h1");
+    assert_local_entry(&fdb2, &mac2, HOST_IF_PEER, "h2");
+
+    // Isolation: `fdb show` in a namespace shows that namespace's forwarder.
+    assert_ne!(fdb1, fdb2, "h1 and h2 show the same FDB");
+    for (fdb, own, whose) in [(&fdb1, H1_IP, "h1"), (&fdb2, H2_IP, "h2")] {
+        assert!(
+            !fdb.iter().any(|e| e["dst"] == own),
+            "{whose}'s FDB has an entry pointing at its own address {own}: {fdb:#?}"
+        );
+    }
+
+    // The text form, like `bridge fdb show`.
+    let text1 = f1.fdb_show();
+    for line in [
+        format!("{ZERO_MAC} dst {H2_IP} vni 42 permanent"),
+        format!("{mac2} dst {H2_IP} vni 42"),
+        format!("{mac1} dev {HOST_IF_PEER} vni 42"),
+    ] {
+        assert!(
+            text1.lines().any(|l| l.trim() == line),
+            "h1 fdb show lacks `{line}`:\n{text1}"
+        );
+    }
+}
+
+#[test]
+fn bridge_setup_three_containers() {
+    let topo = Topology::seed("vxt-br3-")
+        .container("c1", "h1", "veth0", "172.18.1.2")
+        .container("c3", "h1", "veth1", "172.18.1.4")
+        .container("c2", "h2", "veth0", "172.18.1.3")
+        .build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let f1 = Forwarder::start(
+        &h1.ns,
+        &args(&["--port", "veth0", "--port", "veth1", "--remote", H2_IP]),
+    );
+    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
+
+    let cs: Vec<&Container> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| topo.container(n))
+        .collect();
+    for a in &cs {
+        for b in &cs {
+            if a.name != b.name {
+                assert_ping(&a.ns, &b.ip.to_string(), 2, &[&f1, &f2]);
+            }
+        }
+    }
+
+    let (c1, c2, c3) = (
+        topo.container("c1"),
+        topo.container("c2"),
+        topo.container("c3"),
+    );
+    let (fdb1, fdb2) = (f1.fdb_show_json(), f2.fdb_show_json());
+    assert_local_entry(&fdb1, &c1.mac(), "veth0", "h1");
+    assert_local_entry(&fdb1, &c3.mac(), "veth1", "h1");
+    assert_remote_entry(&fdb1, &c2.mac(), H2_IP, "h1");
+    assert_local_entry(&fdb2, &c2.mac(), "veth0", "h2");
+    assert_remote_entry(&fdb2, &c1.mac(), H1_IP, "h2");
+    assert_remote_entry(&fdb2, &c3.mac(), H1_IP, "h2");
+
+    // c1 <-> c3 (both behind h1, ARP done) is switched on h1: nothing is
+    // encapsulated, nothing reaches h2.
+    let (before1, before2) = (f1.counters(), f2.counters());
+    let r = ping_result(&c1.ns, c3.ip.to_string(), 5);
+    let (after1, after2) = (f1.counters(), f2.counters());
+    let (d1, d2) = (
+        counters_delta(&before1, &after1),
+        counters_delta(&before2, &after2),
+    );
+    let ctx = format!("counter changes during ping c1 -> c3: h1 {d1:?}, h2 {d2:?}");
+    assert_eq!(
+        r.received, 5,
+        "ping c1 -> c3 lost replies ({ctx}): {}",
+        r.output
+    );
+    assert!(
+        after1["local_switch"] >= before1["local_switch"] + 10,
+        "h1 local_switch should grow by >= 10 (5 requests + 5 replies): {ctx}"
+    );
+    assert_eq!(
+        after2["rx_decap"], before2["rx_decap"],
+        "traffic c1 <-> c3 reached h2: {ctx}"
+    );
+    for c in ["tx_encap", "tx_flood_copy"] {
+        assert_eq!(
+            after1[c], before1[c],
+            "h1 encapsulated c1 <-> c3 traffic ({c}): {ctx}"
+        );
+    }
+}
+
+#[test]
+fn interop_kernel_peer_bridge() {
+    let topo = Topology::seed("vxt-kbr-")
+        .container("c1", "h1", "veth0", "172.18.1.2")
+        .container("c2", "h2", "veth0", "172.18.1.3")
+        .build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
+    // The tutorial's bridge setup on h2, with the kernel's vxlan.
+    h2.add_kernel_vxlan(HOST_IF, H1_IP);
+    h2.add_bridge("br0", &[HOST_IF, "veth0"]);
+
+    assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
+    assert_ping(&c2.ns, "172.18.1.2", 3, &[&f1]);
+
+    let fdb1 = f1.fdb_show_json();
+    assert_remote_entry(&fdb1, &c2.mac(), H2_IP, "h1 (vxlan-fwd)");
+    let kfdb = h2.ns.run("bridge", ["fdb", "show", "dev", HOST_IF]);
+    let c1_mac = c1.mac();
+    assert!(
+        kfdb.lines()
+            .any(|l| l.starts_with(&c1_mac) && l.contains(&format!("dst {H1_IP}"))),
+        "h2's kernel vxlan did not learn c1 ({c1_mac}) with dst {H1_IP}:\n{kfdb}"
+    );
+}
+
+#[test]
+fn interop_kernel_peer_point_to_point() {
+    let topo = Topology::seed("vxt-kp2p-").build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let f1 = Forwarder::start(&h1.ns, &args(&["--host-if", HOST_IF, "--remote", H2_IP]));
+    h1.addr_up(HOST_IF, "172.18.1.2/24");
+    // The tutorial's point-to-point setup on h2, with the kernel's vxlan.
+    h2.add_kernel_vxlan(HOST_IF, H1_IP);
+    h2.addr_up(HOST_IF, "172.18.1.3/24");
+
+    assert_ping(&h1.ns, "172.18.1.3", 3, &[&f1]);
+    assert_ping(&h2.ns, "172.18.1.2", 3, &[&f1]);
+
+    assert_remote_entry(
+        &f1.fdb_show_json(),
+        &h2.ns.mac(HOST_IF),
+        H2_IP,
+        "h1 (vxlan-fwd)",
+    );
+    let kfdb = h2.ns.run("bridge", ["fdb", "show", "dev", HOST_IF]);
+    let mac1 = h1.ns.mac(HOST_IF);
+    assert!(
+        kfdb.lines()
+            .any(|l| l.starts_with(&mac1) && l.contains(&format!("dst {H1_IP}"))),
+        "h2's kernel vxlan did not learn h1's {HOST_IF} ({mac1}) with dst {H1_IP}:\n{kfdb}"
+    );
+}
+
+/// Runs an iperf3 test of 3 s from `client` to `server` (`reverse`: the
+/// server sends) and returns iperf3's JSON report; asserts it has no error
+/// and that more than 50 MB arrived.
+fn iperf(
+    client: &Container,
+    server: &Container,
+    reverse: bool,
+    fwds: &[&Forwarder],
+    what: &str,
+) -> Value {
+    let sip = server.ip.to_string();
+    let mut srv = server.ns.spawn("iperf3", ["-s", "-1", "-B", &sip]);
+    let listening = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        !server
+            .ns
+            .exec("ss", ["-Htln", "sport", "=", ":5201"])
+            .stdout
+            .trim()
+            .is_empty()
+    });
+    assert!(
+        listening,
+        "iperf3 server in {} did not listen: {}",
+        server.name,
+        srv.stderr()
+    );
+    let mut cargs = vec!["-c", &sip, "-t", "3", "-J", "--connect-timeout", "5000"];
+    if reverse {
+        cargs.push("-R");
+    }
+    let mut cmd = client.ns.command("iperf3");
+    cmd.args(&cargs);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    let srv_out = srv.wait(Duration::from_secs(5));
+    let diag = || {
+        let d: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
+        format!("client: {out}\nserver: {srv_out}\n{}", d.join("\n"))
+    };
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: iperf3 did not print JSON ({e}):\n{}", diag()));
+    assert!(
+        report.get("error").is_none(),
+        "{what}: iperf3 error {}:\n{}",
+        report["error"],
+        diag()
+    );
+    assert!(out.success(), "{what}: iperf3 failed:\n{}", diag());
+    let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let retrans = &report["end"]["sum_sent"]["retransmits"];
+    eprintln!("{what}: {bytes} bytes received in 3 s, {retrans} retransmits");
+    assert!(
+        bytes > 50_000_000,
+        "{what}: only {bytes} bytes received in 3 s:\n{}",
+        diag()
+    );
+    report
+}
+
+/// `ping -M do -s 1422` (a 1450-byte IP packet, DF set) from `from` to
+/// `to` gets all its replies.
+fn assert_full_size_ping(from: &Container, to: &Container, fwds: &[&Forwarder]) {
+    let mut cmd = from.ns.command("ping");
+    cmd.args([
+        "-n", "-c", "3", "-W", "2", "-i", "0.2", "-M", "do", "-s", "1422",
+    ])
+    .arg(to.ip.to_string());
+    let out = run_with_timeout(cmd, Duration::from_secs(20));
+    if !(out.success() && out.stdout.contains(" 0% packet loss")) {
+        let d: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
+        panic!(
+            "full-size DF ping {} -> {} failed: {out}\n{}",
+            from.name,
+            to.name,
+            d.join("\n")
+        );
+    }
+}
+
+#[test]
+fn tcp_full_size_segments() {
+    let topo = Topology::seed("vxt-tcp-")
+        .container("c1", "h1", "veth0", "172.18.1.2")
+        .container("c2", "h2", "veth0", "172.18.1.3")
+        .build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
+    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
+    assert_ping(&c1.ns, "172.18.1.3", 2, &[&f1, &f2]);
+
+    // vxlan-fwd <-> vxlan-fwd, both directions.
+    let encap_before = f1.counter("tx_encap");
+    let report = iperf(c1, c2, false, &[&f1, &f2], "c1 -> c2 (vxlan-fwd both ends)");
+    let mss = report["start"]["tcp_mss_default"].as_u64().unwrap_or(0);
+    assert!(
+        mss >= 1380,
+        "c1's TCP MSS {mss}: segments are not full-size for MTU 1450"
+    );
+    let encap_after = f1.counter("tx_encap");
+    assert!(
+        encap_after > encap_before,
+        "h1 tx_encap did not grow ({encap_before} -> {encap_after})"
+    );
+    let decap_before = f1.counter("rx_decap");
+    iperf(c1, c2, true, &[&f1, &f2], "c2 -> c1 (vxlan-fwd both ends)");
+    let decap_after = f1.counter("rx_decap");
+    assert!(
+        decap_after > decap_before,
+        "h1 rx_decap did not grow ({decap_before} -> {decap_after})"
+    );
+    // Full-size packets with DF set cross the tunnel unfragmented both ways:
+    // 1422 bytes of ICMP payload + 28 = 1450, the containers' MTU.
+    assert_full_size_ping(c1, c2, &[&f1, &f2]);
+    assert_full_size_ping(c2, c1, &[&f1, &f2]);
+    eprintln!(
+        "h1 counters: {:?}\nh2 counters: {:?}",
+        f1.counters(),
+        f2.counters()
+    );
+
+    // vxlan-fwd <-> the kernel's vxlan (bridge setup on h2).
+    let out = f2.stop();
+    assert!(out.success(), "vxlan-fwd on h2 did not stop cleanly: {out}");
+    h2.add_kernel_vxlan(HOST_IF, H1_IP);
+    h2.add_bridge("br0", &[HOST_IF, "veth0"]);
+    assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
+    iperf(c1, c2, false, &[&f1], "c1 -> c2 (kernel vxlan on h2)");
+    iperf(c1, c2, true, &[&f1], "c2 -> c1 (kernel vxlan on h2)");
+    assert_full_size_ping(c1, c2, &[&f1]);
+    assert_full_size_ping(c2, c1, &[&f1]);
+    eprintln!("h1 counters: {:?}", f1.counters());
+}
+
+#[test]
+fn clean_teardown() {
+    let topo = Topology::seed("vxt-td-")
+        .container("c1", "h1", "veth0", "172.18.1.2")
+        .build();
+    let h1 = topo.host("h1");
+    let run_args = args(&["--host-if", HOST_IF, "--port", "veth0", "--remote", H2_IP]);
+    let f = Forwarder::start(&h1.ns, &run_args);
+
+    // While it runs: XDP on the uplink, the host interface pair, its programs.
+    assert!(
+        uplink_details(&h1.ns).contains("xdp"),
+        "no XDP on eth0 while running"
+    );
+    assert!(
+        h1.ns.has_link(HOST_IF) && h1.ns.has_link(HOST_IF_PEER),
+        "host interface missing"
+    );
+    let xdp_id = h1.ns.xdp_prog_id("eth0").expect("XDP program id on eth0") as u32;
+    let maps = bpf::prog_map_ids(xdp_id);
+    let progs = bpf::progs_using_maps(&maps);
+    let names: Vec<&str> = progs.iter().map(|p| p.name.as_str()).collect();
+    for n in ["vxlan_xdp", "vxlan_tc_uplink", "vxlan_tc_port"] {
+        assert!(
+            names.contains(&n),
+            "program {n} not loaded while running (found {progs:?})"
+        );
+    }
+    assert!(vxlan_fwd(&h1.ns, ["fdb", "show"]).success());
+
+    let out = f.stop();
+    assert_eq!(out.code(), Some(0), "exit status after SIGINT: {out}");
+    assert!(!out.timed_out, "did not exit within 5 s of SIGINT: {out}");
+    assert!(out.stdout.contains("stopped"), "no `stopped` line: {out}");
+    assert!(!out.combined().contains("panicked"), "{out}");
+
+    let details = uplink_details(&h1.ns);
+    assert!(
+        !details.contains("xdp"),
+        "XDP still on eth0 after stop:\n{details}"
+    );
+    assert!(!h1.ns.has_link(HOST_IF), "{HOST_IF} left behind");
+    assert!(!h1.ns.has_link(HOST_IF_PEER), "{HOST_IF_PEER} left behind");
+    // tc filters (cls_bpf) outlive a process: none may be left.
+    for dev in ["eth0", "veth0"] {
+        let tc = h1.ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
+        assert!(
+            tc.trim().is_empty(),
+            "tc ingress filters left on {dev} after stop:\n{tc}"
+        );
+    }
+    let left: Vec<_> = progs.iter().filter(|p| bpf::prog_loaded(p.id)).collect();
+    assert!(
+        left.is_empty(),
+        "programs still loaded after stop: {left:?}"
+    );
+    let fdb = vxlan_fwd(&h1.ns, ["fdb", "show"]);
+    assert!(
+        !fdb.success(),
+        "fdb show succeeded with no forwarder: {fdb}"
+    );
+    assert!(
+        fdb.stderr.contains("no vxlan-fwd is running"),
+        "fdb show without a forwarder: {fdb}"
+    );
+
+    // The same uplink, ports and host interface name are free again at once.
+    // A supervisor may stop it as soon as it reports ready: SIGTERM and
+    // SIGINT sent right after the ready line must stop it just as cleanly.
+    let mut problems = Vec::new();
+    // Several rounds: a race right after the ready line shows up reliably.
+    let signals = [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")];
+    for (sig, name) in signals.into_iter().cycle().take(10) {
+        let out = start_and_signal_on_ready(&h1.ns, &run_args, sig);
+        let xdp_left = uplink_details(&h1.ns).contains("xdp");
+        let host_if_left = h1.ns.has_link(HOST_IF) || h1.ns.has_link(HOST_IF_PEER);
+        if out.code() != Some(0)
+            || out.timed_out
+            || !out.stdout.contains("stopped")
+            || xdp_left
+            || host_if_left
+        {
+            problems.push(format!(
+                "{name} right after ready: {out}\nXDP left on eth0: {xdp_left}, host interface left: \
+                 {host_if_left}"
+            ));
+        }
+        // Clean up what a failed stop left, so the next round starts afresh.
+        if xdp_left {
+            let _ = h1.ns.try_ip(["link", "set", "dev", "eth0", "xdp", "off"]);
+        }
+        if host_if_left {
+            let _ = h1.ns.try_ip(["link", "del", HOST_IF]);
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "unclean stops:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Asserts that `out` is a failed start: exit `code`, every `needle` in
+/// stderr, no panic, no ready line; for vxlan-fwd's own errors (exit 1) a
+/// single `vxlan-fwd: error:` line.
+fn assert_failed(out: &Output, what: &str, code: i32, needles: &[&str]) {
+    assert!(
+        !out.timed_out,
+        "{what}: started (or hung) instead of failing: {out}"
+    );
+    assert_eq!(out.code(), Some(code), "{what}: exit code: {out}");
+    for n in needles {
+        assert!(out.stderr.contains(n), "{what}: stderr lacks `{n}`: {out}");
+    }
+    assert!(!out.combined().contains("panicked"), "{what}: panic: {out}");
+    assert!(
+        !out.stdout.contains("ready"),
+        "{what}: printed a ready line: {out}"
+    );
+    if code == 1 {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("vxlan-fwd: error: "),
+            "{what}: expected one `vxlan-fwd: error: ...` line on stderr: {out}"
+        );
+    }
+}
+
+/// Asserts nothing of a forwarder is left in `ns`: no XDP on eth0, no host
+/// interface pair named `host_if`, no tc ingress filter on eth0 or veth0.
+fn assert_nothing_attached(ns: &NetNs, what: &str, host_if: &str) {
+    let details = uplink_details(ns);
+    assert!(
+        !details.contains("xdp"),
+        "{what}: XDP left on eth0:\n{details}"
+    );
+    for dev in [host_if.to_owned(), format!("{host_if}-fwd")] {
+        assert!(!ns.has_link(&dev), "{what}: interface {dev} left behind");
+    }
+    for dev in ["eth0", "veth0"] {
+        let tc = ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
+        assert!(
+            tc.trim().is_empty(),
+            "{what}: tc ingress filters left on {dev}:\n{tc}"
+        );
+    }
+}
+
+#[test]
+fn errors_are_clear() {
+    let topo = Topology::seed("vxt-err-")
+        .container("c1", "h1", "veth0", "172.18.1.2")
+        .container("c2", "h2", "veth0", "172.18.1.3")
+        .build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let timeout = Duration::from_secs(20);
+    let start = |a: &[&str]| vxlan_fwd_timeout(&h1.ns, a, timeout);
+
+    // (what, args, exit code, stderr substrings)
+    #[rustfmt::skip]
+    let cases: &[(&str, Vec<&str>, i32, &[&str])] = &[
+        ("missing uplink", vec!["--iface", "nope0", "--vni", "42"], 1, &["interface 'nope0' not found"]),
+        ("missing port", args(&["--port", "nope1", "--remote", H2_IP]), 1, &["nope1", "not found"]),
+        ("missing port with host-if", args(&["--host-if", HOST_IF, "--port", "veth0", "--port", "nope1"]), 1, &["nope1"]),
+        ("VNI 0", vec!["--iface", "eth0", "--vni", "0"], 2, &["'0'", "--vni"]),
+        ("VNI 2^24", vec!["--iface", "eth0", "--vni", "16777216"], 2, &["16777216", "--vni"]),
+        ("bad --local", args(&["--local", "1.2.3"]), 2, &["1.2.3", "--local"]),
+        ("bad --remote", args(&["--remote", "192.168.57"]), 2, &["192.168.57", "--remote"]),
+        ("host-if name too long", args(&["--host-if", "vxlan0123456789"]), 1, &["vxlan0123456789"]),
+    ];
+    for (what, a, code, needles) in cases {
+        let out = start(a);
+        assert_failed(&out, what, *code, needles);
+        assert_nothing_attached(&h1.ns, what, HOST_IF);
+    }
+
+    // Not root.
+    let mut cmd = h1.ns.command("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(vxlan_fwd_bin());
+    cmd.args(args(&["--port", "veth0"]));
+    let out = run_with_timeout(cmd, timeout);
+    assert_failed(&out, "not root", 1, &["must run as root"]);
+    assert_nothing_attached(&h1.ns, "not root", HOST_IF);
+
+    // An uplink that carries someone else's XDP program is left alone.
+    xdp::attach_foreign_xdp(&h1.ns, "eth0");
+    let foreign = h1
+        .ns
+        .xdp_prog_id("eth0")
+        .expect("foreign XDP program on eth0");
+    let out = start(&args(&[
+        "--host-if",
+        HOST_IF,
+        "--port",
+        "veth0",
+        "--remote",
+        H2_IP,
+    ]));
+    assert_failed(&out, "foreign XDP program", 1, &["XDP", "eth0"]);
+    assert_eq!(
+        h1.ns.xdp_prog_id("eth0"),
+        Some(foreign),
+        "the foreign XDP program was replaced"
+    );
+    assert!(
+        !h1.ns.has_link(HOST_IF) && !h1.ns.has_link(HOST_IF_PEER),
+        "foreign XDP: host-if left"
+    );
+    xdp::detach_xdp(&h1.ns, "eth0");
+    assert_nothing_attached(&h1.ns, "foreign XDP detached", HOST_IF);
+
+    // A second forwarder on an uplink that already carries XDP (the first
+    // one's) fails, and the first one keeps forwarding.
+    let run_args = args(&["--port", "veth0", "--remote", H2_IP]);
+    let f1 = Forwarder::start(&h1.ns, &run_args);
+    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
+    assert_ping(&topo.container("c1").ns, "172.18.1.3", 2, &[&f1, &f2]);
+    let xdp_before = h1
+        .ns
+        .xdp_prog_id("eth0")
+        .expect("first forwarder's XDP on eth0");
+    let mut second = run_args.clone();
+    second.extend(["--host-if", "vxlan9"]);
+    let out = start(&second);
+    assert!(
+        !out.timed_out && !out.success(),
+        "second forwarder started: {out}"
+    );
+    assert!(
+        !h1.ns.has_link("vxlan9") && !h1.ns.has_link("vxlan9-fwd"),
+        "second start left vxlan9 behind"
+    );
+    assert_eq!(
+        h1.ns.xdp_prog_id("eth0"),
+        Some(xdp_before),
+        "the first forwarder's XDP was replaced"
+    );
+    let mut f1 = f1;
+    assert!(
+        f1.is_running(),
+        "the first forwarder exited: {:?}",
+        f1.output_so_far()
+    );
+    assert_ping(&topo.container("c1").ns, "172.18.1.3", 3, &[&f1, &f2]);
+    assert_ping(&topo.container("c2").ns, "172.18.1.2", 3, &[&f1, &f2]);
+    // Checked last so that a wording problem does not hide the above.
+    assert_failed(&out, "uplink already has XDP", 1, &["XDP", "eth0"]);
+    let out = f1.stop();
+    assert!(out.success(), "first forwarder did not stop cleanly: {out}");
+}
