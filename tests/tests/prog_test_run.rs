@@ -395,7 +395,8 @@ fn xdp_drops_i_flag_clear_and_truncated() {
 fn xdp_checks_the_outer_headers() {
     let mut dp = Dp::new();
     let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, Counter)> = vec![
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Mutation, Counter)> = vec![
         ("bad checksum", Box::new(|f| f[OFF_IP + 10] ^= 0xff), Counter::DropIpChecksum),
         (
             "total length beyond the frame",

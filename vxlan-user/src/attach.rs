@@ -154,10 +154,11 @@ impl Attached {
         for iface in std::iter::once(&self.uplink.name).chain(&self.ports) {
             let Ok(link) = nl.link_by_name(iface).await else { continue };
             let empty = matches!(nl.clsact_filter_count(link.index).await, Ok(0));
-            if empty && (self.adopted || self.created_clsact.contains(iface)) {
-                if let Err(e) = nl.del_clsact(link.index).await {
-                    warn!("removing clsact from {iface}: {e:#}");
-                }
+            if empty
+                && (self.adopted || self.created_clsact.contains(iface))
+                && let Err(e) = nl.del_clsact(link.index).await
+            {
+                warn!("removing clsact from {iface}: {e:#}");
             }
         }
     }

@@ -203,13 +203,12 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
         (None, Some(ifindex)) => FdbEntry { ifindex, flags: FDB_F_STATIC, ..Default::default() },
         (None, None) => bail!("missing `dst IP` or `dev PORT`"),
     };
-    match (op, existing) {
-        (Op::Add | Op::Append, Some(_)) => bail!(
+    if matches!(op, Op::Add | Op::Append) && existing.is_some() {
+        bail!(
             "{} already has an entry in VNI {}: use `fdb replace`",
             format_mac(&spec.mac),
             spec.vni
-        ),
-        _ => {}
+        );
     }
     maps.fdb.insert(key, entry, 0).context("writing the entry (is the FDB full?)")?;
     if existing.is_some_and(|e| !e.is_static()) {

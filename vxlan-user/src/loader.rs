@@ -131,7 +131,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     if result.is_ok() {
         let stop = (&mut sigint, &mut sigterm);
-        result = serve(&nl, &cfg, &opts, &uplink, local, &vnis, hub, adopt, stop).await;
+        let inst = Instance { nl: &nl, cfg: &cfg, opts: &opts, uplink: &uplink, local, vnis: &vnis };
+        result = serve(inst, hub, adopt, stop).await;
     }
     for h in host_ifs {
         if let Err(e) = nl.delete_link(h.index).await {
@@ -304,17 +305,23 @@ fn join_groups(vnis: &[Vni], local: Ipv4Addr) -> Result<Vec<UdpSocket>> {
         .collect()
 }
 
-async fn serve(
-    nl: &Netlink,
-    cfg: &Config,
-    opts: &RunOptions,
-    uplink: &LinkInfo,
+/// What `serve` works on.
+struct Instance<'a> {
+    nl: &'a Netlink,
+    cfg: &'a Config,
+    opts: &'a RunOptions,
+    uplink: &'a LinkInfo,
     local: Ipv4Addr,
-    vnis: &[Vni],
+    vnis: &'a [Vni],
+}
+
+async fn serve(
+    inst: Instance<'_>,
     mut hub: Hub,
     adopt: Option<u32>,
     stop: (&mut Signal, &mut Signal),
 ) -> Result<()> {
+    let Instance { nl, cfg, opts, uplink, local, vnis } = inst;
     let (sigint, sigterm) = stop;
     let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
