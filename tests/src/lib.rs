@@ -41,7 +41,9 @@
 //! ```
 
 pub mod bpf;
+
 pub mod forwarder;
+pub mod hostile_net;
 pub mod netns;
 pub mod process;
 pub mod topo;
