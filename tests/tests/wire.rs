@@ -193,3 +193,33 @@ fn icmp_frag_needed_is_well_formed() {
     assert_eq!(&icmp[8..], &orig[14..42], "original header + 8 bytes");
     assert_eq!(fold_sum(icmp), 0xffff, "ICMP checksum");
 }
+
+#[test]
+fn icmp_errors_only_where_allowed() {
+    use vxlan_common::wire::icmp_error_allowed;
+    // DF, TCP, 172.18.1.2 -> 172.18.1.3
+    let base: [u8; 28] = [
+        0x45, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0, 172, 18, 1, 2, 172, 18, 1, 3, 0, 80, 0, 80,
+        0, 0, 0, 0,
+    ];
+    assert!(icmp_error_allowed(&base));
+    let with = |i: usize, v: u8| {
+        let mut h = base;
+        h[i] = v;
+        h
+    };
+    assert!(!icmp_error_allowed(&with(7, 0xb9)), "non-initial fragment");
+    assert!(icmp_error_allowed(&with(6, 0x60)), "first fragment (MF) is fine");
+    let mut icmp_err = with(9, 1);
+    icmp_err[20] = 3;
+    assert!(!icmp_error_allowed(&icmp_err), "about an ICMP error");
+    icmp_err[20] = 8;
+    assert!(icmp_error_allowed(&icmp_err), "about an echo request");
+    for s in [0u8, 127, 224, 240, 255] {
+        assert!(!icmp_error_allowed(&with(12, s)), "source {s}.x.x.x");
+    }
+    assert!(!icmp_error_allowed(&with(16, 224)), "multicast destination");
+    let mut bcast = base;
+    bcast[16..20].copy_from_slice(&[255; 4]);
+    assert!(!icmp_error_allowed(&bcast), "broadcast destination");
+}

@@ -288,3 +288,31 @@ pub fn icmp_frag_needed(orig: &[u8; ETH_HLEN + IPV4_HLEN + 8], mtu: u16, ttl: u8
     f[icmp + 3] = c[1];
     f
 }
+
+/// Whether an ICMP error may be sent about this IPv4 packet (its first 28
+/// bytes): not about a non-initial fragment, an ICMP error, a source that
+/// is not a unicast host, or a broadcast or multicast destination (RFC
+/// 1122 §3.2.2, as the kernel's `iptunnel_pmtud_check_icmp`).
+#[inline(always)]
+pub const fn icmp_error_allowed(ip: &[u8; IPV4_HLEN + 8]) -> bool {
+    let frag_off = (((ip[6] & 0x1f) as u16) << 8) | ip[7] as u16;
+    if frag_off != 0 {
+        return false;
+    }
+    let (s, d) = (ip[12], ip[16]);
+    let bad_src = s == 0 || s == 127 || s >= 224;
+    let bcast_dst = ip[16] == 255 && ip[17] == 255 && ip[18] == 255 && ip[19] == 255;
+    if bad_src || d >= 224 || bcast_dst {
+        return false;
+    }
+    // ICMP errors: destination unreachable, source quench, redirect, time
+    // exceeded, parameter problem.
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    if ip[9] == 1 && ihl == IPV4_HLEN {
+        let t = ip[IPV4_HLEN];
+        if t == 3 || t == 4 || t == 5 || t == 11 || t == 12 {
+            return false;
+        }
+    }
+    true
+}

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
     Config, EVENTS_BYTES, MAX_ALLOWED, FDB_CAPACITY, FdbEntry, FdbKey, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES,
@@ -26,8 +26,10 @@ pub static PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(MAX_PORT_EN
 pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(MAX_VNIS, 0);
 
 /// Link-layer next hop of each remote VTEP (IPv4, network byte order).
+/// LRU: entries the XDP program records for senders are never removed
+/// otherwise; userspace refreshes the configured remotes' every second.
 #[map]
-pub static NEIGH: HashMap<[u8; 4], NeighEntry> = HashMap::with_max_entries(MAX_NEIGH, 0);
+pub static NEIGH: LruHashMap<[u8; 4], NeighEntry> = LruHashMap::with_max_entries(MAX_NEIGH, 0);
 
 /// Multicast groups this instance receives VXLAN on (value unused).
 #[map]

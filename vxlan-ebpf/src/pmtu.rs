@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use vxlan_common::{
     Config, Counter,
-    wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, IPV4_HLEN, OVERHEAD, icmp_frag_needed},
+    wire::{
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, IPV4_HLEN, OVERHEAD, icmp_error_allowed,
+        icmp_frag_needed,
+    },
 };
 
 use crate::stats::count;
@@ -60,7 +63,9 @@ pub fn reject(ctx: &TcContext, cfg: &Config, proto: u16, in_ifindex: u32) -> Res
     }
     let orig: [u8; ETH_HLEN + IPV4_HLEN + 8] = ctx.load(0).map_err(|_| Counter::DropTooBig)?;
     let df = orig[ETH_HLEN + 6] & 0x40 != 0;
-    if orig[ETH_HLEN] != 0x45 || !df {
+    let mut ip = [0u8; IPV4_HLEN + 8];
+    ip.copy_from_slice(&orig[ETH_HLEN..]);
+    if orig[ETH_HLEN] != 0x45 || !df || !icmp_error_allowed(&ip) {
         return Err(Counter::DropTooBig);
     }
     let mtu = cfg.uplink_mtu.saturating_sub(OVERHEAD) as u16;

@@ -69,7 +69,7 @@ impl Maps {
                 Some(map::COUNTERS) => {
                     counters = Some(PerCpuArray::try_from(Map::PerCpuArray(data))?)
                 }
-                Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::LruHashMap(data))?),
                 Some(map::GROUPS) => groups = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::LEARNED) => learned = Some(Array::try_from(Map::Array(data))?),
                 Some(map::ALLOWED) => allowed = Some(LpmTrie::try_from(Map::LpmTrie(data))?),
