@@ -42,6 +42,7 @@
 
 pub mod bpf;
 
+pub mod fdb_harness;
 pub mod forwarder;
 pub mod hostile_net;
 pub mod netns;

@@ -52,15 +52,24 @@ pub fn learn(cfg: &Config, vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u3
         count(Counter::LearnRefused);
         return;
     }
-    match FDB.insert(&key, &entry, BPF_NOEXIST as u64) {
-        Ok(()) => {
-            // SAFETY: as above.
-            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, 1) };
-            count(Counter::Learn);
-            event(EV_LEARN, &key, &entry);
-        }
-        Err(_) => count(Counter::LearnRefused),
+    if FDB.insert(&key, &entry, BPF_NOEXIST as u64).is_err() {
+        count(Counter::LearnRefused);
+        return;
     }
+    // SAFETY: as above.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, 1) };
+    // Another CPU may have crossed the cap at the same time: whoever sees
+    // the count above the cap after adding backs out, so the cap holds.
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(learned) } > u64::from(cfg.max_learned) {
+        let _ = FDB.remove(&key);
+        // SAFETY: as above; adding 2^64 - 1 subtracts one.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, u64::MAX) };
+        count(Counter::LearnRefused);
+        return;
+    }
+    count(Counter::Learn);
+    event(EV_LEARN, &key, &entry);
 }
 
 #[inline(always)]
