@@ -105,17 +105,44 @@ pub fn test(extra: &[OsString]) -> Result<u8> {
             "--workspace",
             "--exclude",
             "vxlan-ebpf",
+            "--no-fail-fast",
             "--",
             "--test-threads=1",
         ])
         .args(extra)
-        .env("VXLAN_FWD_BIN", &bin);
+        .env("VXLAN_FWD_BIN", &bin)
+        .stdout(Stdio::piped());
     outln!("xtask: VXLAN_FWD_BIN={} {}", bin.display(), describe(&cmd));
-    let status = run_foreground(&mut cmd)?;
+    let mut fg = Foreground::spawn(&mut cmd)?;
+    // Echo the test output and add up the harness's result lines, so that
+    // the run ends with one total (the last binary often has no tests).
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = fg.child_mut().stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading the test output")?;
+            outln!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split([';', '.']) {
+                    let mut words = part.split_whitespace();
+                    if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                        let n: u64 = n.parse().unwrap_or(0);
+                        match what {
+                            "passed" => passed += n,
+                            "failed" => failed += n,
+                            "ignored" => ignored += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let status = fg.wait()?;
     if status.success() {
         outln!("xtask: tests passed");
     } else {
         errln!("xtask: tests FAILED ({status})");
     }
+    outln!("{passed} passed, {failed} failed, {ignored} skipped");
     Ok(exit_code(status))
 }
