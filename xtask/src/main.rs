@@ -15,6 +15,7 @@ macro_rules! err {
     ($($t:tt)*) => {{ use std::io::Write as _; let _ = write!(std::io::stderr(), $($t)*); }};
 }
 
+mod bench;
 mod demo;
 mod signals;
 mod tasks;
@@ -74,6 +75,14 @@ enum Cmd {
         #[arg(long)]
         topology_only: bool,
     },
+    /// Build, then measure the kernel's vxlan + bridge against vxlan-fwd on the
+    /// seed's two-host topology in `vxbench-*` namespaces: small-packet rate,
+    /// TCP throughput, per-packet program cost, FDB scale, memory. Writes
+    /// target/bench/bench.json and bench.svg. Must run as root.
+    Bench(bench::BenchArgs),
+    /// (internal) The bench's UDP generator, run inside a container namespace.
+    #[command(hide = true)]
+    BenchGen(bench::generator::GenArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,11 +104,15 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Cmd) -> Result<u8> {
+    if let Cmd::BenchGen(args) = &command {
+        return bench::generator::main(args);
+    }
     // Fail before a possibly long toolchain install when root is required.
     match command {
         Cmd::Test { .. } => util::require_root("cargo xtask test")?,
         Cmd::Demo { .. } => util::require_root("cargo xtask demo")?,
-        Cmd::Build | Cmd::Run { .. } => {}
+        Cmd::Bench(_) => util::require_root("cargo xtask bench")?,
+        Cmd::Build | Cmd::Run { .. } | Cmd::BenchGen(_) => {}
     }
     toolchain::ensure_toolchain()?;
     match command {
@@ -107,5 +120,7 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { args } => tasks::test(&args),
         Cmd::Demo { topology_only } => demo::demo(topology_only).map(|()| 0),
+        Cmd::Bench(args) => bench::bench(&args),
+        Cmd::BenchGen(_) => unreachable!("handled above"),
     }
 }

@@ -310,13 +310,20 @@ impl Spawned {
 /// Stops every process started in a topology: SIGINT, then SIGKILL after 10 s.
 /// Returns each one's label and exit status.
 pub fn stop_processes() -> Vec<(String, Result<ExitStatus>)> {
-    stop_processes_locked(&mut registry())
+    stop_processes_locked(&mut registry(), STOP_GRACE)
+}
+
+/// [`stop_processes`] with another grace period before SIGKILL (the bench:
+/// a forwarder with a million FDB entries takes longer to save its table).
+#[cfg_attr(not(feature = "bench-ebpf"), allow(dead_code))]
+pub fn stop_processes_within(grace: Duration) -> Vec<(String, Result<ExitStatus>)> {
+    stop_processes_locked(&mut registry(), grace)
 }
 
 /// Stops the processes and deletes the namespaces (idempotent).
 pub fn teardown() {
     let mut reg = registry();
-    stop_processes_locked(&mut reg);
+    stop_processes_locked(&mut reg, STOP_GRACE);
     delete_netns_locked(&mut reg);
 }
 
@@ -325,7 +332,7 @@ pub fn teardown_on_signal() {
     signals::set_hook(|sig| {
         errln!("\ntopology: interrupted (signal {sig}); tearing down");
         let mut reg = registry();
-        stop_processes_locked(&mut reg);
+        stop_processes_locked(&mut reg, STOP_GRACE);
         delete_netns_locked(&mut reg);
         // Exit while holding the lock: no other thread can create anything now.
         std::process::exit(128 + sig);
@@ -405,7 +412,7 @@ fn forward_lines(
     });
 }
 
-fn stop_processes_locked(reg: &mut Registry) -> Vec<(String, Result<ExitStatus>)> {
+fn stop_processes_locked(reg: &mut Registry, grace: Duration) -> Vec<(String, Result<ExitStatus>)> {
     let mut procs = std::mem::take(&mut reg.processes);
     for p in &mut procs {
         if matches!(p.child.try_wait(), Ok(None)) {
@@ -414,7 +421,7 @@ fn stop_processes_locked(reg: &mut Registry) -> Vec<(String, Result<ExitStatus>)
             unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGINT) };
         }
     }
-    let deadline = Instant::now() + STOP_GRACE;
+    let deadline = Instant::now() + grace;
     let mut results = Vec::new();
     for mut p in procs {
         let status = loop {
@@ -427,7 +434,7 @@ fn stop_processes_locked(reg: &mut Registry) -> Vec<(String, Result<ExitStatus>)
                     outln!(
                         "topology: [{}] still running {} s after SIGINT; killing it",
                         p.label,
-                        STOP_GRACE.as_secs()
+                        grace.as_secs()
                     );
                     let _ = p.child.kill();
                     break p.child.wait().map_err(anyhow::Error::from);

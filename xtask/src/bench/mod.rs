@@ -1,0 +1,223 @@
+//! `cargo xtask bench`: the kernel's vxlan device + Linux bridge against
+//! vxlan-fwd, on the seed's two-host topology in network namespaces.
+//!
+//! Both setups are measured alternately in one run (round 1: kernel then
+//! vxlan-fwd, round 2: vxlan-fwd then kernel, ...) on the same topology;
+//! each figure is reported as median (min–max) over the rounds:
+//!
+//! 1. small-packet rate: "64-byte" frames from container c1 to container
+//!    c2 across the hosts. 64 bytes is the classic minimum Ethernet frame
+//!    *with* its 4-byte FCS: the inner frame is Ethernet 14 + IPv4 20 +
+//!    UDP 8 + 18 bytes of payload = 60 bytes as the kernel sees it (veths
+//!    carry no FCS), 110 bytes once encapsulated. The generator is
+//!    `xtask bench-gen` (sendmmsg, 2 threads x 4 flows) in c1; what
+//!    arrives is read from c2's `eth0` rx counter over a fixed window;
+//! 2. TCP throughput: iperf3 c1 -> c2, 1 and 4 flows;
+//! 3. per-packet cost of each eBPF program with BPF_PROG_TEST_RUN (see
+//!    `testrun.rs`), and the floor (an XDP program that only drops);
+//! 4. FDB scale: figures 1 and 3 again with 1k and 1M FDB entries (100k
+//!    with `--quick`);
+//! 5. memory: vxlan-fwd's BPF map memory (the kernel's `memlock` of each
+//!    map) and its RSS.
+//!
+//! The parts that need the eBPF object (figure 3, filling a running
+//! forwarder's FDB) are behind the `bench-ebpf` feature: `cargo xtask
+//! bench` (built without it, as every `cargo xtask` is) builds a release
+//! xtask with it and runs that.
+
+// Without `bench-ebpf` only the relaunch and the generator are used; the
+// rest is still compiled (and unit-tested).
+#![cfg_attr(not(feature = "bench-ebpf"), allow(dead_code))]
+
+pub mod generator;
+mod report;
+#[cfg(feature = "bench-ebpf")]
+mod run;
+#[cfg(feature = "bench-ebpf")]
+mod testrun;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{
+    tasks,
+    util::{require_root, require_tools},
+};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rounds; each measures both setups, alternately (default 3; 1 with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: Option<u32>,
+    /// One short round for CI: 2 s windows, FDB scale 1k and 100k (not 1M),
+    /// 100k test runs per case.
+    #[arg(long)]
+    pub quick: bool,
+    /// Length of each measurement window in seconds (default 5; 2 with --quick).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub seconds: Option<u32>,
+    /// (internal) Use this vxlan-fwd instead of building it.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub fwd_bin: Option<PathBuf>,
+}
+
+/// What one run measures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub rounds: u32,
+    pub quick: bool,
+    pub seconds: u32,
+    /// FDB sizes of figure 4.
+    pub fdb_sizes: Vec<u64>,
+    /// BPF_PROG_TEST_RUN runs per case (figure 3).
+    pub test_runs: u64,
+}
+
+impl Plan {
+    pub fn new(args: &BenchArgs) -> Self {
+        let big = if args.quick { 100_000 } else { 1_000_000 };
+        Self {
+            rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
+            quick: args.quick,
+            seconds: args.seconds.unwrap_or(if args.quick { 2 } else { 5 }),
+            fdb_sizes: vec![1000, big],
+            test_runs: if args.quick { 100_000 } else { 1_000_000 },
+        }
+    }
+}
+
+/// `1k`, `100k`, `1M`.
+pub fn scale_label(n: u64) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// `--max-fdb` for a forwarder that must hold `n` static entries: none (the
+/// default cap) while they fit it, else `n` + 100k, as in `--max-fdb
+/// 1100000` for 1M.
+pub fn max_fdb_for(n: u64) -> Option<u32> {
+    const DEFAULT: u64 = 65_536;
+    (n + 1000 > DEFAULT).then(|| u32::try_from(n + 100_000).unwrap_or(u32::MAX))
+}
+
+/// The `i`-th filler MAC of figure 4: locally administered unicast,
+/// 02:fb:xx:xx:xx:xx.
+pub fn filler_mac(i: u64) -> [u8; 6] {
+    let b = (i as u32).to_be_bytes();
+    [0x02, 0xfb, b[0], b[1], b[2], b[3]]
+}
+
+pub fn bench(args: &BenchArgs) -> Result<u8> {
+    require_root("cargo xtask bench")?;
+    require_tools(&[
+        ("ip", "iproute2"),
+        ("bridge", "iproute2"),
+        ("tc", "iproute2"),
+        ("ping", "iputils-ping"),
+        ("iperf3", "iperf3"),
+        ("ethtool", "ethtool"),
+    ])?;
+    let fwd = match &args.fwd_bin {
+        Some(p) => p.clone(),
+        None => tasks::build()?,
+    };
+    #[cfg(feature = "bench-ebpf")]
+    {
+        run::run(&Plan::new(args), &fwd).map(|()| 0)
+    }
+    #[cfg(not(feature = "bench-ebpf"))]
+    {
+        relaunch(args, &fwd)
+    }
+}
+
+/// Builds xtask in release with `bench-ebpf` and runs its `bench`.
+#[cfg(not(feature = "bench-ebpf"))]
+fn relaunch(args: &BenchArgs, fwd: &std::path::Path) -> Result<u8> {
+    use std::{
+        io::{BufRead as _, BufReader},
+        process::{Command, Stdio},
+    };
+
+    use anyhow::{Context as _, bail};
+
+    use crate::{
+        signals::{Foreground, run_foreground},
+        util::{cargo, describe, exit_code, workspace_root},
+    };
+
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "xtask",
+            "--features",
+            "bench-ebpf",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped());
+    outln!("xtask: cargo build --release -p xtask --features bench-ebpf");
+    let mut fg = Foreground::spawn(&mut cmd)?;
+    let stdout = fg
+        .child_mut()
+        .stdout
+        .take()
+        .context("cargo's stdout was not captured")?;
+    let mut exe = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo's JSON messages")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            outln!("{line}");
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "xtask"
+            && let Some(path) = msg["executable"].as_str()
+        {
+            exe = Some(PathBuf::from(path));
+        }
+    }
+    let status = fg.wait()?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(&cmd));
+    }
+    let exe = exe.context("cargo did not report the xtask executable")?;
+    let mut inner = Command::new(&exe);
+    inner.arg("bench").arg("--fwd-bin").arg(fwd);
+    if let Some(n) = args.rounds {
+        inner.arg("--rounds").arg(n.to_string());
+    }
+    if args.quick {
+        inner.arg("--quick");
+    }
+    if let Some(s) = args.seconds {
+        inner.arg("--seconds").arg(s.to_string());
+    }
+    outln!("xtask: {}", describe(&inner));
+    Ok(exit_code(run_foreground(&mut inner)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_capacity() {
+        assert_eq!(scale_label(1000), "1k");
+        assert_eq!(scale_label(100_000), "100k");
+        assert_eq!(scale_label(1_000_000), "1M");
+        assert_eq!(max_fdb_for(1000), None);
+        assert_eq!(max_fdb_for(1_000_000), Some(1_100_000));
+        assert_eq!(max_fdb_for(100_000), Some(200_000));
+        assert_eq!(filler_mac(0x0102_0304), [0x02, 0xfb, 1, 2, 3, 4]);
+    }
+}

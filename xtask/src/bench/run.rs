@@ -1,0 +1,1419 @@
+//! The bench itself: topology, both setups alternately, the figures, the
+//! outputs. Built only with the `bench-ebpf` feature (see `mod.rs`).
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    io::{BufRead as _, BufReader, Read as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
+use vxlan_user::maps::Maps;
+
+use super::{
+    Plan, filler_mac, max_fdb_for,
+    report::{self, Group, Panel, Row},
+    scale_label, testrun,
+};
+use crate::{
+    signals::unblock_in_child,
+    topology::{self, Host, PORT, Topology, TopologyGuard, UPLINK, netns_cmd},
+    util::{describe, output, workspace_root},
+};
+
+const PREFIX: &str = "vxbench-";
+const VNI: u32 = 42;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// SIGINT to SIGKILL: a forwarder with a million static entries needs far
+/// more than the topology's usual 10 s (see `Stop`).
+const FWD_STOP_GRACE: Duration = Duration::from_secs(120);
+/// The generator runs this long before the window opens and after it closes.
+const WARMUP: Duration = Duration::from_millis(700);
+const TAIL: Duration = Duration::from_millis(500);
+/// UDP port the generator sends to in c2 (discard; nothing listens).
+const GEN_PORT: u16 = 9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Setup {
+    Kernel,
+    VxlanFwd,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Kernel => "kernel vxlan + bridge",
+            Setup::VxlanFwd => "vxlan-fwd",
+        }
+    }
+}
+
+/// Figure 1 once.
+#[derive(Debug, Clone, Serialize)]
+struct Rate {
+    /// Datagrams the generator's sendmmsg calls accepted, over its run.
+    sent: u64,
+    gen_elapsed_s: f64,
+    sent_pps: f64,
+    gen_errors: u64,
+    /// Packets c2's eth0 received in the window.
+    received: u64,
+    window_s: f64,
+    received_pps: f64,
+    /// Non-zero counter changes along the path over the generator's run
+    /// (interfaces `ns:dev:counter`, vxlan-fwd's datapath counters
+    /// `host:vxlan-fwd:counter`, veth ethtool stats `ns:dev:ethtool:name`).
+    path: BTreeMap<String, u64>,
+    /// CPU time (user + system) both vxlan-fwd processes used over the
+    /// generator's run, in % of one CPU: their control plane (ageing,
+    /// neighbour and allowed-sender sync, table snapshots) competes with
+    /// the datapath for the same CPUs. None for the kernel setup.
+    fwd_cpu_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Tcp {
+    flows: u32,
+    bits_per_second: f64,
+    retransmits: Option<u64>,
+    /// Non-zero counter changes along the path (as for [`Rate::path`]).
+    path: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Memory {
+    /// What the forwarder held: `default --max-fdb` or the FDB size.
+    case: String,
+    max_fdb: Option<u32>,
+    fdb_entries: u64,
+    /// Sum of `memlock` of the BPF maps vxlan-fwd holds (h1), bytes.
+    map_memlock: u64,
+    maps: usize,
+    /// VmRSS of vxlan-fwd (h1), bytes.
+    rss: u64,
+}
+
+/// Stopping both forwarders: SIGINT until both exited.
+#[derive(Debug, Clone, Serialize)]
+struct Stop {
+    /// Static filler entries each forwarder held.
+    fdb_entries: u64,
+    seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Scaled {
+    fdb_entries: u64,
+    /// Wall time to fill both hosts' tables up to `fdb_entries`.
+    fill_s: f64,
+    rate: Rate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct SetupResult {
+    setup: Setup,
+    rate: Rate,
+    tcp_1: Tcp,
+    tcp_4: Tcp,
+    scaled: Vec<Scaled>,
+    memory: Vec<Memory>,
+    stops: Vec<Stop>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Round {
+    round: u32,
+    order: Vec<Setup>,
+    setups: Vec<SetupResult>,
+    testrun: Vec<testrun::Case>,
+}
+
+impl Round {
+    fn setup(&self, s: Setup) -> Option<&SetupResult> {
+        self.setups.iter().find(|r| r.setup == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Machine {
+    nproc: usize,
+    kernel: String,
+    cpu: String,
+    mem_total: String,
+    /// /proc/loadavg when the bench started: other work on the machine
+    /// makes every figure noisier.
+    loadavg_start: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        Self {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            cpu: field(&cpuinfo, "model name"),
+            mem_total: field(
+                &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+                "MemTotal",
+            ),
+            loadavg_start: loadavg(),
+        }
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+struct Env<'a> {
+    topo: &'a TopologyGuard,
+    plan: &'a Plan,
+    fwd: &'a Path,
+    gen_exe: PathBuf,
+    state_dir: PathBuf,
+    work_dir: PathBuf,
+}
+
+impl Env<'_> {
+    fn h(&self, i: usize) -> &Host {
+        &self.topo.hosts[i]
+    }
+    fn short<'n>(&self, ns: &'n str) -> &'n str {
+        ns.strip_prefix(PREFIX).unwrap_or(ns)
+    }
+}
+
+fn section(title: &str) {
+    outln!("\n==== {title} ====");
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
+    let started = Instant::now();
+    let machine = Machine::read();
+    section("machine");
+    outln!(
+        "nproc {} | kernel {} | CPU {} | memory {} | load average {}",
+        machine.nproc,
+        machine.kernel,
+        machine.cpu,
+        machine.mem_total,
+        machine.loadavg_start
+    );
+    if machine
+        .loadavg_start
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+        .is_some_and(|l| l > 0.5)
+    {
+        outln!(
+            "warning: other work is using the CPUs (load average above 0.5): expect noisy figures"
+        );
+    }
+    outln!(
+        "plan: {} round(s), {} s windows, FDB scale {}, {} test runs per case{}",
+        plan.rounds,
+        plan.seconds,
+        plan.fdb_sizes
+            .iter()
+            .map(|&n| scale_label(n))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        plan.test_runs,
+        if plan.quick {
+            " (--quick: FDB scale stops at 100k, not 1M)"
+        } else {
+            ""
+        }
+    );
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let state_dir = out_dir.join("fwd-state");
+    let work_dir = out_dir.join("work");
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    std::fs::create_dir_all(&work_dir)?;
+
+    // The binary under test, copied: a rebuild of target/release/vxlan-fwd
+    // during the run must not change what a restart runs.
+    let bin_dir = out_dir.join("bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    let fwd_copy = bin_dir.join("vxlan-fwd");
+    std::fs::copy(fwd, &fwd_copy)
+        .with_context(|| format!("copying {} to {}", fwd.display(), fwd_copy.display()))?;
+    let fwd = fwd_copy.as_path();
+
+    topology::teardown_on_signal();
+    let topo = Topology::seed(PREFIX).create()?;
+    let env = Env {
+        topo: &topo,
+        plan,
+        fwd,
+        gen_exe: std::env::current_exe().context("locating the xtask executable")?,
+        state_dir: state_dir.clone(),
+        work_dir: work_dir.clone(),
+    };
+    let result = measure(&env);
+    drop(env);
+    drop(topo);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let _ = std::fs::remove_dir_all(&bin_dir);
+    let rounds = result?;
+
+    let rows = rows(plan, &rounds);
+    let total_s = started.elapsed().as_secs_f64();
+    let json_path = out_dir.join("bench.json");
+    let svg_path = out_dir.join("bench.svg");
+    let doc = json!({
+        "machine": machine,
+        "plan": plan,
+        "definitions": definitions(plan),
+        "rows": rows,
+        "rounds": rounds,
+        "loadavg_end": loadavg(),
+        "total_runtime_s": total_s,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    report::svg(
+        &svg_path,
+        &format!(
+            "kernel vxlan + bridge vs vxlan-fwd ({} round(s), median, min-max; {} CPUs, {})",
+            plan.rounds, machine.nproc, machine.kernel
+        ),
+        &panels(plan, &rows),
+    )?;
+
+    section("results");
+    outln!(
+        "machine: nproc {}, kernel {}, CPU {}; load average {} at the start, {} at the end",
+        machine.nproc,
+        machine.kernel,
+        machine.cpu,
+        machine.loadavg_start,
+        loadavg()
+    );
+    outln!(
+        "{} round(s), {} s windows; median (min–max) over the rounds\n",
+        plan.rounds,
+        plan.seconds
+    );
+    out!("{}", report::markdown(&rows));
+    outln!();
+    for d in definitions(plan) {
+        outln!("- {d}");
+    }
+    outln!(
+        "\nwrote {} and {}\ntotal runtime {:.0} s",
+        json_path.display(),
+        svg_path.display(),
+        total_s
+    );
+    Ok(())
+}
+
+fn measure(env: &Env) -> Result<Vec<Round>> {
+    let [h1, h2] = [env.h(0), env.h(1)];
+    for (a, b) in [(h1, h2), (h2, h1)] {
+        let (ok, text) = topology::ping(&a.netns, b.underlay_ip)?;
+        if !ok {
+            bail!(
+                "the underlay does not work: {} cannot ping {}:\n{text}",
+                a.name,
+                b.underlay_ip
+            );
+        }
+    }
+    let mut rounds = Vec::new();
+    for r in 1..=env.plan.rounds {
+        let order = if r % 2 == 1 {
+            vec![Setup::Kernel, Setup::VxlanFwd]
+        } else {
+            vec![Setup::VxlanFwd, Setup::Kernel]
+        };
+        let mut setups = Vec::new();
+        for &s in &order {
+            section(&format!("round {r}/{}: {}", env.plan.rounds, s.name()));
+            let res = match s {
+                Setup::Kernel => kernel_setup(env),
+                Setup::VxlanFwd => fwd_setup(env),
+            }
+            .with_context(|| format!("round {r}, setup {}", s.name()))?;
+            setups.push(res);
+        }
+        section(&format!(
+            "round {r}/{}: figure 3, BPF_PROG_TEST_RUN ({} runs per case)",
+            env.plan.rounds, env.plan.test_runs
+        ));
+        let cases = testrun::run(testrun::Params {
+            runs: env.plan.test_runs,
+            fdb_sizes: env.plan.fdb_sizes.clone(),
+        })
+        .with_context(|| format!("round {r}, figure 3"))?;
+        for c in &cases {
+            outln!("{:<70} {:>9.1} ns  ({} runs)", c.what, c.ns, c.runs);
+        }
+        rounds.push(Round {
+            round: r,
+            order,
+            setups,
+            testrun: cases,
+        });
+    }
+    Ok(rounds)
+}
+
+// ---------------------------------------------------------------- setups
+
+fn ip(args: &[&str]) -> Result<String> {
+    output(Command::new("ip").args(args))
+}
+
+fn kernel_up(env: &Env) -> Result<()> {
+    for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
+        let (ns, local, remote) = (
+            h.netns.as_str(),
+            h.underlay_ip.to_string(),
+            peer.underlay_ip.to_string(),
+        );
+        outln!(
+            "{}: ip link add vxlan0 type vxlan id {VNI} dstport 4789 remote {remote} local {local} \
+             dev {UPLINK}; ip link add br0 type bridge; vxlan0 and {PORT} into br0; all up",
+            h.name
+        );
+        #[rustfmt::skip]
+        ip(&["-n", ns, "link", "add", "vxlan0", "type", "vxlan", "id", &VNI.to_string(),
+             "dstport", "4789", "remote", &remote, "local", &local, "dev", UPLINK])?;
+        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", ns, "link", "set", "vxlan0", "master", "br0"])?;
+        ip(&["-n", ns, "link", "set", PORT, "master", "br0"])?;
+        ip(&["-n", ns, "link", "set", "vxlan0", "up"])?;
+        ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        ip(&["-n", ns, "link", "set", PORT, "up"])?;
+    }
+    Ok(())
+}
+
+fn kernel_down(env: &Env) -> Result<()> {
+    for h in [env.h(0), env.h(1)] {
+        for dev in ["vxlan0", "br0"] {
+            let _ = ip(&["-n", &h.netns, "link", "del", dev]);
+        }
+        let links = ip(&["-n", &h.netns, "-o", "link", "show"])?;
+        for dev in ["vxlan0", "br0"] {
+            if links.contains(&format!(": {dev}:")) || links.contains(&format!(": {dev}@")) {
+                bail!("{}: {dev} is still there after `ip link del`", h.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kernel_setup(env: &Env) -> Result<SetupResult> {
+    let r = kernel_up(env).and_then(|()| {
+        check_overlay(env)?;
+        let rate = measure_rate(env, Setup::Kernel)?;
+        let tcp_1 = tcp(env, Setup::Kernel, 1)?;
+        let tcp_4 = tcp(env, Setup::Kernel, 4)?;
+        let mut scaled = Vec::new();
+        let mut have = 0;
+        for &n in &env.plan.fdb_sizes {
+            let fill_s = fill_kernel(env, have, n)?;
+            have = n;
+            outln!(
+                "FDB: {} entries in each host's vxlan0 and br0 ({fill_s:.1} s)",
+                scale_label(n)
+            );
+            scaled.push(Scaled {
+                fdb_entries: n,
+                fill_s,
+                rate: measure_rate(env, Setup::Kernel)?,
+            });
+        }
+        Ok(SetupResult {
+            setup: Setup::Kernel,
+            rate,
+            tcp_1,
+            tcp_4,
+            scaled,
+            memory: Vec::new(),
+            stops: Vec::new(),
+        })
+    });
+    let down = kernel_down(env);
+    let r = r?;
+    down?;
+    Ok(r)
+}
+
+/// Adds the filler entries `from..to` to both hosts, in parallel: in the
+/// vxlan device's FDB (`self`, dst the peer VTEP) and in the bridge's
+/// (`master static`, on vxlan0): a kernel VTEP that knows N remote MACs
+/// holds them in both.
+fn fill_kernel(env: &Env, from: u64, to: u64) -> Result<f64> {
+    use std::io::Write as _;
+    let t = Instant::now();
+    let mut jobs = Vec::new();
+    for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
+        let path = env.work_dir.join(format!("fdb-{}.batch", h.name));
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for i in from..to {
+            let m = filler_mac(i);
+            let mac = format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+            writeln!(
+                f,
+                "fdb add {mac} dev vxlan0 dst {} self permanent",
+                peer.underlay_ip
+            )?;
+            writeln!(f, "fdb add {mac} dev vxlan0 master static")?;
+        }
+        f.flush()?;
+        drop(f);
+        let mut cmd = netns_cmd(&h.netns, "bridge");
+        cmd.arg("-batch").arg(&path);
+        jobs.push(Bg::spawn(&mut cmd, &format!("bridge -batch ({})", h.name))?);
+    }
+    let mut result = Ok(());
+    for job in jobs {
+        if let Err(e) = job.finish(Duration::from_secs(1800)) {
+            result = result.and(Err(e));
+        }
+    }
+    for h in [env.h(0), env.h(1)] {
+        let _ = std::fs::remove_file(env.work_dir.join(format!("fdb-{}.batch", h.name)));
+    }
+    result.map(|()| t.elapsed().as_secs_f64())
+}
+
+fn fwd_start(env: &Env, max_fdb: Option<u32>) -> Result<()> {
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
+        // The state file (the table kept across restarts) goes to a
+        // directory of our own, removed between runs: every start is fresh.
+        let mut args: Vec<OsString> = vec![
+            format!("VXLAN_FWD_STATE_DIR={}", env.state_dir.display()).into(),
+            env.fwd.into(),
+        ];
+        for a in [
+            "--iface",
+            UPLINK,
+            "--vni",
+            &VNI.to_string(),
+            "--remote",
+            &peer.underlay_ip.to_string(),
+            "--port",
+            PORT,
+        ] {
+            args.push(a.into());
+        }
+        if let Some(n) = max_fdb {
+            args.push("--max-fdb".into());
+            args.push(n.to_string().into());
+        }
+        let p = env.topo.spawn(&h.netns, &h.name, "env", &args)?;
+        p.wait_for_line("a line containing `ready`", READY_TIMEOUT, is_ready)
+            .with_context(|| format!("vxlan-fwd on {} did not become ready", h.name))?;
+    }
+    Ok(())
+}
+
+fn is_ready(line: &str) -> bool {
+    line.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w.eq_ignore_ascii_case("ready"))
+}
+
+/// SIGINT to both forwarders; each must exit 0 and leave nothing attached.
+/// Returns how long they took.
+fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
+    let mut failures = Vec::new();
+    let t = Instant::now();
+    let results = topology::stop_processes_within(FWD_STOP_GRACE);
+    let stop = Stop {
+        fdb_entries: entries,
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    outln!(
+        "vxlan-fwd stopped in {:.1} s (FDB: {} static entries)",
+        stop.seconds,
+        scale_label(entries)
+    );
+    for (label, status) in results {
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => failures.push(format!("vxlan-fwd on {label} exited with {s}")),
+            Err(e) => failures.push(format!("vxlan-fwd on {label}: {e:#}")),
+        }
+    }
+    for h in [env.h(0), env.h(1)] {
+        if xdp_prog_id(&h.netns).unwrap_or(None).is_some() {
+            failures.push(format!(
+                "{}: an XDP program is still attached to {UPLINK} after vxlan-fwd stopped",
+                h.name
+            ));
+            let _ = ip(&["-n", &h.netns, "link", "set", "dev", UPLINK, "xdp", "off"]);
+        }
+        for dev in [UPLINK, PORT] {
+            let f = output(
+                Command::new("tc").args(["-n", &h.netns, "filter", "show", "dev", dev, "ingress"]),
+            )
+            .unwrap_or_default();
+            if !f.trim().is_empty() {
+                failures.push(format!(
+                    "{}: tc ingress filters left on {dev} after vxlan-fwd stopped",
+                    h.name
+                ));
+                let _ = output(
+                    Command::new("tc").args(["-n", &h.netns, "qdisc", "del", "dev", dev, "clsact"]),
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&env.state_dir);
+    if failures.is_empty() {
+        Ok(stop)
+    } else {
+        bail!("{}", failures.join("; "))
+    }
+}
+
+fn fwd_setup(env: &Env) -> Result<SetupResult> {
+    fwd_start(env, None)?;
+    let mut stops = Vec::new();
+    let mut have = 0;
+    let r = (|| -> Result<SetupResult> {
+        check_overlay(env)?;
+        let rate = measure_rate(env, Setup::VxlanFwd)?;
+        let tcp_1 = tcp(env, Setup::VxlanFwd, 1)?;
+        let tcp_4 = tcp(env, Setup::VxlanFwd, 4)?;
+        let mut memory = vec![fwd_memory(env, "default --max-fdb", None, 0)?];
+        let mut scaled = Vec::new();
+        let mut cap = None;
+        for &n in &env.plan.fdb_sizes {
+            let want = max_fdb_for(n);
+            if want != cap {
+                let m = want.map_or_else(|| "default".into(), |m| m.to_string());
+                outln!(
+                    "restarting vxlan-fwd with --max-fdb {m} for {} entries",
+                    scale_label(n)
+                );
+                stops.push(fwd_stop(env, have)?);
+                fwd_start(env, want)?;
+                check_overlay(env)?;
+                (have, cap) = (0, want);
+            }
+            let t = Instant::now();
+            fill_fwd(env, have, n)?;
+            let fill_s = t.elapsed().as_secs_f64();
+            have = n;
+            outln!(
+                "FDB: {} static entries in each host's vxlan-fwd ({fill_s:.1} s)",
+                scale_label(n)
+            );
+            scaled.push(Scaled {
+                fdb_entries: n,
+                fill_s,
+                rate: measure_rate(env, Setup::VxlanFwd)?,
+            });
+            if cap.is_some() {
+                memory.push(fwd_memory(env, &format!("FDB {}", scale_label(n)), cap, n)?);
+            }
+        }
+        Ok(SetupResult {
+            setup: Setup::VxlanFwd,
+            rate,
+            tcp_1,
+            tcp_4,
+            scaled,
+            memory,
+            stops: Vec::new(),
+        })
+    })();
+    let stopped = fwd_stop(env, have);
+    let mut r = r?;
+    stops.push(stopped?);
+    r.stops = stops;
+    Ok(r)
+}
+
+/// The id of the XDP program on the host's uplink, if any.
+fn xdp_prog_id(netns: &str) -> Result<Option<u32>> {
+    let out = ip(&["-n", netns, "-j", "-d", "link", "show", "dev", UPLINK])?;
+    let v: Value = serde_json::from_str(&out).context("parsing `ip -j link show`")?;
+    let xdp = &v[0]["xdp"];
+    Ok(xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+        .map(|id| id as u32))
+}
+
+fn fwd_maps(h: &Host) -> Result<Maps> {
+    let id = xdp_prog_id(&h.netns)?.ok_or_else(|| {
+        anyhow!(
+            "{}: no XDP program on {UPLINK}: is vxlan-fwd running?",
+            h.name
+        )
+    })?;
+    Maps::from_program(id).with_context(|| format!("{}: opening vxlan-fwd's maps", h.name))
+}
+
+/// Adds static entries `from..to` (behind the peer VTEP) to both running
+/// forwarders' FDB maps, one thread per host.
+fn fill_fwd(env: &Env, from: u64, to: u64) -> Result<()> {
+    let jobs: Vec<_> = [(env.h(0), env.h(1)), (env.h(1), env.h(0))]
+        .into_iter()
+        .map(|(h, peer)| {
+            let maps = fwd_maps(h);
+            let (name, remote) = (h.name.clone(), peer.underlay_ip.octets());
+            std::thread::spawn(move || -> Result<()> {
+                let mut maps = maps?;
+                let entry = FdbEntry {
+                    remote,
+                    flags: FDB_F_STATIC,
+                    ..Default::default()
+                };
+                for i in from..to {
+                    maps.fdb
+                        .insert(FdbKey::new(VNI, filler_mac(i)), entry, 0)
+                        .with_context(|| format!("{name}: adding FDB entry {} of {to}", i + 1))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for j in jobs {
+        j.join()
+            .map_err(|_| anyhow!("an FDB fill thread panicked"))??;
+    }
+    Ok(())
+}
+
+fn pid_of(netns: &str, comm: &str) -> Result<u32> {
+    let out = ip(&["netns", "pids", netns])?;
+    out.split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .ok_or_else(|| anyhow!("no {comm} process in {netns}"))
+}
+
+/// Map memory (sum of `memlock` over the distinct BPF maps the process
+/// holds an fd of) and RSS of vxlan-fwd on h1.
+fn fwd_memory(env: &Env, case: &str, max_fdb: Option<u32>, entries: u64) -> Result<Memory> {
+    let pid = pid_of(&env.h(0).netns, "vxlan-fwd")?;
+    let mut seen = BTreeMap::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let fd = fd?;
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.to_string_lossy() != "anon_inode:bpf-map" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) {
+            seen.insert(id, memlock);
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    let m = Memory {
+        case: case.into(),
+        max_fdb,
+        fdb_entries: entries,
+        map_memlock: seen.values().sum(),
+        maps: seen.len(),
+        rss: rss_kb * 1024,
+    };
+    outln!(
+        "memory ({case}): {} BPF maps, memlock {:.1} MiB; vxlan-fwd RSS {:.1} MiB",
+        m.maps,
+        m.map_memlock as f64 / 1048576.0,
+        m.rss as f64 / 1048576.0
+    );
+    Ok(m)
+}
+
+// ---------------------------------------------------------------- figures
+
+/// c1 reaches c2 (this also makes both paths learn the containers' MACs).
+fn check_overlay(env: &Env) -> Result<()> {
+    let (c1, c2) = (&env.h(0).container_netns, env.h(1).container_ip);
+    let (ok, text) = topology::ping(c1, c2)?;
+    if !ok {
+        bail!("the overlay does not work: c1 cannot ping {c2}:\n{text}");
+    }
+    Ok(())
+}
+
+fn link_counters(netns: &str, into: &mut BTreeMap<String, u64>, prefix: &str) -> Result<()> {
+    let out = ip(&["-n", netns, "-s", "-j", "link", "show"])?;
+    let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link show`")?;
+    for link in v.as_array().into_iter().flatten() {
+        let Some(name) = link["ifname"].as_str() else {
+            continue;
+        };
+        if name == "lo" {
+            continue;
+        }
+        for dir in ["rx", "tx"] {
+            for field in ["packets", "dropped", "errors"] {
+                if let Some(n) = link["stats64"][dir][field].as_u64() {
+                    into.insert(format!("{prefix}:{name}:{dir}_{field}"), n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ethtool_counters(netns: &str, dev: &str, into: &mut BTreeMap<String, u64>, prefix: &str) {
+    let Ok(out) = output(netns_cmd(netns, "ethtool").args(["-S", dev])) else {
+        return;
+    };
+    for line in out.lines().skip(1) {
+        if let Some((k, v)) = line.trim().split_once(':')
+            && let Ok(n) = v.trim().parse::<u64>()
+            && !k.contains("peer_ifindex")
+        {
+            into.insert(format!("{prefix}:{dev}:ethtool:{}", k.trim()), n);
+        }
+    }
+}
+
+/// Counters along the path c1 -> c2.
+fn path_counters(env: &Env, setup: Setup) -> Result<BTreeMap<String, u64>> {
+    let mut m = BTreeMap::new();
+    let [h1, h2] = [env.h(0), env.h(1)];
+    for ns in [
+        &h1.container_netns,
+        &h1.netns,
+        &env.topo.switch_netns,
+        &h2.netns,
+        &h2.container_netns,
+    ] {
+        link_counters(ns, &mut m, env.short(ns))?;
+    }
+    for h in [h1, h2] {
+        for dev in [PORT, UPLINK] {
+            ethtool_counters(&h.netns, dev, &mut m, &h.name);
+        }
+    }
+    if setup == Setup::VxlanFwd {
+        for h in [h1, h2] {
+            let maps = fwd_maps(h)?;
+            for (c, n) in vxlan_user::stats::read(&maps)? {
+                m.insert(format!("{}:vxlan-fwd:{}", h.name, c.name()), n);
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(k, &a)| {
+            let d = a.saturating_sub(before.get(k).copied().unwrap_or(0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+/// User + system CPU seconds of both vxlan-fwd processes (None for the
+/// kernel setup).
+fn fwd_cpu_s(env: &Env, setup: Setup) -> Result<Option<f64>> {
+    if setup != Setup::VxlanFwd {
+        return Ok(None);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0.0;
+    for h in [env.h(0), env.h(1)] {
+        let pid = pid_of(&h.netns, "vxlan-fwd")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name: state is field 3; utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        total += (ticks(14) + ticks(15)) as f64 / tck;
+    }
+    Ok(Some(total))
+}
+
+fn rx_packets(netns: &str, dev: &str) -> Result<u64> {
+    let out = ip(&["-n", netns, "-s", "-j", "link", "show", "dev", dev])?;
+    let v: Value = serde_json::from_str(&out).context("parsing `ip -s -j link show`")?;
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no rx packet counter for {dev} in {netns}"))
+}
+
+/// Figure 1 once: the generator in c1, c2's eth0 rx counter over the window.
+fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
+    let [h1, h2] = [env.h(0), env.h(1)];
+    let window = Duration::from_secs(u64::from(env.plan.seconds));
+    let before = path_counters(env, setup)?;
+    let gen_s = (WARMUP + window + TAIL).as_secs_f64();
+    let cpu_before = fwd_cpu_s(env, setup)?;
+    let gen_started = Instant::now();
+    let mut cmd = netns_cmd(&h1.container_netns, &env.gen_exe);
+    cmd.args(["bench-gen", "--dst", &h2.container_ip.to_string()])
+        .args([
+            "--port",
+            &GEN_PORT.to_string(),
+            "--threads",
+            "2",
+            "--sockets",
+            "4",
+        ])
+        .args([
+            "--payload",
+            "18",
+            "--batch",
+            "64",
+            "--seconds",
+            &format!("{gen_s:.3}"),
+        ]);
+    let mut gen_proc = Bg::spawn(&mut cmd, "bench-gen")?;
+    std::thread::sleep(WARMUP);
+    gen_proc.check_running()?;
+    let c2 = &h2.container_netns;
+    let sample = || -> Result<(Instant, u64)> {
+        let t0 = Instant::now();
+        let n = rx_packets(c2, topology::CONTAINER_IFACE)?;
+        Ok((t0 + t0.elapsed() / 2, n))
+    };
+    let (t0, rx0) = sample()?;
+    std::thread::sleep(window.saturating_sub(t0.elapsed()));
+    let (t1, rx1) = sample()?;
+    let (_, lines, _) = gen_proc.finish(Duration::from_secs_f64(gen_s + 60.0))?;
+    let fwd_cpu_pct = match (cpu_before, fwd_cpu_s(env, setup)?) {
+        (Some(a), Some(b)) => Some(100.0 * (b - a) / gen_started.elapsed().as_secs_f64()),
+        _ => None,
+    };
+    let report: Value = lines
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| anyhow!("bench-gen printed no result line (stdout: {lines:?})"))?;
+    let after = path_counters(env, setup)?;
+    let sent = report["sent"].as_u64().unwrap_or(0);
+    let gen_elapsed_s = report["elapsed_s"].as_f64().unwrap_or(gen_s);
+    let window_s = (t1 - t0).as_secs_f64();
+    let received = rx1.saturating_sub(rx0);
+    let r = Rate {
+        sent,
+        gen_elapsed_s,
+        sent_pps: sent as f64 / gen_elapsed_s,
+        gen_errors: report["errors"].as_u64().unwrap_or(0),
+        received,
+        window_s,
+        received_pps: received as f64 / window_s,
+        path: delta(&before, &after),
+        fwd_cpu_pct,
+    };
+    outln!(
+        "rate: sent {:.3} Mpps ({} errors), received at c2 {:.3} Mpps ({:.1}%){}{}",
+        r.sent_pps / 1e6,
+        r.gen_errors,
+        r.received_pps / 1e6,
+        100.0 * r.received_pps / r.sent_pps.max(1.0),
+        r.fwd_cpu_pct.map_or_else(String::new, |p| format!(
+            "; vxlan-fwd processes used {p:.0}% of a CPU"
+        )),
+        losses(&r.path)
+    );
+    Ok(r)
+}
+
+/// The drop and error counters among `path`, as a line to print.
+fn losses(path: &BTreeMap<String, u64>) -> String {
+    let l: Vec<String> = path
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            k.contains("drop")
+                || k.contains("err")
+                || k.contains("refused")
+                || k.contains("too_big")
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if l.is_empty() {
+        String::new()
+    } else {
+        format!("\n      drops along the path: {}", l.join(", "))
+    }
+}
+
+/// Figure 2 once: iperf3 from c1 to c2.
+fn tcp(env: &Env, setup: Setup, flows: u32) -> Result<Tcp> {
+    let (c1, c2) = (&env.h(0).container_netns, &env.h(1).container_netns);
+    let dst = env.h(1).container_ip.to_string();
+    let mut server_cmd = netns_cmd(c2, "iperf3");
+    // --forceflush: stdout is a pipe; the "Server listening" line must not wait in a buffer.
+    server_cmd.args(["-s", "-1", "--forceflush", "-B", &dst]);
+    let before = path_counters(env, setup)?;
+    let server = Bg::spawn(&mut server_cmd, "iperf3 -s")?;
+    server.wait_line(Duration::from_secs(10), |l| l.contains("Server listening"))?;
+    let mut client_cmd = netns_cmd(c1, "iperf3");
+    client_cmd
+        .args(["-c", &dst, "-t", &env.plan.seconds.to_string(), "-J"])
+        .args(["-P", &flows.to_string()]);
+    let client = Bg::spawn(&mut client_cmd, "iperf3 -c")?;
+    let (status, lines, stderr) =
+        client.finish_any(Duration::from_secs(u64::from(env.plan.seconds) + 60))?;
+    let text = lines.join("\n");
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "iperf3 -c ({status}) printed no JSON ({e}): {stderr}{}",
+            &text[..text.len().min(400)]
+        )
+    })?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3 -c failed: {e}");
+    }
+    if !status.success() {
+        bail!("iperf3 -c exited with {status}: {stderr}");
+    }
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 JSON has no end.sum_received.bits_per_second"))?;
+    let retransmits = v["end"]["sum_sent"]["retransmits"].as_u64();
+    let _ = server.finish_any(Duration::from_secs(10));
+    let path = delta(&before, &path_counters(env, setup)?);
+    outln!(
+        "tcp {flows} flow(s): {:.2} Gbit/s (retransmits {}){}",
+        bps / 1e9,
+        retransmits.map_or_else(|| "n/a".into(), |r| r.to_string()),
+        losses(&path)
+    );
+    Ok(Tcp {
+        flows,
+        bits_per_second: bps,
+        retransmits,
+        path,
+    })
+}
+
+// ---------------------------------------------------------------- summary
+
+fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
+    let per = |s: Setup, f: &dyn Fn(&SetupResult) -> Option<f64>| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|r| r.setup(s))
+            .filter_map(f)
+            .collect()
+    };
+    let both = |key: &str, label: &str, unit: &str, f: &dyn Fn(&SetupResult) -> Option<f64>| {
+        Row::new(
+            key,
+            label,
+            unit,
+            per(Setup::Kernel, f),
+            per(Setup::VxlanFwd, f),
+        )
+    };
+    let mut rows = vec![
+        both(
+            "rate_received",
+            "1. 64-byte frames c1→c2: received",
+            "Mpps",
+            &|s| Some(s.rate.received_pps / 1e6),
+        ),
+        both(
+            "rate_sent",
+            "1. 64-byte frames c1→c2: sent",
+            "Mpps",
+            &|s| Some(s.rate.sent_pps / 1e6),
+        ),
+        both("tcp_1", "2. TCP c1→c2, 1 flow", "Gbit/s", &|s| {
+            Some(s.tcp_1.bits_per_second / 1e9)
+        }),
+        both("tcp_4", "2. TCP c1→c2, 4 flows", "Gbit/s", &|s| {
+            Some(s.tcp_4.bits_per_second / 1e9)
+        }),
+    ];
+    rows.push(both(
+        "fwd_cpu",
+        "1. vxlan-fwd processes' CPU during figure 1",
+        "% of a CPU",
+        &|s| s.rate.fwd_cpu_pct,
+    ));
+    let cases: Vec<(String, String)> = rounds
+        .first()
+        .map(|r| {
+            r.testrun
+                .iter()
+                .map(|c| (c.key.clone(), c.what.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (key, what) in &cases {
+        let vals: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r.testrun.iter().find(|c| &c.key == key).map(|c| c.ns))
+            .collect();
+        rows.push(Row::new(
+            &format!("testrun_{key}"),
+            &format!("3. {what}"),
+            "ns/pkt",
+            Vec::new(),
+            vals,
+        ));
+    }
+    for &n in &plan.fdb_sizes {
+        let l = scale_label(n);
+        let find = move |s: &SetupResult| s.scaled.iter().find(|x| x.fdb_entries == n).cloned();
+        rows.push(both(
+            &format!("rate_received_fdb_{n}"),
+            &format!("4. 64-byte frames received, FDB {l}"),
+            "Mpps",
+            &|s| find(s).map(|x| x.rate.received_pps / 1e6),
+        ));
+        rows.push(both(
+            &format!("rate_sent_fdb_{n}"),
+            &format!("4. 64-byte frames sent, FDB {l}"),
+            "Mpps",
+            &|s| find(s).map(|x| x.rate.sent_pps / 1e6),
+        ));
+        rows.push(both(
+            &format!("fwd_cpu_fdb_{n}"),
+            &format!("4. vxlan-fwd processes' CPU during figure 1, FDB {l}"),
+            "% of a CPU",
+            &|s| find(s).and_then(|x| x.rate.fwd_cpu_pct),
+        ));
+        rows.push(both(
+            &format!("fill_s_fdb_{n}"),
+            &format!("4. time to fill both hosts' FDB to {l}"),
+            "s",
+            &|s| find(s).map(|x| x.fill_s),
+        ));
+    }
+    for &n in std::iter::once(&0).chain(&plan.fdb_sizes) {
+        let vals: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r.setup(Setup::VxlanFwd))
+            .flat_map(|s| {
+                s.stops
+                    .iter()
+                    .filter(|x| x.fdb_entries == n)
+                    .map(|x| x.seconds)
+            })
+            .collect();
+        if !vals.is_empty() {
+            rows.push(Row::new(
+                &format!("fwd_stop_s_fdb_{n}"),
+                &format!(
+                    "5. vxlan-fwd SIGINT → exit (both hosts), {}",
+                    if n == 0 {
+                        "no filler".into()
+                    } else {
+                        format!("FDB {}", scale_label(n))
+                    }
+                ),
+                "s",
+                Vec::new(),
+                vals,
+            ));
+        }
+    }
+    let mem_cases: Vec<String> = rounds
+        .iter()
+        .filter_map(|r| r.setup(Setup::VxlanFwd))
+        .flat_map(|s| s.memory.iter().map(|m| m.case.clone()))
+        .fold(Vec::new(), |mut v, c| {
+            if !v.contains(&c) {
+                v.push(c);
+            }
+            v
+        });
+    for case in mem_cases {
+        let find = |s: &SetupResult| s.memory.iter().find(|m| m.case == case).cloned();
+        let cap = rounds
+            .iter()
+            .filter_map(|r| r.setup(Setup::VxlanFwd))
+            .find_map(&find)
+            .and_then(|m| m.max_fdb)
+            .map_or_else(String::new, |c| format!(", --max-fdb {c}"));
+        rows.push(both(
+            &format!("map_memory_{case}"),
+            &format!("5. BPF map memory (memlock), {case}{cap}"),
+            "MiB",
+            &|s| find(s).map(|m| m.map_memlock as f64 / 1048576.0),
+        ));
+        rows.push(both(
+            &format!("rss_{case}"),
+            &format!("5. vxlan-fwd RSS, {case}{cap}"),
+            "MiB",
+            &|s| find(s).map(|m| m.rss as f64 / 1048576.0),
+        ));
+    }
+    rows
+}
+
+fn panels(plan: &Plan, rows: &[Row]) -> Vec<Panel> {
+    let group = |label: &str, key: &str| {
+        let r = rows.iter().find(|r| r.key == key);
+        Group {
+            label: label.into(),
+            kernel: r.and_then(|r| r.kernel),
+            fwd: r.and_then(|r| r.vxlan_fwd),
+        }
+    };
+    let mut rate = vec![group("no filler", "rate_received")];
+    for &n in &plan.fdb_sizes {
+        rate.push(group(
+            &format!("FDB {}", scale_label(n)),
+            &format!("rate_received_fdb_{n}"),
+        ));
+    }
+    vec![
+        Panel {
+            title: "64-byte frames c1 -> c2, received".into(),
+            y_label: "Mpps".into(),
+            groups: rate,
+        },
+        Panel {
+            title: "TCP c1 -> c2 (iperf3)".into(),
+            y_label: "Gbit/s".into(),
+            groups: vec![group("1 flow", "tcp_1"), group("4 flows", "tcp_4")],
+        },
+    ]
+}
+
+fn definitions(plan: &Plan) -> Vec<String> {
+    let big = plan
+        .fdb_sizes
+        .last()
+        .copied()
+        .map_or_else(String::new, scale_label);
+    vec![
+        "64-byte frame: the classic minimum Ethernet frame with its 4-byte FCS, i.e. UDP payload \
+         18 bytes: a 60-byte inner frame as the kernel sees it (veths carry no FCS), 110 bytes \
+         once encapsulated"
+            .into(),
+        format!(
+            "1./4. sent: what the generator's sendmmsg calls accepted (xtask bench-gen in c1, 2 \
+             threads x 4 UDP flows, batches of 64); received: c2's eth0 rx_packets over a {} s \
+             window that opens {} ms after the generator starts. On this machine both the \
+             generator and the whole forwarding path share {} CPUs.",
+            plan.seconds,
+            WARMUP.as_millis(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        "2. iperf3 -c c2 -t S -J [-P 4] in c1, end.sum_received.bits_per_second".into(),
+        "3. BPF_PROG_TEST_RUN in a private network namespace: mean of the kernel-reported \
+         duration of single runs (repeat=1; the programs change the buffer, so a repeat would \
+         run another path); it includes the kernel's timing overhead, shown by the floor \
+         (`return XDP_DROP`) measured the same way and with one call of repeat=N. Flood copies \
+         leave through a veth whose peer's stack drops them."
+            .into(),
+        format!(
+            "4. FDB filler: N static entries (02:fb:..) behind the peer VTEP in each host: for \
+             the kernel in vxlan0's FDB (`self permanent`) and in br0's (`master static`); for \
+             vxlan-fwd in its FDB map, written directly; {big} entries need vxlan-fwd --max-fdb \
+             N+100k, so it is restarted for that case"
+        ),
+        "5. vxlan-fwd on h1: sum of the kernel's `memlock` (fdinfo) of the BPF maps it holds, \
+         and its VmRSS; the kernel setup's own memory is not measured (n/a)"
+            .into(),
+    ]
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A child process with its stdout lines on a channel and its stderr
+/// collected; killed (SIGKILL) if still running when dropped.
+struct Bg {
+    child: Option<Child>,
+    what: String,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Bg {
+    fn spawn(cmd: &mut Command, what: &str) -> Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = unblock_in_child(cmd)
+            .spawn()
+            .with_context(|| format!("failed to start `{}`", describe(cmd)))?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let buf = stderr.clone();
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                if let Ok(mut b) = buf.lock() {
+                    b.push_str(&s);
+                }
+            });
+        }
+        Ok(Self {
+            child: Some(child),
+            what: what.into(),
+            lines: rx,
+            stderr,
+        })
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn check_running(&mut self) -> Result<()> {
+        if let Some(c) = self.child.as_mut()
+            && let Some(status) = c.try_wait()?
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            bail!(
+                "{} exited early ({status}): {}",
+                self.what,
+                self.stderr_text()
+            );
+        }
+        Ok(())
+    }
+
+    fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) if pred(&l) => return Ok(l),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{} did not start within {} s", self.what, timeout.as_secs())
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "{} exited before it was ready: {}",
+                        self.what,
+                        self.stderr_text()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits for the exit (killing it after `limit`), whatever the status.
+    fn finish_any(mut self, limit: Duration) -> Result<(ExitStatus, Vec<String>, String)> {
+        let mut child = self.child.take().expect("child present until finished");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{} still running after {} s; killed it",
+                    self.what,
+                    limit.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads end when the pipes close.
+        let lines: Vec<String> = self.lines.iter().collect();
+        std::thread::sleep(Duration::from_millis(20));
+        Ok((status, lines, self.stderr_text()))
+    }
+
+    /// Waits for the exit; an error unless it exits 0.
+    fn finish(self, limit: Duration) -> Result<(ExitStatus, Vec<String>, String)> {
+        let what = self.what.clone();
+        let (status, lines, stderr) = self.finish_any(limit)?;
+        if !status.success() {
+            bail!("{what} exited with {status}: {stderr}");
+        }
+        Ok((status, lines, stderr))
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take()
+            && matches!(c.try_wait(), Ok(None))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
