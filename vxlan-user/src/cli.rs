@@ -126,9 +126,11 @@ pub struct RunArgs {
     /// unless this is given); repeatable.
     #[arg(long = "allow-remote", value_name = "CIDR", value_parser = crate::config::parse_cidr)]
     pub allow_remote: Vec<crate::config::Cidr>,
-    /// Attach XDP in generic (skb) mode instead of letting the driver choose.
-    #[arg(long)]
-    pub xdp_generic: bool,
+    /// XDP attach mode: `auto` (skb mode on a veth uplink, where it keeps
+    /// GSO super-packets whole and measured faster; the driver's native mode
+    /// elsewhere), `native`, or `generic` (skb mode).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
     /// Serve the counters in the Prometheus text format on ADDR:PORT
     /// (`GET /metrics`).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -136,6 +138,15 @@ pub struct RunArgs {
     /// Log from the eBPF programs (aya-log; costs nothing when off).
     #[arg(long)]
     pub debug_log: bool,
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    #[default]
+    Auto,
+    Native,
+    Generic,
 }
 
 pub fn parse_vni(s: &str) -> Result<u32, String> {

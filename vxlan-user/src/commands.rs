@@ -58,7 +58,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
     )?;
     let opts = loader::RunOptions {
-        xdp_generic: args.xdp_generic,
+        xdp_mode: args.xdp_mode,
         metrics: args.metrics,
         debug_log: args.debug_log,
     };

@@ -27,6 +27,7 @@ use vxlan_common::{
 
 use crate::{
     EBPF_OBJ, attach,
+    cli::XdpModeArg,
     config::{Cidr, Config, VniConfig},
     events::{Event, Hub},
     fdb,
@@ -39,7 +40,14 @@ use crate::{
 /// Longest interface name the kernel accepts.
 const IFNAMSIZ_MAX: usize = 15;
 /// How often the table is written to the state file.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
+/// How often the table is written to the state file (and always at stop).
+/// After a crash the live maps are adopted, so this is only a safety net.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+/// An FDB this large is scanned for static remote entries only every
+/// [`BIG_FDB_SCAN_EVERY`] rather than every second: each scan walks the
+/// whole map through syscalls.
+const BIG_FDB: usize = 20_000;
+const BIG_FDB_SCAN_EVERY: u32 = 30;
 
 /// A VNI with its interfaces resolved.
 struct Vni {
@@ -50,8 +58,8 @@ struct Vni {
 /// How to run, beside the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Attach XDP in generic (skb) mode.
-    pub xdp_generic: bool,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeArg,
     /// Serve Prometheus metrics here.
     pub metrics: Option<std::net::SocketAddr>,
     /// Log from the eBPF programs.
@@ -375,13 +383,25 @@ async fn serve(
     let _memberships = join_groups(vnis, local)?;
     // Senders and next hops before anything is attached: no frame of a
     // remote may meet an empty ALLOWED or NEIGH.
-    sync_allowed(&mut maps, &cfg.allow_remote);
-    resolve_remotes(nl, &mut maps).await;
+    let mut statics = StaticRemotes::default();
+    statics.refresh(&maps);
+    sync_allowed(&mut maps, &cfg.allow_remote, &statics);
+    resolve_remotes(nl, &mut maps, &statics).await;
 
     // Delivery first, then the ports, then XDP: no frame is decapsulated
     // before it can be delivered.
     let ports: Vec<LinkInfo> = vnis.iter().flat_map(|v| v.ports.iter().cloned()).collect();
-    let attached = attach::attach(&mut ebpf, nl, uplink, &ports, opts.xdp_generic, adopt).await?;
+    // Measured on veth uplinks (`cargo xtask bench`): native XDP makes the
+    // peer drop GSO, so every TCP super-packet arrives cut into ~45
+    // segments, and the veth's XDP ring overflows (TCP about 0.25× the
+    // kernel's); skb mode sees the super-packets whole and is faster for
+    // small packets too.
+    let generic = match opts.xdp_mode {
+        XdpModeArg::Generic => true,
+        XdpModeArg::Native => false,
+        XdpModeArg::Auto => uplink.kind.as_deref() == Some("veth"),
+    };
+    let attached = attach::attach(&mut ebpf, nl, uplink, &ports, generic, adopt).await?;
     if let Some(old) = &old {
         // Entries the old programs learned while we were starting.
         let _ = copy_fdb(old, &mut maps, false);
@@ -414,6 +434,7 @@ async fn serve(
         tokio::time::interval(Duration::from_millis((cfg.ageing * 100).clamp(500, 30_000)));
     let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
     let mut snap_tick = tokio::time::interval(SNAPSHOT_EVERY);
+    snap_tick.tick().await; // the first tick is immediate; nothing to save yet
     let mut names = port_names(vnis);
     loop {
         tokio::select! {
@@ -459,8 +480,9 @@ async fn serve(
                 }
             }
             _ = neigh_tick.tick() => {
-                resolve_remotes(nl, &mut maps).await;
-                sync_allowed(&mut maps, &cfg.allow_remote);
+                statics.refresh(&maps);
+                resolve_remotes(nl, &mut maps, &statics).await;
+                sync_allowed(&mut maps, &cfg.allow_remote, &statics);
             }
             _ = snap_tick.tick() => {
                 names = port_names(vnis);
@@ -482,7 +504,7 @@ async fn serve(
 /// Keeps ALLOWED equal to: for each VNI, its default remotes and static
 /// remote entries (/32), and the `--allow-remote` prefixes. Remotes added
 /// or deleted at run time (`fdb append`, `fdb del`) are followed here.
-fn sync_allowed(maps: &mut Maps, allow: &[Cidr]) {
+fn sync_allowed(maps: &mut Maps, allow: &[Cidr], statics: &StaticRemotes) {
     let mut want: BTreeSet<(u32, [u8; 8])> = BTreeSet::new();
     for (vni, info) in maps.vnis.iter().filter_map(Result::ok) {
         for r in fdb::remotes_of(&info) {
@@ -492,10 +514,8 @@ fn sync_allowed(maps: &mut Maps, allow: &[Cidr]) {
             want.insert((32 + u32::from(c.len), allow_data(vni, c.network().octets())));
         }
     }
-    for (k, e) in maps.fdb.iter().filter_map(Result::ok) {
-        if e.is_static() && !e.is_local() {
-            want.insert((32 + 32, allow_data(k.vni, e.remote)));
-        }
+    for (vni, r) in &statics.set {
+        want.insert((32 + 32, allow_data(*vni, r.octets())));
     }
     let have: BTreeSet<(u32, [u8; 8])> =
         maps.allowed.keys().filter_map(Result::ok).map(|k| (k.prefix_len(), k.data())).collect();
@@ -552,6 +572,34 @@ fn copy_fdb(old: &Maps, new: &mut Maps, overwrite: bool) -> Result<usize> {
     Ok(n)
 }
 
+/// The (VNI, remote VTEP) pairs of static FDB entries. Finding them walks
+/// the whole FDB, so a large FDB is walked only every
+/// [`BIG_FDB_SCAN_EVERY`] refreshes.
+#[derive(Default)]
+struct StaticRemotes {
+    set: BTreeSet<(u32, Ipv4Addr)>,
+    fdb_len: usize,
+    skipped: u32,
+}
+
+impl StaticRemotes {
+    fn refresh(&mut self, maps: &Maps) {
+        if self.fdb_len > BIG_FDB && self.skipped < BIG_FDB_SCAN_EVERY {
+            self.skipped += 1;
+            return;
+        }
+        self.skipped = 0;
+        self.set.clear();
+        self.fdb_len = 0;
+        for (k, e) in maps.fdb.iter().filter_map(Result::ok) {
+            self.fdb_len += 1;
+            if e.is_static() && !e.is_local() {
+                self.set.insert((k.vni, Ipv4Addr::from(e.remote)));
+            }
+        }
+    }
+}
+
 fn port_names(vnis: &[Vni]) -> StdHashMap<u32, String> {
     vnis.iter().flat_map(|v| v.ports.iter().map(|p| (p.index, p.name.clone()))).collect()
 }
@@ -560,16 +608,12 @@ fn port_names(vnis: &[Vni]) -> StdHashMap<u32, String> {
 /// entry in NEIGH, from the kernel's routing and neighbour tables, and asks
 /// the kernel to resolve those it does not know (flood copies cannot wait
 /// in the neighbour queue). Remotes added at run time are picked up here.
-async fn resolve_remotes(nl: &Netlink, maps: &mut Maps) {
+async fn resolve_remotes(nl: &Netlink, maps: &mut Maps, statics: &StaticRemotes) {
     let mut remotes = BTreeSet::new();
     for (_, info) in maps.vnis.iter().filter_map(Result::ok) {
         remotes.extend(fdb::remotes_of(&info));
     }
-    for (_, e) in maps.fdb.iter().filter_map(Result::ok) {
-        if e.is_static() && !e.is_local() {
-            remotes.insert(Ipv4Addr::from(e.remote));
-        }
-    }
+    remotes.extend(statics.set.iter().map(|(_, r)| *r));
     for r in remotes {
         if let Err(e) = resolve(nl, maps, r).await {
             warn!("resolving remote {r}: {e:#}");
