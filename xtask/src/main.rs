@@ -18,6 +18,7 @@ macro_rules! err {
 mod bench;
 mod demo;
 mod signals;
+mod soak;
 mod tasks;
 mod toolchain;
 mod topology;
@@ -80,6 +81,18 @@ enum Cmd {
     /// TCP throughput, per-packet program cost, FDB scale, memory. Writes
     /// target/bench/bench.json and bench.svg. Must run as root.
     Bench(bench::BenchArgs),
+    /// Run the fuzz test at full size: 1 000 000 random and mutated frames
+    /// through each eBPF program (`VXLAN_FUZZ_SEED` picks the seed). Must run
+    /// as root.
+    Fuzz {
+        /// Frames per program.
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+    },
+    /// Run both hosts at the highest rate for a long time (default 10 min) and
+    /// check that drops do not grow, the loaders' RSS stays flat and the FDB
+    /// stays consistent. Must run as root; not part of CI.
+    Soak(soak::SoakArgs),
     /// (internal) The bench's UDP generator, run inside a container namespace.
     #[command(hide = true)]
     BenchGen(bench::generator::GenArgs),
@@ -112,6 +125,8 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Test { .. } => util::require_root("cargo xtask test")?,
         Cmd::Demo { .. } => util::require_root("cargo xtask demo")?,
         Cmd::Bench(_) => util::require_root("cargo xtask bench")?,
+        Cmd::Fuzz { .. } => util::require_root("cargo xtask fuzz")?,
+        Cmd::Soak(_) => util::require_root("cargo xtask soak")?,
         Cmd::Build | Cmd::Run { .. } | Cmd::BenchGen(_) => {}
     }
     toolchain::ensure_toolchain()?;
@@ -121,6 +136,8 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Test { args } => tasks::test(&args),
         Cmd::Demo { topology_only } => demo::demo(topology_only).map(|()| 0),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz { frames } => tasks::fuzz(frames),
+        Cmd::Soak(args) => soak::soak(&args),
         Cmd::BenchGen(_) => unreachable!("handled above"),
     }
 }

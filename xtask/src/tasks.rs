@@ -97,6 +97,8 @@ pub fn run(args: &[OsString]) -> Result<u8> {
 pub fn test(extra: &[OsString]) -> Result<u8> {
     require_root("cargo xtask test")?;
     let bin = build()?;
+    let state_dir = workspace_root().join("target").join("test-state");
+    let _ = std::fs::remove_dir_all(&state_dir);
     let mut cmd = cargo();
     cmd.current_dir(workspace_root())
         .args([
@@ -111,6 +113,8 @@ pub fn test(extra: &[OsString]) -> Result<u8> {
         ])
         .args(extra)
         .env("VXLAN_FWD_BIN", &bin)
+        // The forwarders the tests start keep their tables here, not in /run.
+        .env("VXLAN_FWD_STATE_DIR", &state_dir)
         .stdout(Stdio::piped());
     outln!("xtask: VXLAN_FWD_BIN={} {}", bin.display(), describe(&cmd));
     let mut fg = Foreground::spawn(&mut cmd)?;
@@ -138,11 +142,26 @@ pub fn test(extra: &[OsString]) -> Result<u8> {
         }
     }
     let status = fg.wait()?;
+    let _ = std::fs::remove_dir_all(&state_dir);
     if status.success() {
         outln!("xtask: tests passed");
     } else {
         errln!("xtask: tests FAILED ({status})");
     }
     outln!("{passed} passed, {failed} failed, {ignored} skipped");
+    Ok(exit_code(status))
+}
+
+/// `cargo xtask fuzz`: the fuzz test with `frames` frames per program.
+pub fn fuzz(frames: u64) -> Result<u8> {
+    require_root("cargo xtask fuzz")?;
+    let bin = build()?;
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .args(["test", "--release", "-p", "vxlan-tests", "--test", "fuzz", "--", "--test-threads=1", "--nocapture"])
+        .env("VXLAN_FWD_BIN", &bin)
+        .env("VXLAN_FUZZ_FRAMES", frames.to_string());
+    outln!("xtask: VXLAN_FUZZ_FRAMES={frames} {}", describe(&cmd));
+    let status = run_foreground(&mut cmd)?;
     Ok(exit_code(status))
 }
