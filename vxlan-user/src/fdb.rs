@@ -87,6 +87,21 @@ pub fn remotes_of(info: &VniInfo) -> Vec<Ipv4Addr> {
     info.remotes.iter().take(info.n_remotes as usize).map(|r| Ipv4Addr::from(*r)).collect()
 }
 
+/// Adds `extra` default remotes to configured VNI `vni` (skipping those it
+/// has, up to the limit); a VNI not configured is left alone.
+pub fn merge_remotes(maps: &mut Maps, vni: u32, extra: &[Ipv4Addr]) -> Result<()> {
+    let Ok(mut info) = maps.vnis.get(&vni, 0) else { return Ok(()) };
+    let mut all = remotes_of(&info);
+    for r in extra {
+        if !all.contains(r) && all.len() < MAX_REMOTES {
+            all.push(*r);
+        }
+    }
+    set_remotes(&mut info, &all)?;
+    maps.vnis.insert(vni, info, 0).context("writing VNIS")?;
+    Ok(())
+}
+
 fn set_remotes(info: &mut VniInfo, remotes: &[Ipv4Addr]) -> Result<()> {
     if remotes.len() > MAX_REMOTES {
         bail!("at most {MAX_REMOTES} default remotes per VNI");

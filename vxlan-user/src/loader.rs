@@ -538,18 +538,7 @@ fn copy_state(old: &Maps, new: &mut Maps) -> Result<usize> {
         new.neigh.insert(k, v, 0)?;
     }
     for (vni, info) in old.vnis.iter().filter_map(Result::ok) {
-        let Ok(mut cur) = new.vnis.get(&vni, 0) else { continue };
-        let mut all = fdb::remotes_of(&cur);
-        for r in fdb::remotes_of(&info) {
-            if !all.contains(&r) && all.len() < vxlan_common::MAX_REMOTES {
-                all.push(r);
-            }
-        }
-        cur.n_remotes = all.len() as u32;
-        for (slot, r) in cur.remotes.iter_mut().zip(&all) {
-            *slot = r.octets();
-        }
-        new.vnis.insert(vni, cur, 0)?;
+        fdb::merge_remotes(new, vni, &fdb::remotes_of(&info))?;
     }
     for c in 0..vxlan_common::counters::NUM_COUNTERS {
         if let Ok(values) = old.counters.get(&c, 0) {

@@ -130,18 +130,7 @@ pub fn restore(
     now_ns: u64,
 ) -> Result<usize> {
     for (vni, remotes) in &saved.remotes {
-        let Ok(mut info) = maps.vnis.get(vni, 0) else { continue };
-        let mut all = fdb::remotes_of(&info);
-        for r in remotes {
-            if !all.contains(r) && all.len() < vxlan_common::MAX_REMOTES {
-                all.push(*r);
-            }
-        }
-        info.n_remotes = all.len() as u32;
-        for (slot, r) in info.remotes.iter_mut().zip(&all) {
-            *slot = r.octets();
-        }
-        maps.vnis.insert(*vni, info, 0)?;
+        fdb::merge_remotes(maps, *vni, remotes)?;
     }
     let mut n = 0;
     for e in &saved.entries {
