@@ -249,15 +249,23 @@ pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<us
 
 /// Removes learned entries not refreshed for `ageing_ns`; returns them.
 pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, FdbEntry)>> {
-    let stale: Vec<(FdbKey, FdbEntry)> = maps
-        .fdb
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, e)| !e.is_static() && now_ns.saturating_sub(e.last_seen_ns) > ageing_ns)
-        .collect();
+    // One walk finds the stale entries and counts the learned ones, so the
+    // learned count needs no second walk of a possibly huge map.
+    let mut learned = 0u64;
+    let mut stale = Vec::new();
+    for (k, e) in maps.fdb.iter().filter_map(Result::ok) {
+        if e.is_static() {
+            continue;
+        }
+        learned += 1;
+        if now_ns.saturating_sub(e.last_seen_ns) > ageing_ns {
+            stale.push((k, e));
+        }
+    }
     let removed: Vec<_> = stale.into_iter().filter(|(k, _)| maps.fdb.remove(k).is_ok()).collect();
     if !removed.is_empty() {
-        recount_learned(maps)?;
+        let n = learned - removed.len() as u64;
+        maps.learned.set(0, n, 0).context("writing LEARNED")?;
     }
     Ok(removed)
 }
