@@ -148,6 +148,31 @@ impl NetNs {
             .or_else(|| l["xdp"]["prog_id"].as_u64())
     }
 
+    /// Id of the eBPF program named `name` among the tc ingress filters of
+    /// `dev` (as `tc filter show` lists them), if any.
+    pub fn tc_ingress_prog_id(&self, dev: &str, name: &str) -> Option<u64> {
+        // No clsact on `dev` is not an error here: then there is no filter.
+        let mut c = self.command("tc");
+        c.args(["filter", "show", "dev", dev, "ingress"]);
+        let out = run_with_timeout(c, CMD_TIMEOUT).stdout;
+        out.lines().find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let has_name = w.windows(2).any(|p| p[0] == "name" && p[1] == name);
+            let id = w
+                .windows(2)
+                .find(|p| p[0] == "id")
+                .and_then(|p| p[1].parse().ok());
+            if has_name { id } else { None }
+        })
+    }
+
+    /// The program of a vxlan-fwd on uplink `dev` that uses all its maps:
+    /// its XDP program, or without XDP its TC uplink program.
+    pub fn uplink_prog_id(&self, dev: &str) -> Option<u64> {
+        self.xdp_prog_id(dev)
+            .or_else(|| self.tc_ingress_prog_id(dev, "vxlan_tc_uplink"))
+    }
+
     /// Starts `program args...` inside the namespace in the background.
     /// It is stopped when the returned guard is dropped, and at the latest
     /// when the namespace is deleted.

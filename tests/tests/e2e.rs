@@ -434,20 +434,39 @@ fn clean_teardown() {
         .container("c1", "h1", "veth0", "172.18.1.2")
         .build();
     let h1 = topo.host("h1");
-    let run_args = args(&["--host-if", HOST_IF, "--port", "veth0", "--remote", H2_IP]);
-    let f = Forwarder::start(&h1.ns, &run_args);
+    // The default on a veth uplink (no XDP: the TC program decapsulates),
+    // then skb-mode XDP.
+    for mode in ["auto", "generic"] {
+        let run_args = args(&[
+            "--host-if",
+            HOST_IF,
+            "--port",
+            "veth0",
+            "--remote",
+            H2_IP,
+            "--xdp-mode",
+            mode,
+        ]);
+        teardown_round(&h1.ns, &run_args, mode == "generic");
+    }
+}
 
-    // While it runs: XDP on the uplink, the host interface pair, its programs.
-    assert!(
-        uplink_details(&h1.ns).contains("xdp"),
-        "no XDP on eth0 while running"
+fn teardown_round(ns: &NetNs, run_args: &[&str], with_xdp: bool) {
+    let f = Forwarder::start(ns, run_args);
+
+    // While it runs: XDP on the uplink (or not), the host interface pair,
+    // its programs.
+    assert_eq!(
+        uplink_details(ns).contains("xdp"),
+        with_xdp,
+        "XDP on eth0 while running, with {run_args:?}"
     );
     assert!(
-        h1.ns.has_link(HOST_IF) && h1.ns.has_link(HOST_IF_PEER),
+        ns.has_link(HOST_IF) && ns.has_link(HOST_IF_PEER),
         "host interface missing"
     );
-    let xdp_id = h1.ns.xdp_prog_id("eth0").expect("XDP program id on eth0") as u32;
-    let maps = bpf::prog_map_ids(xdp_id);
+    let prog_id = ns.uplink_prog_id("eth0").expect("our program on eth0") as u32;
+    let maps = bpf::prog_map_ids(prog_id);
     let progs = bpf::progs_using_maps(&maps);
     let names: Vec<&str> = progs.iter().map(|p| p.name.as_str()).collect();
     for n in ["vxlan_xdp", "vxlan_tc_uplink", "vxlan_tc_port"] {
@@ -456,7 +475,7 @@ fn clean_teardown() {
             "program {n} not loaded while running (found {progs:?})"
         );
     }
-    assert!(vxlan_fwd(&h1.ns, ["fdb", "show"]).success());
+    assert!(vxlan_fwd(ns, ["fdb", "show"]).success());
 
     let out = f.stop();
     assert_eq!(out.code(), Some(0), "exit status after SIGINT: {out}");
@@ -464,16 +483,16 @@ fn clean_teardown() {
     assert!(out.stdout.contains("stopped"), "no `stopped` line: {out}");
     assert!(!out.combined().contains("panicked"), "{out}");
 
-    let details = uplink_details(&h1.ns);
+    let details = uplink_details(&ns);
     assert!(
         !details.contains("xdp"),
         "XDP still on eth0 after stop:\n{details}"
     );
-    assert!(!h1.ns.has_link(HOST_IF), "{HOST_IF} left behind");
-    assert!(!h1.ns.has_link(HOST_IF_PEER), "{HOST_IF_PEER} left behind");
+    assert!(!ns.has_link(HOST_IF), "{HOST_IF} left behind");
+    assert!(!ns.has_link(HOST_IF_PEER), "{HOST_IF_PEER} left behind");
     // tc filters (cls_bpf) outlive a process: none may be left.
     for dev in ["eth0", "veth0"] {
-        let tc = h1.ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
+        let tc = ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
         assert!(
             tc.trim().is_empty(),
             "tc ingress filters left on {dev} after stop:\n{tc}"
@@ -484,7 +503,7 @@ fn clean_teardown() {
         left.is_empty(),
         "programs still loaded after stop: {left:?}"
     );
-    let fdb = vxlan_fwd(&h1.ns, ["fdb", "show"]);
+    let fdb = vxlan_fwd(&ns, ["fdb", "show"]);
     assert!(
         !fdb.success(),
         "fdb show succeeded with no forwarder: {fdb}"
@@ -501,9 +520,9 @@ fn clean_teardown() {
     // Several rounds: a race right after the ready line shows up reliably.
     let signals = [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")];
     for (sig, name) in signals.into_iter().cycle().take(10) {
-        let out = start_and_signal_on_ready(&h1.ns, &run_args, sig);
-        let xdp_left = uplink_details(&h1.ns).contains("xdp");
-        let host_if_left = h1.ns.has_link(HOST_IF) || h1.ns.has_link(HOST_IF_PEER);
+        let out = start_and_signal_on_ready(ns, run_args, sig);
+        let xdp_left = uplink_details(&ns).contains("xdp");
+        let host_if_left = ns.has_link(HOST_IF) || ns.has_link(HOST_IF_PEER);
         if out.code() != Some(0)
             || out.timed_out
             || !out.stdout.contains("stopped")
@@ -517,10 +536,10 @@ fn clean_teardown() {
         }
         // Clean up what a failed stop left, so the next round starts afresh.
         if xdp_left {
-            let _ = h1.ns.try_ip(["link", "set", "dev", "eth0", "xdp", "off"]);
+            let _ = ns.try_ip(["link", "set", "dev", "eth0", "xdp", "off"]);
         }
         if host_if_left {
-            let _ = h1.ns.try_ip(["link", "del", HOST_IF]);
+            let _ = ns.try_ip(["link", "del", HOST_IF]);
         }
     }
     assert!(
@@ -645,16 +664,16 @@ fn errors_are_clear() {
     xdp::detach_xdp(&h1.ns, "eth0");
     assert_nothing_attached(&h1.ns, "foreign XDP detached", HOST_IF);
 
-    // A second forwarder on an uplink that already carries XDP (the first
-    // one's) fails, and the first one keeps forwarding.
+    // A second forwarder on an uplink that already carries a forwarder
+    // fails, and the first one keeps forwarding.
     let run_args = args(&["--port", "veth0", "--remote", H2_IP]);
     let f1 = Forwarder::start(&h1.ns, &run_args);
     let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
     assert_ping(&topo.container("c1").ns, "172.18.1.3", 2, &[&f1, &f2]);
-    let xdp_before = h1
+    let prog_before = h1
         .ns
-        .xdp_prog_id("eth0")
-        .expect("first forwarder's XDP on eth0");
+        .uplink_prog_id("eth0")
+        .expect("first forwarder's program on eth0");
     let mut second = run_args.clone();
     second.extend(["--host-if", "vxlan9"]);
     let out = start(&second);
@@ -667,9 +686,9 @@ fn errors_are_clear() {
         "second start left vxlan9 behind"
     );
     assert_eq!(
-        h1.ns.xdp_prog_id("eth0"),
-        Some(xdp_before),
-        "the first forwarder's XDP was replaced"
+        h1.ns.uplink_prog_id("eth0"),
+        Some(prog_before),
+        "the first forwarder's program was replaced"
     );
     let mut f1 = f1;
     assert!(
@@ -680,7 +699,12 @@ fn errors_are_clear() {
     assert_ping(&topo.container("c1").ns, "172.18.1.3", 3, &[&f1, &f2]);
     assert_ping(&topo.container("c2").ns, "172.18.1.2", 3, &[&f1, &f2]);
     // Checked last so that a wording problem does not hide the above.
-    assert_failed(&out, "uplink already has XDP", 1, &["XDP", "eth0"]);
+    assert_failed(
+        &out,
+        "uplink already has a forwarder",
+        1,
+        &["another vxlan-fwd", "eth0"],
+    );
     let out = f1.stop();
     assert!(out.success(), "first forwarder did not stop cleanly: {out}");
 }

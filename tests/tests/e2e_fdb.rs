@@ -1360,8 +1360,8 @@ fn restart_keeps_the_table() {
     let out = f1.kill();
     assert!(!out.status.success(), "SIGKILL: {out}");
     assert!(
-        h1.ns.xdp_prog_id("eth0").is_some(),
-        "XDP gone after SIGKILL"
+        h1.ns.uplink_prog_id("eth0").is_some(),
+        "the datapath gone after SIGKILL"
     );
     let f1 = Fwd::start(&h1.ns, &a1, dir.path());
     let t2 = table(&f1);

@@ -838,14 +838,40 @@ fn assert_dev_clean(ns: &NetNs, dev: &str, what: &str) {
 
 #[test]
 fn crash_and_adopt() {
-    let topo = Topology::seed("vxh-crash-")
+    crash_and_adopt_case("vxh-crash-", "auto", "auto");
+}
+
+/// The killed instance ran skb-mode XDP; the new one decapsulates in TC
+/// and removes the old XDP program once its own programs are in place.
+#[test]
+fn crash_and_adopt_across_modes() {
+    crash_and_adopt_case("vxh-crashm-", "generic", "auto");
+}
+
+fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str) {
+    let topo = Topology::seed(prefix)
         .container("c1", "h1", "veth0", C1_IP)
         .container("c2", "h2", "veth0", C2_IP)
         .build();
     topo.check_underlay();
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
     let (c1, c2) = (topo.container("c1"), topo.container("c2"));
-    let run1 = args(&["--port", "veth0", "--remote", H2_IP]);
+    let run1 = args(&[
+        "--port",
+        "veth0",
+        "--remote",
+        H2_IP,
+        "--xdp-mode",
+        first_mode,
+    ]);
+    let run2 = args(&[
+        "--port",
+        "veth0",
+        "--remote",
+        H2_IP,
+        "--xdp-mode",
+        second_mode,
+    ]);
     let f1 = Forwarder::start(&h1.ns, &run1);
     let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
     let r = ping_result(&c1.ns, C2_IP, 2);
@@ -856,8 +882,16 @@ fn crash_and_adopt() {
         f1.diagnostics()
     );
     let (mac1, mac2) = (c1.mac(), c2.mac());
-    let old_xdp = h1.ns.xdp_prog_id("eth0").expect("XDP on h1 eth0") as u32;
-    let old_maps = bpf::prog_map_ids(old_xdp);
+    let old_prog = h1
+        .ns
+        .uplink_prog_id("eth0")
+        .expect("our program on h1 eth0") as u32;
+    assert_eq!(
+        h1.ns.xdp_prog_id("eth0").is_some(),
+        first_mode == "generic",
+        "XDP on h1 eth0 with --xdp-mode {first_mode}"
+    );
+    let old_maps = bpf::prog_map_ids(old_prog);
 
     let started = Instant::now();
     let mut pinger: Process = c1
@@ -872,11 +906,11 @@ fn crash_and_adopt() {
     );
     let killed_at = started.elapsed();
 
-    // The datapath stays: XDP and the TC filters are still attached...
+    // The datapath stays: its programs are still attached...
     assert_eq!(
-        h1.ns.xdp_prog_id("eth0"),
-        Some(u64::from(old_xdp)),
-        "XDP program on h1 eth0 changed or vanished after SIGKILL"
+        h1.ns.uplink_prog_id("eth0"),
+        Some(u64::from(old_prog)),
+        "our program on h1 eth0 changed or vanished after SIGKILL"
     );
     let tc = h1
         .ns
@@ -903,21 +937,26 @@ fn crash_and_adopt() {
     );
 
     // A new forwarder adopts the running datapath while the ping goes on.
-    let f1 = Forwarder::start(&h1.ns, &run1);
+    let f1 = Forwarder::start(&h1.ns, &run2);
     let ready_at = started.elapsed();
     assert!(
         pinger.is_running(),
         "the ping ended before the new forwarder was ready (killed at {killed_at:?}, ready at \
          {ready_at:?}): adoption not tested under traffic"
     );
-    let new_xdp = h1
+    let new_prog = h1
         .ns
-        .xdp_prog_id("eth0")
-        .expect("XDP on h1 eth0 after restart");
+        .uplink_prog_id("eth0")
+        .expect("our program on h1 eth0 after restart");
     assert_ne!(
-        new_xdp,
-        u64::from(old_xdp),
-        "the new forwarder did not replace the XDP program"
+        new_prog,
+        u64::from(old_prog),
+        "the new forwarder did not replace the running program"
+    );
+    assert_eq!(
+        h1.ns.xdp_prog_id("eth0").is_some(),
+        second_mode == "generic",
+        "XDP on h1 eth0 after adoption with --xdp-mode {second_mode}"
     );
     let fdb = f1.fdb_show_json();
     let e1 = fdb_find(&fdb, &mac1)
@@ -952,7 +991,7 @@ fn crash_and_adopt() {
 
     // A clean stop removes everything, including what the killed instance
     // attached.
-    let new_maps = bpf::prog_map_ids(new_xdp as u32);
+    let new_maps = bpf::prog_map_ids(new_prog as u32);
     let out = f1.stop();
     assert!(
         out.success(),
@@ -1133,12 +1172,13 @@ fn debug_log_flag() {
         f1.diagnostics()
     );
     let logged = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        f1.output_so_far().1.contains("xdp: action")
+        let err = f1.output_so_far().1;
+        err.contains("xdp: action") || err.contains("tc uplink: action")
     });
     let out = f1.stop();
     assert!(
         logged,
-        "no `xdp: action` line on stderr with --debug-log: {out}"
+        "no `xdp: action` or `tc uplink: action` line on stderr with --debug-log: {out}"
     );
     assert!(out.success(), "stop: {out}");
 

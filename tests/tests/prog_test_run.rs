@@ -13,8 +13,8 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use vxlan_common::{
-    CFG_F_LEARNING, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data, map, prog,
+    CFG_F_LEARNING, CFG_F_TC_DECAP, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC,
+    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data, map, prog,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN},
 };
 
@@ -137,7 +137,16 @@ impl Dp {
     fn allow(&mut self, vni: u32, addr: [u8; 4], len: u32) {
         let mut t: LpmTrie<&mut MapData, [u8; 8], u32> =
             LpmTrie::try_from(self.ebpf.map_mut(map::ALLOWED).unwrap()).unwrap();
-        t.insert(&Key::new(32 + len, allow_data(vni, addr)), 1, 0).unwrap();
+        t.insert(&Key::new(32 + len, allow_data(vni, addr)), 1, 0)
+            .unwrap();
+    }
+
+    /// Sets `Config::flags` (e.g. `CFG_F_TC_DECAP`: no XDP on the uplink).
+    fn set_cfg_flags(&mut self, flags: u32) {
+        let mut a = Array::<_, Config>::try_from(self.ebpf.map_mut(map::CONFIG).unwrap()).unwrap();
+        let mut cfg = a.get(&0, 0).unwrap();
+        cfg.flags = flags;
+        a.set(0, cfg, 0).unwrap();
     }
 
     fn fdb(&mut self) -> HashMap<&mut MapData, FdbKey, FdbEntry> {
@@ -397,7 +406,11 @@ fn xdp_checks_the_outer_headers() {
     let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
     type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Mutation, Counter)> = vec![
-        ("bad checksum", Box::new(|f| f[OFF_IP + 10] ^= 0xff), Counter::DropIpChecksum),
+        (
+            "bad checksum",
+            Box::new(|f| f[OFF_IP + 10] ^= 0xff),
+            Counter::DropIpChecksum,
+        ),
         (
             "total length beyond the frame",
             Box::new(|f| {
@@ -419,7 +432,11 @@ fn xdp_checks_the_outer_headers() {
             Box::new(|f| f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)),
             Counter::DropUdpLength,
         ),
-        ("IHL below 5", Box::new(|f| f[OFF_IP] = 0x44), Counter::DropIpMalformed),
+        (
+            "IHL below 5",
+            Box::new(|f| f[OFF_IP] = 0x44),
+            Counter::DropIpMalformed,
+        ),
         (
             "IPv4 options",
             Box::new(|f| {
@@ -438,7 +455,10 @@ fn xdp_checks_the_outer_headers() {
         assert_eq!(dp.run_xdp(&f).0, XDP_DROP, "{what}");
         assert_eq!(dp.counter(*counter), 1, "{what}: counted under its reason");
     }
-    assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned from any of them");
+    assert!(
+        dp.fdb_get(C2_MAC).is_none(),
+        "nothing learned from any of them"
+    );
     assert_eq!(dp.counter(Counter::RxDecap), 0);
     // Positive control: the unmodified frame is decapsulated.
     assert_eq!(dp.run_xdp(&good).0, XDP_PASS);
@@ -473,12 +493,30 @@ fn xdp_drops_vxlan_from_senders_that_are_not_remotes() {
     assert_eq!(dp.fdb_get(C2_MAC).unwrap().remote, [192, 168, 57, 99]);
 
     // Allowed in VNI 42 is not allowed in VNI 43.
-    dp.vnis().insert(43, VniInfo { n_ports: 0, ..Default::default() }, 0).unwrap();
+    dp.vnis()
+        .insert(
+            43,
+            VniInfo {
+                n_ports: 0,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
     let f43 = vxlan_frame(&inner_arp(C1_MAC), 43, LOCAL, 4789, 0x08);
     assert_eq!(dp.run_xdp(&f43).0, XDP_DROP);
     assert_eq!(dp.counter(Counter::DropSpoofed), 2);
     // A group-mode VNI accepts any sender.
-    dp.vnis().insert(43, VniInfo { flags: VNI_F_ANY_SENDER, ..Default::default() }, 0).unwrap();
+    dp.vnis()
+        .insert(
+            43,
+            VniInfo {
+                flags: VNI_F_ANY_SENDER,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
     assert_eq!(dp.run_xdp(&f43).0, XDP_PASS);
 }
 
@@ -727,5 +765,287 @@ fn vni_flood_list_is_per_vni() {
         dp.counter(Counter::DropNoNeigh),
         0,
         "VNI 43's remote was never tried"
+    );
+}
+
+// ------------------------------------------------ decapsulation in TC
+// Without XDP on the uplink (`CFG_F_TC_DECAP`, the default on veth
+// uplinks) the TC uplink program decapsulates itself.
+
+#[test]
+fn tc_decap_exact_output_to_known_port_and_learns() {
+    let mut dp = Dp::new();
+    dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    let port_a = dp.port_a;
+    dp.add_static(
+        C1_MAC,
+        FdbEntry {
+            ifindex: port_a,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+    );
+    let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
+    let (action, out) = dp.run_tc(
+        prog::TC_UPLINK,
+        &vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08),
+        LO,
+    );
+    assert_eq!(action, TC_ACT_REDIRECT, "delivered to the port");
+    assert_eq!(out, inner, "exactly the inner frame, outer headers gone");
+    assert_eq!(dp.counter(Counter::RxDecap), 1);
+    assert_eq!(dp.counter(Counter::RxDeliver), 1);
+    let e = dp.fdb_get(C2_MAC).expect("the sender's MAC is learned");
+    assert_eq!((e.remote, e.ifindex, e.flags), (REMOTE, 0, 0));
+    assert_eq!(
+        dp.neigh().get(&REMOTE, 0).map(|n| n.dmac).ok(),
+        Some(REMOTE_MAC),
+        "the way back to the sender is recorded"
+    );
+
+    // The same frame without CFG_F_TC_DECAP (XDP is on the uplink): not
+    // the TC program's to decapsulate.
+    dp.set_cfg_flags(CFG_F_LEARNING);
+    let f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+    let (action, out) = dp.run_tc(prog::TC_UPLINK, &f, LO);
+    assert_eq!((action, out), (TC_ACT_UNSPEC, f), "untouched");
+    assert_eq!(dp.counter(Counter::RxDecap), 1);
+}
+
+#[test]
+fn tc_decap_floods_broadcast_and_trims_padding() {
+    let mut dp = Dp::new();
+    dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    let inner = inner_arp(C2_MAC);
+    let mut f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+    f.extend_from_slice(&[0xee; 6]);
+    let (action, out) = dp.run_tc(prog::TC_UPLINK, &f, LO);
+    assert_eq!(action, TC_ACT_REDIRECT, "the last copy takes the original");
+    assert_eq!(out, inner, "inner frame, padding gone");
+    assert_eq!(
+        dp.counter(Counter::RxFloodCopy),
+        2,
+        "one copy per local port"
+    );
+    assert!(dp.fdb_get(C2_MAC).is_some(), "learned from a broadcast too");
+}
+
+/// Every bad-input case gives the same verdict and counter in TC as in XDP.
+#[test]
+fn tc_decap_validates_exactly_like_xdp() {
+    let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Mutation, Option<Counter>)> = vec![
+        ("good", Box::new(|_| {}), Some(Counter::RxDecap)),
+        (
+            "bad checksum",
+            Box::new(|f| f[OFF_IP + 10] ^= 0xff),
+            Some(Counter::DropIpChecksum),
+        ),
+        (
+            "TTL 0",
+            Box::new(|f| {
+                f[OFF_IP + 8] = 0;
+                fix_ip_checksum(f);
+            }),
+            Some(Counter::DropIpTtl),
+        ),
+        (
+            "UDP length inconsistent",
+            Box::new(|f| f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)),
+            Some(Counter::DropUdpLength),
+        ),
+        (
+            "IHL below 5",
+            Box::new(|f| f[OFF_IP] = 0x44),
+            Some(Counter::DropIpMalformed),
+        ),
+        (
+            "I flag clear",
+            Box::new(|f| f[OFF_VXLAN] = 0),
+            Some(Counter::DropVxlanFlags),
+        ),
+        (
+            "unknown VNI",
+            Box::new(|f| f[OFF_VXLAN + 6] ^= 0x40),
+            Some(Counter::DropUnknownVni),
+        ),
+        (
+            "spoofed sender",
+            Box::new(|f| {
+                f[OFF_IP + 15] = 99;
+                fix_ip_checksum(f);
+            }),
+            Some(Counter::DropSpoofed),
+        ),
+        (
+            "inner Ethernet cut",
+            Box::new(|f| {
+                f.truncate(OFF_INNER + 10);
+                fix_lengths(f);
+                f.resize(f.len() + 20, 0);
+            }),
+            Some(Counter::DropInnerTruncated),
+        ),
+        (
+            "another UDP port: not ours",
+            Box::new(|f| f[OFF_UDP + 3] ^= 1),
+            Some(Counter::RxPass),
+        ),
+        (
+            "a fragment: the kernel's",
+            Box::new(|f| {
+                f[OFF_IP + 6] = 0x20;
+                fix_ip_checksum(f);
+            }),
+            Some(Counter::RxPass),
+        ),
+    ];
+    for (what, mutate, counter) in &cases {
+        let mut f = good.clone();
+        mutate(&mut f);
+        let mut xdp = Dp::new();
+        let (xa, xout) = xdp.run_xdp(&f);
+        let mut tc = Dp::new();
+        tc.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+        let (ta, tout) = tc.run_tc(prog::TC_UPLINK, &f, LO);
+        let want_tc = match xa {
+            XDP_DROP => TC_ACT_SHOT,
+            XDP_PASS if *counter == Some(Counter::RxPass) => TC_ACT_UNSPEC,
+            XDP_PASS => TC_ACT_REDIRECT,
+            other => panic!("{what}: XDP returned {other}"),
+        };
+        assert_eq!(ta, want_tc, "{what}: TC verdict (XDP said {xa})");
+        if let Some(c) = counter {
+            assert_eq!(
+                (xdp.counter(*c), tc.counter(*c)),
+                (1, 1),
+                "{what}: counted as {c:?} by both"
+            );
+        }
+        if ta == TC_ACT_UNSPEC {
+            assert_eq!(tout, f, "{what}: passed untouched");
+            assert_eq!(xout, f, "{what}: passed untouched by XDP too");
+        }
+        assert_eq!(
+            xdp.fdb_get(C2_MAC).is_some(),
+            tc.fdb_get(C2_MAC).is_some(),
+            "{what}: learned by both or neither"
+        );
+    }
+}
+
+/// Differential fuzz: random damage to VXLAN frames, run through XDP and
+/// through TC decapsulation, each with its own maps fed the same frames in
+/// the same order. Verdicts, counters, learned entries and the inner frame
+/// out must agree on every frame.
+#[test]
+fn tc_decap_agrees_with_xdp_on_damaged_frames() {
+    const FRAMES: u64 = 4000;
+    let mut xdp = Dp::new();
+    let mut tc = Dp::new();
+    tc.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    let mut seed: u64 = 0x5658_4c4e_7463_6463;
+    let mut next = move || {
+        // xorshift64*
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let compared: Vec<Counter> = Counter::ALL
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, Counter::RxDeliver | Counter::RxFloodCopy))
+        .collect();
+    let mut decapsulated = 0;
+    for i in 0..FRAMES {
+        let r = next();
+        let src = [0x02, 0xd0, 0, 0, (r >> 8) as u8 & 3, (r >> 16) as u8 & 7];
+        let dst = match r % 4 {
+            0 => [0xff; 6],
+            1 => C1_MAC,
+            _ => [0x02, 0xd0, 0, 0, (r >> 24) as u8 & 3, (r >> 32) as u8 & 7],
+        };
+        let inner = if r >> 40 & 1 == 0 {
+            inner_ipv4(dst, src, 0)
+        } else {
+            inner_arp(src)
+        };
+        let vni = if r >> 41 & 7 == 0 { VNI + 1 } else { VNI };
+        let mut f = vxlan_frame(&inner, vni, LOCAL, 4789, 0x08);
+        // 0 to 3 random byte changes in the headers, sometimes with the
+        // lengths and checksum made consistent again (to get deeper).
+        for _ in 0..(r >> 44) % 4 {
+            let x = next();
+            let off = (x as usize) % (OFF_INNER + 14);
+            f[off] = (x >> 32) as u8;
+        }
+        match (r >> 48) % 4 {
+            0 => {
+                let cut = OFF_IP + (next() as usize) % (f.len() - OFF_IP);
+                f.truncate(cut.max(60));
+            }
+            1 => f.extend_from_slice(&vec![0; (r >> 52) as usize % 20]),
+            _ => {}
+        }
+        if r >> 56 & 1 == 0 && f.len() >= OFF_UDP + 8 {
+            fix_lengths(&mut f);
+        }
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        let cx: Vec<u64> = compared.iter().map(|c| xdp.counter(*c)).collect();
+        let ct: Vec<u64> = compared.iter().map(|c| tc.counter(*c)).collect();
+        let (xa, xout) = xdp.run_xdp(&f);
+        let (ta, tout) = tc.run_tc(prog::TC_UPLINK, &f, LO);
+        let dx: Vec<u64> = compared
+            .iter()
+            .zip(&cx)
+            .map(|(c, b)| xdp.counter(*c) - b)
+            .collect();
+        let dt: Vec<u64> = compared
+            .iter()
+            .zip(&ct)
+            .map(|(c, b)| tc.counter(*c) - b)
+            .collect();
+        let what = format!(
+            "frame {i}: {}",
+            f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        assert_eq!(dx, dt, "{what}: counter deltas differ ({compared:?})");
+        let decap = dx[compared
+            .iter()
+            .position(|c| *c == Counter::RxDecap)
+            .unwrap()]
+            == 1;
+        match xa {
+            XDP_DROP => assert_eq!(ta, TC_ACT_SHOT, "{what}"),
+            XDP_PASS if decap => {
+                decapsulated += 1;
+                assert_eq!(ta, TC_ACT_REDIRECT, "{what}");
+                assert_eq!(&xout[16..], &tout[..], "{what}: inner frames differ");
+            }
+            XDP_PASS => {
+                assert_eq!(ta, TC_ACT_UNSPEC, "{what}");
+                assert_eq!((&xout, &tout), (&f, &f), "{what}: not untouched");
+            }
+            other => panic!("{what}: XDP returned {other}"),
+        }
+    }
+    for mac_lo in 0..8u8 {
+        for mac_mid in 0..4u8 {
+            let mac = [0x02, 0xd0, 0, 0, mac_mid, mac_lo];
+            let (a, b) = (xdp.fdb_get(mac), tc.fdb_get(mac));
+            assert_eq!(
+                a.map(|e| (e.remote, e.ifindex)),
+                b.map(|e| (e.remote, e.ifindex)),
+                "learned entry for {mac:02x?}"
+            );
+        }
+    }
+    assert!(
+        decapsulated > FRAMES / 20,
+        "too few frames got through to be a test: {decapsulated}"
     );
 }

@@ -152,7 +152,10 @@ fn mac_classes() {
 #[test]
 fn multicast_group_mac_and_class() {
     use vxlan_common::wire::{is_multicast_ip, multicast_mac};
-    assert_eq!(multicast_mac(&[224, 1, 1, 1]), [0x01, 0x00, 0x5e, 0x01, 0x01, 0x01]);
+    assert_eq!(
+        multicast_mac(&[224, 1, 1, 1]),
+        [0x01, 0x00, 0x5e, 0x01, 0x01, 0x01]
+    );
     assert_eq!(
         multicast_mac(&[239, 255, 2, 3]),
         [0x01, 0x00, 0x5e, 0x7f, 0x02, 0x03],
@@ -183,9 +186,16 @@ fn icmp_frag_needed_is_well_formed() {
     assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 2]);
     let ip = &f[14..34];
     assert_eq!(fold_sum(ip), 0xffff, "IPv4 checksum");
-    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ICMP_FRAG_LEN - 14);
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        ICMP_FRAG_LEN - 14
+    );
     assert_eq!(ip[9], 1);
-    assert_eq!(&ip[12..16], &[172, 18, 1, 3], "from the original destination");
+    assert_eq!(
+        &ip[12..16],
+        &[172, 18, 1, 3],
+        "from the original destination"
+    );
     assert_eq!(&ip[16..20], &[172, 18, 1, 2], "to the original source");
     let icmp = &f[34..];
     assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
@@ -199,8 +209,8 @@ fn icmp_errors_only_where_allowed() {
     use vxlan_common::wire::icmp_error_allowed;
     // DF, TCP, 172.18.1.2 -> 172.18.1.3
     let base: [u8; 28] = [
-        0x45, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0, 172, 18, 1, 2, 172, 18, 1, 3, 0, 80, 0, 80,
-        0, 0, 0, 0,
+        0x45, 0, 0x05, 0xdc, 0, 1, 0x40, 0, 64, 6, 0, 0, 172, 18, 1, 2, 172, 18, 1, 3, 0, 80, 0,
+        80, 0, 0, 0, 0,
     ];
     assert!(icmp_error_allowed(&base));
     let with = |i: usize, v: u8| {
@@ -209,7 +219,10 @@ fn icmp_errors_only_where_allowed() {
         h
     };
     assert!(!icmp_error_allowed(&with(7, 0xb9)), "non-initial fragment");
-    assert!(icmp_error_allowed(&with(6, 0x60)), "first fragment (MF) is fine");
+    assert!(
+        icmp_error_allowed(&with(6, 0x60)),
+        "first fragment (MF) is fine"
+    );
     let mut icmp_err = with(9, 1);
     icmp_err[20] = 3;
     assert!(!icmp_error_allowed(&icmp_err), "about an ICMP error");

@@ -113,6 +113,9 @@ impl FdbEntry {
 
 /// Learning is enabled.
 pub const CFG_F_LEARNING: u32 = 1;
+/// No XDP program on the uplink: the TC program there decapsulates itself
+/// (`--xdp-mode off`, the default on veth uplinks).
+pub const CFG_F_TC_DECAP: u32 = 2;
 
 /// Instance configuration: a single-entry array.
 #[repr(C)]

@@ -234,7 +234,11 @@ pub const ICMP_FRAG_LEN: usize = ETH_HLEN + IPV4_HLEN + 8 + IPV4_HLEN + 8;
 /// original destination address, as the kernel's tunnels do it
 /// (`iptunnel_pmtud_build_icmp`), so the sender's socket accepts it.
 #[inline(always)]
-pub fn icmp_frag_needed(orig: &[u8; ETH_HLEN + IPV4_HLEN + 8], mtu: u16, ttl: u8) -> [u8; ICMP_FRAG_LEN] {
+pub fn icmp_frag_needed(
+    orig: &[u8; ETH_HLEN + IPV4_HLEN + 8],
+    mtu: u16,
+    ttl: u8,
+) -> [u8; ICMP_FRAG_LEN] {
     let mut f = [0u8; ICMP_FRAG_LEN];
     let mut i = 0;
     while i < 6 {

@@ -1,21 +1,38 @@
-//! Uplink TC ingress: deliver frames the XDP program decapsulated.
+//! Uplink TC ingress: deliver decapsulated frames to their local port(s).
 //!
-//! XDP cannot hand a frame to a veth whose peer does not accept XDP frames
-//! (the default), so XDP decapsulates and passes the inner frame up with an
-//! [`XdpMeta`]; here, in TC, the frame is an skb and can go anywhere:
-//! straight into a container's namespace with `bpf_redirect_peer`, or out of
-//! a port with `bpf_redirect`/`bpf_clone_redirect`.
+//! Two ways in:
+//! - with XDP on the uplink, XDP has decapsulated the frame and put an
+//!   [`XdpMeta`] in front of it (XDP cannot hand a frame to a veth whose
+//!   peer does not accept XDP frames, the default): only delivery is left;
+//! - without XDP (`CFG_F_TC_DECAP`, the default on veth uplinks), the frame
+//!   is decapsulated here: [`rx::classify`], then `bpf_skb_adjust_room`,
+//!   which keeps a GSO super-packet whole (skb-mode XDP would copy it into
+//!   one linear buffer first).
+//!
+//! Delivery is straight into a container's namespace with
+//! `bpf_redirect_peer`, or out of a port with `bpf_redirect` /
+//! `bpf_clone_redirect`.
 
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    bindings::{
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO,
+        TC_ACT_REDIRECT, TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+    },
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
-use vxlan_common::{Counter, MAX_PORTS, META_MAGIC, PORT_F_PEER, XdpMeta};
+use vxlan_common::{
+    CFG_F_TC_DECAP, Config, Counter, MAX_PORTS, META_MAGIC, PORT_F_PEER, XdpMeta,
+    wire::{ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, OFF_INNER},
+};
 
-use crate::{maps::VNIS, stats::count};
+use crate::{
+    maps::{VNIS, config},
+    rx,
+    stats::count,
+};
 
 /// Hands the frame to local port `ifindex`: into its peer's ingress when the
 /// port is a veth whose peer lives in another namespace, else out of it.
@@ -40,22 +57,83 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             (*ctx.skb.skb).data as usize,
         )
     };
-    if meta + size_of::<XdpMeta>() > data {
-        return Ok(TC_ACT_UNSPEC);
+    if meta + size_of::<XdpMeta>() <= data {
+        // SAFETY: bounds checked just above.
+        let m = unsafe { *(meta as *const XdpMeta) };
+        if m.magic == META_MAGIC {
+            return deliver(ctx, m.vni, m.ifindex, m.flags);
+        }
     }
-    // SAFETY: bounds checked just above.
-    let m = unsafe { *(meta as *const XdpMeta) };
-    if m.magic != META_MAGIC {
-        return Ok(TC_ACT_UNSPEC);
+    match config() {
+        Some(cfg) if cfg.flags & CFG_F_TC_DECAP != 0 => decap(ctx, cfg),
+        _ => Ok(TC_ACT_UNSPEC),
     }
-    if m.ifindex != 0 {
+}
+
+/// Decapsulates in TC (no XDP on the uplink).
+#[inline(always)]
+fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
+    // The outer headers and the inner Ethernet header must be in the
+    // linear part to be read in place.
+    const HDRS: usize = OFF_INNER + ETH_HLEN;
+    if ctx.len() as usize >= HDRS && ctx.data() + HDRS > ctx.data_end() {
+        let _ = ctx.pull_data(HDRS as u32);
+    }
+    // SAFETY: reading a field of our skb context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(rx) = rx::classify(ctx, cfg, ifindex)? else {
+        count(Counter::RxPass);
+        return Ok(TC_ACT_UNSPEC);
+    };
+    if rx.pad > 0 {
+        let len = ctx.len() - rx.pad as u32;
+        // SAFETY: helper call on our own skb.
+        if unsafe { bpf_skb_change_tail(ctx.skb.skb, len, 0) } != 0 {
+            return Err(Counter::DropDecapFailed);
+        }
+    }
+    // The inner Ethernet header goes where the outer one is; then the 50
+    // bytes after it (outer IPv4, UDP, VXLAN, the inner header's old copy)
+    // are removed. The inner headers keep their offsets in the buffer.
+    let inner_eth: [u8; ETH_HLEN] = ctx.load(OFF_INNER).map_err(|_| Counter::DropDecapFailed)?;
+    ctx.store(0, &inner_eth, 0)
+        .map_err(|_| Counter::DropDecapFailed)?;
+    // FIXED_GSO: gso_size is the inner MSS already. DECAP_L3 sets
+    // skb->protocol to the inner frame's.
+    let l3 = match rx.inner_proto {
+        ETH_P_IP => BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64,
+        ETH_P_IPV6 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64,
+        _ => 0,
+    };
+    ctx.adjust_room(
+        -(ENCAP_LEN as i32),
+        BPF_ADJ_ROOM_MAC,
+        BPF_F_ADJ_ROOM_FIXED_GSO as u64 | l3,
+    )
+    .map_err(|_| Counter::DropDecapFailed)?;
+    count(Counter::RxDecap);
+    // skb->protocol is only right for IPv4/IPv6: any other frame goes out
+    // of the port, and the peer parses it on receive.
+    let flags = if l3 != 0 {
+        rx.port_flags
+    } else {
+        rx.port_flags & !PORT_F_PEER
+    };
+    deliver(ctx, rx.vni, rx.ifindex, flags)
+}
+
+/// Delivers to local port `ifindex` (with its `PORT_F_*` flags), or with
+/// `ifindex` 0 floods to every local port of the VNI.
+#[inline(always)]
+fn deliver(ctx: &TcContext, vni: u32, ifindex: u32, flags: u32) -> Result<i32, Counter> {
+    if ifindex != 0 {
         count(Counter::RxDeliver);
-        return Ok(redirect_port(m.ifindex, m.flags));
+        return Ok(redirect_port(ifindex, flags));
     }
 
     // Broadcast, multicast or unknown unicast: every local port of the VNI.
     // SAFETY: map value read in place, no concurrent writer frees it.
-    let Some(v) = (unsafe { VNIS.get(m.vni) }) else {
+    let Some(v) = (unsafe { VNIS.get(vni) }) else {
         return Err(Counter::DropUnknownVni);
     };
     let n = v.n_ports as usize;

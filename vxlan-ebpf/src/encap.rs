@@ -7,7 +7,7 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::{
-        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
         bpf_redirect_neigh, bpf_skb_change_head,
     },
     programs::TcContext,
@@ -52,7 +52,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
 
     if cfg.flags & CFG_F_LEARNING != 0 {
         fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
-            bpf_ktime_get_ns()
+            bpf_ktime_get_coarse_ns()
         });
     }
 

@@ -17,44 +17,64 @@ use crate::{
 /// local port `ifindex`. Static entries are never touched; an unchanged
 /// entry is refreshed in place at most every [`LEARN_REFRESH_NS`]; a moved
 /// entry is rewritten at once; a new one only below the learning cap.
+///
+/// True when the entry was written (new, moved or refreshed): at most
+/// about once a second per MAC, so callers hang per-sender work on it.
 #[inline(always)]
-pub fn learn(cfg: &Config, vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u32, now: u64) {
+pub fn learn(
+    cfg: &Config,
+    vni: u32,
+    mac: &[u8; 6],
+    remote: [u8; 4],
+    ifindex: u32,
+    now: u64,
+) -> bool {
     if is_multicast_mac(mac) || is_zero_mac(mac) {
-        return;
+        return false;
     }
     let key = FdbKey::new(vni, *mac);
-    let entry = FdbEntry { remote, ifindex, flags: 0, _pad: 0, last_seen_ns: now };
+    let entry = FdbEntry {
+        remote,
+        ifindex,
+        flags: 0,
+        _pad: 0,
+        last_seen_ns: now,
+    };
     if let Some(e) = FDB.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer for the duration of the program.
         let e = unsafe { &mut *e };
         if e.is_static() {
-            return;
+            return false;
         }
         if e.remote == remote && e.ifindex == ifindex {
             if now.wrapping_sub(e.last_seen_ns) >= LEARN_REFRESH_NS {
                 e.last_seen_ns = now;
+                return true;
             }
-            return;
+            return false;
         }
         // MAC move: at once.
         if FDB.insert(&key, &entry, BPF_ANY as u64).is_ok() {
             count(Counter::Learn);
             event(EV_MOVE, &key, &entry);
+            return true;
         }
-        return;
+        return false;
     }
-    let Some(learned) = LEARNED.get_ptr_mut(0) else { return };
+    let Some(learned) = LEARNED.get_ptr_mut(0) else {
+        return false;
+    };
     // SAFETY: a valid, aligned map value, shared by all CPUs, hence atomic
     // (the bpf target has no `AtomicU64::fetch_add`; the intrinsic becomes
     // BPF_ATOMIC_ADD).
     let n = unsafe { core::ptr::read_volatile(learned) };
     if n >= u64::from(cfg.max_learned) {
         count(Counter::LearnRefused);
-        return;
+        return false;
     }
     if FDB.insert(&key, &entry, BPF_NOEXIST as u64).is_err() {
         count(Counter::LearnRefused);
-        return;
+        return false;
     }
     // SAFETY: as above.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, 1) };
@@ -66,10 +86,11 @@ pub fn learn(cfg: &Config, vni: u32, mac: &[u8; 6], remote: [u8; 4], ifindex: u3
         // SAFETY: as above; adding 2^64 - 1 subtracts one.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, u64::MAX) };
         count(Counter::LearnRefused);
-        return;
+        return false;
     }
     count(Counter::Learn);
     event(EV_LEARN, &key, &entry);
+    true
 }
 
 #[inline(always)]

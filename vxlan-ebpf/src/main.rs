@@ -4,7 +4,8 @@
 //!   (VNI, inner source MAC) → outer source IP, strips the outer headers and
 //!   hands the inner frame up with an [`XdpMeta`] naming where it goes.
 //! - `vxlan_tc_uplink` (TC ingress, uplink): delivers frames that carry that
-//!   metadata to their local port(s); everything else passes untouched.
+//!   metadata to their local port(s); without XDP on the uplink it
+//!   decapsulates itself first. Everything else passes untouched.
 //! - `vxlan_tc_port` (TC ingress, each local port): learns local MACs,
 //!   switches local-to-local, encapsulates to remote VTEPs and floods.
 //!
@@ -20,6 +21,7 @@ mod encap;
 mod fdb;
 mod maps;
 mod pmtu;
+mod rx;
 mod stats;
 
 use aya_ebpf::{
@@ -66,7 +68,12 @@ pub fn vxlan_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn vxlan_tc_uplink(ctx: TcContext) -> i32 {
     match deliver::run(&ctx) {
-        Ok(action) => action,
+        Ok(action) => {
+            if debug_on() {
+                debug!(&ctx, "tc uplink: action {}", action);
+            }
+            action
+        }
         Err(reason) => {
             count(reason);
             if debug_on() {

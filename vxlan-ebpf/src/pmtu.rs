@@ -33,11 +33,15 @@ pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16) -> bool {
     // GSO: the largest segment is the L3 and L4 headers plus gso_size.
     let (l3, l4proto) = match proto {
         ETH_P_IP => {
-            let Ok(b) = ctx.load::<[u8; 10]>(ETH_HLEN) else { return false };
+            let Ok(b) = ctx.load::<[u8; 10]>(ETH_HLEN) else {
+                return false;
+            };
             (usize::from(b[0] & 0x0f) * 4, b[9])
         }
         ETH_P_IPV6 => {
-            let Ok(b) = ctx.load::<[u8; 7]>(ETH_HLEN) else { return false };
+            let Ok(b) = ctx.load::<[u8; 7]>(ETH_HLEN) else {
+                return false;
+            };
             (40, b[6])
         }
         _ => return false,

@@ -5,12 +5,12 @@
 //!   the kernel would detach when the process's last fd closes;
 //! - the TC programs are cls_bpf filters (direct action) on a clsact qdisc.
 //!
-//! A restart finds the running datapath by the XDP program on the uplink
-//! (see [`crate::maps::find_running`]) and replaces it without a gap: the
-//! new TC filters go in at the other of two priorities (so they run first),
-//! XDP is swapped atomically (`XDP_FLAGS_REPLACE` with the old program as
-//! the expected one), then the old filters are removed. A clean stop
-//! removes everything.
+//! A restart finds the running datapath by its program on the uplink (XDP,
+//! or without XDP the TC uplink program; see [`crate::maps::running_on`])
+//! and replaces it without a gap: the new TC filters go in at the other of
+//! two priorities (so they run first), XDP is swapped atomically
+//! (`XDP_FLAGS_REPLACE` with the old program as the expected one), then the
+//! old filters are removed. A clean stop removes everything.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -27,7 +27,13 @@ use aya::{
 use log::warn;
 use vxlan_common::prog;
 
-use crate::netlink::{LinkInfo, Netlink, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
+use crate::{
+    maps::Running,
+    netlink::{
+        LinkInfo, Netlink, XDP_FLAGS_DRV_MODE, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE,
+        XDP_FLAGS_UPDATE_IF_NOEXIST,
+    },
+};
 
 /// The two filter priorities instances alternate between.
 const PRIOS: [u16; 2] = [0xa000, 0xa001];
@@ -37,7 +43,8 @@ const HANDLE: TcHandle = TcHandle::new(0, 1);
 pub struct Attached {
     uplink: LinkInfo,
     ports: Vec<String>,
-    xdp_mode: u32,
+    /// XDP attach flags, if XDP is attached.
+    xdp_mode: Option<u32>,
     prio: u16,
     /// Interfaces on which this process created the clsact qdisc.
     created_clsact: Vec<String>,
@@ -46,7 +53,10 @@ pub struct Attached {
 }
 
 fn tc_prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
-    Ok(ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing"))?
+        .try_into()?)
 }
 
 /// Adds clsact to `iface` if it has none; true if this call created it.
@@ -59,7 +69,11 @@ fn ensure_clsact(iface: &str) -> Result<bool> {
 }
 
 fn attach_filter(ebpf: &mut Ebpf, name: &str, iface: &str, prio: u16) -> Result<()> {
-    let opts = NlOptions { priority: prio, handle: HANDLE, ..Default::default() };
+    let opts = NlOptions {
+        priority: prio,
+        handle: HANDLE,
+        ..Default::default()
+    };
     tc_prog(ebpf, name)?
         .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::Netlink(opts))
         .with_context(|| format!("attaching {name} to {iface} (tc ingress, priority {prio:#x})"))?;
@@ -68,21 +82,26 @@ fn attach_filter(ebpf: &mut Ebpf, name: &str, iface: &str, prio: u16) -> Result<
 
 /// Removes our filter at `prio` from `iface`, if there is one.
 fn detach_filter(iface: &str, prio: u16) {
-    if let Ok(link) = SchedClassifierLink::attached(iface, TcAttachType::Ingress, prio, HANDLE, None) {
+    if let Ok(link) =
+        SchedClassifierLink::attached(iface, TcAttachType::Ingress, prio, HANDLE, None)
+    {
         let _ = link.detach();
     }
 }
 
 /// Attaches the TC programs (uplink delivery first, then the ports), then
-/// XDP: replacing the running instance's program `old_xdp` atomically when
-/// adopting, else only if the uplink has none.
+/// XDP in mode `xdp` (`Some(true)`: skb mode) unless it is `None`: replacing
+/// the running instance's XDP program atomically when adopting one, else
+/// only if the uplink has none. An adopted XDP program that this instance
+/// does not replace is removed once our TC programs are in place (they
+/// also deliver what it decapsulated meanwhile).
 pub async fn attach(
     ebpf: &mut Ebpf,
     nl: &Netlink,
     uplink: &LinkInfo,
     ports: &[LinkInfo],
-    generic: bool,
-    old_xdp: Option<u32>,
+    xdp: Option<bool>,
+    old: Option<Running>,
 ) -> Result<Attached> {
     let mut created_clsact = Vec::new();
     for iface in std::iter::once(&uplink.name).chain(ports.iter().map(|p| &p.name)) {
@@ -103,24 +122,43 @@ pub async fn attach(
         attach_filter(ebpf, prog::TC_PORT, &p.name, prio)?;
     }
 
-    let xdp_mode = if generic { XDP_FLAGS_SKB_MODE } else { 0 };
-    let xdp = ebpf.program(prog::XDP_UPLINK).ok_or_else(|| anyhow!("XDP program missing"))?;
-    let fd = xdp.fd()?.as_fd().as_raw_fd();
-    match old_xdp {
-        Some(old_id) => {
+    let old_xdp = old.and_then(|r| r.xdp_id);
+    let xdp_mode = xdp.map(|generic| if generic { XDP_FLAGS_SKB_MODE } else { 0 });
+    match (xdp_mode, old_xdp) {
+        (Some(mode), Some(old_id)) => {
+            let fd = xdp_fd(ebpf)?;
             let old = loaded_programs()
                 .filter_map(Result::ok)
                 .find(|p| p.id() == old_id)
                 .ok_or_else(|| anyhow!("the running XDP program {old_id} disappeared"))?
                 .fd()?;
-            nl.set_xdp(uplink.index, Some(fd), xdp_mode | XDP_FLAGS_REPLACE, Some(old.as_fd().as_raw_fd()))
-                .await
-                .context("replacing the running XDP program")?;
-        }
-        None => nl
-            .set_xdp(uplink.index, Some(fd), xdp_mode | XDP_FLAGS_UPDATE_IF_NOEXIST, None)
+            nl.set_xdp(
+                uplink.index,
+                Some(fd),
+                mode | XDP_FLAGS_REPLACE,
+                Some(old.as_fd().as_raw_fd()),
+            )
             .await
-            .with_context(|| format!("attaching XDP to '{}'", uplink.name))?,
+            .context("replacing the running XDP program")?;
+        }
+        (Some(mode), None) => {
+            let fd = xdp_fd(ebpf)?;
+            nl.set_xdp(
+                uplink.index,
+                Some(fd),
+                mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
+                None,
+            )
+            .await
+            .with_context(|| format!("attaching XDP to '{}'", uplink.name))?
+        }
+        (None, Some(_)) => {
+            // Whichever mode it was attached in.
+            for mode in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
+                let _ = nl.set_xdp(uplink.index, None, mode, None).await;
+            }
+        }
+        (None, None) => {}
     }
     // The previous instance's filters, now idle behind ours.
     let other = if prio == PRIOS[0] { PRIOS[1] } else { PRIOS[0] };
@@ -134,15 +172,24 @@ pub async fn attach(
         xdp_mode,
         prio,
         created_clsact,
-        adopted: old_xdp.is_some(),
+        adopted: old.is_some(),
     })
+}
+
+fn xdp_fd(ebpf: &Ebpf) -> Result<i32> {
+    let xdp = ebpf
+        .program(prog::XDP_UPLINK)
+        .ok_or_else(|| anyhow!("XDP program missing"))?;
+    Ok(xdp.fd()?.as_fd().as_raw_fd())
 }
 
 impl Attached {
     /// Removes everything: XDP first (nothing more is decapsulated), then
     /// the filters, then the clsact qdiscs this process created.
     pub async fn detach(self, nl: &Netlink) {
-        if let Err(e) = nl.set_xdp(self.uplink.index, None, self.xdp_mode, None).await {
+        if let Some(mode) = self.xdp_mode
+            && let Err(e) = nl.set_xdp(self.uplink.index, None, mode, None).await
+        {
             warn!("detaching XDP from {}: {e:#}", self.uplink.name);
         }
         detach_filter(&self.uplink.name, self.prio);
@@ -152,7 +199,9 @@ impl Attached {
         // The clsact qdiscs that are now empty: ours, or left by an
         // instance of ours that died.
         for iface in std::iter::once(&self.uplink.name).chain(&self.ports) {
-            let Ok(link) = nl.link_by_name(iface).await else { continue };
+            let Ok(link) = nl.link_by_name(iface).await else {
+                continue;
+            };
             let empty = matches!(nl.clsact_filter_count(link.index).await, Ok(0));
             if empty
                 && (self.adopted || self.created_clsact.contains(iface))

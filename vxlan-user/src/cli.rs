@@ -126,9 +126,10 @@ pub struct RunArgs {
     /// unless this is given); repeatable.
     #[arg(long = "allow-remote", value_name = "CIDR", value_parser = crate::config::parse_cidr)]
     pub allow_remote: Vec<crate::config::Cidr>,
-    /// XDP attach mode: `auto` (skb mode on a veth uplink, where it keeps
-    /// GSO super-packets whole and measured faster; the driver's native mode
-    /// elsewhere), `native`, or `generic` (skb mode).
+    /// How the uplink receives VXLAN: `auto` (no XDP on a veth uplink: the
+    /// TC program decapsulates, which keeps GSO super-packets whole and
+    /// measured fastest; the driver's native XDP elsewhere), `native`,
+    /// `generic` (skb-mode XDP), or `off` (no XDP: decapsulate in TC).
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
     /// Serve the counters in the Prometheus text format on ADDR:PORT
@@ -147,6 +148,21 @@ pub enum XdpModeArg {
     Auto,
     Native,
     Generic,
+    Off,
+}
+
+impl XdpModeArg {
+    /// The XDP mode to attach in on a link of kind `kind` (`Some(true)`:
+    /// skb mode, `Some(false)`: native), or `None` for no XDP at all.
+    pub fn resolve(self, kind: Option<&str>) -> Option<bool> {
+        match self {
+            Self::Native => Some(false),
+            Self::Generic => Some(true),
+            Self::Off => None,
+            Self::Auto if kind == Some("veth") => None,
+            Self::Auto => Some(false),
+        }
+    }
 }
 
 pub fn parse_vni(s: &str) -> Result<u32, String> {
@@ -191,10 +207,20 @@ mod tests {
         let cli = Cli::try_parse_from(["vxlan-fwd", "--iface", "eth0", "--vni", "42"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.run.unwrap().vni, Some(42));
-        let cli =
-            Cli::try_parse_from(["vxlan-fwd", "fdb", "add", "02:00:00:00:00:01", "dst", "10.0.0.1", "vni", "42"])
-                .unwrap();
-        assert!(matches!(cli.command, Some(Command::Fdb(FdbCommand::Add { words })) if words.len() == 5));
+        let cli = Cli::try_parse_from([
+            "vxlan-fwd",
+            "fdb",
+            "add",
+            "02:00:00:00:00:01",
+            "dst",
+            "10.0.0.1",
+            "vni",
+            "42",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Fdb(FdbCommand::Add { words })) if words.len() == 5)
+        );
         let cli = Cli::try_parse_from(["vxlan-fwd", "fdb", "show", "--json"]).unwrap();
         assert!(matches!(
             cli.command,

@@ -21,7 +21,12 @@ use crate::{
 async fn running(nl: &Netlink) -> Result<(Maps, u32, HashMap<u32, String>)> {
     let (uplink, prog_id) = maps::find_running(nl).await?;
     let maps = Maps::from_program(prog_id)?;
-    let names = nl.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+    let names = nl
+        .links()
+        .await?
+        .into_iter()
+        .map(|l| (l.index, l.name))
+        .collect();
     Ok((maps, uplink.index, names))
 }
 
@@ -115,7 +120,10 @@ pub async fn stats(json: bool) -> Result<()> {
     let (maps, _, _) = running(&nl).await?;
     let values = stats::read(&maps)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats::to_json(&values))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats::to_json(&values))?
+        );
     } else {
         for (c, n) in values {
             println!("{:<24} {n}", c.name());

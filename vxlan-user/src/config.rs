@@ -44,7 +44,14 @@ pub const HOST_IF_MAX: usize = IFNAME_MAX - "-fwd".len();
 
 /// Keys allowed at the top level of the file.
 const TOP_KEYS: &[&str] = &[
-    "iface", "local", "dstport", "ageing", "max_fdb", "learning", "allow_remote", "vni",
+    "iface",
+    "local",
+    "dstport",
+    "ageing",
+    "max_fdb",
+    "learning",
+    "allow_remote",
+    "vni",
 ];
 /// Keys allowed in a `[[vni]]` table.
 const VNI_KEYS: &[&str] = &["id", "ports", "remotes", "group", "host_if"];
@@ -59,7 +66,11 @@ pub struct Cidr {
 impl Cidr {
     /// The first address of the prefix.
     pub fn network(&self) -> Ipv4Addr {
-        let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+        let mask = if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len))
+        };
         Ipv4Addr::from(u32::from(self.addr) & mask)
     }
 }
@@ -257,7 +268,8 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
     }
     file.learning = raw.learning;
     for v in raw.allow_remote.unwrap_or_default() {
-        let c = parse_cidr(v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "allow_remote")))?;
+        let c = parse_cidr(v.get_ref())
+            .map_err(|e| anyhow!("{}: {e}", at(v.span(), "allow_remote")))?;
         file.allow_remote.push(c);
     }
 
@@ -589,7 +601,11 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
         ageing: cli.ageing.or(file.ageing).unwrap_or(DEFAULT_AGEING),
         max_fdb: cli.max_fdb.or(file.max_fdb).unwrap_or(DEFAULT_MAX_FDB),
         learning: cli.learning.or(file.learning).unwrap_or(true),
-        allow_remote: if cli.allow_remote.is_empty() { file.allow_remote.clone() } else { cli.allow_remote },
+        allow_remote: if cli.allow_remote.is_empty() {
+            file.allow_remote.clone()
+        } else {
+            cli.allow_remote
+        },
         vnis: vnis.into_iter().map(|(v, _)| v).collect(),
     })
 }
@@ -1651,7 +1667,10 @@ group = "224.1.1.2"
         text.push_str(
             "[[vni]]\nid = 1\nports = []\nremotes = []\ngroup = \"224.0.0.9\"\nhost_if = \"h\"\n",
         );
-        assert_eq!(file(&text).allow_remote, vec![parse_cidr("10.0.0.0/8").unwrap()]);
+        assert_eq!(
+            file(&text).allow_remote,
+            vec![parse_cidr("10.0.0.0/8").unwrap()]
+        );
         assert_eq!(TOP_KEYS.len(), 8);
         assert_eq!(VNI_KEYS.len(), 5);
     }
@@ -1664,7 +1683,9 @@ group = "224.1.1.2"
         assert_eq!(parse_cidr("0.0.0.0/0").unwrap().network(), ip("0.0.0.0"));
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("10.0.0/8").is_err());
-        let e = parse("allow_remote = [\"10.0.0.0/40\"]\n", "v.toml").unwrap_err().to_string();
+        let e = parse("allow_remote = [\"10.0.0.0/40\"]\n", "v.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("v.toml:1: key `allow_remote`"), "{e}");
     }
 

@@ -44,7 +44,10 @@ impl Event {
             mac: format_mac(&ev.mac),
             dst: (ev.ifindex == 0).then(|| Ipv4Addr::from(ev.remote)),
             dev: (ev.ifindex != 0).then(|| {
-                names.get(&ev.ifindex).cloned().unwrap_or_else(|| format!("if{}", ev.ifindex))
+                names
+                    .get(&ev.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{}", ev.ifindex))
             }),
             vni: ev.vni,
         }
@@ -81,14 +84,15 @@ impl Hub {
         let std = std::os::unix::net::UnixListener::bind_addr(&socket_addr(uplink_ifindex)?)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::AddrInUse => {
-                    anyhow::anyhow!(
-                        "another vxlan-fwd is running with its XDP program on this uplink; stop it first"
-                    )
+                    anyhow::anyhow!("another vxlan-fwd is running on this uplink; stop it first")
                 }
                 _ => anyhow::Error::new(e).context("binding the events socket"),
             })?;
         std.set_nonblocking(true)?;
-        Ok(Self { listener: UnixListener::from_std(std)?, watchers: Vec::new() })
+        Ok(Self {
+            listener: UnixListener::from_std(std)?,
+            watchers: Vec::new(),
+        })
     }
 
     /// Waits for the next watcher and keeps it.
@@ -103,7 +107,9 @@ impl Hub {
         if self.watchers.is_empty() {
             return;
         }
-        let Ok(mut line) = serde_json::to_string(event) else { return };
+        let Ok(mut line) = serde_json::to_string(event) else {
+            return;
+        };
         line.push('\n');
         let mut alive = Vec::with_capacity(self.watchers.len());
         for mut w in self.watchers.drain(..) {

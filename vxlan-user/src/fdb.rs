@@ -11,6 +11,7 @@ use serde::Serialize;
 use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, MAX_REMOTES, VniInfo};
 
 use crate::{
+    batch,
     cli::{parse_ipv4, parse_vni},
     maps::Maps,
     netlink::{format_mac, parse_mac},
@@ -51,9 +52,12 @@ pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRo
     FdbRow {
         mac: format_mac(&key.mac),
         dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
-        dev: e
-            .is_local()
-            .then(|| names.get(&e.ifindex).cloned().unwrap_or_else(|| format!("if{}", e.ifindex))),
+        dev: e.is_local().then(|| {
+            names
+                .get(&e.ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("if{}", e.ifindex))
+        }),
         vni: key.vni,
         permanent: e.is_static(),
     }
@@ -75,22 +79,25 @@ pub fn rows(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Vec<FdbRow>>
             });
         }
     }
-    for item in maps.fdb.iter() {
-        let (key, e) = item?;
-        out.push(row(&key, &e, names));
-    }
+    batch::for_each(&maps.fdb, |key, e| out.push(row(key, e, names)))?;
     out.sort_by(|a, b| (a.vni, &a.mac, a.dst).cmp(&(b.vni, &b.mac, b.dst)));
     Ok(out)
 }
 
 pub fn remotes_of(info: &VniInfo) -> Vec<Ipv4Addr> {
-    info.remotes.iter().take(info.n_remotes as usize).map(|r| Ipv4Addr::from(*r)).collect()
+    info.remotes
+        .iter()
+        .take(info.n_remotes as usize)
+        .map(|r| Ipv4Addr::from(*r))
+        .collect()
 }
 
 /// Adds `extra` default remotes to configured VNI `vni` (skipping those it
 /// has, up to the limit); a VNI not configured is left alone.
 pub fn merge_remotes(maps: &mut Maps, vni: u32, extra: &[Ipv4Addr]) -> Result<()> {
-    let Ok(mut info) = maps.vnis.get(&vni, 0) else { return Ok(()) };
+    let Ok(mut info) = maps.vnis.get(&vni, 0) else {
+        return Ok(());
+    };
     let mut all = remotes_of(&info);
     for r in extra {
         if !all.contains(r) && all.len() < MAX_REMOTES {
@@ -175,7 +182,10 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
         match (op, spec.dst) {
             (Op::Add, Some(dst)) if remotes.is_empty() => remotes.push(dst),
             (Op::Add, Some(_)) => {
-                bail!("VNI {} already has a default remote: use `fdb append`", spec.vni)
+                bail!(
+                    "VNI {} already has a default remote: use `fdb append`",
+                    spec.vni
+                )
             }
             (Op::Append, Some(dst)) if remotes.contains(&dst) => {
                 bail!("{dst} is already a default remote of VNI {}", spec.vni)
@@ -193,7 +203,9 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
             (_, None) => bail!("missing `dst IP`"),
         }
         set_remotes(&mut info, &remotes)?;
-        maps.vnis.insert(spec.vni, info, 0).context("writing VNIS")?;
+        maps.vnis
+            .insert(spec.vni, info, 0)
+            .context("writing VNIS")?;
         return Ok(());
     }
     let key = FdbKey::new(spec.vni, spec.mac);
@@ -205,7 +217,11 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
         if let Some(dst) = spec.dst
             && (e.is_local() || Ipv4Addr::from(e.remote) != dst)
         {
-            bail!("{} in VNI {} is not behind {dst}", format_mac(&spec.mac), spec.vni);
+            bail!(
+                "{} in VNI {} is not behind {dst}",
+                format_mac(&spec.mac),
+                spec.vni
+            );
         }
         maps.fdb.remove(&key).context("deleting the entry")?;
         if !e.is_static() {
@@ -214,8 +230,16 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
         return Ok(());
     }
     let entry = match (spec.dst, port_index) {
-        (Some(dst), _) => FdbEntry { remote: dst.octets(), flags: FDB_F_STATIC, ..Default::default() },
-        (None, Some(ifindex)) => FdbEntry { ifindex, flags: FDB_F_STATIC, ..Default::default() },
+        (Some(dst), _) => FdbEntry {
+            remote: dst.octets(),
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+        (None, Some(ifindex)) => FdbEntry {
+            ifindex,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
         (None, None) => bail!("missing `dst IP` or `dev PORT`"),
     };
     if matches!(op, Op::Add | Op::Append) && existing.is_some() {
@@ -225,7 +249,9 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
             spec.vni
         );
     }
-    maps.fdb.insert(key, entry, 0).context("writing the entry (is the FDB full?)")?;
+    maps.fdb
+        .insert(key, entry, 0)
+        .context("writing the entry (is the FDB full?)")?;
     if existing.is_some_and(|e| !e.is_static()) {
         recount_learned(maps)?;
     }
@@ -235,34 +261,42 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
 /// Deletes FDB entries (never the default remotes): of one VNI or all,
 /// learned only or static too. Returns how many.
 pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<usize> {
-    let doomed: Vec<FdbKey> = maps
-        .fdb
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, e)| vni.is_none_or(|v| k.vni == v) && !(learned_only && e.is_static()))
-        .map(|(k, _)| k)
-        .collect();
-    let n = doomed.iter().filter(|k| maps.fdb.remove(k).is_ok()).count();
+    let mut doomed = Vec::new();
+    batch::for_each(&maps.fdb, |k, e| {
+        if vni.is_none_or(|v| k.vni == v) && !(learned_only && e.is_static()) {
+            doomed.push(*k);
+        }
+    })?;
+    let n = batch::delete(&mut maps.fdb, &doomed)?
+        .into_iter()
+        .filter(|d| *d)
+        .count();
     recount_learned(maps)?;
     Ok(n)
 }
 
 /// Removes learned entries not refreshed for `ageing_ns`; returns them.
 pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, FdbEntry)>> {
-    // One walk finds the stale entries and counts the learned ones, so the
-    // learned count needs no second walk of a possibly huge map.
+    // One (batched) read finds the stale entries and counts the learned
+    // ones, so the learned count needs no second walk of a possibly huge map.
     let mut learned = 0u64;
     let mut stale = Vec::new();
-    for (k, e) in maps.fdb.iter().filter_map(Result::ok) {
-        if e.is_static() {
-            continue;
+    batch::for_each(&maps.fdb, |k, e| {
+        if !e.is_static() {
+            learned += 1;
+            if now_ns.saturating_sub(e.last_seen_ns) > ageing_ns {
+                stale.push((*k, *e));
+            }
         }
-        learned += 1;
-        if now_ns.saturating_sub(e.last_seen_ns) > ageing_ns {
-            stale.push((k, e));
-        }
-    }
-    let removed: Vec<_> = stale.into_iter().filter(|(k, _)| maps.fdb.remove(k).is_ok()).collect();
+    })?;
+    let keys: Vec<FdbKey> = stale.iter().map(|(k, _)| *k).collect();
+    let deleted = batch::delete(&mut maps.fdb, &keys)?;
+    // Those deleted meanwhile (`fdb del`) are not reported.
+    let removed: Vec<_> = stale
+        .into_iter()
+        .zip(deleted)
+        .filter_map(|(s, d)| d.then_some(s))
+        .collect();
     if !removed.is_empty() {
         let n = learned - removed.len() as u64;
         maps.learned.set(0, n, 0).context("writing LEARNED")?;
@@ -273,14 +307,18 @@ pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, 
 /// Writes the exact number of learned entries to LEARNED, which the
 /// datapath only ever increments.
 pub fn recount_learned(maps: &mut Maps) -> Result<u64> {
-    let n = maps.fdb.iter().filter_map(Result::ok).filter(|(_, e)| !e.is_static()).count() as u64;
+    let mut n = 0u64;
+    batch::for_each(&maps.fdb, |_, e| n += u64::from(!e.is_static()))?;
     maps.learned.set(0, n, 0).context("writing LEARNED")?;
     Ok(n)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -302,11 +340,79 @@ mod tests {
         assert_eq!(s.vni, 42);
         let s = Spec::parse(&words("02:00:00:00:00:01 dev veth0 vni 7")).unwrap();
         assert_eq!(s.dev.as_deref(), Some("veth0"));
-        assert!(Spec::parse(&words("02:00:00:00:00:01 dst 192.168.57.54")).is_err(), "no vni");
-        assert!(Spec::parse(&words("nope dst 1.2.3.4 vni 1")).is_err(), "bad MAC");
-        assert!(Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3 vni 1")).is_err(), "bad IP");
-        assert!(Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3.4 vni 0")).is_err(), "bad VNI");
+        assert!(
+            Spec::parse(&words("02:00:00:00:00:01 dst 192.168.57.54")).is_err(),
+            "no vni"
+        );
+        assert!(
+            Spec::parse(&words("nope dst 1.2.3.4 vni 1")).is_err(),
+            "bad MAC"
+        );
+        assert!(
+            Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3 vni 1")).is_err(),
+            "bad IP"
+        );
+        assert!(
+            Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3.4 vni 0")).is_err(),
+            "bad VNI"
+        );
         assert!(Spec::parse(&words("02:00:00:00:00:01 via 1.2.3.4 vni 1")).is_err());
         assert!(Spec::parse(&words("02:00:00:00:00:01 dst")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod map_tests {
+    use super::*;
+    use crate::state::tests::{add_vni, live_maps, local, remote};
+
+    #[test]
+    fn age_flush_and_recount() {
+        let Some(mut maps) = live_maps(4096) else {
+            return;
+        };
+        add_vni(&mut maps, 42, &[]);
+        const N: u32 = 3000;
+        // Learned entries: the even ones seen at 1000 s, the odd at 10 s;
+        // every fifth entry static (never aged).
+        for i in 0..N {
+            let b = i.to_be_bytes();
+            let key = FdbKey::new(42 + i % 2, [2, 0, b[0], b[1], b[2], b[3]]);
+            let seen = if i % 2 == 0 { 1000 } else { 10 } * 1_000_000_000;
+            let e = match i % 3 {
+                0 => local(5, i % 5 == 0, seen),
+                _ => remote([10, 0, 0, 2], i % 5 == 0, seen),
+            };
+            maps.fdb.insert(key, e, 0).unwrap();
+        }
+        let statics = (0..N).filter(|i| i % 5 == 0).count() as u64;
+        let learned = u64::from(N) - statics;
+        assert_eq!(recount_learned(&mut maps).unwrap(), learned);
+        assert_eq!(maps.learned.get(&0, 0).unwrap(), learned);
+
+        // Ageing 300 s at 1010 s: the learned odd ones go.
+        let gone = age(&mut maps, 300_000_000_000, 1_010_000_000_000).unwrap();
+        let expect = (0..N).filter(|i| i % 2 == 1 && i % 5 != 0).count();
+        assert_eq!(gone.len(), expect);
+        assert!(gone.iter().all(|(k, e)| k.vni == 43 && !e.is_static()));
+        assert_eq!(maps.learned.get(&0, 0).unwrap(), learned - expect as u64);
+        assert_eq!(
+            batch::read_all(&maps.fdb).unwrap().len(),
+            N as usize - expect
+        );
+        assert!(
+            age(&mut maps, 300_000_000_000, 1_010_000_000_000)
+                .unwrap()
+                .is_empty()
+        );
+
+        // Flush the learned entries of VNI 42, then everything.
+        let n = flush(&mut maps, Some(42), true).unwrap();
+        assert_eq!(n, (0..N).filter(|i| i % 2 == 0 && i % 5 != 0).count());
+        assert_eq!(maps.learned.get(&0, 0).unwrap(), 0);
+        let left = batch::read_all(&maps.fdb).unwrap();
+        assert!(left.iter().all(|(_, e)| e.is_static()));
+        assert_eq!(flush(&mut maps, None, false).unwrap(), left.len());
+        assert!(batch::read_all(&maps.fdb).unwrap().is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! vxlan-fwd userspace: loader, CLI and control of the eBPF VXLAN datapath.
 
 pub mod attach;
+pub mod batch;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -11,9 +11,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf, lpm_trie::Key},
-    programs::{
-        ProgramError, SchedClassifier, Xdp,
-    },
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 use log::{info, warn};
 use tokio::{
@@ -21,8 +19,9 @@ use tokio::{
     signal::unix::{Signal, SignalKind, signal},
 };
 use vxlan_common::{
-    CFG_F_LEARNING, Config as DpConfig, FDB_STATIC_RESERVE, FdbEvent, MAX_PORTS, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, map, prog, wire::OVERHEAD,
+    CFG_F_LEARNING, CFG_F_TC_DECAP, Config as DpConfig, FDB_STATIC_RESERVE, FdbEvent, MAX_PORTS,
+    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, map, prog,
+    wire::OVERHEAD,
 };
 
 use crate::{
@@ -39,15 +38,16 @@ use crate::{
 
 /// Longest interface name the kernel accepts.
 const IFNAMSIZ_MAX: usize = 15;
-/// How often the table is written to the state file.
-/// How often the table is written to the state file (and always at stop).
-/// After a crash the live maps are adopted, so this is only a safety net.
+/// How often the table is written to the state file, if it changed (and
+/// always at stop). After a crash the live maps are adopted, so this is
+/// only a safety net.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
-/// An FDB this large is scanned for static remote entries only every
-/// [`BIG_FDB_SCAN_EVERY`] rather than every second: each scan walks the
-/// whole map through syscalls.
-const BIG_FDB: usize = 20_000;
-const BIG_FDB_SCAN_EVERY: u32 = 30;
+/// Static remote entries are looked for (a read of the whole FDB, ~0.3 s
+/// of CPU per million entries, batched) at most 1/this of the time: small
+/// FDBs at every refresh (every second), large ones less often...
+const STATIC_SCAN_SPACING: u32 = 100;
+/// ...but at least this often.
+const STATIC_SCAN_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// A VNI with its interfaces resolved.
 struct Vni {
@@ -77,18 +77,22 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let hub = Hub::bind(uplink.index).map_err(|e| anyhow!("interface '{}': {e:#}", uplink.name))?;
     // Our datapath left running by an instance that died is adopted;
     // anyone else's XDP program is left alone.
-    let adopt = match uplink.xdp_prog_id {
-        None => None,
-        Some(id) if maps::program_name(id).as_deref() == Some(prog::XDP_UPLINK) => Some(id),
-        Some(id) => bail!(
+    let adopt = maps::running_on(&nl, &uplink).await?;
+    if let Some(id) = uplink.xdp_prog_id
+        && adopt.is_none_or(|r| r.xdp_id != Some(id))
+    {
+        bail!(
             "interface '{}' already carries someone else's XDP program (id {id}); detach it first",
             uplink.name
-        ),
-    };
+        );
+    }
     let local = match cfg.local {
         Some(ip) => ip,
         None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
-            anyhow!("interface '{}' has no IPv4 address; give one with --local", uplink.name)
+            anyhow!(
+                "interface '{}' has no IPv4 address; give one with --local",
+                uplink.name
+            )
         })?,
     };
     let mut vnis = Vec::new();
@@ -96,7 +100,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     for v in &cfg.vnis {
         let mut ports = Vec::new();
         for name in &v.ports {
-            let port = nl.link_by_name(name).await.with_context(|| format!("port '{name}'"))?;
+            let port = nl
+                .link_by_name(name)
+                .await
+                .with_context(|| format!("port '{name}'"))?;
             if port.index == uplink.index {
                 bail!("port '{name}' is the uplink");
             }
@@ -108,7 +115,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         if ports.len() + usize::from(v.host_if.is_some()) > MAX_PORTS {
             bail!("at most {MAX_PORTS} local ports per VNI");
         }
-        vnis.push(Vni { cfg: v.clone(), ports });
+        vnis.push(Vni {
+            cfg: v.clone(),
+            ports,
+        });
     }
 
     let mut host_ifs = Vec::new();
@@ -139,7 +149,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     if result.is_ok() {
         let stop = (&mut sigint, &mut sigterm);
-        let inst = Instance { nl: &nl, cfg: &cfg, opts: &opts, uplink: &uplink, local, vnis: &vnis };
+        let inst = Instance {
+            nl: &nl,
+            cfg: &cfg,
+            opts: &opts,
+            uplink: &uplink,
+            local,
+            vnis: &vnis,
+        };
         result = serve(inst, hub, adopt, stop).await;
     }
     for h in host_ifs {
@@ -173,7 +190,10 @@ impl HostIf {
     async fn create(nl: &Netlink, name: &str, mtu: u32) -> Result<Self> {
         let peer = format!("{name}-fwd");
         if name.is_empty() || peer.len() > IFNAMSIZ_MAX {
-            bail!("host interface name '{name}' must be 1 to {} characters", IFNAMSIZ_MAX - 4);
+            bail!(
+                "host interface name '{name}' must be 1 to {} characters",
+                IFNAMSIZ_MAX - 4
+            );
         }
         for n in [name, peer.as_str()] {
             if nl.link_by_name(n).await.is_ok() {
@@ -188,7 +208,11 @@ impl HostIf {
             let p = nl.link_by_name(&peer).await?;
             nl.set_addrgenmode_none(p.index).await?;
             nl.set_up(p.index).await?;
-            Ok::<_, anyhow::Error>(Self { name: name.to_owned(), index: host.index, peer_index: p.index })
+            Ok::<_, anyhow::Error>(Self {
+                name: name.to_owned(),
+                index: host.index,
+                peer_index: p.index,
+            })
         }
         .await;
         if created.is_err()
@@ -203,7 +227,10 @@ impl HostIf {
 /// Explains a program load failure, with the end of the verifier's log.
 fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
@@ -248,7 +275,14 @@ fn load(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Fills CONFIG, VNIS, PORTS and GROUPS.
-fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, vnis: &[Vni]) -> Result<()> {
+fn configure(
+    maps: &mut Maps,
+    cfg: &Config,
+    uplink: &LinkInfo,
+    local: Ipv4Addr,
+    vnis: &[Vni],
+    tc_decap: bool,
+) -> Result<()> {
     let (port_lo, port_hi, ttl) = kernel_defaults();
     let dp = DpConfig {
         local_ip: local.octets(),
@@ -258,7 +292,8 @@ fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, 
         port_hi,
         ttl,
         mcast_ttl: 1,
-        flags: if cfg.learning { CFG_F_LEARNING } else { 0 },
+        flags: if cfg.learning { CFG_F_LEARNING } else { 0 }
+            | if tc_decap { CFG_F_TC_DECAP } else { 0 },
         max_learned: cfg.max_fdb,
         uplink_mac: uplink.mac,
         _pad: [0; 2],
@@ -285,14 +320,23 @@ fn configure(maps: &mut Maps, cfg: &Config, uplink: &LinkInfo, local: Ipv4Addr, 
         for (slot, p) in info.ports.iter_mut().zip(&v.ports) {
             *slot = p.index;
         }
-        maps.vnis.insert(v.cfg.id, info, 0).context("writing VNIS")?;
+        maps.vnis
+            .insert(v.cfg.id, info, 0)
+            .context("writing VNIS")?;
         for p in &v.ports {
             let peer = p.kind.as_deref() == Some("veth") && p.peer_in_other_netns;
-            let info = PortInfo { vni: v.cfg.id, flags: if peer { PORT_F_PEER } else { 0 } };
-            maps.ports.insert(p.index, info, 0).context("writing PORTS")?;
+            let info = PortInfo {
+                vni: v.cfg.id,
+                flags: if peer { PORT_F_PEER } else { 0 },
+            };
+            maps.ports
+                .insert(p.index, info, 0)
+                .context("writing PORTS")?;
         }
         if let Some(g) = v.cfg.group {
-            maps.groups.insert(g.octets(), 1, 0).context("writing GROUPS")?;
+            maps.groups
+                .insert(g.octets(), 1, 0)
+                .context("writing GROUPS")?;
         }
     }
     Ok(())
@@ -326,10 +370,17 @@ struct Instance<'a> {
 async fn serve(
     inst: Instance<'_>,
     mut hub: Hub,
-    adopt: Option<u32>,
+    adopt: Option<maps::Running>,
     stop: (&mut Signal, &mut Signal),
 ) -> Result<()> {
-    let Instance { nl, cfg, opts, uplink, local, vnis } = inst;
+    let Instance {
+        nl,
+        cfg,
+        opts,
+        uplink,
+        local,
+        vnis,
+    } = inst;
     let (sigint, sigterm) = stop;
     let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
@@ -343,29 +394,43 @@ async fn serve(
             let l = aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger")?;
             // SAFETY: the logger owns its ring buffer fd and lives as long
             // as the registration (this function).
-            Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("eBPF logger: {}", e.into_parts().1))?)
+            Some(
+                unsafe { AsyncFd::register(l) }
+                    .map_err(|e| anyhow!("eBPF logger: {}", e.into_parts().1))?,
+            )
         }
         false => None,
     };
-    let events = ebpf.take_map(map::EVENTS).ok_or_else(|| anyhow!("map EVENTS missing"))?;
+    let events = ebpf
+        .take_map(map::EVENTS)
+        .ok_or_else(|| anyhow!("map EVENTS missing"))?;
     // SAFETY: the ring buffer owns its fd and outlives the registration
     // (both live until the end of this function).
     let mut events = unsafe { AsyncFd::register(RingBuf::<MapData>::try_from(events)?) }
         .map_err(|e| anyhow!("watching the EVENTS ring buffer: {}", e.into_parts().1))?;
     let mut maps = Maps::take(&mut ebpf)?;
-    configure(&mut maps, cfg, uplink, local, vnis)?;
+    let xdp_mode = opts.xdp_mode.resolve(uplink.kind.as_deref());
+    configure(&mut maps, cfg, uplink, local, vnis, xdp_mode.is_none())?;
 
     let state_path = state::path(&uplink.name)?;
     let port_of: StdHashMap<String, (u32, u32)> = vnis
         .iter()
-        .flat_map(|v| v.ports.iter().map(|p| (p.name.clone(), (p.index, v.cfg.id))))
+        .flat_map(|v| {
+            v.ports
+                .iter()
+                .map(|p| (p.name.clone(), (p.index, v.cfg.id)))
+        })
         .collect();
     let old = match adopt {
         // The running datapath's live state is newer than any saved table.
-        Some(id) => {
-            let old = Maps::from_program(id).context("opening the running datapath's maps")?;
+        Some(r) => {
+            let old =
+                Maps::from_program(r.prog_id).context("opening the running datapath's maps")?;
             let n = copy_state(&old, &mut maps)?;
-            info!("adopting the running datapath (XDP program {id}): {n} FDB entries");
+            info!(
+                "adopting the running datapath (program {}): {n} FDB entries",
+                r.prog_id
+            );
             Some(old)
         }
         None => {
@@ -394,14 +459,11 @@ async fn serve(
     // Measured on veth uplinks (`cargo xtask bench`): native XDP makes the
     // peer drop GSO, so every TCP super-packet arrives cut into ~45
     // segments, and the veth's XDP ring overflows (TCP about 0.25× the
-    // kernel's); skb mode sees the super-packets whole and is faster for
-    // small packets too.
-    let generic = match opts.xdp_mode {
-        XdpModeArg::Generic => true,
-        XdpModeArg::Native => false,
-        XdpModeArg::Auto => uplink.kind.as_deref() == Some("veth"),
-    };
-    let attached = attach::attach(&mut ebpf, nl, uplink, &ports, generic, adopt).await?;
+    // kernel's); skb-mode XDP sees the super-packets whole but copies each
+    // into one linear buffer first (17% of the CPU in a TCP profile) and
+    // reallocates small frames for XDP's headroom. Decapsulating in TC does
+    // neither.
+    let attached = attach::attach(&mut ebpf, nl, uplink, &ports, xdp_mode, adopt).await?;
     if let Some(old) = &old {
         // Entries the old programs learned while we were starting.
         let _ = copy_fdb(old, &mut maps, false);
@@ -409,9 +471,14 @@ async fn serve(
     }
     drop(old);
     if let Some(addr) = opts.metrics {
+        let name = if xdp_mode.is_some() {
+            prog::XDP_UPLINK
+        } else {
+            prog::TC_UPLINK
+        };
         let id = ebpf
-            .program(prog::XDP_UPLINK)
-            .ok_or_else(|| anyhow!("XDP program missing"))?
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
             .info()?
             .id();
         metrics::serve(addr, id)?;
@@ -423,9 +490,20 @@ async fn serve(
             uplink.name,
             v.cfg.id,
             cfg.dstport,
-            v.cfg.remotes.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", "),
-            v.cfg.group.map_or_else(|| "none".to_owned(), |g| g.to_string()),
-            v.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+            v.cfg
+                .remotes
+                .iter()
+                .map(Ipv4Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            v.cfg
+                .group
+                .map_or_else(|| "none".to_owned(), |g| g.to_string()),
+            v.ports
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
 
@@ -435,6 +513,7 @@ async fn serve(
     let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
     let mut snap_tick = tokio::time::interval(SNAPSHOT_EVERY);
     snap_tick.tick().await; // the first tick is immediate; nothing to save yet
+    let mut saved_digest: Option<state::Digest> = None;
     let mut names = port_names(vnis);
     loop {
         tokio::select! {
@@ -486,7 +565,7 @@ async fn serve(
             }
             _ = snap_tick.tick() => {
                 names = port_names(vnis);
-                if let Err(e) = state::snapshot(&maps, &names).and_then(|s| state::save(&state_path, &s)) {
+                if let Err(e) = state::save_if_changed(&maps, &names, &state_path, &mut saved_digest) {
                     warn!("saving the table: {e:#}");
                 }
             }
@@ -517,8 +596,12 @@ fn sync_allowed(maps: &mut Maps, allow: &[Cidr], statics: &StaticRemotes) {
     for (vni, r) in &statics.set {
         want.insert((32 + 32, allow_data(*vni, r.octets())));
     }
-    let have: BTreeSet<(u32, [u8; 8])> =
-        maps.allowed.keys().filter_map(Result::ok).map(|k| (k.prefix_len(), k.data())).collect();
+    let have: BTreeSet<(u32, [u8; 8])> = maps
+        .allowed
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| (k.prefix_len(), k.data()))
+        .collect();
     for (len, data) in have.difference(&want) {
         let _ = maps.allowed.remove(&Key::new(*len, *data));
     }
@@ -551,46 +634,57 @@ fn copy_state(old: &Maps, new: &mut Maps) -> Result<usize> {
 
 /// Copies FDB entries (all, or only those the new map lacks).
 fn copy_fdb(old: &Maps, new: &mut Maps, overwrite: bool) -> Result<usize> {
+    /// Insert only if absent: the check and the insert are one step, so an
+    /// entry the new datapath learned meanwhile is kept.
+    const BPF_NOEXIST: u64 = 1;
+    let flags = if overwrite { 0 } else { BPF_NOEXIST };
     let mut n = 0;
-    for (k, e) in old.fdb.iter().filter_map(Result::ok) {
-        if overwrite || new.fdb.get(&k, 0).is_err() {
-            new.fdb.insert(k, e, 0)?;
-            n += 1;
+    for (k, e) in crate::batch::read_all(&old.fdb)? {
+        match new.fdb.insert(k, e, flags) {
+            Ok(()) => n += 1,
+            Err(aya::maps::MapError::SyscallError(err))
+                if !overwrite && err.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(err) => return Err(err.into()),
         }
     }
     Ok(n)
 }
 
-/// The (VNI, remote VTEP) pairs of static FDB entries. Finding them walks
-/// the whole FDB, so a large FDB is walked only every
-/// [`BIG_FDB_SCAN_EVERY`] refreshes.
+/// The (VNI, remote VTEP) pairs of static FDB entries. Finding them reads
+/// the whole FDB, so a scan that took `d` is followed by none for
+/// `d` × [`STATIC_SCAN_SPACING`] (at most [`STATIC_SCAN_MAX_WAIT`]).
 #[derive(Default)]
 struct StaticRemotes {
     set: BTreeSet<(u32, Ipv4Addr)>,
-    fdb_len: usize,
-    skipped: u32,
+    /// No scan before this; `None`: scan now.
+    next: Option<std::time::Instant>,
 }
 
 impl StaticRemotes {
     fn refresh(&mut self, maps: &Maps) {
-        if self.fdb_len > BIG_FDB && self.skipped < BIG_FDB_SCAN_EVERY {
-            self.skipped += 1;
+        let start = std::time::Instant::now();
+        if self.next.is_some_and(|t| start < t) {
             return;
         }
-        self.skipped = 0;
-        self.set.clear();
-        self.fdb_len = 0;
-        for (k, e) in maps.fdb.iter().filter_map(Result::ok) {
-            self.fdb_len += 1;
+        let mut set = BTreeSet::new();
+        let read = crate::batch::for_each(&maps.fdb, |k, e| {
             if e.is_static() && !e.is_local() {
-                self.set.insert((k.vni, Ipv4Addr::from(e.remote)));
+                set.insert((k.vni, Ipv4Addr::from(e.remote)));
             }
+        });
+        match read {
+            Ok(_) => self.set = set,
+            Err(e) => warn!("looking for static remote entries: {e:#}"),
         }
+        let wait = start.elapsed().saturating_mul(STATIC_SCAN_SPACING);
+        self.next = Some(start + wait.min(STATIC_SCAN_MAX_WAIT));
     }
 }
 
 fn port_names(vnis: &[Vni]) -> StdHashMap<u32, String> {
-    vnis.iter().flat_map(|v| v.ports.iter().map(|p| (p.index, p.name.clone()))).collect()
+    vnis.iter()
+        .flat_map(|v| v.ports.iter().map(|p| (p.index, p.name.clone())))
+        .collect()
 }
 
 /// Keeps the link-layer next hop of every default remote and static remote
@@ -615,7 +709,11 @@ async fn resolve(nl: &Netlink, maps: &mut Maps, remote: Ipv4Addr) -> Result<()> 
     match nl.neighbour_mac(oif, nh).await? {
         Some(dmac) => {
             let smac = nl.link_by_index(oif).await?.mac;
-            let entry = NeighEntry { dmac, smac, ifindex: oif };
+            let entry = NeighEntry {
+                dmac,
+                smac,
+                ifindex: oif,
+            };
             let key = remote.octets();
             if maps.neigh.get(&key, 0).ok() != Some(entry) {
                 maps.neigh.insert(key, entry, 0)?;

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
         (Some(Command::Run(a)), _) | (None, Some(a)) => a.debug_log,
         _ => false,
     };
-    let filter = if debug_log { "info,vxlan_ebpf=debug" } else { "warn" };
+    let filter = if debug_log {
+        "info,vxlan_ebpf=debug"
+    } else {
+        "warn"
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp(None)
         .init();

@@ -103,20 +103,45 @@ pub fn program_name(id: u32) -> Option<String> {
         .and_then(|p| p.name_as_str().map(str::to_owned))
 }
 
-/// The uplink of the forwarder running in this network namespace and its
-/// XDP program id.
+/// Our datapath found on an uplink.
+#[derive(Clone, Copy, Debug)]
+pub struct Running {
+    /// A program that uses every map: our XDP program, or without XDP our
+    /// TC uplink program (which then decapsulates).
+    pub prog_id: u32,
+    /// Our XDP program on the uplink, if attached.
+    pub xdp_id: Option<u32>,
+}
+
+/// Our datapath on `link`, if one is attached there.
+pub async fn running_on(nl: &Netlink, link: &LinkInfo) -> Result<Option<Running>> {
+    // (Result kept: a later check may fail for real.)
+    if let Some(id) = link.xdp_prog_id
+        && program_name(id).as_deref() == Some(prog::XDP_UPLINK)
+    {
+        return Ok(Some(Running {
+            prog_id: id,
+            xdp_id: Some(id),
+        }));
+    }
+    // A link without clsact has no filters to list.
+    for id in nl.tc_ingress_prog_ids(link.index).await.unwrap_or_default() {
+        if program_name(id).as_deref() == Some(prog::TC_UPLINK) {
+            return Ok(Some(Running {
+                prog_id: id,
+                xdp_id: None,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The uplink of the forwarder running in this network namespace and the
+/// id of a program that uses all its maps.
 pub async fn find_running(nl: &Netlink) -> Result<(LinkInfo, u32)> {
-    let ours: Vec<(u32, Option<String>)> = loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| (p.id(), p.name_as_str().map(str::to_owned)))
-        .collect();
     for link in nl.links().await? {
-        let Some(id) = link.xdp_prog_id else { continue };
-        if ours
-            .iter()
-            .any(|(pid, name)| *pid == id && name.as_deref() == Some(prog::XDP_UPLINK))
-        {
-            return Ok((link, id));
+        if let Some(r) = running_on(nl, &link).await? {
+            return Ok((link, r.prog_id));
         }
     }
     bail!("no vxlan-fwd is running in this network namespace")

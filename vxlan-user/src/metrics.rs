@@ -25,8 +25,12 @@ pub fn render(maps: &Maps) -> Result<String> {
     let drops = Family::<Labels, PromCounter>::default();
     for (c, n) in stats::read(maps)? {
         match c.name().strip_prefix("drop_") {
-            Some(reason) => drops.get_or_create(&vec![("reason".into(), reason.into())]).inc_by(n),
-            None => events.get_or_create(&vec![("event".into(), c.name().into())]).inc_by(n),
+            Some(reason) => drops
+                .get_or_create(&vec![("reason".into(), reason.into())])
+                .inc_by(n),
+            None => events
+                .get_or_create(&vec![("event".into(), c.name().into())])
+                .inc_by(n),
         };
     }
     registry.register("datapath", "Datapath events (per-CPU sums)", events);
@@ -34,10 +38,16 @@ pub fn render(maps: &Maps) -> Result<String> {
     let fdb = Family::<Labels, Gauge>::default();
     let (mut learned, mut fixed) = (0i64, 0i64);
     for (_, e) in maps.fdb.iter().filter_map(Result::ok) {
-        if e.is_static() { fixed += 1 } else { learned += 1 }
+        if e.is_static() {
+            fixed += 1
+        } else {
+            learned += 1
+        }
     }
-    fdb.get_or_create(&vec![("kind".into(), "learned".into())]).set(learned);
-    fdb.get_or_create(&vec![("kind".into(), "static".into())]).set(fixed);
+    fdb.get_or_create(&vec![("kind".into(), "learned".into())])
+        .set(learned);
+    fdb.get_or_create(&vec![("kind".into(), "static".into())])
+        .set(fixed);
     registry.register("fdb_entries", "FDB entries", fdb);
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| anyhow!("encoding metrics: {e}"))?;
@@ -48,26 +58,29 @@ pub fn render(maps: &Maps) -> Result<String> {
 pub fn serve(addr: SocketAddr, prog_id: u32) -> Result<()> {
     let server = tiny_http::Server::http(addr)
         .map_err(|e| anyhow!("cannot serve metrics on {addr}: {e}"))?;
-    thread::Builder::new().name("metrics".into()).spawn(move || {
-        for req in server.incoming_requests() {
-            let resp = if req.url() != "/metrics" {
-                tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-            } else {
-                match Maps::from_program(prog_id).and_then(|m| render(&m)) {
-                    Ok(body) => tiny_http::Response::from_string(body).with_header(
-                        tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
-                        )
-                        .expect("static header"),
-                    ),
-                    Err(e) => tiny_http::Response::from_string(format!("{e:#}\n")).with_status_code(500),
+    thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let resp = if req.url() != "/metrics" {
+                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                } else {
+                    match Maps::from_program(prog_id).and_then(|m| render(&m)) {
+                        Ok(body) => tiny_http::Response::from_string(body).with_header(
+                            tiny_http::Header::from_bytes(
+                                &b"Content-Type"[..],
+                                &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+                            )
+                            .expect("static header"),
+                        ),
+                        Err(e) => tiny_http::Response::from_string(format!("{e:#}\n"))
+                            .with_status_code(500),
+                    }
+                };
+                if let Err(e) = req.respond(resp) {
+                    warn!("metrics: {e}");
                 }
-            };
-            if let Err(e) = req.respond(resp) {
-                warn!("metrics: {e}");
             }
-        }
-    })?;
+        })?;
     Ok(())
 }

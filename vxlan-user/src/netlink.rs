@@ -39,6 +39,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `XDP_FLAGS_*` of linux/if_link.h.
 pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
@@ -267,6 +268,36 @@ impl Netlink {
         Ok(n)
     }
 
+    /// The eBPF program ids of the cls_bpf filters on a link's tc ingress
+    /// hook.
+    pub async fn tc_ingress_prog_ids(&self, index: u32) -> anyhow::Result<Vec<u32>> {
+        use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
+        let stream = self
+            .handle
+            .traffic_filter(index as i32)
+            .get()
+            .ingress()
+            .execute();
+        timed(async {
+            futures::pin_mut!(stream);
+            let mut ids = Vec::new();
+            while let Some(m) = stream.try_next().await.map_err(nl_error)? {
+                for a in &m.attributes {
+                    if let TcAttribute::Options(opts) = a {
+                        for o in opts {
+                            if let TcOption::Bpf(TcFilterBpfOption::ProgId(id)) = o {
+                                ids.push(*id);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(ids)
+        })
+        .await
+        .with_context(|| format!("listing the tc filters of ifindex {index}"))
+    }
+
     /// Removes the clsact qdisc of a link (like `tc qdisc del dev X
     /// clsact`), and with it every filter on it.
     pub async fn del_clsact(&self, index: u32) -> anyhow::Result<()> {
@@ -274,7 +305,10 @@ impl Netlink {
         let mut req = self.handle.qdisc().del(index as i32);
         let msg = req.message_mut();
         msg.header.parent = NlTcHandle::CLSACT;
-        msg.header.handle = NlTcHandle { major: 0xffff, minor: 0 };
+        msg.header.handle = NlTcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
         msg.attributes.push(TcAttribute::Kind("clsact".to_owned()));
         timed(async { req.execute().await.map_err(nl_error) })
             .await

@@ -10,8 +10,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    io::Write as _,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
 
 use crate::{
-    fdb,
+    batch, fdb,
     maps::Maps,
     netlink::{format_mac, parse_mac},
 };
@@ -70,49 +72,139 @@ pub fn path(uplink: &str) -> Result<PathBuf> {
     Ok(dir.join(format!("netns-{}-{uplink}.json", netns_cookie()?)))
 }
 
-/// The table as it is now.
-pub fn snapshot(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Saved> {
-    let mut saved = Saved::default();
-    for item in maps.vnis.iter() {
-        let (vni, info) = item?;
-        saved.remotes.insert(vni, fdb::remotes_of(&info));
-    }
-    for item in maps.fdb.iter() {
-        let (k, e) = item?;
-        let dev = match e.is_local() {
-            true => match names.get(&e.ifindex) {
-                Some(n) => Some(n.clone()),
-                None => continue,
-            },
-            false => None,
-        };
-        saved.entries.push(SavedEntry {
-            vni: k.vni,
-            mac: format_mac(&k.mac),
-            dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
-            dev,
-            is_static: e.is_static(),
-        });
-    }
-    saved.entries.sort_by(|a, b| (a.vni, &a.mac).cmp(&(b.vni, &b.mac)));
-    Ok(saved)
+/// A summary of what a state file holds: equal digests, equal files
+/// (entries are written sorted, so the map's order does not matter). It
+/// covers what is saved, not `last_seen_ns`: a table whose entries traffic
+/// merely refreshed is unchanged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    entries: u64,
+    /// Wrapping sum of the entries' hashes: independent of map order.
+    sum: u64,
+    /// Hash of the default remotes and of the port names.
+    rest: u64,
 }
 
-/// Writes `saved` atomically (temporary file, then rename).
-pub fn save(path: &std::path::Path, saved: &Saved) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| anyhow!("state path has no directory"))?;
+/// The saved part of the table, read from the maps (FDB entries raw).
+struct Table {
+    remotes: BTreeMap<u32, Vec<Ipv4Addr>>,
+    entries: Vec<(FdbKey, FdbEntry)>,
+    digest: Digest,
+}
+
+impl Table {
+    /// One batched read of the FDB. Local entries of ports not in `names`
+    /// are left out (they cannot be restored by name).
+    fn read(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Self> {
+        let mut remotes = BTreeMap::new();
+        for item in maps.vnis.iter() {
+            let (vni, info) = item?;
+            remotes.insert(vni, fdb::remotes_of(&info));
+        }
+        let mut entries = Vec::new();
+        let mut sum = 0u64;
+        batch::for_each(&maps.fdb, |k, e| {
+            if e.is_local() && !names.contains_key(&e.ifindex) {
+                return;
+            }
+            let mut h = DefaultHasher::new();
+            let (remote, ifindex) = match e.is_local() {
+                true => ([0; 4], e.ifindex),
+                false => (e.remote, 0),
+            };
+            (k.vni, k.mac, remote, ifindex, e.is_static()).hash(&mut h);
+            sum = sum.wrapping_add(h.finish());
+            entries.push((*k, *e));
+        })?;
+        let mut h = DefaultHasher::new();
+        remotes.hash(&mut h);
+        let mut ports: Vec<_> = names.iter().collect();
+        ports.sort_unstable();
+        ports.hash(&mut h);
+        let digest = Digest {
+            entries: entries.len() as u64,
+            sum,
+            rest: h.finish(),
+        };
+        Ok(Self {
+            remotes,
+            entries,
+            digest,
+        })
+    }
+
+    fn saved(mut self, names: &StdHashMap<u32, String>) -> Saved {
+        // Fixed-width lowercase hex: MAC bytes sort as their text does.
+        self.entries.sort_unstable_by_key(|(k, _)| (k.vni, k.mac));
+        let entries = self
+            .entries
+            .iter()
+            .map(|(k, e)| SavedEntry {
+                vni: k.vni,
+                mac: format_mac(&k.mac),
+                dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
+                dev: e
+                    .is_local()
+                    .then(|| names.get(&e.ifindex).cloned())
+                    .flatten(),
+                is_static: e.is_static(),
+            })
+            .collect();
+        Saved {
+            entries,
+            remotes: self.remotes,
+        }
+    }
+}
+
+/// The table as it is now.
+pub fn snapshot(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Saved> {
+    Ok(Table::read(maps, names)?.saved(names))
+}
+
+/// Writes the table to `path` unless it is the table the write that set
+/// `*last` wrote (and that file is still there). Returns whether it wrote.
+/// `*last` starts as `None`: the first call always writes.
+pub fn save_if_changed(
+    maps: &Maps,
+    names: &StdHashMap<u32, String>,
+    path: &Path,
+    last: &mut Option<Digest>,
+) -> Result<bool> {
+    let table = Table::read(maps, names)?;
+    if *last == Some(table.digest) && path.exists() {
+        return Ok(false);
+    }
+    let digest = table.digest;
+    save(path, &table.saved(names))?;
+    *last = Some(digest);
+    Ok(true)
+}
+
+/// Writes `saved` atomically (temporary file, then rename), as compact
+/// JSON streamed to the file (a million entries are some 80 MB).
+pub fn save(path: &Path, saved: &Saved) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("state path has no directory"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(saved)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    let write = || -> Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        serde_json::to_writer(&mut out, saved)?;
+        out.flush()?;
+        Ok(())
+    };
+    write().with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
-pub fn load(path: &std::path::Path) -> Result<Option<Saved>> {
+pub fn load(path: &Path) -> Result<Option<Saved>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -157,4 +249,141 @@ pub fn restore(
     }
     fdb::recount_learned(maps)?;
     Ok(n)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use aya::EbpfLoader;
+    use vxlan_common::{VniInfo, map};
+
+    use super::*;
+    use crate::EBPF_OBJ;
+
+    /// The datapath's maps, created from the eBPF object (no program is
+    /// loaded or attached), or None (with a message) when not root.
+    pub(crate) fn live_maps(max_fdb: u32) -> Option<Maps> {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating BPF maps needs root");
+            return None;
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map::FDB, max_fdb)
+            .load(EBPF_OBJ)
+            .expect("creating the maps of the eBPF object");
+        Some(Maps::take(&mut ebpf).expect("taking the maps"))
+    }
+
+    pub(crate) fn add_vni(maps: &mut Maps, vni: u32, remotes: &[[u8; 4]]) {
+        let mut info = VniInfo {
+            n_remotes: remotes.len() as u32,
+            ..Default::default()
+        };
+        info.remotes[..remotes.len()].copy_from_slice(remotes);
+        maps.vnis.insert(vni, info, 0).unwrap();
+    }
+
+    pub(crate) fn remote(ip: [u8; 4], is_static: bool, seen: u64) -> FdbEntry {
+        FdbEntry {
+            remote: ip,
+            flags: if is_static { FDB_F_STATIC } else { 0 },
+            last_seen_ns: seen,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn local(ifindex: u32, is_static: bool, seen: u64) -> FdbEntry {
+        FdbEntry {
+            ifindex,
+            ..remote([0; 4], is_static, seen)
+        }
+    }
+
+    fn mac(last: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, last]
+    }
+
+    #[test]
+    fn snapshot_digest_and_round_trip() {
+        let Some(mut maps) = live_maps(1024) else {
+            return;
+        };
+        add_vni(&mut maps, 42, &[[192, 168, 57, 54]]);
+        add_vni(&mut maps, 43, &[]);
+        let names: StdHashMap<u32, String> = [(5, "veth0".to_owned())].into();
+        let fdb = [
+            (FdbKey::new(42, mac(3)), remote([10, 0, 0, 2], false, 100)),
+            (FdbKey::new(42, mac(1)), remote([10, 0, 0, 3], true, 0)),
+            (FdbKey::new(43, mac(2)), local(5, false, 100)),
+            (FdbKey::new(43, mac(4)), local(5, true, 0)),
+            // A port this instance does not know: not saved.
+            (FdbKey::new(43, mac(9)), local(9, false, 100)),
+        ];
+        for (k, e) in fdb {
+            maps.fdb.insert(k, e, 0).unwrap();
+        }
+        let saved = snapshot(&maps, &names).unwrap();
+        let rows: Vec<_> = saved
+            .entries
+            .iter()
+            .map(|e| (e.vni, e.mac.as_str(), e.dst, e.dev.as_deref(), e.is_static))
+            .collect();
+        let ip = Ipv4Addr::new;
+        assert_eq!(
+            rows,
+            [
+                (42, "02:00:00:00:00:01", Some(ip(10, 0, 0, 3)), None, true),
+                (42, "02:00:00:00:00:03", Some(ip(10, 0, 0, 2)), None, false),
+                (43, "02:00:00:00:00:02", None, Some("veth0"), false),
+                (43, "02:00:00:00:00:04", None, Some("veth0"), true),
+            ]
+        );
+        assert_eq!(saved.remotes[&42], [ip(192, 168, 57, 54)]);
+        assert!(saved.remotes[&43].is_empty());
+
+        let dir = std::env::temp_dir().join(format!("vxlan-fwd-state-test-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let mut last = None;
+        let save = |maps: &Maps, last: &mut Option<Digest>, names: &StdHashMap<u32, String>| {
+            save_if_changed(maps, names, &path, last).unwrap()
+        };
+        assert!(save(&maps, &mut last, &names), "first save");
+        assert!(!save(&maps, &mut last, &names), "unchanged");
+        assert_eq!(load(&path).unwrap().as_ref(), Some(&saved));
+        // Traffic refreshing an entry changes nothing saved.
+        maps.fdb
+            .insert(fdb[0].0, remote([10, 0, 0, 2], false, 999), 0)
+            .unwrap();
+        assert!(!save(&maps, &mut last, &names), "refreshed only");
+        // A move does.
+        maps.fdb
+            .insert(fdb[0].0, remote([10, 0, 0, 7], false, 999), 0)
+            .unwrap();
+        assert!(save(&maps, &mut last, &names), "moved");
+        assert!(!save(&maps, &mut last, &names));
+        // So do a deletion, a new default remote, a renamed port...
+        maps.fdb.remove(&fdb[1].0).unwrap();
+        assert!(save(&maps, &mut last, &names), "deleted");
+        add_vni(&mut maps, 43, &[[192, 168, 57, 55]]);
+        assert!(save(&maps, &mut last, &names), "default remote");
+        let renamed: StdHashMap<u32, String> = [(5, "veth1".to_owned())].into();
+        assert!(save(&maps, &mut last, &renamed), "port renamed");
+        // ...and a state file that disappeared.
+        std::fs::remove_file(&path).unwrap();
+        assert!(save(&maps, &mut last, &renamed), "file gone");
+        let saved = load(&path).unwrap().unwrap();
+        assert_eq!(saved, snapshot(&maps, &renamed).unwrap());
+
+        // Restored into fresh maps, then saved again: the same table.
+        let Some(mut fresh) = live_maps(1024) else {
+            return;
+        };
+        add_vni(&mut fresh, 42, &[]);
+        add_vni(&mut fresh, 43, &[]);
+        let port_of: StdHashMap<String, (u32, u32)> = [("veth1".to_owned(), (5, 43))].into();
+        assert_eq!(restore(&mut fresh, &saved, &port_of, 1).unwrap(), 3);
+        assert_eq!(snapshot(&fresh, &renamed).unwrap(), saved);
+        assert_eq!(fresh.learned.get(&0, 0).unwrap(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -87,7 +87,9 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
             &host.netns,
             &host.name,
             &bin,
-            &["--iface", UPLINK, "--vni", "42", "--remote", &remote, "--port", PORT],
+            &[
+                "--iface", UPLINK, "--vni", "42", "--remote", &remote, "--port", PORT,
+            ],
         )?;
         fwd.wait_for_line("ready", Duration::from_secs(30), |l| l.contains("ready"))?;
     }
@@ -99,22 +101,49 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
     let dst: Ipv4Addr = h2.container_ip;
     let start = Instant::now();
     let mut samples = Vec::new();
-    outln!("soak: {} s at the highest rate, sampling every {} s", args.seconds, args.interval);
-    outln!("{:>6} {:>12} {:>14} {:>10} {:>10} {:>6} {:>6}", "t (s)", "drops", "rx_decap", "rss1 KiB", "rss2 KiB", "fdb1", "fdb2");
+    outln!(
+        "soak: {} s at the highest rate, sampling every {} s",
+        args.seconds,
+        args.interval
+    );
+    outln!(
+        "{:>6} {:>12} {:>14} {:>10} {:>10} {:>6} {:>6}",
+        "t (s)",
+        "drops",
+        "rx_decap",
+        "rss1 KiB",
+        "rss2 KiB",
+        "fdb1",
+        "fdb2"
+    );
     while start.elapsed().as_secs() < args.seconds {
-        let window = args.interval.min(args.seconds - start.elapsed().as_secs()).max(1);
+        let window = args
+            .interval
+            .min(args.seconds - start.elapsed().as_secs())
+            .max(1);
         let status = netns_cmd(&h1.container_netns, &gen_bin)
-            .args(["bench-gen", "--dst", &dst.to_string(), "--seconds", &window.to_string()])
+            .args([
+                "bench-gen",
+                "--dst",
+                &dst.to_string(),
+                "--seconds",
+                &window.to_string(),
+            ])
             .output()
             .context("running the generator")?;
         if !status.status.success() {
-            bail!("generator failed: {}", String::from_utf8_lossy(&status.stderr));
+            bail!(
+                "generator failed: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
         }
         let mut drops = 0;
         let mut rx_decap = 0;
         for host in [h1, h2] {
             let s = stats(&bin, &host.netns)?;
-            drops += s["drops"].as_object().map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
+            drops += s["drops"]
+                .as_object()
+                .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
             rx_decap += s["counters"]["rx_decap"].as_u64().unwrap_or(0);
         }
         let sample = Sample {
@@ -126,7 +155,13 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
         };
         outln!(
             "{:>6} {:>12} {:>14} {:>10} {:>10} {:>6} {:>6}",
-            sample.at, sample.drops, sample.rx_decap, sample.rss_kib[0], sample.rss_kib[1], sample.fdb[0], sample.fdb[1]
+            sample.at,
+            sample.drops,
+            sample.rx_decap,
+            sample.rss_kib[0],
+            sample.rss_kib[1],
+            sample.fdb[0],
+            sample.fdb[1]
         );
         samples.push(sample);
     }
@@ -138,11 +173,19 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
     };
     let mut problems = Vec::new();
     if last.drops > first.drops {
-        problems.push(format!("datapath drops grew from {} to {}", first.drops, last.drops));
+        problems.push(format!(
+            "datapath drops grew from {} to {}",
+            first.drops, last.drops
+        ));
     }
     for i in 0..2 {
         if last.rss_kib[i] * 10 > first.rss_kib[i] * 11 {
-            problems.push(format!("h{} RSS grew from {} to {} KiB", i + 1, first.rss_kib[i], last.rss_kib[i]));
+            problems.push(format!(
+                "h{} RSS grew from {} to {} KiB",
+                i + 1,
+                first.rss_kib[i],
+                last.rss_kib[i]
+            ));
         }
         if samples.iter().any(|s| s.fdb[i] != first.fdb[i]) {
             problems.push(format!("h{} FDB size changed during the soak", i + 1));

@@ -158,7 +158,17 @@ pub fn fuzz(frames: u64) -> Result<u8> {
     let bin = build()?;
     let mut cmd = cargo();
     cmd.current_dir(workspace_root())
-        .args(["test", "--release", "-p", "vxlan-tests", "--test", "fuzz", "--", "--test-threads=1", "--nocapture"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "vxlan-tests",
+            "--test",
+            "fuzz",
+            "--",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env("VXLAN_FWD_BIN", &bin)
         .env("VXLAN_FUZZ_FRAMES", frames.to_string());
     outln!("xtask: VXLAN_FUZZ_FRAMES={frames} {}", describe(&cmd));

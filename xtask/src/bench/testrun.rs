@@ -29,8 +29,8 @@ use aya::{
 };
 use serde::Serialize;
 use vxlan_common::{
-    CFG_F_LEARNING, Config, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey, NeighEntry,
-    PORT_F_PEER, PortInfo, VniInfo, allow_data, map, prog,
+    CFG_F_LEARNING, CFG_F_TC_DECAP, Config, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey,
+    NeighEntry, PORT_F_PEER, PortInfo, VniInfo, allow_data, map, prog,
     wire::{Outer, build_outer},
 };
 use vxlan_user::maps::Maps;
@@ -157,6 +157,14 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
         params.runs,
     )?);
     cases.push(dp.case(
+        "tc_decap",
+        "TC decap (no XDP: the default on veth uplinks), known unicast",
+        &frames.vxlan,
+        Prog::Uplink,
+        TC_ACT_REDIRECT,
+        params.runs,
+    )?);
+    cases.push(dp.case(
         "tc_encap",
         "TC encap, known unicast (to a remote VTEP)",
         &frames.inner_to_remote,
@@ -191,6 +199,14 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
             &frames.vxlan,
             Prog::Xdp,
             XDP_PASS,
+            params.runs,
+        )?);
+        cases.push(dp.case(
+            &format!("tc_decap_fdb_{size}"),
+            &format!("TC decap, known unicast, FDB {label}"),
+            &frames.vxlan,
+            Prog::Uplink,
+            TC_ACT_REDIRECT,
             params.runs,
         )?);
         cases.push(dp.case(
@@ -270,6 +286,8 @@ fn inner_udp(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 enum Prog {
     Xdp,
     Port,
+    /// The TC uplink program decapsulating (no XDP on the uplink).
+    Uplink,
 }
 
 /// A loaded datapath configured like a host of the seed topology: c1 on a
@@ -322,7 +340,8 @@ impl Dp {
             port_hi: 60999,
             ttl: 64,
             mcast_ttl: 1,
-            flags: CFG_F_LEARNING,
+            // TC_DECAP only changes what the TC uplink program does.
+            flags: CFG_F_LEARNING | CFG_F_TC_DECAP,
             max_learned: vxlan_common::DEFAULT_MAX_FDB,
             uplink_mac: UPLINK_MAC,
             uplink_mtu: 1500,
@@ -427,7 +446,12 @@ impl Dp {
         // struct __sk_buff is 192 bytes; `ifindex` (the ingress port) is at
         // offset 40.
         let mut ctx = [0u8; 192];
-        ctx[40..44].copy_from_slice(&self.devs_port.to_ne_bytes());
+        let ifindex = if matches!(which, Prog::Uplink) {
+            self.devs_uplink
+        } else {
+            self.devs_port
+        };
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 512];
         let (mut total, mut done, mut retval) = (Duration::ZERO, 0u64, 0u32);
         let started = Instant::now();
@@ -435,7 +459,7 @@ impl Dp {
             let opts = TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
-                ctx_in: matches!(which, Prog::Port).then_some(&ctx[..]),
+                ctx_in: matches!(which, Prog::Port | Prog::Uplink).then_some(&ctx[..]),
                 ..Default::default()
             };
             let r = match which {
@@ -447,11 +471,16 @@ impl Dp {
                         .try_into()?;
                     p.test_run(opts)
                 }
-                Prog::Port => {
+                Prog::Port | Prog::Uplink => {
+                    let name = if matches!(which, Prog::Port) {
+                        prog::TC_PORT
+                    } else {
+                        prog::TC_UPLINK
+                    };
                     let p: &mut SchedClassifier = self
                         .ebpf
-                        .program_mut(prog::TC_PORT)
-                        .ok_or_else(|| anyhow!("TC port program missing"))?
+                        .program_mut(name)
+                        .ok_or_else(|| anyhow!("TC program {name} missing"))?
                         .try_into()?;
                     p.test_run(opts)
                 }

@@ -1,0 +1,252 @@
+//! Underlay receive, shared by both decapsulation paths (XDP, and TC when
+//! the uplink carries no XDP program): recognise VXLAN for this VTEP,
+//! validate it as the kernel's IP layer would, learn, and find where the
+//! inner frame goes. The caller strips the outer headers.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_coarse_ns,
+    maps::lpm_trie::Key,
+    programs::{TcContext, XdpContext},
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
+use vxlan_common::{
+    CFG_F_LEARNING, Config, Counter, NeighEntry, VNI_F_ANY_SENDER, allow_data,
+    wire::{
+        ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
+        UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_multicast_ip, is_multicast_mac,
+        vxlan_vni,
+    },
+};
+
+use crate::{
+    fdb,
+    maps::{ALLOWED, GROUPS, NEIGH, PORTS, VNIS},
+};
+
+/// Shortest inner payload after the inner Ethernet header.
+const MIN_INNER_PAYLOAD: usize = 20;
+
+/// A frame whose linear part can be read in place.
+pub trait Frame {
+    /// Start of the linear data.
+    fn data(&self) -> usize;
+    /// End of the linear data.
+    fn data_end(&self) -> usize;
+    /// Length of the whole frame (for an skb, with its paged part).
+    fn frame_len(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len() as usize
+    }
+}
+
+/// Returns a pointer to a `T` at `off` bytes into the frame, if it fits.
+///
+/// # Safety
+/// The pointer is valid until the next helper call that changes the frame;
+/// callers read it before such calls.
+#[inline(always)]
+unsafe fn ptr_at<F: Frame, T>(f: &F, off: usize) -> Option<*const T> {
+    let start = f.data();
+    if start + off + size_of::<T>() > f.data_end() {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+/// A VXLAN frame for this VTEP, validated and learned from.
+#[derive(Clone, Copy)]
+pub struct Rx {
+    pub vni: u32,
+    /// Destination local port, or 0 to flood to every local port.
+    pub ifindex: u32,
+    /// `PORT_F_*` flags of `ifindex`.
+    pub port_flags: u32,
+    /// Ethernet padding after the outer IPv4 packet, to trim.
+    pub pad: usize,
+    /// Ethertype of the inner frame.
+    pub inner_proto: u16,
+}
+
+/// Not ours (`None`: pass it on untouched), ours (`Some`), or ours and
+/// bad (`Err`: drop and count).
+pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx>, Counter> {
+    // Outer Ethernet + IPv4 + UDP: decide whether the frame is ours.
+    // SAFETY (all `ptr_at` reads below): bounds checked by ptr_at; read
+    // before any helper call that changes the frame.
+    let Some(eth) = (unsafe { ptr_at::<F, EthHdr>(f, 0) }) else {
+        return Ok(None);
+    };
+    let eth = unsafe { &*eth };
+    if u16::from_be(eth.ether_type) != ETH_P_IP {
+        return Ok(None);
+    }
+    let Some(ip) = (unsafe { ptr_at::<F, Ipv4Hdr>(f, OFF_IP) }) else {
+        return Ok(None);
+    };
+    let ip = unsafe { &*ip };
+    if ip.proto != IPPROTO_UDP {
+        return Ok(None);
+    }
+    if ip.dst_addr != cfg.local_ip
+        && !(is_multicast_ip(&ip.dst_addr) && GROUPS.get_ptr(ip.dst_addr).is_some())
+    {
+        return Ok(None);
+    }
+    // A fragment is the kernel's to reassemble: never decapsulate one.
+    if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
+        return Ok(None);
+    }
+    let ihl = usize::from(ip.vihl & 0x0f);
+    if ip.vihl >> 4 != 4 || ihl < 5 {
+        return Err(Counter::DropIpMalformed);
+    }
+    if ihl > 5 {
+        // Only ours if it is for our port; then dropped (see DropIpOptions).
+        let Some(udp) = (unsafe { ptr_at::<F, UdpHdr>(f, ETH_HLEN + ihl * 4) }) else {
+            return Ok(None);
+        };
+        if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
+            return Ok(None);
+        }
+        return Err(Counter::DropIpOptions);
+    }
+    let Some(udp) = (unsafe { ptr_at::<F, UdpHdr>(f, OFF_UDP) }) else {
+        return Ok(None);
+    };
+    let udp = unsafe { &*udp };
+    if u16::from_be_bytes(udp.dst) != cfg.dstport {
+        return Ok(None);
+    }
+
+    // Outer IPv4/UDP for our port: check it as the kernel's IP layer would.
+    let mut hdr = [0u8; IPV4_HLEN];
+    // SAFETY: the 20 bytes were bounds checked as part of `ip`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            ip as *const Ipv4Hdr as *const u8,
+            hdr.as_mut_ptr(),
+            IPV4_HLEN,
+        )
+    };
+    if ipv4_checksum(&hdr) != ip.check {
+        return Err(Counter::DropIpChecksum);
+    }
+    let frame_len = f.frame_len();
+    let tot_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if tot_len > frame_len - ETH_HLEN || tot_len < IPV4_HLEN + UDP_HLEN {
+        return Err(Counter::DropIpLength);
+    }
+    if ip.ttl == 0 {
+        return Err(Counter::DropIpTtl);
+    }
+    if usize::from(u16::from_be_bytes(udp.len)) != tot_len - IPV4_HLEN {
+        return Err(Counter::DropUdpLength);
+    }
+    // Ethernet padding after the IPv4 packet is not part of the inner frame.
+    let pad = frame_len - ETH_HLEN - tot_len;
+    let udp_payload = tot_len - IPV4_HLEN - UDP_HLEN;
+    if udp_payload < VXLAN_HLEN {
+        return Err(Counter::DropVxlanTruncated);
+    }
+    // An inner frame must hold Ethernet and at least 20 bytes after it:
+    // no network header is shorter (IPv4 20, ARP 28, IPv6 40), and the
+    // kernel's skb helpers refuse to shrink an IPv4 skb below that.
+    if udp_payload < VXLAN_HLEN + ETH_HLEN + MIN_INNER_PAYLOAD {
+        return Err(Counter::DropInnerTruncated);
+    }
+
+    // VXLAN for us from here on: anything wrong is dropped and counted.
+    let Some(vx) = (unsafe { ptr_at::<F, [u8; VXLAN_HLEN]>(f, OFF_VXLAN) }) else {
+        return Err(Counter::DropVxlanTruncated);
+    };
+    let vx = unsafe { &*vx };
+    if vx[0] & VXLAN_FLAG_I == 0 {
+        return Err(Counter::DropVxlanFlags);
+    }
+    // Reserved bits are ignored, as RFC 7348 says receivers must.
+    let vni = vxlan_vni(vx);
+    // SAFETY: copied out at once.
+    let Some(vni_flags) = (unsafe { VNIS.get(vni) }).map(|v| v.flags) else {
+        return Err(Counter::DropUnknownVni);
+    };
+    if vni_flags & VNI_F_ANY_SENDER == 0 {
+        let key = Key::new(32 + 32, allow_data(vni, ip.src_addr));
+        if ALLOWED.get(&key).is_none() {
+            return Err(Counter::DropSpoofed);
+        }
+    }
+    let Some(inner) = (unsafe { ptr_at::<F, EthHdr>(f, OFF_INNER) }) else {
+        return Err(Counter::DropInnerTruncated);
+    };
+    let inner = unsafe { &*inner };
+    let (src, dst) = (inner.src_addr, inner.dst_addr);
+    let inner_proto = u16::from_be(inner.ether_type);
+
+    if cfg.flags & CFG_F_LEARNING != 0 {
+        // SAFETY: a plain helper call.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        // The way back to this VTEP, unless userspace resolved it already:
+        // checked when the entry is new, moved or refreshed (at most once
+        // a second per MAC), not for every frame.
+        if fdb::learn(cfg, vni, &src, ip.src_addr, 0, now) && NEIGH.get_ptr(ip.src_addr).is_none() {
+            let n = NeighEntry {
+                dmac: eth.src_addr,
+                smac: cfg.uplink_mac,
+                ifindex: ingress,
+            };
+            let _ = NEIGH.insert(ip.src_addr, n, BPF_NOEXIST as u64);
+        }
+    }
+
+    let (ifindex, port_flags) = if is_multicast_mac(&dst) {
+        (0, 0)
+    } else {
+        match fdb::lookup(vni, &dst) {
+            Some(e) if e.is_local() => {
+                // SAFETY: copied out at once.
+                let flags = unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags);
+                (e.ifindex, flags)
+            }
+            // The destination lives behind a remote VTEP: never bounce it.
+            Some(_) => return Err(Counter::DropRxHairpin),
+            None => (0, 0),
+        }
+    };
+    Ok(Some(Rx {
+        vni,
+        ifindex,
+        port_flags,
+        pad,
+        inner_proto,
+    }))
+}
