@@ -30,6 +30,7 @@ use vxlan_common::{
 
 use crate::{
     maps::{VNIS, config},
+    pkt::ptr_at_mut,
     rx,
     stats::count,
 };
@@ -70,12 +71,13 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     }
 }
 
+/// The outer headers and the inner Ethernet header: read and written in
+/// place, so they must be in the linear part.
+const HDRS: usize = OFF_INNER + ETH_HLEN;
+
 /// Decapsulates in TC (no XDP on the uplink).
 #[inline(always)]
 fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
-    // The outer headers and the inner Ethernet header must be in the
-    // linear part to be read in place.
-    const HDRS: usize = OFF_INNER + ETH_HLEN;
     if ctx.len() as usize >= HDRS && ctx.data() + HDRS > ctx.data_end() {
         let _ = ctx.pull_data(HDRS as u32);
     }
@@ -95,9 +97,12 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
     // The inner Ethernet header goes where the outer one is; then the 50
     // bytes after it (outer IPv4, UDP, VXLAN, the inner header's old copy)
     // are removed. The inner headers keep their offsets in the buffer.
-    let inner_eth: [u8; ETH_HLEN] = ctx.load(OFF_INNER).map_err(|_| Counter::DropDecapFailed)?;
-    ctx.store(0, &inner_eth, 0)
-        .map_err(|_| Counter::DropDecapFailed)?;
+    // SAFETY: bounds checked by ptr_at_mut; the two ranges do not overlap;
+    // no helper call in between.
+    unsafe {
+        let p = ptr_at_mut::<_, [u8; HDRS]>(ctx, 0).ok_or(Counter::DropDecapFailed)? as *mut u8;
+        core::ptr::copy_nonoverlapping(p.add(OFF_INNER), p, ETH_HLEN);
+    }
     // FIXED_GSO: gso_size is the inner MSS already. DECAP_L3 sets
     // skb->protocol to the inner frame's.
     let l3 = match rx.inner_proto {

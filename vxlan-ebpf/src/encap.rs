@@ -25,6 +25,7 @@ use crate::{
     deliver::redirect_port,
     fdb,
     maps::{NEIGH, PORTS, VNIS, config},
+    pkt::ptr_at_mut,
     pmtu,
     stats::count,
 };
@@ -106,12 +107,28 @@ fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
 #[inline(always)]
 fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &[u8; ENCAP_LEN]) -> Result<(), Counter> {
     if is_ip {
-        let inner_eth: [u8; ETH_HLEN] = ctx.load(0).map_err(|_| Counter::DropEncapFailed)?;
+        // The room goes in after the inner Ethernet header: the header then
+        // moves behind it and the outer headers take its place, written in
+        // place (the linear part holds the room and the header after
+        // adjust_room; helpers if it ever does not).
         ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
             .map_err(|_| Counter::DropEncapFailed)?;
-        ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
-        ctx.store(ENCAP_LEN, &inner_eth, 0)
-            .map_err(|_| Counter::DropEncapFailed)?;
+        // SAFETY: bounds checked by ptr_at_mut; the ranges do not overlap;
+        // no helper call in between.
+        match unsafe { ptr_at_mut::<_, [u8; ENCAP_LEN + ETH_HLEN]>(ctx, 0) } {
+            Some(p) => unsafe {
+                let p = p as *mut u8;
+                core::ptr::copy_nonoverlapping(p, p.add(ENCAP_LEN), ETH_HLEN);
+                core::ptr::copy_nonoverlapping(hdr.as_ptr(), p, ENCAP_LEN);
+            },
+            None => {
+                let inner_eth: [u8; ETH_HLEN] =
+                    ctx.load(0).map_err(|_| Counter::DropEncapFailed)?;
+                ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
+                ctx.store(ENCAP_LEN, &inner_eth, 0)
+                    .map_err(|_| Counter::DropEncapFailed)?;
+            }
+        }
     } else {
         // SAFETY: helper call on our own skb.
         if unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_LEN as u32, 0) } != 0 {

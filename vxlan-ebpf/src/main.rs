@@ -20,6 +20,7 @@ mod deliver;
 mod encap;
 mod fdb;
 mod maps;
+mod pkt;
 mod pmtu;
 mod rx;
 mod stats;

@@ -3,14 +3,7 @@
 //! validate it as the kernel's IP layer would, learn, and find where the
 //! inner frame goes. The caller strips the outer headers.
 
-use core::mem::size_of;
-
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_coarse_ns,
-    maps::lpm_trie::Key,
-    programs::{TcContext, XdpContext},
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, NeighEntry, VNI_F_ANY_SENDER, allow_data,
@@ -24,64 +17,11 @@ use vxlan_common::{
 use crate::{
     fdb,
     maps::{ALLOWED, GROUPS, NEIGH, PORTS, VNIS},
+    pkt::{Frame, ptr_at},
 };
 
 /// Shortest inner payload after the inner Ethernet header.
 const MIN_INNER_PAYLOAD: usize = 20;
-
-/// A frame whose linear part can be read in place.
-pub trait Frame {
-    /// Start of the linear data.
-    fn data(&self) -> usize;
-    /// End of the linear data.
-    fn data_end(&self) -> usize;
-    /// Length of the whole frame (for an skb, with its paged part).
-    fn frame_len(&self) -> usize;
-}
-
-impl Frame for XdpContext {
-    #[inline(always)]
-    fn data(&self) -> usize {
-        XdpContext::data(self)
-    }
-    #[inline(always)]
-    fn data_end(&self) -> usize {
-        XdpContext::data_end(self)
-    }
-    #[inline(always)]
-    fn frame_len(&self) -> usize {
-        XdpContext::data_end(self) - XdpContext::data(self)
-    }
-}
-
-impl Frame for TcContext {
-    #[inline(always)]
-    fn data(&self) -> usize {
-        TcContext::data(self)
-    }
-    #[inline(always)]
-    fn data_end(&self) -> usize {
-        TcContext::data_end(self)
-    }
-    #[inline(always)]
-    fn frame_len(&self) -> usize {
-        self.len() as usize
-    }
-}
-
-/// Returns a pointer to a `T` at `off` bytes into the frame, if it fits.
-///
-/// # Safety
-/// The pointer is valid until the next helper call that changes the frame;
-/// callers read it before such calls.
-#[inline(always)]
-unsafe fn ptr_at<F: Frame, T>(f: &F, off: usize) -> Option<*const T> {
-    let start = f.data();
-    if start + off + size_of::<T>() > f.data_end() {
-        return None;
-    }
-    Some((start + off) as *const T)
-}
 
 /// A VXLAN frame for this VTEP, validated and learned from.
 #[derive(Clone, Copy)]
@@ -103,14 +43,14 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     // Outer Ethernet + IPv4 + UDP: decide whether the frame is ours.
     // SAFETY (all `ptr_at` reads below): bounds checked by ptr_at; read
     // before any helper call that changes the frame.
-    let Some(eth) = (unsafe { ptr_at::<F, EthHdr>(f, 0) }) else {
+    let Some(eth) = (unsafe { ptr_at::<_, EthHdr>(f, 0) }) else {
         return Ok(None);
     };
     let eth = unsafe { &*eth };
     if u16::from_be(eth.ether_type) != ETH_P_IP {
         return Ok(None);
     }
-    let Some(ip) = (unsafe { ptr_at::<F, Ipv4Hdr>(f, OFF_IP) }) else {
+    let Some(ip) = (unsafe { ptr_at::<_, Ipv4Hdr>(f, OFF_IP) }) else {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
@@ -132,7 +72,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     }
     if ihl > 5 {
         // Only ours if it is for our port; then dropped (see DropIpOptions).
-        let Some(udp) = (unsafe { ptr_at::<F, UdpHdr>(f, ETH_HLEN + ihl * 4) }) else {
+        let Some(udp) = (unsafe { ptr_at::<_, UdpHdr>(f, ETH_HLEN + ihl * 4) }) else {
             return Ok(None);
         };
         if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
@@ -140,7 +80,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         }
         return Err(Counter::DropIpOptions);
     }
-    let Some(udp) = (unsafe { ptr_at::<F, UdpHdr>(f, OFF_UDP) }) else {
+    let Some(udp) = (unsafe { ptr_at::<_, UdpHdr>(f, OFF_UDP) }) else {
         return Ok(None);
     };
     let udp = unsafe { &*udp };
@@ -186,7 +126,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     }
 
     // VXLAN for us from here on: anything wrong is dropped and counted.
-    let Some(vx) = (unsafe { ptr_at::<F, [u8; VXLAN_HLEN]>(f, OFF_VXLAN) }) else {
+    let Some(vx) = (unsafe { ptr_at::<_, [u8; VXLAN_HLEN]>(f, OFF_VXLAN) }) else {
         return Err(Counter::DropVxlanTruncated);
     };
     let vx = unsafe { &*vx };
@@ -205,7 +145,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
             return Err(Counter::DropSpoofed);
         }
     }
-    let Some(inner) = (unsafe { ptr_at::<F, EthHdr>(f, OFF_INNER) }) else {
+    let Some(inner) = (unsafe { ptr_at::<_, EthHdr>(f, OFF_INNER) }) else {
         return Err(Counter::DropInnerTruncated);
     };
     let inner = unsafe { &*inner };
