@@ -16,8 +16,8 @@ use network_types::eth::EthHdr;
 use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
     wire::{
-        ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, build_outer, ecn_encap, flow_src_port,
-        is_multicast_mac, multicast_mac,
+        ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
+        is_multicast_mac, multicast_mac, outer_hdr,
     },
 };
 
@@ -105,7 +105,8 @@ fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
 /// tunnel correctly; other frames (ARP...) cannot, and use
 /// `bpf_skb_change_head` (they are never GSO).
 #[inline(always)]
-fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &[u8; ENCAP_LEN]) -> Result<(), Counter> {
+fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &OuterHdr) -> Result<(), Counter> {
+    let hdr = hdr.bytes();
     if is_ip {
         // The room goes in after the inner Ethernet header: the header then
         // moves behind it and the outer headers take its place, written in
@@ -171,7 +172,7 @@ fn unicast(
         o.dst_mac = nh.dmac;
     }
     let inner_len = ctx.len() as u16;
-    push_outer(ctx, is_ip, &build_outer(&o, inner_len))?;
+    push_outer(ctx, is_ip, &outer_hdr(&o, inner_len))?;
     count(Counter::TxEncap);
     // SAFETY: plain helper calls.
     let rc = unsafe {
@@ -225,7 +226,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     let mut o = outer_for(ctx, cfg, vni, proto);
     let inner_len = ctx.len() as u16;
-    push_outer(ctx, is_ip, &build_outer(&o, inner_len))?;
+    push_outer(ctx, is_ip, &outer_hdr(&o, inner_len))?;
 
     // Group mode: one copy to the group, as the kernel's vxlan does.
     if has_group {
@@ -234,7 +235,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         g.dst_mac = multicast_mac(&group);
         g.src_mac = cfg.uplink_mac;
         g.ttl = cfg.mcast_ttl;
-        if ctx.store(0, &build_outer(&g, inner_len), 0).is_ok()
+        if ctx.store(0, outer_hdr(&g, inner_len).bytes(), 0).is_ok()
             && ctx.clone_redirect(cfg.uplink_ifindex, 0).is_ok()
         {
             count(Counter::TxGroupCopy);
@@ -256,7 +257,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         o.dst_ip = dst;
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
-        if ctx.store(0, &build_outer(&o, inner_len), 0).is_err() {
+        if ctx.store(0, outer_hdr(&o, inner_len).bytes(), 0).is_err() {
             count(Counter::DropEncapFailed);
             continue;
         }
