@@ -96,6 +96,9 @@ enum Cmd {
     /// (internal) The bench's UDP generator, run inside a container namespace.
     #[command(hide = true)]
     BenchGen(bench::generator::GenArgs),
+    /// (internal) The bench's receiving socket, run inside a container namespace.
+    #[command(hide = true)]
+    BenchSink(bench::generator::SinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +123,9 @@ fn run(command: Cmd) -> Result<u8> {
     if let Cmd::BenchGen(args) = &command {
         return bench::generator::main(args);
     }
+    if let Cmd::BenchSink(args) = &command {
+        return bench::generator::sink(args);
+    }
     // Fail before a possibly long toolchain install when root is required.
     match command {
         Cmd::Test { .. } => util::require_root("cargo xtask test")?,
@@ -127,7 +133,7 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Bench(_) => util::require_root("cargo xtask bench")?,
         Cmd::Fuzz { .. } => util::require_root("cargo xtask fuzz")?,
         Cmd::Soak(_) => util::require_root("cargo xtask soak")?,
-        Cmd::Build | Cmd::Run { .. } | Cmd::BenchGen(_) => {}
+        Cmd::Build | Cmd::Run { .. } | Cmd::BenchGen(_) | Cmd::BenchSink(_) => {}
     }
     toolchain::ensure_toolchain()?;
     match command {
@@ -138,6 +144,6 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Fuzz { frames } => tasks::fuzz(frames),
         Cmd::Soak(args) => soak::soak(&args),
-        Cmd::BenchGen(_) => unreachable!("handled above"),
+        Cmd::BenchGen(_) | Cmd::BenchSink(_) => unreachable!("handled above"),
     }
 }

@@ -1,4 +1,5 @@
-//! `xtask bench-gen` (hidden): a UDP small-packet generator for figure 1.
+//! `xtask bench-gen` (hidden): a UDP small-packet generator for figure 1;
+//! `xtask bench-sink` (hidden): the receiving socket in the far container.
 //!
 //! Runs inside the sending container's network namespace (the bench starts
 //! it with `ip netns exec <c1> <this executable> bench-gen ...`). Each thread
@@ -29,8 +30,8 @@ pub struct GenArgs {
     /// Destination IPv4 address.
     #[arg(long)]
     pub dst: Ipv4Addr,
-    /// Destination UDP port (9, discard: nothing listens, the receiver's
-    /// stack drops the datagrams after counting them).
+    /// Destination UDP port (9, discard; the bench keeps a `bench-sink`
+    /// socket bound there that is never read).
     #[arg(long, default_value_t = 9)]
     pub port: u16,
     /// Sending threads.
@@ -169,4 +170,28 @@ fn send_loop(
         }
     }
     Ok(r)
+}
+
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// UDP port to bind.
+    #[arg(long, default_value_t = 9)]
+    pub port: u16,
+    /// How long to keep the socket.
+    #[arg(long)]
+    pub seconds: f64,
+}
+
+/// Binds a UDP socket on `0.0.0.0:port`, never reads it, and keeps it for
+/// `--seconds`. Datagrams for the port are then dropped at the socket's
+/// full receive queue (a counter bump) instead of each making the kernel
+/// look up a route and build an ICMP port unreachable: the receiver's cost
+/// is small and the same for every setup.
+pub fn sink(args: &SinkArgs) -> Result<u8> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, args.port))
+        .with_context(|| format!("binding UDP port {}", args.port))?;
+    println!("ready: bound 0.0.0.0:{}", args.port);
+    std::thread::sleep(Duration::from_secs_f64(args.seconds.max(0.0)));
+    drop(sock);
+    Ok(0)
 }

@@ -11,7 +11,11 @@
 //!    UDP 8 + 18 bytes of payload = 60 bytes as the kernel sees it (veths
 //!    carry no FCS), 110 bytes once encapsulated. The generator is
 //!    `xtask bench-gen` (sendmmsg, 2 threads x 4 flows) in c1; what
-//!    arrives is read from c2's `eth0` rx counter over a fixed window;
+//!    arrives is read from c2's `eth0` rx counter over a fixed window.
+//!    The far end and the wire cost as little as they can, the same for
+//!    both setups: an unread socket (`xtask bench-sink`) in c2 keeps the
+//!    receiver from answering each datagram with an ICMP port unreachable,
+//!    and the underlay switch's bridge runs without netfilter hooks;
 //! 2. TCP throughput: iperf3 c1 -> c2, 1 and 4 flows;
 //! 3. per-packet cost of each eBPF program with BPF_PROG_TEST_RUN (see
 //!    `testrun.rs`), and the floor (an XDP program that only drops);
