@@ -17,10 +17,11 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO,
-        TC_ACT_REDIRECT, TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, TC_ACT_UNSPEC,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
+    helpers::{bpf_csum_level, bpf_redirect, bpf_redirect_peer, bpf_skb_change_tail},
     programs::TcContext,
 };
 use vxlan_common::{
@@ -71,6 +72,9 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     }
 }
 
+/// `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (1 << 10): newer than the bindings.
+const ADJ_ROOM_DECAP_L4_UDP: u64 = 1 << 10;
+
 /// The outer headers and the inner Ethernet header: read and written in
 /// place, so they must be in the linear part.
 const HDRS: usize = OFF_INNER + ETH_HLEN;
@@ -110,12 +114,26 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
         ETH_P_IPV6 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64,
         _ => 0,
     };
-    ctx.adjust_room(
-        -(ENCAP_LEN as i32),
-        BPF_ADJ_ROOM_MAC,
-        BPF_F_ADJ_ROOM_FIXED_GSO as u64 | l3,
-    )
-    .map_err(|_| Counter::DropDecapFailed)?;
+    let adj = BPF_F_ADJ_ROOM_FIXED_GSO as u64 | l3;
+    // A GSO super-packet still carries the tunnel's GSO type (UDP_TUNNEL)
+    // and skb->encapsulation. Kernels with BPF_F_ADJ_ROOM_DECAP_L4_UDP
+    // (bpf-next, 2026) clear them here, as the kernel's own tunnel devices
+    // do on decapsulation; older ones refuse the flag with nothing changed,
+    // and the state stays (harmless for local delivery).
+    // SAFETY: reading a field of our skb context.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    let cleared = gso
+        && ctx
+            .adjust_room(
+                -(ENCAP_LEN as i32),
+                BPF_ADJ_ROOM_MAC,
+                adj | ADJ_ROOM_DECAP_L4_UDP,
+            )
+            .is_ok();
+    if !cleared {
+        ctx.adjust_room(-(ENCAP_LEN as i32), BPF_ADJ_ROOM_MAC, adj)
+            .map_err(|_| Counter::DropDecapFailed)?;
+    }
     count(Counter::RxDecap);
     // skb->protocol is only right for IPv4/IPv6: any other frame goes out
     // of the port, and the peer parses it on receive.
@@ -131,6 +149,13 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
 /// `ifindex` 0 floods to every local port of the VNI.
 #[inline(always)]
 fn deliver(ctx: &TcContext, vni: u32, ifindex: u32, flags: u32) -> Result<i32, Counter> {
+    // The outer UDP header is gone without the kernel's UDP input having
+    // seen it: consume its level of a NIC's CHECKSUM_UNNECESSARY, as
+    // `__skb_checksum_validate` would, so the inner checksums are not
+    // taken as verified when only the outer one was. (No-op for other
+    // ip_summed values: veths deliver CHECKSUM_PARTIAL.)
+    // SAFETY: helper call on our own skb.
+    unsafe { bpf_csum_level(ctx.skb.skb, BPF_CSUM_LEVEL_DEC as u64) };
     if ifindex != 0 {
         count(Counter::RxDeliver);
         return Ok(redirect_port(ifindex, flags));
