@@ -483,7 +483,7 @@ fn teardown_round(ns: &NetNs, run_args: &[&str], with_xdp: bool) {
     assert!(out.stdout.contains("stopped"), "no `stopped` line: {out}");
     assert!(!out.combined().contains("panicked"), "{out}");
 
-    let details = uplink_details(&ns);
+    let details = uplink_details(ns);
     assert!(
         !details.contains("xdp"),
         "XDP still on eth0 after stop:\n{details}"
@@ -503,7 +503,7 @@ fn teardown_round(ns: &NetNs, run_args: &[&str], with_xdp: bool) {
         left.is_empty(),
         "programs still loaded after stop: {left:?}"
     );
-    let fdb = vxlan_fwd(&ns, ["fdb", "show"]);
+    let fdb = vxlan_fwd(ns, ["fdb", "show"]);
     assert!(
         !fdb.success(),
         "fdb show succeeded with no forwarder: {fdb}"
@@ -521,7 +521,7 @@ fn teardown_round(ns: &NetNs, run_args: &[&str], with_xdp: bool) {
     let signals = [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")];
     for (sig, name) in signals.into_iter().cycle().take(10) {
         let out = start_and_signal_on_ready(ns, run_args, sig);
-        let xdp_left = uplink_details(&ns).contains("xdp");
+        let xdp_left = uplink_details(ns).contains("xdp");
         let host_if_left = ns.has_link(HOST_IF) || ns.has_link(HOST_IF_PEER);
         if out.code() != Some(0)
             || out.timed_out
