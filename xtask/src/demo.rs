@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     tasks,
     topology::{self, PORT, Topology, UPLINK, ping},
-    util::{output_any, require_root, require_tools},
+    util::{StateDir, output_any, require_root, require_tools},
 };
 
 const PREFIX: &str = "vxdemo-";
@@ -43,6 +43,9 @@ pub fn demo(topology_only: bool) -> Result<()> {
     };
 
     topology::teardown_on_signal();
+    // Declared before the topology, so dropped after it: the forwarders
+    // have stopped (and written their state) before the directory goes.
+    let state = StateDir::new("demo");
     let topo = Topology::seed(PREFIX).create()?;
     let [h1, h2] = [&topo.hosts[0], &topo.hosts[1]];
     let mut failures = Vec::new();
@@ -64,12 +67,23 @@ pub fn demo(topology_only: bool) -> Result<()> {
     }
 
     section("starting vxlan-fwd");
+    let env_arg = state.env_arg();
+    let bin_arg = bin.to_string_lossy().into_owned();
     for (host, peer) in [(h1, h2), (h2, h1)] {
         let remote = peer.underlay_ip.to_string();
         let args = [
-            "--iface", UPLINK, "--vni", VNI, "--remote", &remote, "--port", PORT,
+            env_arg.as_str(),
+            &bin_arg,
+            "--iface",
+            UPLINK,
+            "--vni",
+            VNI,
+            "--remote",
+            &remote,
+            "--port",
+            PORT,
         ];
-        let fwd = topo.spawn(&host.netns, &host.name, &bin, &args)?;
+        let fwd = topo.spawn(&host.netns, &host.name, "env", &args)?;
         fwd.wait_for_line("a line containing `ready`", READY_TIMEOUT, is_ready)
             .with_context(|| format!("vxlan-fwd on {} did not become ready", host.name))?;
         outln!("demo: vxlan-fwd on {} is ready", host.name);

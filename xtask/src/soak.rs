@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::{
     tasks,
     topology::{self, PORT, Topology, UPLINK, netns_cmd},
-    util::{output, require_root},
+    util::{StateDir, output, require_root},
 };
 
 const PREFIX: &str = "vxsoak-";
@@ -79,16 +79,30 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
     let bin = tasks::build()?;
     let gen_bin = std::env::current_exe().context("locating xtask for the generator")?;
     topology::teardown_on_signal();
+    // Declared before the topology, so dropped after it: the forwarders
+    // have stopped (and written their state) before the directory goes.
+    let state = StateDir::new("soak");
     let topo = Topology::seed(PREFIX).create()?;
     let [h1, h2] = [&topo.hosts[0], &topo.hosts[1]];
+    let env_arg = state.env_arg();
+    let bin_arg = bin.to_string_lossy().into_owned();
     for (host, peer) in [(h1, h2), (h2, h1)] {
         let remote = peer.underlay_ip.to_string();
         let fwd = topo.spawn(
             &host.netns,
             &host.name,
-            &bin,
+            "env",
             &[
-                "--iface", UPLINK, "--vni", "42", "--remote", &remote, "--port", PORT,
+                env_arg.as_str(),
+                &bin_arg,
+                "--iface",
+                UPLINK,
+                "--vni",
+                "42",
+                "--remote",
+                &remote,
+                "--port",
+                PORT,
             ],
         )?;
         fwd.wait_for_line("ready", Duration::from_secs(30), |l| l.contains("ready"))?;

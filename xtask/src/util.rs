@@ -109,3 +109,42 @@ pub fn require_tools(tools: &[(&str, &str)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A directory of our own for vxlan-fwd's state files
+/// (`VXLAN_FWD_STATE_DIR`), removed again when this is dropped: a lab's
+/// namespaces are gone afterwards, so their saved tables would only pile up
+/// in `/run/vxlan-fwd`.
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    pub fn new(name: &str) -> Self {
+        let dir = target_dir().join(format!("{name}-state"));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+
+    /// `VXLAN_FWD_STATE_DIR=<dir>`, for `env`.
+    pub fn env_arg(&self) -> String {
+        format!("VXLAN_FWD_STATE_DIR={}", self.0.display())
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     signals::unblock_in_child,
     topology::{self, Host, PORT, Topology, TopologyGuard, UPLINK, netns_cmd},
-    util::{describe, output, workspace_root},
+    util::{describe, output, target_dir},
 };
 
 const PREFIX: &str = "vxbench-";
@@ -204,19 +204,6 @@ impl Env<'_> {
 
 fn section(title: &str) {
     outln!("\n==== {title} ====");
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
