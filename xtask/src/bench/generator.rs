@@ -190,7 +190,7 @@ pub struct SinkArgs {
 pub fn sink(args: &SinkArgs) -> Result<u8> {
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, args.port))
         .with_context(|| format!("binding UDP port {}", args.port))?;
-    println!("ready: bound 0.0.0.0:{}", args.port);
+    outln!("ready: bound 0.0.0.0:{}", args.port);
     std::thread::sleep(Duration::from_secs_f64(args.seconds.max(0.0)));
     drop(sock);
     Ok(0)

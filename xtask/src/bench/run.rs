@@ -25,7 +25,7 @@ use super::{
 use crate::{
     signals::unblock_in_child,
     topology::{self, Host, PORT, Topology, TopologyGuard, UPLINK, netns_cmd},
-    util::{describe, output, target_dir},
+    util::{describe, output, output_any, target_dir},
 };
 
 const PREFIX: &str = "vxbench-";
@@ -344,20 +344,29 @@ fn quiet_switch(netns: &str) {
         "bridge-nf-call-ip6tables",
         "bridge-nf-call-arptables",
     ];
-    let mut set = Vec::new();
+    let (mut set, mut absent) = (Vec::new(), 0);
     for k in keys {
         // /proc/sys as the namespace sees it (the files exist only while
-        // br_netfilter is loaded).
+        // br_netfilter is loaded). Exit 3: absent, nothing to do.
         let f = format!("/proc/sys/net/bridge/{k}");
         let mut cmd = netns_cmd(netns, "sh");
-        cmd.args(["-c", &format!("test -e {f} && echo 0 > {f}")]);
-        if output(&mut cmd).is_ok() {
-            set.push(k);
+        cmd.args(["-c", &format!("test -e {f} || exit 3; echo 0 > {f}")]);
+        match output_any(&mut cmd) {
+            Ok(o) if o.status.success() => set.push(k),
+            Ok(o) if o.status.code() == Some(3) => absent += 1,
+            Ok(o) => errln!(
+                "bench: warning: could not set {k} = 0 in {netns} ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => errln!("bench: warning: could not set {k} = 0 in {netns}: {e:#}"),
         }
     }
-    if set.is_empty() {
-        outln!("topology: br_netfilter is not loaded: the switch bridge runs no netfilter hooks");
-    } else {
+    if absent == keys.len() {
+        outln!(
+            "topology: switch {netns}: no bridge-nf-call-* sysctl changed (br_netfilter not loaded)"
+        );
+    } else if !set.is_empty() {
         outln!(
             "topology: switch {netns}: {} = 0 (no netfilter on the underlay)",
             set.join(", ")
@@ -1001,6 +1010,8 @@ fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
     std::thread::sleep(window.saturating_sub(t0.elapsed()));
     let (t1, rx1) = sample()?;
     let (_, lines, _) = gen_proc.finish(Duration::from_secs_f64(gen_s + 60.0))?;
+    // The generator is done: stop the sink (Drop kills it).
+    drop(sink);
     let fwd_cpu_pct = match (cpu_before, fwd_cpu_s(env, setup)?) {
         (Some(a), Some(b)) => Some(100.0 * (b - a) / gen_started.elapsed().as_secs_f64()),
         _ => None,
