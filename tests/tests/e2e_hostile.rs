@@ -838,17 +838,25 @@ fn assert_dev_clean(ns: &NetNs, dev: &str, what: &str) {
 
 #[test]
 fn crash_and_adopt() {
-    crash_and_adopt_case("vxh-crash-", "auto", "auto");
+    crash_and_adopt_case("vxh-crash-", "auto", "auto", 0);
 }
 
 /// The killed instance ran skb-mode XDP; the new one decapsulates in TC
 /// and removes the old XDP program once its own programs are in place.
 #[test]
 fn crash_and_adopt_across_modes() {
-    crash_and_adopt_case("vxh-crashm-", "generic", "auto");
+    crash_and_adopt_case("vxh-crashm-", "generic", "auto", 0);
 }
 
-fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str) {
+/// Native XDP replaced by skb-mode XDP: the kernel cannot swap across
+/// modes, so the old program is removed and the new one attached with a
+/// short gap (a ping every 20 ms may lose one or two).
+#[test]
+fn crash_and_adopt_native_to_skb_mode_xdp() {
+    crash_and_adopt_case("vxh-crashx-", "native", "generic", 3);
+}
+
+fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str, max_lost: u32) {
     let topo = Topology::seed(prefix)
         .container("c1", "h1", "veth0", C1_IP)
         .container("c2", "h2", "veth0", C2_IP)
@@ -888,7 +896,7 @@ fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str) {
         .expect("our program on h1 eth0") as u32;
     assert_eq!(
         h1.ns.xdp_prog_id("eth0").is_some(),
-        first_mode == "generic",
+        first_mode != "auto",
         "XDP on h1 eth0 with --xdp-mode {first_mode}"
     );
     let old_maps = bpf::prog_map_ids(old_prog);
@@ -955,7 +963,7 @@ fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str) {
     );
     assert_eq!(
         h1.ns.xdp_prog_id("eth0").is_some(),
-        second_mode == "generic",
+        second_mode != "auto",
         "XDP on h1 eth0 after adoption with --xdp-mode {second_mode}"
     );
     let fdb = f1.fdb_show_json();
@@ -978,10 +986,9 @@ fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str) {
         "crash_and_adopt: killed at {killed_at:?}, new forwarder ready at {ready_at:?}, ping {rx}/{tx}"
     );
     assert_eq!(tx, 300, "ping: {out}");
-    assert_eq!(
-        rx,
-        300,
-        "ping lost {} of 300 across SIGKILL (at {killed_at:?}) and adoption (ready at {ready_at:?}): {out}\n{}\n{}",
+    assert!(
+        rx + max_lost >= 300,
+        "ping lost {} of 300 (at most {max_lost} allowed) across SIGKILL (at {killed_at:?}) and adoption (ready at {ready_at:?}): {out}\n{}\n{}",
         tx - rx,
         f1.diagnostics(),
         f2.diagnostics()

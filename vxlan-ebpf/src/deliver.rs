@@ -91,7 +91,14 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
         count(Counter::RxPass);
         return Ok(TC_ACT_UNSPEC);
     };
+    // SAFETY: reading a field of our skb context.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
     if rx.pad > 0 {
+        // A super-packet is never padded: its IPv4 length is wrong (BIG
+        // TCP's 0, say); trimming it to that length would lose data.
+        if gso {
+            return Err(Counter::DropIpLength);
+        }
         let len = ctx.len() - rx.pad as u32;
         // SAFETY: helper call on our own skb.
         if unsafe { bpf_skb_change_tail(ctx.skb.skb, len, 0) } != 0 {
@@ -120,8 +127,6 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
     // (bpf-next, 2026) clear them here, as the kernel's own tunnel devices
     // do on decapsulation; older ones refuse the flag with nothing changed,
     // and the state stays (harmless for local delivery).
-    // SAFETY: reading a field of our skb context.
-    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
     let cleared = gso
         && ctx
             .adjust_room(

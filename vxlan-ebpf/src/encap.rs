@@ -146,6 +146,13 @@ fn skb_proto(ctx: &TcContext) -> u16 {
     u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16)
 }
 
+/// Whether the outer IPv4 total length (inner frame + 36) would exceed
+/// 16 bits: only a BIG TCP super-packet can be that long.
+#[inline(always)]
+fn outer_len_overflows(ctx: &TcContext) -> bool {
+    ctx.len() as usize + ENCAP_LEN - ETH_HLEN > 0xffff
+}
+
 /// Encapsulates to one remote VTEP and sends it out of the uplink.
 #[inline(always)]
 fn unicast(
@@ -158,6 +165,10 @@ fn unicast(
     let proto = skb_proto(ctx);
     if pmtu::too_big(ctx, cfg, proto) {
         return pmtu::reject(ctx, cfg, proto, in_ifindex);
+    }
+    // A super-packet (BIG TCP) whose outer lengths would not fit 16 bits.
+    if outer_len_overflows(ctx) {
+        return Err(Counter::DropTooBig);
     }
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     // SAFETY: copied out at once.
@@ -218,7 +229,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         return Ok(TC_ACT_SHOT);
     }
     let proto = skb_proto(ctx);
-    if pmtu::too_big(ctx, cfg, proto) {
+    if pmtu::too_big(ctx, cfg, proto) || outer_len_overflows(ctx) {
         // Local copies went out; the encapsulated ones cannot.
         count(Counter::DropTooBig);
         return Ok(TC_ACT_SHOT);

@@ -8,9 +8,12 @@
 //! A restart finds the running datapath by its program on the uplink (XDP,
 //! or without XDP the TC uplink program; see [`crate::maps::running_on`])
 //! and replaces it without a gap: the new TC filters go in at the other of
-//! two priorities (so they run first), XDP is swapped atomically
-//! (`XDP_FLAGS_REPLACE` with the old program as the expected one), then the
-//! old filters are removed. A clean stop removes everything.
+//! two priorities (whichever runs first, each frame is handled once: a
+//! program passes on what is not its own), XDP is swapped atomically
+//! (`XDP_FLAGS_REPLACE` with the old program as the expected one; across
+//! native and skb mode, where the kernel cannot swap, removed and attached
+//! with a short gap), then the old filters are removed. A failed start
+//! removes the filters it attached. A clean stop removes everything.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -117,48 +120,75 @@ pub async fn attach(
             PRIOS[1]
         }
     };
-    for p in ports {
-        detach_filter(&p.name, prio); // a stale one of ours in the way
-        attach_filter(ebpf, prog::TC_PORT, &p.name, prio)?;
-    }
-
-    let old_xdp = old.and_then(|r| r.xdp_id);
     let xdp_mode = xdp.map(|generic| if generic { XDP_FLAGS_SKB_MODE } else { 0 });
-    match (xdp_mode, old_xdp) {
-        (Some(mode), Some(old_id)) => {
-            let fd = xdp_fd(ebpf)?;
-            let old = loaded_programs()
-                .filter_map(Result::ok)
-                .find(|p| p.id() == old_id)
-                .ok_or_else(|| anyhow!("the running XDP program {old_id} disappeared"))?
-                .fd()?;
-            nl.set_xdp(
-                uplink.index,
-                Some(fd),
-                mode | XDP_FLAGS_REPLACE,
-                Some(old.as_fd().as_raw_fd()),
-            )
-            .await
-            .context("replacing the running XDP program")?;
+    let old_xdp = old.and_then(|r| r.xdp_id);
+    let rest = async {
+        for p in ports {
+            detach_filter(&p.name, prio); // a stale one of ours in the way
+            attach_filter(ebpf, prog::TC_PORT, &p.name, prio)?;
         }
-        (Some(mode), None) => {
-            let fd = xdp_fd(ebpf)?;
-            nl.set_xdp(
-                uplink.index,
-                Some(fd),
-                mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
-                None,
-            )
-            .await
-            .with_context(|| format!("attaching XDP to '{}'", uplink.name))?
-        }
-        (None, Some(_)) => {
-            // Whichever mode it was attached in.
-            for mode in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
-                let _ = nl.set_xdp(uplink.index, None, mode, None).await;
+        match (xdp_mode, old_xdp) {
+            (Some(mode), Some(old_id)) => {
+                let fd = xdp_fd(ebpf)?;
+                let old = loaded_programs()
+                    .filter_map(Result::ok)
+                    .find(|p| p.id() == old_id)
+                    .ok_or_else(|| anyhow!("the running XDP program {old_id} disappeared"))?
+                    .fd()?;
+                let replaced = nl
+                    .set_xdp(
+                        uplink.index,
+                        Some(fd),
+                        mode | XDP_FLAGS_REPLACE,
+                        Some(old.as_fd().as_raw_fd()),
+                    )
+                    .await;
+                if replaced.is_err() {
+                    // The old program runs in the other mode (native vs
+                    // skb): no atomic swap across modes. Remove it, then
+                    // attach ours; frames arriving in between go to the
+                    // kernel's stack.
+                    warn!(
+                        "the running XDP program {old_id} is attached in another mode: replacing \
+                         it with a short gap"
+                    );
+                    remove_xdp(nl, uplink.index, old_id).await?;
+                    nl.set_xdp(
+                        uplink.index,
+                        Some(fd),
+                        mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
+                        None,
+                    )
+                    .await
+                    .with_context(|| format!("attaching XDP to '{}'", uplink.name))?;
+                }
             }
+            (Some(mode), None) => {
+                let fd = xdp_fd(ebpf)?;
+                nl.set_xdp(
+                    uplink.index,
+                    Some(fd),
+                    mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
+                    None,
+                )
+                .await
+                .with_context(|| format!("attaching XDP to '{}'", uplink.name))?
+            }
+            // Our TC program decapsulates from now on (and delivers what
+            // the old XDP program still hands up).
+            (None, Some(old_id)) => remove_xdp(nl, uplink.index, old_id).await?,
+            (None, None) => {}
         }
-        (None, None) => {}
+        Ok::<_, anyhow::Error>(())
+    };
+    if let Err(e) = rest.await {
+        // Nothing of ours may stay behind a failed start: it would run on
+        // maps nobody maintains and hold a priority.
+        detach_filter(&uplink.name, prio);
+        for p in ports {
+            detach_filter(&p.name, prio);
+        }
+        return Err(e);
     }
     // The previous instance's filters, now idle behind ours.
     let other = if prio == PRIOS[0] { PRIOS[1] } else { PRIOS[0] };
@@ -174,6 +204,19 @@ pub async fn attach(
         created_clsact,
         adopted: old.is_some(),
     })
+}
+
+/// Removes XDP program `old_id` from link `index`, in whichever mode it is
+/// attached, and checks that it is gone.
+async fn remove_xdp(nl: &Netlink, index: u32, old_id: u32) -> Result<()> {
+    for mode in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
+        let _ = nl.set_xdp(index, None, mode, None).await;
+    }
+    let now = nl.link_by_index(index).await?.xdp_prog_id;
+    if now == Some(old_id) {
+        anyhow::bail!("could not remove the running XDP program {old_id} from ifindex {index}");
+    }
+    Ok(())
 }
 
 fn xdp_fd(ebpf: &Ebpf) -> Result<i32> {
