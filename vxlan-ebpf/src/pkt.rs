@@ -64,8 +64,9 @@ pub unsafe fn ptr_at<F: Frame, T>(f: &F, off: usize) -> Option<*const T> {
 ///
 /// # Safety
 /// As [`ptr_at`]. In TC the verifier makes a cloned skb's data private
-/// before the program runs when it writes packet data in place; writes
-/// after `bpf_clone_redirect` must use `bpf_skb_store_bytes` instead.
+/// before the program runs when it writes packet data in place, and
+/// `bpf_clone_redirect` makes the original's head private again after
+/// cloning it; pointers must still be taken afresh after either.
 #[inline(always)]
 pub unsafe fn ptr_at_mut<F: Frame, T>(f: &F, off: usize) -> Option<*mut T> {
     // SAFETY: as documented above.
