@@ -77,7 +77,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let hub = Hub::bind(uplink.index).map_err(|e| anyhow!("interface '{}': {e:#}", uplink.name))?;
     // Our datapath left running by an instance that died is adopted;
     // anyone else's XDP program is left alone.
-    let adopt = maps::running_on(&nl, &uplink).await?;
+    let adopt = maps::running_on(&nl, &uplink).await;
     if let Some(id) = uplink.xdp_prog_id
         && adopt.is_none_or(|r| r.xdp_id != Some(id))
     {

@@ -2,6 +2,8 @@
 //! this process loaded or found, by id, behind the XDP program of a
 //! forwarder running in this network namespace.
 
+use std::collections::HashMap as StdHashMap;
+
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
@@ -95,14 +97,6 @@ impl Maps {
     }
 }
 
-/// The name of loaded program `id`, if it exists.
-pub fn program_name(id: u32) -> Option<String> {
-    loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .and_then(|p| p.name_as_str().map(str::to_owned))
-}
-
 /// Our datapath found on an uplink.
 #[derive(Clone, Copy, Debug)]
 pub struct Running {
@@ -114,33 +108,49 @@ pub struct Running {
 }
 
 /// Our datapath on `link`, if one is attached there.
-pub async fn running_on(nl: &Netlink, link: &LinkInfo) -> Result<Option<Running>> {
-    // (Result kept: a later check may fail for real.)
+pub async fn running_on(nl: &Netlink, link: &LinkInfo) -> Option<Running> {
+    find_ours(nl, link, &program_names()).await
+}
+
+/// Names of the loaded eBPF programs, by id: one walk of the kernel's
+/// program list, for any number of links.
+fn program_names() -> StdHashMap<u32, String> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_owned())))
+        .collect()
+}
+
+async fn find_ours(
+    nl: &Netlink,
+    link: &LinkInfo,
+    names: &StdHashMap<u32, String>,
+) -> Option<Running> {
+    let named = |id: u32, name: &str| names.get(&id).is_some_and(|n| n == name);
     if let Some(id) = link.xdp_prog_id
-        && program_name(id).as_deref() == Some(prog::XDP_UPLINK)
+        && named(id, prog::XDP_UPLINK)
     {
-        return Ok(Some(Running {
+        return Some(Running {
             prog_id: id,
             xdp_id: Some(id),
-        }));
+        });
     }
     // A link without clsact has no filters to list.
-    for id in nl.tc_ingress_prog_ids(link.index).await.unwrap_or_default() {
-        if program_name(id).as_deref() == Some(prog::TC_UPLINK) {
-            return Ok(Some(Running {
-                prog_id: id,
-                xdp_id: None,
-            }));
-        }
-    }
-    Ok(None)
+    let tc = nl.tc_ingress_prog_ids(link.index).await.unwrap_or_default();
+    tc.into_iter()
+        .find(|&id| named(id, prog::TC_UPLINK))
+        .map(|id| Running {
+            prog_id: id,
+            xdp_id: None,
+        })
 }
 
 /// The uplink of the forwarder running in this network namespace and the
 /// id of a program that uses all its maps.
 pub async fn find_running(nl: &Netlink) -> Result<(LinkInfo, u32)> {
+    let names = program_names();
     for link in nl.links().await? {
-        if let Some(r) = running_on(nl, &link).await? {
+        if let Some(r) = find_ours(nl, &link, &names).await {
             return Ok((link, r.prog_id));
         }
     }

@@ -715,11 +715,11 @@ fn xdp_prog_id(netns: &str) -> Result<Option<u32>> {
 
 /// The id of vxlan-fwd's TC uplink program (a tc ingress filter on the
 /// host's uplink), if attached.
-fn tc_uplink_prog_id(netns: &str) -> Result<Option<u32>> {
+fn tc_uplink_prog_id(netns: &str) -> Option<u32> {
     let out =
         output(Command::new("tc").args(["-n", netns, "filter", "show", "dev", UPLINK, "ingress"]))
             .unwrap_or_default();
-    Ok(out.lines().find_map(|l| {
+    out.lines().find_map(|l| {
         let w: Vec<&str> = l.split_whitespace().collect();
         let ours = w
             .windows(2)
@@ -729,22 +729,20 @@ fn tc_uplink_prog_id(netns: &str) -> Result<Option<u32>> {
             .find(|p| p[0] == "id")
             .and_then(|p| p[1].parse().ok());
         if ours { id } else { None }
-    }))
+    })
 }
 
 fn fwd_maps(h: &Host) -> Result<Maps> {
     // Our XDP program, or without XDP (the default on a veth uplink) the TC
     // uplink program: either uses every map.
-    let id = match xdp_prog_id(&h.netns)? {
-        Some(id) => Some(id),
-        None => tc_uplink_prog_id(&h.netns)?,
-    }
-    .ok_or_else(|| {
-        anyhow!(
-            "{}: no vxlan-fwd program on {UPLINK}: is vxlan-fwd running?",
-            h.name
-        )
-    })?;
+    let id = xdp_prog_id(&h.netns)?
+        .or_else(|| tc_uplink_prog_id(&h.netns))
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no vxlan-fwd program on {UPLINK}: is vxlan-fwd running?",
+                h.name
+            )
+        })?;
     Maps::from_program(id).with_context(|| format!("{}: opening vxlan-fwd's maps", h.name))
 }
 
