@@ -20,17 +20,19 @@ const BIN: &str = "vxlan-fwd";
 /// `cargo build --release -p vxlan-user`; returns the absolute path of the
 /// `vxlan-fwd` executable (as reported by cargo, so CARGO_TARGET_DIR is honoured).
 pub fn build() -> Result<PathBuf> {
+    build_release(PACKAGE, BIN, &[])
+}
+
+/// `cargo build --release -p PACKAGE [--features ...]`; returns the absolute
+/// path of its executable `bin`, as cargo reports it.
+pub fn build_release(package: &str, bin: &str, features: &[&str]) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            PACKAGE,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "--release", "-p", package])
+        .args(features.iter().flat_map(|f| ["--features", f]))
+        .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
-    outln!("xtask: cargo build --release -p {PACKAGE}");
+    outln!("xtask: {}", describe(&cmd));
     let mut fg = Foreground::spawn(&mut cmd)?;
     let stdout = fg
         .child_mut()
@@ -46,7 +48,7 @@ pub fn build() -> Result<PathBuf> {
             continue;
         };
         if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == BIN
+            && msg["target"]["name"] == bin
             && let Some(exe) = msg["executable"].as_str()
         {
             executable = Some(PathBuf::from(exe));
@@ -58,7 +60,7 @@ pub fn build() -> Result<PathBuf> {
     }
     let exe = executable.with_context(|| {
         format!(
-            "cargo did not report a `{BIN}` executable (does {PACKAGE} still define [[bin]] {BIN}?)"
+            "cargo did not report a `{bin}` executable (does {package} still define [[bin]] {bin}?)"
         )
     })?;
     let exe = exe

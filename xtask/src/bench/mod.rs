@@ -145,56 +145,14 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
 /// Builds xtask in release with `bench-ebpf` and runs its `bench`.
 #[cfg(not(feature = "bench-ebpf"))]
 fn relaunch(args: &BenchArgs, fwd: &std::path::Path) -> Result<u8> {
-    use std::{
-        io::{BufRead as _, BufReader},
-        process::{Command, Stdio},
-    };
-
-    use anyhow::{Context as _, bail};
+    use std::process::Command;
 
     use crate::{
-        signals::{Foreground, run_foreground},
-        util::{cargo, describe, exit_code, workspace_root},
+        signals::run_foreground,
+        util::{describe, exit_code},
     };
 
-    let mut cmd = cargo();
-    cmd.current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "xtask",
-            "--features",
-            "bench-ebpf",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdout(Stdio::piped());
-    outln!("xtask: cargo build --release -p xtask --features bench-ebpf");
-    let mut fg = Foreground::spawn(&mut cmd)?;
-    let stdout = fg
-        .child_mut()
-        .stdout
-        .take()
-        .context("cargo's stdout was not captured")?;
-    let mut exe = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo's JSON messages")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            outln!("{line}");
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "xtask"
-            && let Some(path) = msg["executable"].as_str()
-        {
-            exe = Some(PathBuf::from(path));
-        }
-    }
-    let status = fg.wait()?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", describe(&cmd));
-    }
-    let exe = exe.context("cargo did not report the xtask executable")?;
+    let exe = crate::tasks::build_release("xtask", "xtask", &["bench-ebpf"])?;
     let mut inner = Command::new(&exe);
     inner.arg("bench").arg("--fwd-bin").arg(fwd);
     if let Some(n) = args.rounds {
