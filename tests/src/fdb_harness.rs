@@ -88,6 +88,7 @@ impl Drop for TempDir {
 pub struct Fwd {
     ns: String,
     proc: Process,
+    state_dir: PathBuf,
 }
 
 impl Fwd {
@@ -107,9 +108,23 @@ impl Fwd {
 
     /// Like [`Fwd::start`], but returns the output of a failed start.
     pub fn try_start(ns: impl AsRef<str>, args: &[&str], state_dir: &Path) -> Result<Self, Output> {
+        Self::try_start_env(ns, args, state_dir, &[])
+    }
+
+    /// [`Fwd::try_start`] with more environment variables (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn try_start_env(
+        ns: impl AsRef<str>,
+        args: &[&str],
+        state_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, Output> {
         let ns = ns.as_ref();
         let mut c = netns_command(ns, vxlan_fwd_bin());
         c.args(args).env(STATE_DIR_ENV, state_dir);
+        for (k, v) in env {
+            c.env(k, v);
+        }
         let label = format!("vxlan-fwd@{ns}");
         eprintln!(
             "[{label}] {STATE_DIR_ENV}={} {}",
@@ -121,6 +136,7 @@ impl Fwd {
             Ok(_) => Ok(Self {
                 ns: ns.to_owned(),
                 proc,
+                state_dir: state_dir.to_owned(),
             }),
             Err(why) => {
                 let exited = proc.wait_timeout(Duration::from_secs(2)).is_some();
@@ -185,9 +201,37 @@ impl Fwd {
         self.proc.wait(Duration::from_secs(5))
     }
 
-    /// Runs `vxlan-fwd args...` in its namespace, whatever the outcome.
+    /// Runs `vxlan-fwd args...` in its namespace (with its state
+    /// directory, where its control socket is), whatever the outcome.
     pub fn run(&self, args: &[&str]) -> Output {
-        vxlan_fwd(&self.ns, args)
+        let mut c = netns_command(&self.ns, vxlan_fwd_bin());
+        c.args(args).env(STATE_DIR_ENV, &self.state_dir);
+        run_with_timeout(c, CMD_TIMEOUT)
+    }
+
+    /// The state directory it was started with.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGHUP`).
+    pub fn signal(&mut self, sig: libc::c_int) {
+        self.proc.signal(sig);
+    }
+
+    /// Waits up to `timeout` for a stdout line for which `pred` holds.
+    pub fn wait_for_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        self.proc.wait_for_line(timeout, pred)
+    }
+
+    /// Waits up to `timeout` for it to exit by itself; returns its output
+    /// (stopping it if it did not exit: `timed_out` is then set).
+    pub fn wait_exit(mut self, timeout: Duration) -> Output {
+        self.proc.wait(timeout)
     }
 
     /// Runs `vxlan-fwd args...` in its namespace; panics unless it

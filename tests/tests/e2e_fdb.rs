@@ -165,13 +165,15 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str)
     i128::from(after[k]) - i128::from(before[k])
 }
 
-/// Starts `vxlan-fwd fdb watch [--json]` in `ns` and waits for its banner.
-fn start_watch(ns: &NetNs, json: bool) -> Process {
-    let mut a = vec!["fdb", "watch"];
+/// Starts `vxlan-fwd fdb watch [--json]` in `ns`, for the forwarder whose
+/// state directory (and control socket) is `dir`, and waits for its banner.
+fn start_watch(ns: &NetNs, dir: &std::path::Path, json: bool) -> Process {
+    let mut c = ns.command(vxlan_fwd_bin());
+    c.args(["fdb", "watch"]).env("VXLAN_FWD_STATE_DIR", dir);
     if json {
-        a.push("--json");
+        c.arg("--json");
     }
-    let mut p = ns.spawn(vxlan_fwd_bin(), a);
+    let mut p = Process::spawn(c, &format!("fdb-watch@{}", ns.name()));
     if let Err(why) = p.wait_for_line(Duration::from_secs(10), |l| l.starts_with("watching")) {
         panic!(
             "fdb watch in {} did not start ({why}): {}{}",
@@ -975,7 +977,7 @@ fn ageing_with_short_ageing() {
     let fw = [&f1, &f2];
     let st = "02:00:00:00:cc:01";
     f1.command(&["fdb", "add", st, "dst", H2_IP, "vni", "42"]);
-    let watch = start_watch(&h1.ns, true);
+    let watch = start_watch(&h1.ns, dir.path(), true);
     // No neighbour probe may refresh the entries after the ping.
     pin_neighbours(&[c1, c2]);
 
@@ -1047,7 +1049,7 @@ fn mac_move() {
         dir.path(),
     );
     let fw = [&f1, &f2];
-    let watch = start_watch(&h1.ns, true);
+    let watch = start_watch(&h1.ns, dir.path(), true);
 
     // c2's MAC is first seen behind h2.
     assert_ping(&c1.ns, "172.18.1.3", 2, &fw);
@@ -1221,7 +1223,7 @@ fn fdb_watch_sees_learn_events() {
     let (m1, m2) = (c1.mac(), c2.mac());
 
     // JSON
-    let watch = start_watch(&h1.ns, true);
+    let watch = start_watch(&h1.ns, dir.path(), true);
     assert_ping(&c1.ns, "172.18.1.3", 2, &fw);
     let v = wait_event(&watch, "learn", &m2, Duration::from_secs(3), |_| true);
     assert!(
@@ -1237,7 +1239,7 @@ fn fdb_watch_sees_learn_events() {
     drop(watch);
 
     // Text: forget the entries, then learn them again.
-    let mut text = start_watch(&h1.ns, false);
+    let mut text = start_watch(&h1.ns, dir.path(), false);
     f1.command(&["fdb", "flush", "--learned"]);
     assert_ping(&c1.ns, "172.18.1.3", 2, &fw);
     let want = format!("learn {m2} dst {H2_IP} vni 42");

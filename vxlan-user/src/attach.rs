@@ -45,7 +45,7 @@ const HANDLE: TcHandle = TcHandle::new(0, 1);
 /// What this instance attached.
 pub struct Attached {
     uplink: LinkInfo,
-    ports: Vec<String>,
+    ports: std::collections::BTreeSet<String>,
     /// XDP attach flags, if XDP is attached.
     xdp_mode: Option<u32>,
     prio: u16,
@@ -226,7 +226,58 @@ fn xdp_fd(ebpf: &Ebpf) -> Result<i32> {
     Ok(xdp.fd()?.as_fd().as_raw_fd())
 }
 
+/// Removes filters of ours, at either priority, from every link of the
+/// namespace except `keep` (the uplink and the current ports): a previous
+/// instance's filters on ports the configuration no longer has.
+pub async fn remove_strays(nl: &Netlink, keep: &[&str]) {
+    let Ok(links) = nl.links().await else {
+        return;
+    };
+    let ours: std::collections::BTreeSet<u32> = loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            matches!(p.name_as_str(), Some(n) if n == prog::TC_PORT || n == prog::TC_UPLINK)
+        })
+        .map(|p| p.id())
+        .collect();
+    for link in links {
+        if keep.contains(&link.name.as_str()) {
+            continue;
+        }
+        let ids = nl.tc_ingress_prog_ids(link.index).await.unwrap_or_default();
+        if ids.iter().any(|id| ours.contains(id)) {
+            for prio in PRIOS {
+                detach_filter(&link.name, prio);
+            }
+            if matches!(nl.clsact_filter_count(link.index).await, Ok(0)) {
+                let _ = nl.del_clsact(link.index).await;
+            }
+            log::info!("removed a previous instance's filter from '{}'", link.name);
+        }
+    }
+}
+
 impl Attached {
+    /// Attaches the port program to `iface` (a port added at run time).
+    pub fn add_port(&mut self, ebpf: &mut Ebpf, iface: &str) -> Result<()> {
+        if ensure_clsact(iface)? {
+            self.created_clsact.push(iface.to_owned());
+        }
+        detach_filter(iface, self.prio); // a stale one of ours in the way
+        attach_filter(ebpf, prog::TC_PORT, iface, self.prio)?;
+        self.ports.insert(iface.to_owned());
+        Ok(())
+    }
+
+    /// Detaches the port program from `iface` (if the interface still
+    /// exists) and forgets it.
+    pub fn remove_port(&mut self, iface: &str) {
+        if self.ports.remove(iface) {
+            detach_filter(iface, self.prio);
+        }
+    }
+
+
     /// Removes everything: XDP first (nothing more is decapsulated), then
     /// the filters, then the clsact qdiscs this process created.
     pub async fn detach(self, nl: &Netlink) {

@@ -19,14 +19,100 @@ pub struct Cli {
 pub enum Command {
     /// Run the forwarder in the foreground (the default command).
     Run(RunArgs),
-    /// Inspect the forwarding database of the forwarder running in this
-    /// network namespace.
-    #[command(subcommand)]
-    Fdb(FdbCommand),
+    /// Inspect or change the forwarding database of the forwarder running
+    /// in this network namespace.
+    Fdb(FdbArgs),
+    /// Add, remove or list the VNIs of the running forwarder.
+    Vni(VniArgs),
+    /// Add, remove or list the local ports of the running forwarder.
+    Port(PortArgs),
     /// Print the datapath counters of the forwarder running in this
     /// network namespace.
     Stats {
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The forwarder on this uplink (needed when several run here).
+        #[arg(long, value_name = "IFACE")]
+        iface: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FdbArgs {
+    /// The forwarder on this uplink (needed when several run here).
+    #[arg(long, value_name = "IFACE", global = true)]
+    pub iface: Option<String>,
+    #[command(subcommand)]
+    pub command: FdbCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct VniArgs {
+    /// The forwarder on this uplink (needed when several run here).
+    #[arg(long, value_name = "IFACE", global = true)]
+    pub iface: Option<String>,
+    #[command(subcommand)]
+    pub command: VniCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VniCommand {
+    /// Add a VNI at run time (it survives a restart of the forwarder,
+    /// unless the configuration then defines that VNI itself).
+    Add {
+        #[arg(value_parser = parse_vni)]
+        vni: u32,
+        /// Remote VTEP to flood to; repeatable.
+        #[arg(long = "remote", value_name = "IP", value_parser = parse_ipv4)]
+        remotes: Vec<Ipv4Addr>,
+        /// Multicast group for floods.
+        #[arg(long, value_name = "IP", value_parser = parse_ipv4)]
+        group: Option<Ipv4Addr>,
+        /// Create a host interface with this name for the VNI.
+        #[arg(long, value_name = "NAME")]
+        host_if: Option<String>,
+    },
+    /// Remove a VNI: its ports are detached and its FDB entries removed.
+    Del {
+        #[arg(value_parser = parse_vni)]
+        vni: u32,
+    },
+    /// List the VNIs.
+    Show {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The forwarder on this uplink (needed when several run here).
+    #[arg(long, value_name = "IFACE", global = true)]
+    pub iface: Option<String>,
+    #[command(subcommand)]
+    pub command: PortCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Add a local port (e.g. a container's host-side veth) to a VNI.
+    Add {
+        /// The interface.
+        name: String,
+        /// The VNI it belongs to.
+        #[arg(long, value_parser = parse_vni)]
+        vni: u32,
+    },
+    /// Remove a local port: detached, its FDB entries removed.
+    Del {
+        /// The interface.
+        name: String,
+    },
+    /// List the ports: name, ifindex, VNI, origin, attached.
+    Show {
+        /// Print a JSON array.
         #[arg(long)]
         json: bool,
     },
@@ -218,13 +304,34 @@ mod tests {
             "42",
         ])
         .unwrap();
-        assert!(
-            matches!(cli.command, Some(Command::Fdb(FdbCommand::Add { words })) if words.len() == 5)
-        );
+        assert!(matches!(
+            cli.command,
+            Some(Command::Fdb(FdbArgs { command: FdbCommand::Add { words }, .. })) if words.len() == 5
+        ));
         let cli = Cli::try_parse_from(["vxlan-fwd", "fdb", "show", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Fdb(FdbCommand::Show { json: true }))
+            Some(Command::Fdb(FdbArgs {
+                command: FdbCommand::Show { json: true },
+                iface: None
+            }))
+        ));
+        let cli = Cli::try_parse_from([
+            "vxlan-fwd", "vni", "add", "7", "--remote", "10.0.0.1", "--iface", "eth1",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Vni(VniArgs { command: VniCommand::Add { vni: 7, ref remotes, .. }, iface: Some(ref i) }))
+                if remotes.len() == 1 && i == "eth1"
+        ));
+        assert!(Cli::try_parse_from(["vxlan-fwd", "vni", "add", "0"]).is_err());
+        assert!(Cli::try_parse_from(["vxlan-fwd", "port", "add", "veth0"]).is_err(), "no --vni");
+        let cli =
+            Cli::try_parse_from(["vxlan-fwd", "port", "add", "veth0", "--vni", "42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Port(PortArgs { command: PortCommand::Add { vni: 42, .. }, .. }))
         ));
     }
 }

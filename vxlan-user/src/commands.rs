@@ -1,25 +1,28 @@
-//! Commands that inspect or change the forwarder running in this network
-//! namespace, from a separate process.
+//! The client side of the commands run from a separate process in the
+//! forwarder's network namespace: `vni`, `port` and the changes of `fdb`
+//! go to the running forwarder over its control socket (it applies them
+//! through its dataplane); `fdb show` and `stats` read the maps directly.
 
 use std::collections::HashMap;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::{
-    cli::{FdbCommand, RunArgs},
-    config::{self, Overrides, VniConfig},
+    cli::{FdbArgs, FdbCommand, PortArgs, PortCommand, RunArgs, VniArgs, VniCommand},
+    config::{Overrides, VniConfig},
+    control::{self, Request, Response},
+    daemon::{self, Launch},
     events,
-    fdb::{self, Op, Spec},
-    loader,
+    fdb::{self, Op},
     maps::{self, Maps},
     netlink::Netlink,
     stats,
 };
 
-/// The maps of the running forwarder, its uplink ifindex and the names of
-/// this namespace's interfaces.
-async fn running(nl: &Netlink) -> Result<(Maps, u32, HashMap<u32, String>)> {
-    let (uplink, prog_id) = maps::find_running(nl).await?;
+/// The maps of the running forwarder (on `iface`, or the only one) and
+/// the names of this namespace's interfaces.
+async fn running(nl: &Netlink, iface: Option<&str>) -> Result<(Maps, HashMap<u32, String>)> {
+    let (_, prog_id) = maps::find_running(nl, iface).await?;
     let maps = Maps::from_program(prog_id)?;
     let names = nl
         .links()
@@ -27,11 +30,10 @@ async fn running(nl: &Netlink) -> Result<(Maps, u32, HashMap<u32, String>)> {
         .into_iter()
         .map(|l| (l.index, l.name))
         .collect();
-    Ok((maps, uplink.index, names))
+    Ok((maps, names))
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let file = args.config.as_deref().map(config::load).transpose()?;
     let vni = match args.vni {
         Some(id) => Some(VniConfig {
             id,
@@ -49,9 +51,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let cfg = config::resolve(
-        file,
-        Overrides {
+    let launch = Launch {
+        file: args.config,
+        overrides: Overrides {
             iface: args.iface,
             local: args.local,
             dstport: args.dstport,
@@ -61,21 +63,44 @@ pub async fn run(args: RunArgs) -> Result<()> {
             allow_remote: args.allow_remote,
             vni,
         },
-    )?;
-    let opts = loader::RunOptions {
+    };
+    let opts = daemon::RunOptions {
         xdp_mode: args.xdp_mode,
         metrics: args.metrics,
         debug_log: args.debug_log,
     };
-    loader::run(cfg, opts).await
+    daemon::run(launch, opts).await
 }
 
-pub async fn fdb(cmd: FdbCommand) -> Result<()> {
-    let nl = Netlink::new()?;
-    let (mut maps, uplink_ifindex, names) = running(&nl).await?;
-    match cmd {
+/// Sends `req`; prints the answer's message, if any.
+async fn change(iface: Option<&str>, req: Request) -> Result<()> {
+    if let Response::Ok {
+        message: Some(m), ..
+    } = control::call(iface, &req).await?
+    {
+        println!("{m}");
+    }
+    Ok(())
+}
+
+pub async fn fdb(args: FdbArgs) -> Result<()> {
+    let iface = args.iface.as_deref();
+    match args.command {
         FdbCommand::Show { json } => {
-            let rows = fdb::rows(&maps, &names)?;
+            let nl = Netlink::new()?;
+            let (maps, names) = running(&nl, iface).await?;
+            // The origins of the default remotes are the forwarder's to tell.
+            let origins = match control::call(iface, &Request::VniShow).await {
+                Ok(Response::Vnis { vnis }) => vnis
+                    .into_iter()
+                    .flat_map(|v| {
+                        let vni = v.vni;
+                        v.remotes.into_iter().zip(v.remote_origins).map(move |(r, o)| ((vni, r), o))
+                    })
+                    .collect(),
+                _ => HashMap::new(),
+            };
+            let rows = fdb::rows(&maps, &names, &origins)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -83,41 +108,84 @@ pub async fn fdb(cmd: FdbCommand) -> Result<()> {
                     println!("{r}");
                 }
             }
+            Ok(())
         }
-        FdbCommand::Add { words } => change(&nl, &mut maps, Op::Add, &words).await?,
-        FdbCommand::Replace { words } => change(&nl, &mut maps, Op::Replace, &words).await?,
-        FdbCommand::Append { words } => change(&nl, &mut maps, Op::Append, &words).await?,
-        FdbCommand::Del { words } => change(&nl, &mut maps, Op::Del, &words).await?,
+        FdbCommand::Add { words } => change(iface, Request::Fdb { op: Op::Add, words }).await,
+        FdbCommand::Replace { words } => {
+            change(iface, Request::Fdb { op: Op::Replace, words }).await
+        }
+        FdbCommand::Append { words } => {
+            change(iface, Request::Fdb { op: Op::Append, words }).await
+        }
+        FdbCommand::Del { words } => change(iface, Request::Fdb { op: Op::Del, words }).await,
         FdbCommand::Flush { vni, learned } => {
-            let n = fdb::flush(&mut maps, vni, learned)?;
-            println!("flushed {n} entries");
+            change(iface, Request::FdbFlush { vni, learned }).await
         }
-        FdbCommand::Watch { json } => events::watch(uplink_ifindex, json).await?,
+        FdbCommand::Watch { json } => events::watch(iface, json).await,
     }
-    Ok(())
 }
 
-async fn change(nl: &Netlink, maps: &mut Maps, op: Op, words: &[String]) -> Result<()> {
-    let spec = Spec::parse(words)?;
-    if op == Op::Append && spec.mac != [0; 6] {
-        bail!("`fdb append` is for the all-zeros MAC (another default remote)");
-    }
-    let port_index = match &spec.dev {
-        Some(dev) => {
-            let link = nl.link_by_name(dev).await?;
-            match maps.ports.get(&link.index, 0) {
-                Ok(p) if p.vni == spec.vni => Some(link.index),
-                _ => bail!("'{dev}' is not a port of VNI {}", spec.vni),
+pub async fn vni(args: VniArgs) -> Result<()> {
+    let iface = args.iface.as_deref();
+    match args.command {
+        VniCommand::Add {
+            vni,
+            remotes,
+            group,
+            host_if,
+        } => {
+            change(
+                iface,
+                Request::VniAdd {
+                    vni,
+                    remotes,
+                    group,
+                    host_if,
+                },
+            )
+            .await
+        }
+        VniCommand::Del { vni } => change(iface, Request::VniDel { vni }).await,
+        VniCommand::Show { json } => {
+            let Response::Vnis { vnis } = control::call(iface, &Request::VniShow).await? else {
+                bail!("unexpected answer from the forwarder");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vnis)?);
+            } else {
+                for v in vnis {
+                    println!("{v}");
+                }
             }
+            Ok(())
         }
-        None => None,
-    };
-    fdb::apply(maps, op, &spec, port_index).context("changing the FDB")
+    }
 }
 
-pub async fn stats(json: bool) -> Result<()> {
+pub async fn port(args: PortArgs) -> Result<()> {
+    let iface = args.iface.as_deref();
+    match args.command {
+        PortCommand::Add { name, vni } => change(iface, Request::PortAdd { name, vni }).await,
+        PortCommand::Del { name } => change(iface, Request::PortDel { name }).await,
+        PortCommand::Show { json } => {
+            let Response::Ports { ports } = control::call(iface, &Request::PortShow).await? else {
+                bail!("unexpected answer from the forwarder");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ports)?);
+            } else {
+                for p in ports {
+                    println!("{p}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn stats(json: bool, iface: Option<&str>) -> Result<()> {
     let nl = Netlink::new()?;
-    let (maps, _, _) = running(&nl).await?;
+    let (maps, _) = running(&nl, iface).await?;
     let values = stats::read(&maps)?;
     if json {
         println!(

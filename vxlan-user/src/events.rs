@@ -1,21 +1,18 @@
 //! FDB events: learn and move (from the datapath's EVENTS ring buffer) and
 //! age-out (from the loader's ageing), fanned out to `fdb watch` clients.
 //!
-//! The running forwarder listens on an abstract unix socket, which is
-//! private to its network namespace like everything else it owns; `fdb
-//! watch` connects to it and prints one event per line.
+//! `fdb watch` connects to the forwarder's control socket (root only; see
+//! [`crate::control`]) and prints one event per line.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    net::Ipv4Addr,
-    os::{linux::net::SocketAddrExt as _, unix::net::SocketAddr},
-};
+use std::{collections::HashMap as StdHashMap, net::Ipv4Addr, sync::Arc};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use log::warn;
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream},
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
+    net::UnixStream,
+    sync::mpsc,
 };
 use vxlan_common::{EV_AGE, EV_LEARN, EV_MOVE, FdbEvent};
 
@@ -67,43 +64,50 @@ impl std::fmt::Display for Event {
     }
 }
 
-/// The socket name of the forwarder whose uplink has `ifindex`.
-fn socket_addr(uplink_ifindex: u32) -> Result<SocketAddr> {
-    SocketAddr::from_abstract_name(format!("vxlan-fwd/{uplink_ifindex}/events"))
-        .context("building the events socket address")
+/// Most `fdb watch` clients at once.
+pub const MAX_WATCHERS: usize = 16;
+/// Events queued for one watcher; a watcher that falls this far behind
+/// has stopped reading and is dropped.
+const WATCHER_QUEUE: usize = 4096;
+
+/// The forwarder's side: a bounded queue and a writer task per watcher,
+/// so that a watcher that stops reading stalls nothing but itself.
+#[derive(Default)]
+pub struct Hub {
+    watchers: Vec<Watcher>,
+    next_id: u64,
 }
 
-/// The forwarder's side: accepts watchers and sends them every event.
-pub struct Hub {
-    listener: UnixListener,
-    watchers: Vec<UnixStream>,
+struct Watcher {
+    id: u64,
+    queue: mpsc::Sender<Arc<str>>,
 }
 
 impl Hub {
-    pub fn bind(uplink_ifindex: u32) -> Result<Self> {
-        let std = std::os::unix::net::UnixListener::bind_addr(&socket_addr(uplink_ifindex)?)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    anyhow::anyhow!("another vxlan-fwd is running on this uplink; stop it first")
+    /// Takes a watcher's connection (a `Watch` request was read from it).
+    pub fn add(&mut self, stream: UnixStream) -> Result<()> {
+        self.watchers.retain(|w| !w.queue.is_closed());
+        if self.watchers.len() >= MAX_WATCHERS {
+            anyhow::bail!("too many `fdb watch` clients (at most {MAX_WATCHERS})");
+        }
+        let (tx, mut rx) = mpsc::channel::<Arc<str>>(WATCHER_QUEUE);
+        let id = self.next_id;
+        self.next_id += 1;
+        tokio::spawn(async move {
+            let mut stream = stream;
+            while let Some(line) = rx.recv().await {
+                if stream.write_all(line.as_bytes()).await.is_err() {
+                    break;
                 }
-                _ => anyhow::Error::new(e).context("binding the events socket"),
-            })?;
-        std.set_nonblocking(true)?;
-        Ok(Self {
-            listener: UnixListener::from_std(std)?,
-            watchers: Vec::new(),
-        })
-    }
-
-    /// Waits for the next watcher and keeps it.
-    pub async fn accept(&mut self) -> Result<()> {
-        let (stream, _) = self.listener.accept().await?;
-        self.watchers.push(stream);
+            }
+        });
+        self.watchers.push(Watcher { id, queue: tx });
         Ok(())
     }
 
-    /// Sends `event` to every watcher as a JSON line; drops those gone.
-    pub async fn publish(&mut self, event: &Event) {
+    /// Queues `event` for every watcher as a JSON line; drops watchers that
+    /// are gone or too far behind. Never waits.
+    pub fn publish(&mut self, event: &Event) {
         if self.watchers.is_empty() {
             return;
         }
@@ -111,23 +115,44 @@ impl Hub {
             return;
         };
         line.push('\n');
-        let mut alive = Vec::with_capacity(self.watchers.len());
-        for mut w in self.watchers.drain(..) {
-            if w.write_all(line.as_bytes()).await.is_ok() {
-                alive.push(w);
+        let line: Arc<str> = line.into();
+        self.watchers.retain(|w| match w.queue.try_send(line.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    "fdb watch client {} stopped reading ({WATCHER_QUEUE} events behind): \
+                     disconnected",
+                    w.id
+                );
+                false
             }
-        }
-        self.watchers = alive;
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.watchers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watchers.is_empty()
     }
 }
 
-/// `fdb watch`: prints the events of the forwarder whose uplink has
-/// `ifindex` until it stops.
-pub async fn watch(uplink_ifindex: u32, json: bool) -> Result<()> {
-    let std = std::os::unix::net::UnixStream::connect_addr(&socket_addr(uplink_ifindex)?)
-        .context("connecting to the forwarder's event socket")?;
-    std.set_nonblocking(true)?;
-    let mut lines = BufReader::new(UnixStream::from_std(std)?).lines();
+/// `fdb watch`: prints the events of the running forwarder until it stops.
+pub async fn watch(iface: Option<&str>, json: bool) -> Result<()> {
+    let mut lines = crate::control::send(iface, &crate::control::Request::Watch)
+        .await?
+        .lines();
+    let first = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the forwarder closed the connection"))?;
+    match serde_json::from_str::<crate::control::Response>(&first) {
+        Ok(crate::control::Response::Error { error }) => anyhow::bail!(error),
+        Ok(_) => {}
+        Err(e) => return Err(anyhow::Error::new(e).context("the forwarder's answer")),
+    }
     println!("watching FDB events (Ctrl-C to stop)");
     while let Some(line) = lines.next_line().await? {
         if json {

@@ -7,8 +7,8 @@
 use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde::Serialize;
-use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, MAX_REMOTES, VniInfo};
+use serde::{Deserialize, Serialize};
+use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, VniInfo};
 
 use crate::{
     batch,
@@ -28,6 +28,9 @@ pub struct FdbRow {
     pub vni: u32,
     /// Static entry: never aged or overwritten by learning.
     pub permanent: bool,
+    /// Where it came from: `config`, `runtime` (a command), `learned`, or
+    /// `etcd`.
+    pub origin: String,
 }
 
 impl std::fmt::Display for FdbRow {
@@ -60,12 +63,18 @@ pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRo
         }),
         vni: key.vni,
         permanent: e.is_static(),
+        origin: if e.is_static() { "runtime" } else { "learned" }.to_owned(),
     }
 }
 
-/// All entries: the default remotes of each VNI (all-zeros MAC, permanent)
-/// and the FDB map's entries, sorted by VNI then MAC.
-pub fn rows(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Vec<FdbRow>> {
+/// All entries: the default remotes of each VNI (all-zeros MAC, permanent;
+/// their origins from `origins`, as the forwarder reports them) and the FDB
+/// map's entries, sorted by VNI then MAC.
+pub fn rows(
+    maps: &Maps,
+    names: &StdHashMap<u32, String>,
+    origins: &StdHashMap<(u32, Ipv4Addr), String>,
+) -> Result<Vec<FdbRow>> {
     let mut out = Vec::new();
     for item in maps.vnis.iter() {
         let (vni, info) = item?;
@@ -76,6 +85,10 @@ pub fn rows(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Vec<FdbRow>>
                 dev: None,
                 vni,
                 permanent: true,
+                origin: origins
+                    .get(&(vni, r))
+                    .cloned()
+                    .unwrap_or_else(|| "config".to_owned()),
             });
         }
     }
@@ -90,35 +103,6 @@ pub fn remotes_of(info: &VniInfo) -> Vec<Ipv4Addr> {
         .take(info.n_remotes as usize)
         .map(|r| Ipv4Addr::from(*r))
         .collect()
-}
-
-/// Adds `extra` default remotes to configured VNI `vni` (skipping those it
-/// has, up to the limit); a VNI not configured is left alone.
-pub fn merge_remotes(maps: &mut Maps, vni: u32, extra: &[Ipv4Addr]) -> Result<()> {
-    let Ok(mut info) = maps.vnis.get(&vni, 0) else {
-        return Ok(());
-    };
-    let mut all = remotes_of(&info);
-    for r in extra {
-        if !all.contains(r) && all.len() < MAX_REMOTES {
-            all.push(*r);
-        }
-    }
-    set_remotes(&mut info, &all)?;
-    maps.vnis.insert(vni, info, 0).context("writing VNIS")?;
-    Ok(())
-}
-
-fn set_remotes(info: &mut VniInfo, remotes: &[Ipv4Addr]) -> Result<()> {
-    if remotes.len() > MAX_REMOTES {
-        bail!("at most {MAX_REMOTES} default remotes per VNI");
-    }
-    info.remotes = [[0; 4]; MAX_REMOTES];
-    for (slot, r) in info.remotes.iter_mut().zip(remotes) {
-        *slot = r.octets();
-    }
-    info.n_remotes = remotes.len() as u32;
-    Ok(())
 }
 
 /// What an `fdb` command names: `MAC [dst IP] [dev PORT] vni N`, in the
@@ -159,7 +143,8 @@ impl Spec {
 }
 
 /// How `apply` treats an existing entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     Add,
     Replace,
@@ -167,46 +152,16 @@ pub enum Op {
     Del,
 }
 
-/// Applies an `fdb add|replace|append|del` to the maps. `port_index`
-/// resolves `dev PORT` to an ifindex that must be a port of the VNI.
+/// Applies an `fdb add|replace|append|del` of a static entry (not the
+/// all-zeros MAC: see [`crate::dataplane::Dataplane::fdb`]) to the maps.
+/// `port_index` resolves `dev PORT` to an ifindex that must be a port of
+/// the VNI.
 pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> Result<()> {
-    let mut info = maps
-        .vnis
-        .get(&spec.vni, 0)
-        .map_err(|_| anyhow!("VNI {} is not configured in this forwarder", spec.vni))?;
+    if maps.vnis.get(&spec.vni, 0).is_err() {
+        bail!("VNI {} is not configured in this forwarder", spec.vni);
+    }
     if spec.is_default() {
-        if spec.dev.is_some() {
-            bail!("the all-zeros MAC takes `dst IP`, not `dev`");
-        }
-        let mut remotes = remotes_of(&info);
-        match (op, spec.dst) {
-            (Op::Add, Some(dst)) if remotes.is_empty() => remotes.push(dst),
-            (Op::Add, Some(_)) => {
-                bail!(
-                    "VNI {} already has a default remote: use `fdb append`",
-                    spec.vni
-                )
-            }
-            (Op::Append, Some(dst)) if remotes.contains(&dst) => {
-                bail!("{dst} is already a default remote of VNI {}", spec.vni)
-            }
-            (Op::Append, Some(dst)) => remotes.push(dst),
-            (Op::Replace, Some(dst)) => remotes = vec![dst],
-            (Op::Del, Some(dst)) => {
-                let before = remotes.len();
-                remotes.retain(|r| *r != dst);
-                if remotes.len() == before {
-                    bail!("{dst} is not a default remote of VNI {}", spec.vni);
-                }
-            }
-            (Op::Del, None) => remotes.clear(),
-            (_, None) => bail!("missing `dst IP`"),
-        }
-        set_remotes(&mut info, &remotes)?;
-        maps.vnis
-            .insert(spec.vni, info, 0)
-            .context("writing VNIS")?;
-        return Ok(());
+        bail!("default remotes (the all-zeros MAC) are the dataplane's to change");
     }
     let key = FdbKey::new(spec.vni, spec.mac);
     let existing = maps.fdb.get(&key, 0).ok();

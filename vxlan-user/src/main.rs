@@ -42,10 +42,14 @@ fn real_main(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match (cli.command, cli.run) {
             (Some(Command::Run(args)), _) | (None, Some(args)) => commands::run(args).await,
-            (Some(Command::Fdb(cmd)), _) => commands::fdb(cmd).await,
-            (Some(Command::Stats { json }), _) => commands::stats(json).await,
+            (Some(Command::Fdb(a)), _) => commands::fdb(a).await,
+            (Some(Command::Vni(a)), _) => commands::vni(a).await,
+            (Some(Command::Port(a)), _) => commands::port(a).await,
+            (Some(Command::Stats { json, iface }), _) => {
+                commands::stats(json, iface.as_deref()).await
+            }
             (None, None) => {
-                bail!("nothing to do: give --iface and --vni, or a command (see --help)")
+                bail!("nothing to do: give --iface (and --vni), or a command (see --help)")
             }
         }
     })

@@ -145,14 +145,22 @@ async fn find_ours(
         })
 }
 
-/// The uplink of the forwarder running in this network namespace and the
-/// id of a program that uses all its maps.
-pub async fn find_running(nl: &Netlink) -> Result<(LinkInfo, u32)> {
+/// The uplink of the forwarder running in this network namespace (on
+/// `iface`, or the first found) and the id of a program that uses all its
+/// maps.
+pub async fn find_running(nl: &Netlink, iface: Option<&str>) -> Result<(LinkInfo, u32)> {
     let names = program_names();
-    for link in nl.links().await? {
+    let links = match iface {
+        Some(i) => vec![nl.link_by_name(i).await?],
+        None => nl.links().await?,
+    };
+    for link in links {
         if let Some(r) = find_ours(nl, &link, &names).await {
             return Ok((link, r.prog_id));
         }
     }
-    bail!("no vxlan-fwd is running in this network namespace")
+    match iface {
+        Some(i) => bail!("no vxlan-fwd is running on '{i}'"),
+        None => bail!("no vxlan-fwd is running in this network namespace"),
+    }
 }

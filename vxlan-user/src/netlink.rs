@@ -80,6 +80,66 @@ pub struct LinkInfo {
     pub xdp_prog_id: Option<u32>,
 }
 
+/// A change of a link or of an IPv4 address, as rtnetlink announces it.
+#[derive(Clone, Debug)]
+pub enum LinkEvent {
+    /// A link appeared or changed.
+    Link(LinkInfo),
+    /// A link disappeared.
+    LinkGone { index: u32, name: String },
+    /// An IPv4 address of link `index` was added or removed.
+    Address { index: u32 },
+    /// Events were lost (the socket overran): re-read what matters.
+    Overrun,
+}
+
+/// Subscribes to link and IPv4 address events of this network namespace.
+/// The stream ends when the returned receiver is dropped.
+pub fn subscribe_links() -> anyhow::Result<tokio::sync::mpsc::Receiver<LinkEvent>> {
+    use netlink_sys::{AsyncSocket as _, SocketAddr};
+    const RTMGRP_LINK: u32 = 1;
+    const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("subscribe_links() must be called from within a tokio runtime")?;
+    let (mut connection, handle, mut messages) =
+        rtnetlink::new_connection().context("failed to open a NETLINK_ROUTE socket")?;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        .context("subscribing to link events")?;
+    runtime.spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    runtime.spawn(async move {
+        let _handle = handle; // keeps the connection open
+        while let Some((msg, _)) = messages.next().await {
+            let ev = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                    LinkEvent::Link(link_info(m))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                    let l = link_info(m);
+                    LinkEvent::LinkGone {
+                        index: l.index,
+                        name: l.name,
+                    }
+                }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m),
+                ) => LinkEvent::Address {
+                    index: m.header.index,
+                },
+                NetlinkPayload::Overrun(_) | NetlinkPayload::Error(_) => LinkEvent::Overrun,
+                _ => continue,
+            };
+            if tx.send(ev).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 impl Netlink {
     /// Opens a rtnetlink socket in the current network namespace (spawns the
     /// connection task on the current tokio runtime).
@@ -213,6 +273,15 @@ impl Netlink {
         timed(async { request.await.map_err(nl_error) })
             .await
             .with_context(|| format!("failed to set ifindex {index} up"))
+    }
+
+    /// Sets the MTU of a link.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> anyhow::Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        let request = self.handle.link().change(msg).execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to set the MTU of ifindex {index}"))
     }
 
     /// Sets the XDP program of a link through netlink (`IFLA_XDP`): `fd`

@@ -1,19 +1,19 @@
 //! The FDB across restarts: the forwarder writes its table (static and
-//! learned entries, default remotes) to a state file every few seconds and
-//! when it stops, and reads it back when it starts with the same uplink in
-//! the same network namespace. `vxlan-fwd fdb flush` is how to forget it.
-//!
-//! The file is named after the network namespace's cookie (unique for the
-//! life of the machine, unlike its inode number) and the uplink, under
-//! `/run/vxlan-fwd` (`$VXLAN_FWD_STATE_DIR` overrides). `/run` is shared by
-//! `ip netns exec`, whose mount namespace only replaces /sys.
+//! learned entries, each with the time it was last seen) to a state file
+//! every 30 s if it changed and when it stops, and reads it back when it
+//! starts with the same uplink in the same network namespace (and the same
+//! boot), unless it adopts a running datapath, whose live maps are newer.
+//! `vxlan-fwd fdb flush` is how to forget entries. Default remotes are not
+//! saved here: the configuration and the runtime journal
+//! ([`crate::dataplane::journal`]) are their truth. See [`crate::paths`]
+//! for where the file lives.
 
 use std::{
-    collections::{BTreeMap, HashMap as StdHashMap},
+    collections::HashMap as StdHashMap,
     hash::{DefaultHasher, Hash as _, Hasher as _},
     io::Write as _,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -28,9 +28,10 @@ use crate::{
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
+    /// The boot the times belong to (`/proc/sys/kernel/random/boot_id`).
+    #[serde(default)]
+    pub boot_id: String,
     pub entries: Vec<SavedEntry>,
-    /// Default remotes per VNI.
-    pub remotes: BTreeMap<u32, Vec<Ipv4Addr>>,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,34 +43,9 @@ pub struct SavedEntry {
     pub dev: Option<String>,
     #[serde(rename = "static")]
     pub is_static: bool,
-}
-
-/// The network namespace's cookie (SO_NETNS_COOKIE).
-fn netns_cookie() -> Result<u64> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").context("socket for SO_NETNS_COOKIE")?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: valid fd, out pointer and length.
-    let rc = unsafe {
-        libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getsockopt(SO_NETNS_COOKIE)");
-    }
-    Ok(cookie)
-}
-
-/// The state file of the forwarder on `uplink` in this network namespace.
-pub fn path(uplink: &str) -> Result<PathBuf> {
-    let dir = std::env::var_os("VXLAN_FWD_STATE_DIR")
-        .map_or_else(|| PathBuf::from("/run/vxlan-fwd"), PathBuf::from);
-    Ok(dir.join(format!("netns-{}-{uplink}.json", netns_cookie()?)))
+    /// `CLOCK_MONOTONIC` ns when a frame last refreshed a learned entry.
+    #[serde(default)]
+    pub last_seen_ns: u64,
 }
 
 /// A summary of what a state file holds: equal digests, equal files
@@ -81,13 +57,12 @@ pub struct Digest {
     entries: u64,
     /// Wrapping sum of the entries' hashes: independent of map order.
     sum: u64,
-    /// Hash of the default remotes and of the port names.
+    /// Hash of the port names.
     rest: u64,
 }
 
 /// The saved part of the table, read from the maps (FDB entries raw).
 struct Table {
-    remotes: BTreeMap<u32, Vec<Ipv4Addr>>,
     entries: Vec<(FdbKey, FdbEntry)>,
     digest: Digest,
 }
@@ -96,11 +71,6 @@ impl Table {
     /// One batched read of the FDB. Local entries of ports not in `names`
     /// are left out (they cannot be restored by name).
     fn read(maps: &Maps, names: &StdHashMap<u32, String>) -> Result<Self> {
-        let mut remotes = BTreeMap::new();
-        for item in maps.vnis.iter() {
-            let (vni, info) = item?;
-            remotes.insert(vni, fdb::remotes_of(&info));
-        }
         let mut entries = Vec::new();
         let mut sum = 0u64;
         batch::for_each(&maps.fdb, |k, e| {
@@ -117,7 +87,6 @@ impl Table {
             entries.push((*k, *e));
         })?;
         let mut h = DefaultHasher::new();
-        remotes.hash(&mut h);
         let mut ports: Vec<_> = names.iter().collect();
         ports.sort_unstable();
         ports.hash(&mut h);
@@ -126,11 +95,7 @@ impl Table {
             sum,
             rest: h.finish(),
         };
-        Ok(Self {
-            remotes,
-            entries,
-            digest,
-        })
+        Ok(Self { entries, digest })
     }
 
     fn saved(mut self, names: &StdHashMap<u32, String>) -> Saved {
@@ -148,11 +113,12 @@ impl Table {
                     .then(|| names.get(&e.ifindex).cloned())
                     .flatten(),
                 is_static: e.is_static(),
+                last_seen_ns: e.last_seen_ns,
             })
             .collect();
         Saved {
+            boot_id: crate::paths::boot_id(),
             entries,
-            remotes: self.remotes,
         }
     }
 }
@@ -181,23 +147,20 @@ pub fn save_if_changed(
     Ok(true)
 }
 
-/// Writes `saved` atomically (temporary file, then rename), as compact
-/// JSON streamed to the file (a million entries are some 80 MB).
+/// Writes `saved` atomically (a 0600 temporary file, never through a
+/// symlink, fsynced, then renamed), as compact JSON streamed to the file
+/// (a million entries are some 80 MB).
 pub fn save(path: &Path, saved: &Saved) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow!("state path has no directory"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let write = || -> Result<()> {
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+    crate::paths::write_atomic(path, |f| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, f);
         serde_json::to_writer(&mut out, saved)?;
         out.flush()?;
         Ok(())
-    };
-    write().with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    })
 }
 
 pub fn load(path: &Path) -> Result<Option<Saved>> {
@@ -211,28 +174,31 @@ pub fn load(path: &Path) -> Result<Option<Saved>> {
     }
 }
 
-/// Puts saved entries back: default remotes of VNIs still configured are
-/// added to the configured ones; entries of configured VNIs whose port
-/// (for local ones) is still a port of that VNI are restored, learned ones
-/// as just seen. Returns how many entries were restored.
+/// Puts saved entries back, filtered against what runs now: entries of
+/// VNIs that exist; local ones only if their port (by name) is a port of
+/// that VNI now. Learned entries keep the time they were last seen when
+/// the file is of this boot (else: as just seen). Returns how many.
 pub fn restore(
     maps: &mut Maps,
     saved: &Saved,
     port_of: &StdHashMap<String, (u32, u32)>,
     now_ns: u64,
 ) -> Result<usize> {
-    for (vni, remotes) in &saved.remotes {
-        fdb::merge_remotes(maps, *vni, remotes)?;
-    }
+    let same_boot = !saved.boot_id.is_empty() && saved.boot_id == crate::paths::boot_id();
     let mut n = 0;
     for e in &saved.entries {
         if maps.vnis.get(&e.vni, 0).is_err() {
             continue;
         }
         let Ok(mac) = parse_mac(&e.mac) else { continue };
+        let seen = if same_boot && e.last_seen_ns <= now_ns {
+            e.last_seen_ns
+        } else {
+            now_ns
+        };
         let mut entry = FdbEntry {
             flags: if e.is_static { FDB_F_STATIC } else { 0 },
-            last_seen_ns: now_ns,
+            last_seen_ns: seen,
             ..Default::default()
         };
         match (&e.dst, &e.dev) {
@@ -338,8 +304,9 @@ pub(crate) mod tests {
                 (43, "02:00:00:00:00:04", None, Some("veth0"), true),
             ]
         );
-        assert_eq!(saved.remotes[&42], [ip(192, 168, 57, 54)]);
-        assert!(saved.remotes[&43].is_empty());
+        // Each entry with the time it was last seen.
+        let seen: Vec<u64> = saved.entries.iter().map(|e| e.last_seen_ns).collect();
+        assert_eq!(seen, [0, 100, 100, 0]);
 
         let dir = std::env::temp_dir().join(format!("vxlan-fwd-state-test-{}", std::process::id()));
         let path = dir.join("state.json");
@@ -361,11 +328,9 @@ pub(crate) mod tests {
             .unwrap();
         assert!(save(&maps, &mut last, &names), "moved");
         assert!(!save(&maps, &mut last, &names));
-        // So do a deletion, a new default remote, a renamed port...
+        // So do a deletion, a renamed port...
         maps.fdb.remove(&fdb[1].0).unwrap();
         assert!(save(&maps, &mut last, &names), "deleted");
-        add_vni(&mut maps, 43, &[[192, 168, 57, 55]]);
-        assert!(save(&maps, &mut last, &names), "default remote");
         let renamed: StdHashMap<u32, String> = [(5, "veth1".to_owned())].into();
         assert!(save(&maps, &mut last, &renamed), "port renamed");
         // ...and a state file that disappeared.
@@ -381,7 +346,7 @@ pub(crate) mod tests {
         add_vni(&mut fresh, 42, &[]);
         add_vni(&mut fresh, 43, &[]);
         let port_of: StdHashMap<String, (u32, u32)> = [("veth1".to_owned(), (5, 43))].into();
-        assert_eq!(restore(&mut fresh, &saved, &port_of, 1).unwrap(), 3);
+        assert_eq!(restore(&mut fresh, &saved, &port_of, 10_000).unwrap(), 3);
         assert_eq!(snapshot(&fresh, &renamed).unwrap(), saved);
         assert_eq!(fresh.learned.get(&0, 0).unwrap(), 2);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,0 +1,345 @@
+//! `vxlan-fwd` (run): the instance's life.
+//!
+//! 1. take the single-instance lock and the control socket;
+//! 2. load the programs, build the [`Dataplane`] from the configuration,
+//!    then from the runtime journal;
+//! 3. fill the FDB from a running datapath it adopts, or from the state
+//!    file;
+//! 4. attach (delivery first, then the ports, then XDP), tell systemd;
+//! 5. serve ([`serve`]) until SIGINT/SIGTERM or the uplink's deletion;
+//! 6. detach everything and remove what was created, on every way out
+//!    after step 2, errors included.
+
+mod adopt;
+mod housekeeper;
+mod serve;
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, RingBuf},
+    programs::{ProgramError, SchedClassifier, Xdp},
+};
+use log::{info, warn};
+use tokio::{
+    io::unix::AsyncFd,
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+};
+use vxlan_common::{FDB_STATIC_RESERVE, map, prog};
+
+use crate::{
+    cli::XdpModeArg,
+    config::{self, Config, FileConfig, Overrides},
+    dataplane::{Dataplane, Settings, journal::Journal},
+    fdb,
+    maps::{self, Maps},
+    metrics,
+    netlink::Netlink,
+    notify,
+    paths::{self, Files, InstanceLock, NetnsId},
+    state,
+};
+
+/// Where the configuration comes from: a file (re-read at SIGHUP) and the
+/// command line's values, which keep overriding it.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl Launch {
+    pub fn resolve(&self) -> Result<Config> {
+        let file: Option<FileConfig> = self.file.as_deref().map(config::load).transpose()?;
+        config::resolve(file, self.overrides.clone())
+    }
+}
+
+/// How to run, beside the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeArg,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Log from the eBPF programs.
+    pub debug_log: bool,
+}
+
+pub async fn run(launch: Launch, opts: RunOptions) -> Result<()> {
+    // Before anything is created: a signal from now on means a clean stop.
+    let sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let cfg = launch.resolve()?;
+    let nl = Netlink::new()?;
+    let uplink = nl.link_by_name(&cfg.iface).await?;
+    paths::ensure_state_dir()?;
+    paths::remove_files_of_gone_namespaces();
+    let files = Files::new(NetnsId::current()?, &uplink.name);
+    let _lock = InstanceLock::take(&files.lock(), &uplink.name)?;
+    let listener = bind_control(&files.socket())?;
+    let result = start_and_serve(launch, cfg, opts, nl, uplink, &files, listener, sighup, (sigint, sigterm)).await;
+    let _ = std::fs::remove_file(files.socket());
+    result
+}
+
+/// The control socket: root's (mode 0600, in root's 0700 directory). A
+/// stale one (its instance was killed) is replaced: the lock says that no
+/// instance runs.
+fn bind_control(path: &Path) -> Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(listener)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_and_serve(
+    launch: Launch,
+    cfg: Config,
+    opts: RunOptions,
+    nl: Netlink,
+    uplink: crate::netlink::LinkInfo,
+    files: &Files,
+    listener: UnixListener,
+    sighup: tokio::signal::unix::Signal,
+    stop: (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+) -> Result<()> {
+    // Our datapath left running by an instance that died is adopted;
+    // anyone else's XDP program is left alone.
+    let adopt = maps::running_on(&nl, &uplink).await;
+    if let Some(id) = uplink.xdp_prog_id
+        && adopt.is_none_or(|r| r.xdp_id != Some(id))
+    {
+        bail!(
+            "interface '{}' already carries someone else's XDP program (id {id}); detach it first",
+            uplink.name
+        );
+    }
+    let local = match cfg.local {
+        Some(ip) => ip,
+        None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
+            anyhow!(
+                "interface '{}' has no IPv4 address; give one with --local",
+                uplink.name
+            )
+        })?,
+    };
+    let debug = u8::from(opts.debug_log);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map::FDB, cfg.max_fdb.saturating_add(FDB_STATIC_RESERVE))
+        .override_global("DEBUG_LOG", &debug, true)
+        .load(crate::EBPF_OBJ)
+        .context("loading the eBPF object")?;
+    load(&mut ebpf)?;
+    let logger = match opts.debug_log {
+        true => {
+            let l = aya_log::EbpfLogger::init(&mut ebpf).context("starting the eBPF logger")?;
+            // SAFETY: the logger owns its ring buffer fd and lives as long
+            // as the registration.
+            Some(
+                unsafe { AsyncFd::register(l) }
+                    .map_err(|e| anyhow!("eBPF logger: {}", e.into_parts().1))?,
+            )
+        }
+        false => None,
+    };
+    let events = ebpf
+        .take_map(map::EVENTS)
+        .ok_or_else(|| anyhow!("map EVENTS missing"))?;
+    // SAFETY: the ring buffer owns its fd and outlives the registration.
+    let events = unsafe { AsyncFd::register(RingBuf::<MapData>::try_from(events)?) }
+        .map_err(|e| anyhow!("watching the EVENTS ring buffer: {}", e.into_parts().1))?;
+    let maps = Maps::take(&mut ebpf)?;
+    let xdp_mode = opts.xdp_mode.resolve(uplink.kind.as_deref());
+    let uplink_prog = if xdp_mode.is_some() {
+        prog::XDP_UPLINK
+    } else {
+        prog::TC_UPLINK
+    };
+    let prog_id = ebpf
+        .program(uplink_prog)
+        .ok_or_else(|| anyhow!("program {uplink_prog} missing"))?
+        .info()?
+        .id();
+    // Bound before anything is attached: a port that cannot be had stops
+    // the start with nothing to undo.
+    if let Some(addr) = opts.metrics {
+        metrics::serve(addr, prog_id)?;
+    }
+    let mut dp = Dataplane::new(
+        nl.clone(),
+        ebpf,
+        maps,
+        uplink.clone(),
+        local,
+        Settings::from(&cfg),
+        xdp_mode.is_none(),
+        files.runtime(),
+    )?;
+    let started = async {
+        let problems = dp.apply_config(&cfg).await?;
+        if let Some(p) = problems.first() {
+            bail!("{p}");
+        }
+        match Journal::load(&files.runtime()) {
+            Ok(j) => dp.apply_journal(&j).await,
+            Err(e) => warn!("ignoring the runtime journal: {e:#}"),
+        }
+        dp.save_journal();
+        let ports = port_vnis(&dp);
+        let old = match adopt {
+            Some(r) => {
+                let old = Maps::from_program(r.prog_id)
+                    .context("opening the running datapath's maps")?;
+                let n = adopt::copy_state(&old, dp.maps_mut(), &ports)?;
+                info!(
+                    "adopting the running datapath (program {}): {n} FDB entries",
+                    r.prog_id
+                );
+                Some(old)
+            }
+            None => {
+                match state::load(&files.fdb()) {
+                    Ok(Some(saved)) => {
+                        let port_of = dp.port_map();
+                        let n = state::restore(
+                            dp.maps_mut(),
+                            &saved,
+                            &port_of,
+                            fdb::monotonic_ns(),
+                        )?;
+                        info!("restored {n} FDB entries from {}", files.fdb().display());
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!("ignoring the saved table: {e:#}"),
+                }
+                None
+            }
+        };
+        // Senders and next hops before anything is attached: no frame of a
+        // remote may meet an empty ALLOWED or NEIGH.
+        dp.set_static_remotes(static_remotes(dp.maps()));
+        dp.sync_allowed();
+        dp.resolve_remotes().await;
+        dp.attach(xdp_mode, adopt).await?;
+        let mut keep: Vec<String> = dp.port_links().into_iter().map(|l| l.name).collect();
+        keep.push(uplink.name.clone());
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        crate::attach::remove_strays(&nl, &keep).await;
+        if let Some(old) = &old {
+            // Entries the old programs learned while we were starting.
+            let _ = adopt::copy_fdb(old, dp.maps_mut(), &ports, false);
+        }
+        Ok(())
+    }
+    .await;
+    let result = match started {
+        Ok(()) => {
+            print_ready(&dp);
+            notify::ready();
+            let inst = serve::Instance {
+                launch,
+                cfg,
+                prog_id,
+                files: files.clone(),
+                listener,
+                events,
+                logger,
+            };
+            serve::serve(&mut dp, inst, sighup, stop).await
+        }
+        Err(e) => Err(e),
+    };
+    notify::stopping();
+    dp.shutdown().await;
+    println!("vxlan-fwd: stopped; programs detached");
+    result
+}
+
+/// ifindex → VNI of the attached ports.
+fn port_vnis(dp: &Dataplane) -> std::collections::HashMap<u32, u32> {
+    dp.port_map().into_values().collect()
+}
+
+/// One scan of the FDB for static entries behind a remote.
+fn static_remotes(maps: &Maps) -> std::collections::BTreeSet<(u32, std::net::Ipv4Addr)> {
+    let mut set = std::collections::BTreeSet::new();
+    let _ = crate::batch::for_each(&maps.fdb, |k, e| {
+        if e.is_static() && !e.is_local() {
+            set.insert((k.vni, std::net::Ipv4Addr::from(e.remote)));
+        }
+    });
+    set
+}
+
+/// One `ready` line per VNI (or one for an empty VTEP).
+pub(crate) fn print_ready(dp: &Dataplane) {
+    let up = dp.uplink();
+    let rows = dp.vni_rows();
+    if rows.is_empty() {
+        println!(
+            "vxlan-fwd: ready: uplink {} local {} dstport {} no VNI yet (add one with `vxlan-fwd vni add`)",
+            up.name,
+            dp.local(),
+            dp.settings().dstport
+        );
+    }
+    for v in rows {
+        println!(
+            "vxlan-fwd: ready: uplink {} local {} vni {} dstport {} remotes [{}] group {} ports [{}]",
+            up.name,
+            dp.local(),
+            v.vni,
+            dp.settings().dstport,
+            v.remotes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            v.group.map_or_else(|| "none".to_owned(), |g| g.to_string()),
+            v.ports.join(", "),
+        );
+    }
+}
+
+/// Explains a program load failure, with the end of the verifier's log.
+fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+            anyhow!("the kernel's verifier rejected {name}: {io_error}\n  {tail}")
+        }
+        e => anyhow::Error::new(e).context(format!("loading {name}")),
+    }
+}
+
+fn load(ebpf: &mut Ebpf) -> Result<()> {
+    let xdp: &mut Xdp = ebpf
+        .program_mut(prog::XDP_UPLINK)
+        .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
+        .try_into()?;
+    xdp.load().map_err(|e| load_error(prog::XDP_UPLINK, e))?;
+    for name in [prog::TC_UPLINK, prog::TC_PORT] {
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?;
+        tc.load().map_err(|e| load_error(name, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1232 @@
+//! The one writer of the datapath's maps.
+//!
+//! Every source of change goes through [`Dataplane`]: the command line and
+//! config file at start, SIGHUP reloads, the `vni`/`port`/`fdb` commands
+//! (over the control socket), link events, and later other control planes.
+//! Each operation is typed and updates the derived tables in the same call:
+//! the VNI's flood list and port list (`VNIS`), the port map (`PORTS`),
+//! multicast memberships (`GROUPS` and a real IGMP join), the allowed
+//! senders (`ALLOWED`) and the next hops of remotes (`NEIGH`).
+//!
+//! Every VNI, port and default remote records its [`Origin`]; FDB entries
+//! record theirs in their flags (learned, or static from a command).
+//! What runtime commands added is journalled (see [`journal`]) so that it
+//! survives a restart of the process, while the configuration stays the
+//! truth for what came from it.
+
+pub mod host_if;
+pub mod journal;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    net::{Ipv4Addr, UdpSocket},
+    path::PathBuf,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{Ebpf, maps::lpm_trie::Key};
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+use vxlan_common::{
+    CFG_F_LEARNING, CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES,
+    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
+};
+
+use self::{host_if::HostIf, journal::Journal};
+use crate::{
+    attach::Attached,
+    batch,
+    config::{Cidr, Config, VniConfig},
+    control::{PortRow, VniRow},
+    fdb::{self, Op, Spec},
+    maps::Maps,
+    netlink::{LinkInfo, Netlink},
+};
+
+/// Where a VNI, port, remote or FDB entry came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The configuration (command line or file): the truth for it.
+    Config,
+    /// A runtime command (`vni add`, `port add`, `fdb add|append|replace`).
+    Runtime,
+    /// Learned from traffic.
+    Learned,
+    /// A control plane (etcd).
+    Etcd,
+}
+
+impl Origin {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Runtime => "runtime",
+            Self::Learned => "learned",
+            Self::Etcd => "etcd",
+        }
+    }
+}
+
+/// What describes a VNI besides its ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VniSpec {
+    pub id: u32,
+    pub remotes: Vec<Ipv4Addr>,
+    pub group: Option<Ipv4Addr>,
+    pub host_if: Option<String>,
+}
+
+impl From<&VniConfig> for VniSpec {
+    fn from(v: &VniConfig) -> Self {
+        Self {
+            id: v.id,
+            remotes: v.remotes.clone(),
+            group: v.group,
+            host_if: v.host_if.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Vni {
+    origin: Origin,
+    /// Default remotes in flood order, each with its origin.
+    remotes: Vec<(Ipv4Addr, Origin)>,
+    group: Option<Ipv4Addr>,
+    host_if: Option<HostIf>,
+}
+
+#[derive(Debug)]
+struct Port {
+    vni: u32,
+    origin: Origin,
+    /// The interface, while it exists.
+    link: Option<LinkInfo>,
+    /// The port end of a VNI's host interface (removed with the VNI).
+    host_if: bool,
+}
+
+/// The instance's settings that the datapath reads from `CONFIG`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub dstport: u16,
+    pub ageing: u64,
+    pub max_fdb: u32,
+    pub learning: bool,
+    pub allow_remote: Vec<Cidr>,
+    /// `--local`: fixed; otherwise it follows the uplink's address.
+    pub local: Option<Ipv4Addr>,
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Self {
+            dstport: c.dstport,
+            ageing: c.ageing,
+            max_fdb: c.max_fdb,
+            learning: c.learning,
+            allow_remote: c.allow_remote.clone(),
+            local: c.local,
+        }
+    }
+}
+
+/// Owns the datapath's maps and programs; the only writer of the maps.
+pub struct Dataplane {
+    nl: Netlink,
+    ebpf: Ebpf,
+    maps: Maps,
+    uplink: LinkInfo,
+    local: Ipv4Addr,
+    settings: Settings,
+    tc_decap: bool,
+    /// What is attached; `None` until [`Dataplane::attach`].
+    attached: Option<Attached>,
+    vnis: BTreeMap<u32, Vni>,
+    ports: BTreeMap<String, Port>,
+    memberships: BTreeMap<Ipv4Addr, UdpSocket>,
+    /// (VNI, remote) of static FDB entries behind a remote VTEP: allowed
+    /// senders and next hops to keep, like the default remotes.
+    static_remotes: BTreeSet<(u32, Ipv4Addr)>,
+    journal_path: PathBuf,
+}
+
+impl Dataplane {
+    /// A dataplane on freshly loaded programs and maps, with no VNI yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nl: Netlink,
+        ebpf: Ebpf,
+        maps: Maps,
+        uplink: LinkInfo,
+        local: Ipv4Addr,
+        settings: Settings,
+        tc_decap: bool,
+        journal_path: PathBuf,
+    ) -> Result<Self> {
+        let mut dp = Self {
+            nl,
+            ebpf,
+            maps,
+            uplink,
+            local,
+            settings,
+            tc_decap,
+            attached: None,
+            vnis: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            memberships: BTreeMap::new(),
+            static_remotes: BTreeSet::new(),
+            journal_path,
+        };
+        dp.write_config()?;
+        Ok(dp)
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+    pub fn uplink(&self) -> &LinkInfo {
+        &self.uplink
+    }
+    pub fn local(&self) -> Ipv4Addr {
+        self.local
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
+    /// `CONFIG`, from the settings and the uplink.
+    fn write_config(&mut self) -> Result<()> {
+        let (port_lo, port_hi, ttl) = kernel_defaults();
+        let s = &self.settings;
+        let dp = DpConfig {
+            local_ip: self.local.octets(),
+            uplink_ifindex: self.uplink.index,
+            dstport: s.dstport,
+            port_lo,
+            port_hi,
+            ttl,
+            mcast_ttl: 1,
+            flags: if s.learning { CFG_F_LEARNING } else { 0 }
+                | if self.tc_decap { CFG_F_TC_DECAP } else { 0 },
+            max_learned: s.max_fdb,
+            uplink_mac: self.uplink.mac,
+            _pad: [0; 2],
+            uplink_mtu: self.uplink.mtu,
+            _pad2: 0,
+        };
+        self.maps.config.set(0, dp, 0).context("writing CONFIG")
+    }
+
+    /// New settings (a reload). The uplink and the FDB's capacity cannot
+    /// change without a restart; the caller checked that.
+    pub fn set_settings(&mut self, s: Settings) -> Result<()> {
+        if s == self.settings {
+            return Ok(());
+        }
+        let allow_changed = s.allow_remote != self.settings.allow_remote;
+        if let Some(ip) = s.local {
+            self.local = ip;
+        }
+        self.settings = s;
+        self.write_config()?;
+        if allow_changed {
+            for id in self.vnis.keys().copied().collect::<Vec<_>>() {
+                self.write_vni(id)?;
+            }
+            self.sync_allowed();
+        }
+        Ok(())
+    }
+
+    /// The uplink changed (MTU, address, MAC): the datapath follows.
+    pub async fn uplink_changed(&mut self, link: LinkInfo) -> Result<()> {
+        let mtu_changed = link.mtu != self.uplink.mtu;
+        let mac_changed = link.mac != self.uplink.mac;
+        if !mtu_changed && !mac_changed {
+            return Ok(());
+        }
+        if mtu_changed {
+            info!(
+                "uplink {} MTU {} -> {}: encapsulated frames must fit {}",
+                link.name, self.uplink.mtu, link.mtu, link.mtu
+            );
+        }
+        self.uplink = LinkInfo {
+            xdp_prog_id: self.uplink.xdp_prog_id,
+            ..link
+        };
+        self.write_config()?;
+        if mtu_changed {
+            let mtu = self.uplink.mtu.saturating_sub(OVERHEAD);
+            for v in self.vnis.values() {
+                if let Some(h) = &v.host_if
+                    && let Err(e) = self.nl.set_mtu(h.index, mtu).await
+                {
+                    warn!("setting the MTU of {}: {e:#}", h.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The uplink's first IPv4 address is now `addr`: the local VTEP
+    /// address follows it unless `--local` fixed it.
+    pub fn uplink_address(&mut self, addr: Option<Ipv4Addr>) -> Result<()> {
+        if self.settings.local.is_some() {
+            return Ok(());
+        }
+        let Some(addr) = addr else {
+            warn!(
+                "uplink {} has no IPv4 address now: still sending from {}",
+                self.uplink.name, self.local
+            );
+            return Ok(());
+        };
+        if addr == self.local {
+            return Ok(());
+        }
+        info!("local VTEP address {} -> {addr} (the uplink's address)", self.local);
+        self.local = addr;
+        self.write_config()?;
+        // Memberships were joined on the old address.
+        let groups: Vec<Ipv4Addr> = self.memberships.keys().copied().collect();
+        self.memberships.clear();
+        for g in groups {
+            self.join(g);
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------
+    // VNIs
+
+    /// Adds VNI `spec.id` (its host interface too), with no ports.
+    pub async fn vni_add(&mut self, spec: &VniSpec, origin: Origin) -> Result<()> {
+        if self.vnis.contains_key(&spec.id) {
+            bail!("VNI {} exists already", spec.id);
+        }
+        if spec.remotes.len() > MAX_REMOTES {
+            bail!("at most {MAX_REMOTES} default remotes per VNI");
+        }
+        if let Some(g) = spec.group
+            && !g.is_multicast()
+        {
+            bail!("group {g} is not a multicast address");
+        }
+        if let Some(name) = &spec.host_if
+            && self.vnis.values().any(|v| v.host_if.as_ref().is_some_and(|h| &h.name == name))
+        {
+            bail!("host interface '{name}' belongs to another VNI");
+        }
+        self.vnis.insert(
+            spec.id,
+            Vni {
+                origin,
+                remotes: dedup(&spec.remotes).into_iter().map(|r| (r, origin)).collect(),
+                group: spec.group,
+                host_if: None,
+            },
+        );
+        let done = async {
+            self.write_vni(spec.id)?;
+            if let Some(g) = spec.group {
+                self.maps
+                    .groups
+                    .insert(g.octets(), 1, 0)
+                    .context("writing GROUPS")?;
+                self.join(g);
+            }
+            self.sync_allowed();
+            self.resolve_remotes().await;
+            if let Some(name) = &spec.host_if {
+                let mtu = self.uplink.mtu.saturating_sub(OVERHEAD);
+                let h = HostIf::existing_or_create(&self.nl, name, mtu).await?;
+                let peer = h.peer_name.clone();
+                if let Some(v) = self.vnis.get_mut(&spec.id) {
+                    v.host_if = Some(h);
+                }
+                self.port_add_inner(&peer, spec.id, origin, true).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        if let Err(e) = done {
+            let _ = self.vni_del(spec.id).await;
+            return Err(e);
+        }
+        info!("VNI {} added ({})", spec.id, origin.name());
+        Ok(())
+    }
+
+    /// Removes VNI `id`: its ports (detached), its host interface, its
+    /// group membership and every FDB entry of it.
+    pub async fn vni_del(&mut self, id: u32) -> Result<()> {
+        if !self.vnis.contains_key(&id) {
+            bail!("VNI {id} is not configured in this forwarder");
+        }
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.vni == id)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for p in ports {
+            self.port_remove(&p).await;
+        }
+        let Some(v) = self.vnis.remove(&id) else {
+            return Ok(());
+        };
+        let _ = self.maps.vnis.remove(&id);
+        if let Some(g) = v.group
+            && !self.vnis.values().any(|o| o.group == Some(g))
+        {
+            let _ = self.maps.groups.remove(&g.octets());
+            self.memberships.remove(&g);
+        }
+        if let Some(h) = &v.host_if {
+            h.remove(&self.nl).await;
+        }
+        self.flush_where(|k, _| k.vni == id)?;
+        self.sync_allowed();
+        info!("VNI {id} removed");
+        Ok(())
+    }
+
+    /// Changes VNI `id`'s group or host interface: removed and added again
+    /// (its ports too). Only that VNI's traffic is disturbed.
+    async fn vni_redo(&mut self, spec: &VniSpec, origin: Origin) -> Result<()> {
+        let ports: Vec<(String, Origin)> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.vni == spec.id && !p.host_if)
+            .map(|(n, p)| (n.clone(), p.origin))
+            .collect();
+        self.vni_del(spec.id).await?;
+        self.vni_add(spec, origin).await?;
+        for (name, o) in ports {
+            if let Err(e) = self.port_add(&name, spec.id, o).await {
+                warn!("port '{name}' of VNI {}: {e:#}", spec.id);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_vni(&self, id: u32) -> bool {
+        self.vnis.contains_key(&id)
+    }
+
+    /// `VNIS[id]` from the state: flood list, group, attached ports.
+    fn write_vni(&mut self, id: u32) -> Result<()> {
+        let Some(v) = self.vnis.get(&id) else {
+            return Ok(());
+        };
+        let ports: Vec<u32> = self
+            .ports
+            .values()
+            .filter(|p| p.vni == id)
+            .filter_map(|p| p.link.as_ref().map(|l| l.index))
+            .collect();
+        if ports.len() > MAX_PORTS {
+            bail!("at most {MAX_PORTS} local ports per VNI");
+        }
+        let mut info = VniInfo {
+            n_remotes: v.remotes.len().min(MAX_REMOTES) as u32,
+            n_ports: ports.len() as u32,
+            group: v.group.map_or([0; 4], |g| g.octets()),
+            // Group mode takes VXLAN from any sender, unless told whom.
+            flags: if v.group.is_some() && self.settings.allow_remote.is_empty() {
+                VNI_F_ANY_SENDER
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        for (slot, (r, _)) in info.remotes.iter_mut().zip(&v.remotes) {
+            *slot = r.octets();
+        }
+        for (slot, p) in info.ports.iter_mut().zip(&ports) {
+            *slot = *p;
+        }
+        self.maps.vnis.insert(id, info, 0).context("writing VNIS")?;
+        Ok(())
+    }
+
+    /// Joins `g` on the uplink: a real IGMP membership, held by a socket.
+    fn join(&mut self, g: Ipv4Addr) {
+        if self.memberships.contains_key(&g) {
+            return;
+        }
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|s| s.join_multicast_v4(&g, &self.local).map(|()| s));
+        match sock {
+            Ok(s) => {
+                self.memberships.insert(g, s);
+            }
+            Err(e) => warn!("joining multicast group {g} on {}: {e}", self.local),
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Default remotes
+
+    /// Adds default remote `addr` to VNI `vni` (no error if present: the
+    /// origin is updated when `origin` is the configuration).
+    pub async fn remote_add(&mut self, vni: u32, addr: Ipv4Addr, origin: Origin) -> Result<()> {
+        let v = self
+            .vnis
+            .get_mut(&vni)
+            .ok_or_else(|| anyhow!("VNI {vni} is not configured in this forwarder"))?;
+        if let Some(slot) = v.remotes.iter_mut().find(|(r, _)| *r == addr) {
+            if origin == Origin::Config {
+                slot.1 = origin;
+            }
+            return Ok(());
+        }
+        if v.remotes.len() >= MAX_REMOTES {
+            bail!("at most {MAX_REMOTES} default remotes per VNI");
+        }
+        v.remotes.push((addr, origin));
+        self.write_vni(vni)?;
+        self.sync_allowed();
+        self.resolve_remotes().await;
+        Ok(())
+    }
+
+    /// Removes default remote `addr` from VNI `vni`.
+    pub fn remote_del(&mut self, vni: u32, addr: Ipv4Addr) -> Result<()> {
+        let v = self
+            .vnis
+            .get_mut(&vni)
+            .ok_or_else(|| anyhow!("VNI {vni} is not configured in this forwarder"))?;
+        let before = v.remotes.len();
+        v.remotes.retain(|(r, _)| *r != addr);
+        if v.remotes.len() == before {
+            bail!("{addr} is not a default remote of VNI {vni}");
+        }
+        self.write_vni(vni)?;
+        self.sync_allowed();
+        Ok(())
+    }
+
+    fn remotes_of(&self, vni: u32) -> Vec<Ipv4Addr> {
+        self.vnis
+            .get(&vni)
+            .map(|v| v.remotes.iter().map(|(r, _)| *r).collect())
+            .unwrap_or_default()
+    }
+
+    // -----------------------------------------------------------------
+    // Ports
+
+    /// Adds local port `name` to VNI `vni` and attaches to it.
+    pub async fn port_add(&mut self, name: &str, vni: u32, origin: Origin) -> Result<()> {
+        self.port_add_inner(name, vni, origin, false).await
+    }
+
+    async fn port_add_inner(
+        &mut self,
+        name: &str,
+        vni: u32,
+        origin: Origin,
+        host_if: bool,
+    ) -> Result<()> {
+        if !self.vnis.contains_key(&vni) {
+            bail!("VNI {vni} is not configured in this forwarder");
+        }
+        if let Some(p) = self.ports.get(name) {
+            if p.vni == vni {
+                bail!("'{name}' is a port of VNI {vni} already");
+            }
+            bail!("'{name}' is a port of VNI {} already", p.vni);
+        }
+        let link = self.nl.link_by_name(name).await?;
+        if link.index == self.uplink.index {
+            bail!("port '{name}' is the uplink");
+        }
+        let n = self.ports.values().filter(|p| p.vni == vni).count();
+        if n >= MAX_PORTS {
+            bail!("at most {MAX_PORTS} local ports per VNI");
+        }
+        self.ports.insert(
+            name.to_owned(),
+            Port {
+                vni,
+                origin,
+                link: None,
+                host_if,
+            },
+        );
+        if let Err(e) = self.port_up(name, link).await {
+            self.ports.remove(name);
+            let _ = self.write_vni(vni);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A runtime or journalled port whose interface does not exist (yet):
+    /// attached when it appears.
+    pub fn port_add_waiting(&mut self, name: &str, vni: u32, origin: Origin) -> Result<()> {
+        if !self.vnis.contains_key(&vni) {
+            bail!("VNI {vni} is not configured in this forwarder");
+        }
+        if self.ports.contains_key(name) {
+            bail!("'{name}' is a port already");
+        }
+        self.ports.insert(
+            name.to_owned(),
+            Port {
+                vni,
+                origin,
+                link: None,
+                host_if: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Puts port `name` (known, not attached) on `link`: PORTS, then the
+    /// VNI's port list, then (once attached) our filter on it.
+    async fn port_up(&mut self, name: &str, link: LinkInfo) -> Result<()> {
+        let Some(p) = self.ports.get_mut(name) else {
+            return Ok(());
+        };
+        let vni = p.vni;
+        let peer = link.kind.as_deref() == Some("veth") && link.peer_in_other_netns;
+        let info = PortInfo {
+            vni,
+            flags: if peer { PORT_F_PEER } else { 0 },
+        };
+        p.link = Some(link.clone());
+        self.maps
+            .ports
+            .insert(link.index, info, 0)
+            .context("writing PORTS")?;
+        self.write_vni(vni)?;
+        if let Some(att) = &mut self.attached {
+            att.add_port(&mut self.ebpf, &link.name)?;
+        }
+        Ok(())
+    }
+
+    /// Port `name`'s interface is gone (or the port is being removed):
+    /// out of the VNI's list and PORTS, its local FDB entries removed.
+    async fn port_down(&mut self, name: &str) {
+        let Some(p) = self.ports.get_mut(name) else {
+            return;
+        };
+        let Some(link) = p.link.take() else {
+            return;
+        };
+        let vni = p.vni;
+        if let Some(att) = &mut self.attached {
+            att.remove_port(&link.name);
+        }
+        if let Err(e) = self.write_vni(vni) {
+            warn!("VNI {vni}: {e:#}");
+        }
+        let _ = self.maps.ports.remove(&link.index);
+        if let Err(e) = self.flush_where(|_, e| e.is_local() && e.ifindex == link.index) {
+            warn!("removing the FDB entries of '{name}': {e:#}");
+        }
+    }
+
+    /// Removes port `name` from this forwarder.
+    pub async fn port_del(&mut self, name: &str) -> Result<()> {
+        match self.ports.get(name) {
+            None => bail!("'{name}' is not a port of this forwarder"),
+            Some(p) if p.host_if => bail!(
+                "'{name}' is the host interface of VNI {}: delete the VNI",
+                p.vni
+            ),
+            Some(_) => {}
+        }
+        self.port_remove(name).await;
+        Ok(())
+    }
+
+    async fn port_remove(&mut self, name: &str) {
+        self.port_down(name).await;
+        self.ports.remove(name);
+        info!("port '{name}' removed");
+    }
+
+    /// A link appeared or changed: a configured port that waited for it is
+    /// attached; a port whose interface was replaced is moved over.
+    pub async fn link_changed(&mut self, link: &LinkInfo) {
+        if link.index == self.uplink.index {
+            if let Err(e) = self.uplink_changed(link.clone()).await {
+                warn!("uplink {}: {e:#}", link.name);
+            }
+            return;
+        }
+        // A port renamed away from its configured name.
+        let renamed: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(n, p)| {
+                p.link.as_ref().is_some_and(|l| l.index == link.index) && **n != link.name
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in renamed {
+            info!("port '{n}' was renamed to '{}': detached", link.name);
+            self.port_down(&n).await;
+        }
+        let Some(p) = self.ports.get(&link.name) else {
+            return;
+        };
+        match &p.link {
+            Some(l) if l.index == link.index => return,
+            Some(_) => self.port_down(&link.name).await,
+            None => {}
+        }
+        let start = std::time::Instant::now();
+        match self.port_up(&link.name, link.clone()).await {
+            Ok(()) => info!(
+                "port '{}' (ifindex {}) attached in {:?}",
+                link.name,
+                link.index,
+                start.elapsed()
+            ),
+            Err(e) => warn!("attaching port '{}': {e:#}", link.name),
+        }
+    }
+
+    /// A link disappeared.
+    pub async fn link_removed(&mut self, index: u32) {
+        let names: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.link.as_ref().is_some_and(|l| l.index == index))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            info!("port '{n}' disappeared: detached (attached again when it returns)");
+            self.port_down(&n).await;
+        }
+    }
+
+    /// Ports that should be attached but whose interface is missing or was
+    /// replaced: a safety net for link events lost (netlink overruns).
+    pub async fn resync_ports(&mut self) {
+        let Ok(links) = self.nl.links().await else {
+            return;
+        };
+        let by_name: StdHashMap<&str, &LinkInfo> =
+            links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let stale: Vec<(String, Option<LinkInfo>)> = self
+            .ports
+            .iter()
+            .filter_map(|(n, p)| {
+                let now = by_name.get(n.as_str()).copied();
+                let same = match (&p.link, now) {
+                    (Some(a), Some(b)) => a.index == b.index,
+                    (None, None) => true,
+                    _ => false,
+                };
+                (!same).then(|| (n.clone(), now.cloned()))
+            })
+            .collect();
+        for (name, now) in stale {
+            match now {
+                Some(l) => self.link_changed(&l).await,
+                None => {
+                    info!("port '{name}' disappeared: detached");
+                    self.port_down(&name).await;
+                }
+            }
+        }
+    }
+
+    /// Names of the attached ports, by ifindex.
+    pub fn port_names(&self) -> StdHashMap<u32, String> {
+        self.ports
+            .iter()
+            .filter_map(|(n, p)| p.link.as_ref().map(|l| (l.index, n.clone())))
+            .collect()
+    }
+
+    /// Attached ports as (name, (ifindex, vni)).
+    pub fn port_map(&self) -> StdHashMap<String, (u32, u32)> {
+        self.ports
+            .iter()
+            .filter_map(|(n, p)| p.link.as_ref().map(|l| (n.clone(), (l.index, p.vni))))
+            .collect()
+    }
+
+    /// The attached ports' links.
+    pub fn port_links(&self) -> Vec<LinkInfo> {
+        self.ports.values().filter_map(|p| p.link.clone()).collect()
+    }
+
+    // -----------------------------------------------------------------
+    // FDB
+
+    /// `fdb add|replace|append|del` (origin: runtime).
+    pub async fn fdb(&mut self, op: Op, words: &[String]) -> Result<String> {
+        let spec = Spec::parse(words)?;
+        if op == Op::Append && spec.mac != [0; 6] {
+            bail!("`fdb append` is for the all-zeros MAC (another default remote)");
+        }
+        if !self.vnis.contains_key(&spec.vni) {
+            bail!("VNI {} is not configured in this forwarder", spec.vni);
+        }
+        if spec.mac == [0; 6] {
+            return self.fdb_default(op, &spec).await;
+        }
+        let port_index = match &spec.dev {
+            Some(dev) => match self.ports.get(dev) {
+                Some(p) if p.vni == spec.vni => match &p.link {
+                    Some(l) => Some(l.index),
+                    None => bail!("port '{dev}' does not exist at the moment"),
+                },
+                _ => bail!("'{dev}' is not a port of VNI {}", spec.vni),
+            },
+            None => None,
+        };
+        fdb::apply(&mut self.maps, op, &spec, port_index).context("changing the FDB")?;
+        if let Some(dst) = spec.dst
+            && op != Op::Del
+        {
+            self.static_remotes.insert((spec.vni, dst));
+            self.sync_allowed();
+            self.resolve_remotes().await;
+        }
+        Ok(format!("{op:?} done").to_lowercase())
+    }
+
+    /// `fdb ...` on the all-zeros MAC: the VNI's default remotes.
+    async fn fdb_default(&mut self, op: Op, spec: &Spec) -> Result<String> {
+        if spec.dev.is_some() {
+            bail!("the all-zeros MAC takes `dst IP`, not `dev`");
+        }
+        let vni = spec.vni;
+        let remotes = self.remotes_of(vni);
+        match (op, spec.dst) {
+            (Op::Add, Some(dst)) if remotes.is_empty() => {
+                self.remote_add(vni, dst, Origin::Runtime).await?
+            }
+            (Op::Add, Some(_)) => {
+                bail!("VNI {vni} already has a default remote: use `fdb append`")
+            }
+            (Op::Append, Some(dst)) if remotes.contains(&dst) => {
+                bail!("{dst} is already a default remote of VNI {vni}")
+            }
+            (Op::Append, Some(dst)) => self.remote_add(vni, dst, Origin::Runtime).await?,
+            (Op::Replace, Some(dst)) => {
+                for r in remotes {
+                    self.remote_del(vni, r)?;
+                }
+                self.remote_add(vni, dst, Origin::Runtime).await?;
+            }
+            (Op::Del, Some(dst)) => self.remote_del(vni, dst)?,
+            (Op::Del, None) => {
+                for r in remotes {
+                    self.remote_del(vni, r)?;
+                }
+            }
+            (_, None) => bail!("missing `dst IP`"),
+        }
+        Ok(format!("{op:?} done").to_lowercase())
+    }
+
+    /// `fdb flush`: FDB entries (never the default remotes) of one VNI or
+    /// all, learned only or static too.
+    pub fn fdb_flush(&mut self, vni: Option<u32>, learned_only: bool) -> Result<usize> {
+        let n = fdb::flush(&mut self.maps, vni, learned_only)?;
+        if !learned_only {
+            self.static_remotes
+                .retain(|(v, _)| vni.is_some_and(|x| x != *v));
+            self.sync_allowed();
+        }
+        Ok(n)
+    }
+
+    /// Deletes the FDB entries `doomed` selects and recounts.
+    fn flush_where(&mut self, doomed: impl Fn(&FdbKey, &vxlan_common::FdbEntry) -> bool) -> Result<()> {
+        let mut keys = Vec::new();
+        batch::for_each(&self.maps.fdb, |k, e| {
+            if doomed(k, e) {
+                keys.push(*k);
+            }
+        })?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        batch::delete(&mut self.maps.fdb, &keys)?;
+        fdb::recount_learned(&mut self.maps)?;
+        Ok(())
+    }
+
+    /// Static remote entries, from a scan of the FDB (by the housekeeper).
+    pub fn set_static_remotes(&mut self, set: BTreeSet<(u32, Ipv4Addr)>) {
+        if set != self.static_remotes {
+            self.static_remotes = set;
+            self.sync_allowed();
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Derived tables
+
+    /// ALLOWED = for each VNI: its default remotes and static remote
+    /// entries (/32), and the `allow_remote` prefixes.
+    pub fn sync_allowed(&mut self) {
+        let mut want: BTreeSet<(u32, [u8; 8])> = BTreeSet::new();
+        for (&vni, v) in &self.vnis {
+            for (r, _) in &v.remotes {
+                want.insert((32 + 32, allow_data(vni, r.octets())));
+            }
+            for c in &self.settings.allow_remote {
+                want.insert((32 + u32::from(c.len), allow_data(vni, c.network().octets())));
+            }
+        }
+        for (vni, r) in &self.static_remotes {
+            if self.vnis.contains_key(vni) {
+                want.insert((32 + 32, allow_data(*vni, r.octets())));
+            }
+        }
+        let have: BTreeSet<(u32, [u8; 8])> = self
+            .maps
+            .allowed
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect();
+        for (len, data) in have.difference(&want) {
+            let _ = self.maps.allowed.remove(&Key::new(*len, *data));
+        }
+        for (len, data) in want.difference(&have) {
+            if let Err(e) = self.maps.allowed.insert(&Key::new(*len, *data), 1, 0) {
+                warn!("updating the allowed senders: {e}");
+            }
+        }
+    }
+
+    /// Keeps the link-layer next hop of every default remote and static
+    /// remote entry in NEIGH, from the kernel's routing and neighbour
+    /// tables, and asks the kernel to resolve those it does not know.
+    pub async fn resolve_remotes(&mut self) {
+        let mut remotes: BTreeSet<Ipv4Addr> = self
+            .vnis
+            .values()
+            .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
+            .collect();
+        remotes.extend(self.static_remotes.iter().map(|(_, r)| *r));
+        for r in remotes {
+            if let Err(e) = self.resolve(r).await {
+                warn!("resolving remote {r}: {e:#}");
+            }
+        }
+    }
+
+    async fn resolve(&mut self, remote: Ipv4Addr) -> Result<()> {
+        let (oif, nh) = self.nl.route_get(remote).await?;
+        match self.nl.neighbour_mac(oif, nh).await? {
+            Some(dmac) => {
+                let smac = self.nl.link_by_index(oif).await?.mac;
+                let entry = NeighEntry {
+                    dmac,
+                    smac,
+                    ifindex: oif,
+                };
+                let key = remote.octets();
+                if self.maps.neigh.get(&key, 0).ok() != Some(entry) {
+                    self.maps.neigh.insert(key, entry, 0)?;
+                }
+            }
+            None => self.nl.kick_neighbour(oif, nh).await?,
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------
+    // Attachment
+
+    /// Attaches everything (see [`crate::attach::attach`]); from now on
+    /// ports added are attached at once.
+    pub async fn attach(
+        &mut self,
+        xdp: Option<bool>,
+        adopt: Option<crate::maps::Running>,
+    ) -> Result<()> {
+        let ports = self.port_links();
+        let att =
+            crate::attach::attach(&mut self.ebpf, &self.nl, &self.uplink, &ports, xdp, adopt)
+                .await?;
+        self.attached = Some(att);
+        Ok(())
+    }
+
+    /// Detaches everything, removes the host interfaces and leaves the
+    /// groups.
+    pub async fn shutdown(mut self) {
+        if let Some(att) = self.attached.take() {
+            att.detach(&self.nl).await;
+        }
+        for v in self.vnis.values() {
+            if let Some(h) = &v.host_if {
+                h.remove(&self.nl).await;
+            }
+        }
+        self.memberships.clear();
+    }
+
+    // -----------------------------------------------------------------
+    // Views
+
+    pub fn vni_rows(&self) -> Vec<VniRow> {
+        self.vnis
+            .iter()
+            .map(|(&id, v)| VniRow {
+                vni: id,
+                origin: v.origin.name().to_owned(),
+                remotes: v.remotes.iter().map(|(r, _)| *r).collect(),
+                remote_origins: v.remotes.iter().map(|(_, o)| o.name().to_owned()).collect(),
+                group: v.group,
+                host_if: v.host_if.as_ref().map(|h| h.name.clone()),
+                ports: self
+                    .ports
+                    .iter()
+                    .filter(|(_, p)| p.vni == id)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn port_rows(&self) -> Vec<PortRow> {
+        self.ports
+            .iter()
+            .map(|(n, p)| PortRow {
+                name: n.clone(),
+                ifindex: p.link.as_ref().map_or(0, |l| l.index),
+                vni: p.vni,
+                origin: p.origin.name().to_owned(),
+                attached: p.link.is_some() && self.attached.is_some(),
+            })
+            .collect()
+    }
+
+    // -----------------------------------------------------------------
+    // The configuration as the truth
+
+    /// Makes what came from the configuration equal to `cfg` (at start,
+    /// from nothing; at a reload, from the previous configuration), and
+    /// leaves what runtime commands added alone unless `cfg` contradicts
+    /// it. Every port `cfg` names must exist (checked before anything
+    /// changes). Errors of single steps are collected, not fatal.
+    pub async fn apply_config(&mut self, cfg: &Config) -> Result<Vec<String>> {
+        // Checked first: a reload that cannot be applied changes nothing.
+        for v in &cfg.vnis {
+            for name in &v.ports {
+                let link = self
+                    .nl
+                    .link_by_name(name)
+                    .await
+                    .with_context(|| format!("port '{name}'"))?;
+                if link.index == self.uplink.index {
+                    bail!("port '{name}' is the uplink");
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(format!("{e:#}"));
+            }
+        };
+        let want: BTreeMap<u32, &VniConfig> = cfg.vnis.iter().map(|v| (v.id, v)).collect();
+        // VNIs the configuration no longer has.
+        let gone: Vec<u32> = self
+            .vnis
+            .iter()
+            .filter(|(id, v)| v.origin == Origin::Config && !want.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            note(self.vni_del(id).await);
+        }
+        // Ports the configuration no longer has, or has in another VNI.
+        let cfg_port: BTreeMap<&str, u32> = cfg
+            .vnis
+            .iter()
+            .flat_map(|v| v.ports.iter().map(|p| (p.as_str(), v.id)))
+            .collect();
+        let stale_ports: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(n, p)| {
+                !p.host_if
+                    && match cfg_port.get(n.as_str()) {
+                        Some(&vni) => vni != p.vni,
+                        None => p.origin == Origin::Config,
+                    }
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in stale_ports {
+            self.port_remove(&n).await;
+        }
+        for (&id, v) in &want {
+            let spec = VniSpec::from(*v);
+            match self.vnis.get_mut(&id) {
+                None => note(self.vni_add(&spec, Origin::Config).await),
+                Some(have) => {
+                    have.origin = Origin::Config;
+                    let host_if = have.host_if.as_ref().map(|h| h.name.clone());
+                    if have.group != spec.group || host_if != spec.host_if {
+                        let runtime: Vec<Ipv4Addr> = have
+                            .remotes
+                            .iter()
+                            .filter(|(_, o)| *o != Origin::Config)
+                            .map(|(r, _)| *r)
+                            .collect();
+                        note(self.vni_redo(&spec, Origin::Config).await);
+                        for r in runtime {
+                            note(self.remote_add(id, r, Origin::Runtime).await);
+                        }
+                    } else {
+                        // Remotes: the configured ones are the truth.
+                        let old: Vec<Ipv4Addr> = have
+                            .remotes
+                            .iter()
+                            .filter(|(r, o)| *o == Origin::Config && !spec.remotes.contains(r))
+                            .map(|(r, _)| *r)
+                            .collect();
+                        for r in old {
+                            note(self.remote_del(id, r));
+                        }
+                        for r in &spec.remotes {
+                            note(self.remote_add(id, *r, Origin::Config).await);
+                        }
+                    }
+                }
+            }
+            for name in &v.ports {
+                match self.ports.get_mut(name) {
+                    Some(p) if p.vni == id => p.origin = Origin::Config,
+                    Some(_) => {}
+                    None => note(self.port_add(name, id, Origin::Config).await),
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Puts back what runtime commands added before a restart, where the
+    /// configuration does not contradict it.
+    pub async fn apply_journal(&mut self, j: &Journal) {
+        for v in &j.vnis {
+            if self.vnis.contains_key(&v.id) {
+                continue; // the configuration has it now
+            }
+            let spec = VniSpec {
+                id: v.id,
+                remotes: Vec::new(),
+                group: v.group,
+                host_if: v.host_if.clone(),
+            };
+            if let Err(e) = self.vni_add(&spec, Origin::Runtime).await {
+                warn!("VNI {} (added at run time): {e:#}", v.id);
+            }
+        }
+        for r in &j.remotes {
+            if self.vnis.contains_key(&r.vni)
+                && let Err(e) = self.remote_add(r.vni, r.addr, Origin::Runtime).await
+            {
+                warn!("default remote {} of VNI {}: {e:#}", r.addr, r.vni);
+            }
+        }
+        for p in &j.ports {
+            if self.ports.contains_key(&p.name) || !self.vnis.contains_key(&p.vni) {
+                continue;
+            }
+            let r = match self.nl.link_by_name(&p.name).await {
+                Ok(_) => self.port_add(&p.name, p.vni, Origin::Runtime).await,
+                Err(_) => self.port_add_waiting(&p.name, p.vni, Origin::Runtime),
+            };
+            if let Err(e) = r {
+                warn!("port '{}' (added at run time): {e:#}", p.name);
+            }
+        }
+    }
+
+    /// What runtime commands added, as the journal holds it.
+    pub fn journal(&self) -> Journal {
+        let mut j = Journal::default();
+        for (&id, v) in &self.vnis {
+            if v.origin == Origin::Runtime {
+                j.vnis.push(journal::JVni {
+                    id,
+                    group: v.group,
+                    host_if: v.host_if.as_ref().map(|h| h.name.clone()),
+                });
+            }
+            for (r, o) in &v.remotes {
+                if *o == Origin::Runtime {
+                    j.remotes.push(journal::JRemote { vni: id, addr: *r });
+                }
+            }
+        }
+        for (n, p) in &self.ports {
+            if p.origin == Origin::Runtime && !p.host_if {
+                j.ports.push(journal::JPort {
+                    name: n.clone(),
+                    vni: p.vni,
+                });
+            }
+        }
+        j
+    }
+
+    /// Writes the journal (after every runtime change).
+    pub fn save_journal(&self) {
+        if let Err(e) = self.journal().save(&self.journal_path) {
+            warn!("saving the runtime journal: {e:#}");
+        }
+    }
+}
+
+fn dedup(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::with_capacity(v.len());
+    for r in v {
+        if !out.contains(r) {
+            out.push(*r);
+        }
+    }
+    out
+}
+
+fn read_proc(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// The kernel's outer UDP source port range and default TTL.
+fn kernel_defaults() -> (u16, u16, u8) {
+    let (lo, hi) = read_proc("/proc/sys/net/ipv4/ip_local_port_range")
+        .and_then(|s| {
+            let mut it = s.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
+            Some((it.next()?, it.next()?))
+        })
+        .unwrap_or((32768, 60999));
+    let ttl = read_proc("/proc/sys/net/ipv4/ip_default_ttl")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(64);
+    (lo, hi, ttl)
+}

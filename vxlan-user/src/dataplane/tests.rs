@@ -1,0 +1,228 @@
+//! The Dataplane's bookkeeping, on real maps (created from the eBPF object,
+//! no program loaded or attached) and real links in a private network
+//! namespace: what each operation writes to VNIS and PORTS, what the
+//! configuration owns and what runtime commands own, the journal, and link
+//! events. Needs root (skips otherwise).
+
+use std::net::Ipv4Addr;
+
+use aya::EbpfLoader;
+use vxlan_common::{VniInfo, map};
+
+use super::*;
+use crate::{EBPF_OBJ, config::VniConfig};
+
+/// Runs `f` on a thread of its own in a fresh network namespace, with a
+/// tokio runtime; `None` (skipped) when not root.
+fn in_private_netns<F, Fut>(f: F) -> Option<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    std::thread::spawn(move || {
+        // SAFETY: plain syscall; CLONE_NEWNET only affects this thread.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f());
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    Some(())
+}
+
+async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
+    for (a, b) in [("up0", "up0p"), ("pa", "pa-c"), ("pb", "pb-c"), ("pc", "pc-c")] {
+        nl.create_veth(a, b, 1500).await.expect("veth");
+    }
+    let uplink = nl.link_by_name("up0").await.expect("uplink");
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map::FDB, 1024)
+        .load(EBPF_OBJ)
+        .expect("creating the maps");
+    let maps = Maps::take(&mut ebpf).expect("maps");
+    let settings = Settings {
+        dstport: 4789,
+        ageing: 300,
+        max_fdb: 1000,
+        learning: true,
+        allow_remote: Vec::new(),
+        local: Some(Ipv4Addr::new(10, 0, 0, 1)),
+    };
+    Dataplane::new(
+        nl.clone(),
+        ebpf,
+        maps,
+        uplink,
+        Ipv4Addr::new(10, 0, 0, 1),
+        settings,
+        true,
+        journal,
+    )
+    .expect("dataplane")
+}
+
+fn cfg(vnis: Vec<VniConfig>) -> Config {
+    Config {
+        iface: "up0".into(),
+        local: None,
+        dstport: 4789,
+        ageing: 300,
+        max_fdb: 1000,
+        learning: true,
+        allow_remote: Vec::new(),
+        vnis,
+    }
+}
+
+fn vni(id: u32, ports: &[&str], remotes: &[[u8; 4]]) -> VniConfig {
+    VniConfig {
+        id,
+        ports: ports.iter().map(|p| (*p).to_owned()).collect(),
+        remotes: remotes.iter().map(|r| Ipv4Addr::from(*r)).collect(),
+        group: None,
+        host_if: None,
+    }
+}
+
+fn info(dp: &Dataplane, id: u32) -> Option<VniInfo> {
+    dp.maps.vnis.get(&id, 0).ok()
+}
+
+fn remotes(i: &VniInfo) -> Vec<[u8; 4]> {
+    i.remotes[..i.n_remotes as usize].to_vec()
+}
+
+fn ports(i: &VniInfo) -> Vec<u32> {
+    i.ports[..i.n_ports as usize].to_vec()
+}
+
+#[test]
+fn config_runtime_journal_and_links() {
+    let dir = std::env::temp_dir().join(format!("vxlan-fwd-dp-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal.json");
+    let jpath = journal.clone();
+    in_private_netns(move || async move {
+        let nl = Netlink::new().unwrap();
+        let mut dp = dataplane(&nl, jpath.clone()).await;
+        let idx = |dp: &Dataplane, n: &str| dp.port_names().into_iter().find(|(_, m)| m == n).map(|(i, _)| i);
+
+        // Start: the configuration.
+        let c1 = cfg(vec![vni(42, &["pa", "pb"], &[[10, 0, 0, 2], [10, 0, 0, 3]])]);
+        assert!(dp.apply_config(&c1).await.unwrap().is_empty());
+        let i = info(&dp, 42).expect("VNI 42 in VNIS");
+        assert_eq!(remotes(&i), [[10, 0, 0, 2], [10, 0, 0, 3]]);
+        let (pa, pb) = (idx(&dp, "pa").unwrap(), idx(&dp, "pb").unwrap());
+        assert_eq!(ports(&i), [pa, pb]);
+        assert_eq!(dp.maps.ports.get(&pa, 0).unwrap().vni, 42);
+
+        // Runtime: a VNI, a port in it, and a remote of the configured VNI.
+        dp.vni_add(
+            &VniSpec {
+                id: 7,
+                ..Default::default()
+            },
+            Origin::Runtime,
+        )
+        .await
+        .unwrap();
+        dp.port_add("pc", 7, Origin::Runtime).await.unwrap();
+        dp.remote_add(42, Ipv4Addr::new(10, 0, 0, 9), Origin::Runtime)
+            .await
+            .unwrap();
+        // Errors, with nothing changed.
+        let err = |r: Result<()>| format!("{:#}", r.unwrap_err());
+        assert!(err(dp.port_add("pc", 42, Origin::Runtime).await).contains("port of VNI 7"));
+        assert!(err(dp.port_add("nope0", 42, Origin::Runtime).await).contains("not found"));
+        assert!(err(dp.port_add("pa", 99, Origin::Runtime).await).contains("VNI 99"));
+        assert!(err(dp.vni_add(&VniSpec { id: 7, ..Default::default() }, Origin::Runtime).await).contains("exists"));
+        assert!(err(dp.port_del("nope0").await).contains("not a port"));
+        let pc = idx(&dp, "pc").unwrap();
+        assert_eq!(ports(&info(&dp, 7).unwrap()), [pc]);
+        // Learned entries on pc and in VNI 7, a static one in VNI 42.
+        let learned = vxlan_common::FdbEntry {
+            ifindex: pc,
+            ..Default::default()
+        };
+        dp.maps
+            .fdb
+            .insert(FdbKey::new(7, [2, 0, 0, 0, 0, 1]), learned, 0)
+            .unwrap();
+        dp.save_journal();
+        let j = Journal::load(&jpath).unwrap();
+        assert_eq!(j.vnis.iter().map(|v| v.id).collect::<Vec<_>>(), [7]);
+        assert_eq!(j.ports.len(), 1);
+        assert_eq!((j.ports[0].name.as_str(), j.ports[0].vni), ("pc", 7));
+        assert_eq!(j.remotes.len(), 1);
+        assert_eq!(j.remotes[0].addr, Ipv4Addr::new(10, 0, 0, 9));
+
+        // Reload: remote .3 and port pb leave the configuration; the
+        // runtime remote .9, VNI 7 and its port stay.
+        let c2 = cfg(vec![vni(42, &["pa"], &[[10, 0, 0, 2]])]);
+        assert!(dp.apply_config(&c2).await.unwrap().is_empty());
+        let i = info(&dp, 42).unwrap();
+        assert_eq!(remotes(&i), [[10, 0, 0, 2], [10, 0, 0, 9]]);
+        assert_eq!(ports(&i), [pa]);
+        assert!(dp.maps.ports.get(&pb, 0).is_err(), "pb still in PORTS");
+        assert_eq!(ports(&info(&dp, 7).unwrap()), [pc]);
+        // A reload naming a port that does not exist changes nothing.
+        let bad = cfg(vec![vni(42, &["pa", "nope0"], &[])]);
+        assert!(dp.apply_config(&bad).await.is_err());
+        assert_eq!(remotes(&info(&dp, 42).unwrap()), [[10, 0, 0, 2], [10, 0, 0, 9]]);
+        // The configuration now places pc in VNI 42: it wins.
+        let c3 = cfg(vec![vni(42, &["pa", "pc"], &[[10, 0, 0, 2]])]);
+        assert!(dp.apply_config(&c3).await.unwrap().is_empty());
+        assert_eq!(ports(&info(&dp, 42).unwrap()), [pa, pc]);
+        assert!(ports(&info(&dp, 7).unwrap()).is_empty());
+        assert!(
+            dp.maps.fdb.get(&FdbKey::new(7, [2, 0, 0, 0, 0, 1]), 0).is_err(),
+            "the port's entries in its old VNI stay"
+        );
+        assert!(dp.journal().ports.is_empty(), "pc is the configuration's now");
+
+        // Link events: pc disappears, and comes back with a new ifindex.
+        nl.delete_link(pc).await.unwrap();
+        dp.link_removed(pc).await;
+        assert_eq!(ports(&info(&dp, 42).unwrap()), [pa]);
+        assert!(dp.maps.ports.get(&pc, 0).is_err());
+        nl.create_veth("pc", "pc-c", 1500).await.unwrap();
+        let link = nl.link_by_name("pc").await.unwrap();
+        assert_ne!(link.index, pc);
+        dp.link_changed(&link).await;
+        assert_eq!(ports(&info(&dp, 42).unwrap()), [pa, link.index]);
+        assert_eq!(dp.maps.ports.get(&link.index, 0).unwrap().vni, 42);
+
+        // Deleting a VNI removes its entries and its ports.
+        dp.vni_del(7).await.unwrap();
+        assert!(info(&dp, 7).is_none());
+        assert!(dp.journal().vnis.is_empty());
+
+        // A fresh dataplane: configuration first, then the journal, whose
+        // VNI 7 was deleted, and whose remote .9 of VNI 42 stays.
+        dp.save_journal();
+        let j = Journal::load(&jpath).unwrap();
+        for (a, _) in [("up0", ""), ("pa", ""), ("pb", ""), ("pc", "")] {
+            if let Ok(l) = nl.link_by_name(a).await {
+                nl.delete_link(l.index).await.unwrap();
+            }
+        }
+        let mut fresh = dataplane(&nl, jpath.clone()).await;
+        fresh.apply_config(&c2).await.unwrap();
+        fresh.apply_journal(&j).await;
+        assert_eq!(
+            remotes(&info(&fresh, 42).unwrap()),
+            [[10, 0, 0, 2], [10, 0, 0, 9]]
+        );
+        let rows = fresh.vni_rows();
+        assert_eq!(rows[0].remote_origins, ["config", "runtime"]);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
