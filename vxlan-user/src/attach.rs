@@ -46,6 +46,8 @@ const HANDLE: TcHandle = TcHandle::new(0, 1);
 pub struct Attached {
     uplink: LinkInfo,
     ports: std::collections::BTreeSet<String>,
+    /// Our filters on the ports, owned here (not by aya's program).
+    port_links: std::collections::BTreeMap<String, SchedClassifierLink>,
     /// XDP attach flags, if XDP is attached.
     xdp_mode: Option<u32>,
     prio: u16,
@@ -72,15 +74,28 @@ fn ensure_clsact(iface: &str) -> Result<bool> {
 }
 
 fn attach_filter(ebpf: &mut Ebpf, name: &str, iface: &str, prio: u16) -> Result<()> {
+    attach_owned(ebpf, name, iface, prio).map(std::mem::forget)
+}
+
+/// Attaches and returns the link, which the caller owns: aya forgets it,
+/// so that the same program can be attached to the same interface again
+/// once this link is detached (a port removed and added again).
+fn attach_owned(
+    ebpf: &mut Ebpf,
+    name: &str,
+    iface: &str,
+    prio: u16,
+) -> Result<SchedClassifierLink> {
     let opts = NlOptions {
         priority: prio,
         handle: HANDLE,
         ..Default::default()
     };
-    tc_prog(ebpf, name)?
+    let prog = tc_prog(ebpf, name)?;
+    let id = prog
         .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::Netlink(opts))
         .with_context(|| format!("attaching {name} to {iface} (tc ingress, priority {prio:#x})"))?;
-    Ok(())
+    Ok(prog.take_link(id)?)
 }
 
 /// Removes our filter at `prio` from `iface`, if there is one.
@@ -122,10 +137,12 @@ pub async fn attach(
     };
     let xdp_mode = xdp.map(|generic| if generic { XDP_FLAGS_SKB_MODE } else { 0 });
     let old_xdp = old.and_then(|r| r.xdp_id);
+    let mut port_links = std::collections::BTreeMap::new();
     let rest = async {
         for p in ports {
             detach_filter(&p.name, prio); // a stale one of ours in the way
-            attach_filter(ebpf, prog::TC_PORT, &p.name, prio)?;
+            let link = attach_owned(ebpf, prog::TC_PORT, &p.name, prio)?;
+            port_links.insert(p.name.clone(), link);
         }
         match (xdp_mode, old_xdp) {
             (Some(mode), Some(old_id)) => {
@@ -182,6 +199,8 @@ pub async fn attach(
         Ok::<_, anyhow::Error>(())
     };
     if let Err(e) = rest.await {
+        // Our links: detached here by name, their handles dropped.
+        port_links.clear();
         // Nothing of ours may stay behind a failed start: it would run on
         // maps nobody maintains and hold a priority.
         detach_filter(&uplink.name, prio);
@@ -199,6 +218,7 @@ pub async fn attach(
     Ok(Attached {
         uplink: uplink.clone(),
         ports: ports.iter().map(|p| p.name.clone()).collect(),
+        port_links,
         xdp_mode,
         prio,
         created_clsact,
@@ -264,7 +284,8 @@ impl Attached {
             self.created_clsact.push(iface.to_owned());
         }
         detach_filter(iface, self.prio); // a stale one of ours in the way
-        attach_filter(ebpf, prog::TC_PORT, iface, self.prio)?;
+        let link = attach_owned(ebpf, prog::TC_PORT, iface, self.prio)?;
+        self.port_links.insert(iface.to_owned(), link);
         self.ports.insert(iface.to_owned());
         Ok(())
     }
@@ -273,7 +294,13 @@ impl Attached {
     /// exists) and forgets it.
     pub fn remove_port(&mut self, iface: &str) {
         if self.ports.remove(iface) {
-            detach_filter(iface, self.prio);
+            match self.port_links.remove(iface) {
+                // Fails if the interface is gone, and its filter with it.
+                Some(link) => {
+                    let _ = link.detach();
+                }
+                None => detach_filter(iface, self.prio),
+            }
         }
     }
 
