@@ -123,12 +123,14 @@ fn runtime_vnis_and_ports() {
     let dir = TempDir::new("rtv");
     let topo = two_hosts("vxl-rtv-");
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let c1 = topo.container("c1");
     // h1 starts as an empty VTEP: no VNI, no port.
     let f1 = Fwd::start(&h1.ns, &["--iface", "eth0"], dir.path());
     let f2 = Fwd::start(
         &h2.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
+        ],
         dir.path(),
     );
     assert_eq!(json(&f1, &["vni", "show"]), Value::Array(vec![]));
@@ -157,21 +159,39 @@ fn runtime_vnis_and_ports() {
 
     // Errors: one line each, nothing changed.
     assert_fails(&f1, &["vni", "add", "42"], "VNI 42 exists already");
-    assert_fails(&f1, &["port", "add", "veth0", "--vni", "43"], "VNI 43 is not configured");
-    assert_fails(&f1, &["port", "add", "nope0", "--vni", "42"], "interface 'nope0' not found");
+    assert_fails(
+        &f1,
+        &["port", "add", "veth0", "--vni", "43"],
+        "VNI 43 is not configured",
+    );
+    assert_fails(
+        &f1,
+        &["port", "add", "nope0", "--vni", "42"],
+        "interface 'nope0' not found",
+    );
     f1.command(&["vni", "add", "43"]);
-    assert_fails(&f1, &["port", "add", "veth0", "--vni", "43"], "is a port of VNI 42 already");
+    assert_fails(
+        &f1,
+        &["port", "add", "veth0", "--vni", "43"],
+        "is a port of VNI 42 already",
+    );
     assert_fails(&f1, &["port", "del", "nope0"], "not a port");
     assert_fails(&f1, &["vni", "del", "99"], "VNI 99 is not configured");
     assert_fails(&f1, &["vni", "add", "0"], "VNI 0");
-    assert_fails(&f1, &["vni", "add", "44", "--remote", "1.2.3"], "not an IPv4 address");
+    assert_fails(
+        &f1,
+        &["vni", "add", "44", "--remote", "1.2.3"],
+        "not an IPv4 address",
+    );
     f1.command(&["vni", "del", "43"]);
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
 
     // port del: detached, its learned entries gone; add again: back.
     let c1_mac = c1.mac();
     assert!(
-        f1.entries().iter().any(|e| e.mac == c1_mac && e.dev.as_deref() == Some("veth0")),
+        f1.entries()
+            .iter()
+            .any(|e| e.mac == c1_mac && e.dev.as_deref() == Some("veth0")),
         "c1 not learned on veth0: {:?}",
         f1.entries()
     );
@@ -202,15 +222,19 @@ fn container_restart_is_reattached() {
     let dir = TempDir::new("rea");
     let topo = two_hosts("vxl-rea-");
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let c1 = topo.container("c1");
     let f1 = Fwd::start(
         &h1.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+        ],
         dir.path(),
     );
     let f2 = Fwd::start(
         &h2.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
+        ],
         dir.path(),
     );
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
@@ -228,17 +252,34 @@ fn container_restart_is_reattached() {
     );
     let start = Instant::now();
     h1.ns.ip([
-        "link", "add", "veth0", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "mtu",
-        "1450", "netns", c1.ns.name(),
+        "link",
+        "add",
+        "veth0",
+        "mtu",
+        "1450",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "mtu",
+        "1450",
+        "netns",
+        c1.ns.name(),
     ]);
     h1.ns.ip(["link", "set", "veth0", "up"]);
-    c1.ns.ip(["addr", "add", &format!("{C1_IP}/24"), "dev", "eth0"]);
+    c1.ns
+        .ip(["addr", "add", &format!("{C1_IP}/24"), "dev", "eth0"]);
     c1.ns.ip(["link", "set", "eth0", "up"]);
     let attached = wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
         port_row(&f1, "veth0").is_some_and(|p| p["attached"] == true && p["ifindex"] != old)
     });
     let took = start.elapsed();
-    assert!(attached, "the new veth0 was not attached: {:?}", port_row(&f1, "veth0"));
+    assert!(
+        attached,
+        "the new veth0 was not attached: {:?}",
+        port_row(&f1, "veth0")
+    );
     eprintln!("re-attach of a recreated port observed after {took:?}");
     assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
     assert_connected(c1, C2_IP, 5, &[&f1, &f2]);
@@ -249,25 +290,34 @@ fn uplink_mtu_change_reaches_path_mtu() {
     let dir = TempDir::new("mtu");
     let topo = two_hosts("vxl-mtu-");
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let c1 = topo.container("c1");
     let f1 = Fwd::start(
         &h1.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+        ],
         dir.path(),
     );
     let f2 = Fwd::start(
         &h2.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
+        ],
         dir.path(),
     );
     assert_connected(c1, C2_IP, 2, &[&f1, &f2]);
     // 1400 bytes of ICMP payload: a 1428-byte packet, 1478 encapsulated.
     let big = |c: &Container| {
-        let out = c.ns.exec("ping", ["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", C2_IP]);
-        out
+        c.ns.exec(
+            "ping",
+            ["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", C2_IP],
+        )
     };
     let out = big(c1);
-    assert!(out.success(), "a 1428-byte DF ping fits a 1500 uplink: {out}");
+    assert!(
+        out.success(),
+        "a 1428-byte DF ping fits a 1500 uplink: {out}"
+    );
     h1.ns.ip(["link", "set", "eth0", "mtu", "1400"]);
     // The first one is dropped with "fragmentation needed" (MTU 1350);
     // the kernel then knows the path MTU.
@@ -281,9 +331,10 @@ fn uplink_mtu_change_reaches_path_mtu() {
         diag(&[&f1, &f2])
     );
     assert!(f1.counter("drop_too_big") > 0, "{}", f1.diagnostics());
-    let out = c1
-        .ns
-        .exec("ping", ["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1322", C2_IP]);
+    let out = c1.ns.exec(
+        "ping",
+        ["-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1322", C2_IP],
+    );
     assert!(out.success(), "a 1350-byte DF ping fits: {out}");
 }
 
@@ -294,13 +345,18 @@ fn uplink_deleted_stops_with_one_line() {
     let h1 = topo.host("h1");
     let f1 = Fwd::start(
         &h1.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+        ],
         dir.path(),
     );
     assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
     h1.ns.ip(["link", "del", "eth0"]);
     let out = f1.wait_exit(Duration::from_secs(10));
-    assert!(!out.timed_out, "still running 10 s after its uplink was deleted: {out}");
+    assert!(
+        !out.timed_out,
+        "still running 10 s after its uplink was deleted: {out}"
+    );
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(
         out.stderr.contains("uplink 'eth0' was deleted"),
@@ -337,23 +393,24 @@ fn reload_applies_the_difference_without_loss() {
     let dir = TempDir::new("rld");
     let topo = two_hosts("vxl-rld-");
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let c1 = topo.container("c1");
     let path = dir.write("h1.toml", &config_text(&[(42, &["veth0"], &[H2_IP])]));
     let path_s = path.to_string_lossy().into_owned();
     let mut f1 = Fwd::start(&h1.ns, &["--config", &path_s], dir.path());
     let f2 = Fwd::start(
         &h2.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
+        ],
         dir.path(),
     );
     assert_connected(c1, C2_IP, 2, &[&f1, &f2]);
 
     // 20 pings a second across three reloads: add VNI 43 and a remote,
     // a bad file, then VNI 43 removed again.
-    let mut ping = c1.ns.spawn(
-        "ping",
-        ["-n", "-c", "100", "-i", "0.05", "-W", "2", C2_IP],
-    );
+    let mut ping = c1
+        .ns
+        .spawn("ping", ["-n", "-c", "100", "-i", "0.05", "-W", "2", C2_IP]);
     std::thread::sleep(Duration::from_millis(800));
     dir.write(
         "h1.toml",
@@ -363,10 +420,17 @@ fn reload_applies_the_difference_without_loss() {
         ]),
     );
     f1.signal(libc::SIGHUP);
-    f1.wait_for_line(Duration::from_secs(10), |l| l.starts_with("vxlan-fwd: reloaded"))
-        .unwrap_or_else(|e| panic!("no reload ({e}): {}", f1.diagnostics()));
+    f1.wait_for_line(Duration::from_secs(10), |l| {
+        l.starts_with("vxlan-fwd: reloaded")
+    })
+    .unwrap_or_else(|e| panic!("no reload ({e}): {}", f1.diagnostics()));
     let vnis = json(&f1, &["vni", "show"]);
-    let ids: Vec<u64> = vnis.as_array().unwrap().iter().filter_map(|v| v["vni"].as_u64()).collect();
+    let ids: Vec<u64> = vnis
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["vni"].as_u64())
+        .collect();
     assert_eq!(ids, [42, 43], "{vnis}");
     assert_eq!(
         defaults(&f1.entries(), 42),
@@ -388,13 +452,19 @@ fn reload_applies_the_difference_without_loss() {
     );
     let err = f1.output_so_far().1;
     assert!(err.contains("h1.toml:") && err.contains("VNI 0"), "{err}");
-    assert_eq!(json(&f1, &["vni", "show"]), vnis, "a refused reload changed the VNIs");
+    assert_eq!(
+        json(&f1, &["vni", "show"]),
+        vnis,
+        "a refused reload changed the VNIs"
+    );
     std::thread::sleep(Duration::from_millis(800));
 
     dir.write("h1.toml", &config_text(&[(42, &["veth0"], &[H2_IP])]));
     f1.signal(libc::SIGHUP);
-    f1.wait_for_line(Duration::from_secs(10), |l| l.starts_with("vxlan-fwd: reloaded"))
-        .unwrap_or_else(|e| panic!("no reload ({e}): {}", f1.diagnostics()));
+    f1.wait_for_line(Duration::from_secs(10), |l| {
+        l.starts_with("vxlan-fwd: reloaded")
+    })
+    .unwrap_or_else(|e| panic!("no reload ({e}): {}", f1.diagnostics()));
     let out = ping.wait(Duration::from_secs(30));
     let received = out
         .stdout
@@ -427,21 +497,43 @@ fn configuration_is_the_truth_across_stop_and_kill() {
         .build();
     topo.check_underlay();
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let c1 = topo.container("c1");
     let two = [
-        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--port", "veth1", "--remote", H2_IP,
-        "--remote", "192.168.57.52",
+        "--iface",
+        "eth0",
+        "--vni",
+        "42",
+        "--port",
+        "veth0",
+        "--port",
+        "veth1",
+        "--remote",
+        H2_IP,
+        "--remote",
+        "192.168.57.52",
     ];
-    let one = ["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP];
+    let one = [
+        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+    ];
     let f2 = Fwd::start(
         &h2.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
+        ],
         dir.path(),
     );
     for how in ["SIGINT", "SIGKILL"] {
         let f1 = Fwd::start(&h1.ns, &two, dir.path());
         // Added at run time: survives the restart.
-        f1.command(&["fdb", "append", "00:00:00:00:00:00", "dst", "192.168.57.77", "vni", "42"]);
+        f1.command(&[
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dst",
+            "192.168.57.77",
+            "vni",
+            "42",
+        ]);
         assert_connected(c1, C2_IP, 2, &[&f1, &f2]);
         assert_eq!(
             defaults(&f1.entries(), 42),
@@ -466,7 +558,15 @@ fn configuration_is_the_truth_across_stop_and_kill() {
         assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
         assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
         // The runtime remote goes for good.
-        f1.command(&["fdb", "del", "00:00:00:00:00:00", "dst", "192.168.57.77", "vni", "42"]);
+        f1.command(&[
+            "fdb",
+            "del",
+            "00:00:00:00:00:00",
+            "dst",
+            "192.168.57.77",
+            "vni",
+            "42",
+        ]);
         assert_eq!(f1.stop().code(), Some(0));
     }
 }
@@ -478,26 +578,39 @@ fn files_of_gone_namespaces_are_removed() {
     let h1 = topo.host("h1");
     // A namespace that no longer exists (no inode 1 is a namespace), and
     // a file of an older version.
-    for f in ["netns-1-1-eth0.json", "netns-1-1-eth0.runtime.json", "netns-7-eth0.json"] {
+    for f in [
+        "netns-1-1-eth0.json",
+        "netns-1-1-eth0.runtime.json",
+        "netns-7-eth0.json",
+    ] {
         dir.write(f, "{}");
     }
     let f1 = Fwd::start(
         &h1.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+        ],
         dir.path(),
     );
     let files = dir.files();
     assert!(
-        !files.iter().any(|f| f.starts_with("netns-1-1-") || f.starts_with("netns-7-")),
+        !files
+            .iter()
+            .any(|f| f.starts_with("netns-1-1-") || f.starts_with("netns-7-")),
         "stale files left: {files:?}"
     );
     assert!(
-        files.iter().any(|f| f.ends_with("-eth0.sock")) && files.iter().any(|f| f.ends_with("-eth0.lock")),
+        files.iter().any(|f| f.ends_with("-eth0.sock"))
+            && files.iter().any(|f| f.ends_with("-eth0.lock")),
         "the running instance's files: {files:?}"
     );
     // Its own files stay while its namespace exists.
     assert_eq!(f1.stop().code(), Some(0));
-    assert!(dir.files().iter().any(|f| f.ends_with("-eth0.json")), "{:?}", dir.files());
+    assert!(
+        dir.files().iter().any(|f| f.ends_with("-eth0.json")),
+        "{:?}",
+        dir.files()
+    );
 }
 
 // ----------------------------------------------------------- sd_notify
@@ -509,7 +622,8 @@ fn sd_notify_ready_reloading_stopping() {
     let h1 = topo.host("h1");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("binding the notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notification in time");
@@ -542,7 +656,10 @@ fn sd_notify_ready_reloading_stopping() {
     // SAFETY: a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     let now = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
-    assert!(usec <= now && now - usec < 20_000_000, "MONOTONIC_USEC {usec}, now {now}");
+    assert!(
+        usec <= now && now - usec < 20_000_000,
+        "MONOTONIC_USEC {usec}, now {now}"
+    );
     assert_eq!(recv(), "READY=1\n");
     f1.signal(libc::SIGTERM);
     assert_eq!(recv(), "STOPPING=1\n");
@@ -557,7 +674,9 @@ fn control_socket_is_root_only_and_single_instance() {
     let dir = TempDir::new("ctl");
     let topo = two_hosts("vxl-ctl-");
     let h1 = topo.host("h1");
-    let args = ["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP];
+    let args = [
+        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+    ];
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
     // Positive control: root may.
     f1.command(&["vni", "show"]);
@@ -568,7 +687,10 @@ fn control_socket_is_root_only_and_single_instance() {
         .args(["vni", "add", "7"])
         .env("VXLAN_FWD_STATE_DIR", dir.path());
     let out = vxlan_tests::run_with_timeout(c, Duration::from_secs(20));
-    assert!(!out.success(), "a non-root user changed the forwarder: {out}");
+    assert!(
+        !out.success(),
+        "a non-root user changed the forwarder: {out}"
+    );
     assert!(
         !f1.command(&["vni", "show"]).contains("vni 7"),
         "VNI 7 was added by a non-root user"
@@ -580,7 +702,8 @@ fn control_socket_is_root_only_and_single_instance() {
     let second = Fwd::try_start(&h1.ns, &args, dir.path());
     let out = second.err().expect("a second instance started");
     assert!(
-        out.stderr.contains("another vxlan-fwd is running on 'eth0'"),
+        out.stderr
+            .contains("another vxlan-fwd is running on 'eth0'"),
         "{out}"
     );
     f1.command(&["vni", "show"]);
@@ -596,7 +719,15 @@ fn a_watcher_that_stops_reading_stalls_nothing() {
     let f1 = Fwd::start(
         &h1.ns,
         &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP, "--max-fdb",
+            "--iface",
+            "eth0",
+            "--vni",
+            "42",
+            "--port",
+            "veth0",
+            "--remote",
+            H2_IP,
+            "--max-fdb",
             "200000",
         ],
         dir.path(),
@@ -627,7 +758,10 @@ fn a_watcher_that_stops_reading_stalls_nothing() {
     // Commands are still answered, and SIGTERM still stops it.
     f1.command(&["vni", "show"]);
     let out = f1.stop();
-    assert!(!out.timed_out, "the forwarder did not stop within 5 s: {out}");
+    assert!(
+        !out.timed_out,
+        "the forwarder did not stop within 5 s: {out}"
+    );
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(
         out.stderr.contains("stopped reading"),

@@ -255,9 +255,9 @@ pub async fn remove_strays(nl: &Netlink, keep: &[&str]) {
     };
     let ours: std::collections::BTreeSet<u32> = loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| {
-            matches!(p.name_as_str(), Some(n) if n == prog::TC_PORT || n == prog::TC_UPLINK)
-        })
+        .filter(
+            |p| matches!(p.name_as_str(), Some(n) if n == prog::TC_PORT || n == prog::TC_UPLINK),
+        )
         .map(|p| p.id())
         .collect();
     for link in links {
@@ -303,7 +303,6 @@ impl Attached {
             }
         }
     }
-
 
     /// Removes everything: XDP first (nothing more is decapsulated), then
     /// the filters, then the clsact qdiscs this process created.

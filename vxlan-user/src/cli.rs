@@ -317,7 +317,14 @@ mod tests {
             }))
         ));
         let cli = Cli::try_parse_from([
-            "vxlan-fwd", "vni", "add", "7", "--remote", "10.0.0.1", "--iface", "eth1",
+            "vxlan-fwd",
+            "vni",
+            "add",
+            "7",
+            "--remote",
+            "10.0.0.1",
+            "--iface",
+            "eth1",
         ])
         .unwrap();
         assert!(matches!(
@@ -326,12 +333,18 @@ mod tests {
                 if remotes.len() == 1 && i == "eth1"
         ));
         assert!(Cli::try_parse_from(["vxlan-fwd", "vni", "add", "0"]).is_err());
-        assert!(Cli::try_parse_from(["vxlan-fwd", "port", "add", "veth0"]).is_err(), "no --vni");
+        assert!(
+            Cli::try_parse_from(["vxlan-fwd", "port", "add", "veth0"]).is_err(),
+            "no --vni"
+        );
         let cli =
             Cli::try_parse_from(["vxlan-fwd", "port", "add", "veth0", "--vni", "42"]).unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Port(PortArgs { command: PortCommand::Add { vni: 42, .. }, .. }))
+            Some(Command::Port(PortArgs {
+                command: PortCommand::Add { vni: 42, .. },
+                ..
+            }))
         ));
     }
 }

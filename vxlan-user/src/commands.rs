@@ -95,7 +95,10 @@ pub async fn fdb(args: FdbArgs) -> Result<()> {
                     .into_iter()
                     .flat_map(|v| {
                         let vni = v.vni;
-                        v.remotes.into_iter().zip(v.remote_origins).map(move |(r, o)| ((vni, r), o))
+                        v.remotes
+                            .into_iter()
+                            .zip(v.remote_origins)
+                            .map(move |(r, o)| ((vni, r), o))
                     })
                     .collect(),
                 _ => HashMap::new(),
@@ -112,10 +115,24 @@ pub async fn fdb(args: FdbArgs) -> Result<()> {
         }
         FdbCommand::Add { words } => change(iface, Request::Fdb { op: Op::Add, words }).await,
         FdbCommand::Replace { words } => {
-            change(iface, Request::Fdb { op: Op::Replace, words }).await
+            change(
+                iface,
+                Request::Fdb {
+                    op: Op::Replace,
+                    words,
+                },
+            )
+            .await
         }
         FdbCommand::Append { words } => {
-            change(iface, Request::Fdb { op: Op::Append, words }).await
+            change(
+                iface,
+                Request::Fdb {
+                    op: Op::Append,
+                    words,
+                },
+            )
+            .await
         }
         FdbCommand::Del { words } => change(iface, Request::Fdb { op: Op::Del, words }).await,
         FdbCommand::Flush { vni, learned } => {

@@ -139,11 +139,7 @@ impl std::fmt::Display for PortRow {
             self.ifindex,
             self.vni,
             self.origin,
-            if self.attached {
-                "attached"
-            } else {
-                "waiting"
-            }
+            if self.attached { "attached" } else { "waiting" }
         )
     }
 }
@@ -177,7 +173,10 @@ pub async fn send(iface: Option<&str>, req: &Request) -> Result<BufReader<UnixSt
     let path = find_socket(iface)?;
     let mut stream = UnixStream::connect(&path).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            anyhow!("the forwarder's control socket {} is stale (it is not running)", path.display())
+            anyhow!(
+                "the forwarder's control socket {} is stale (it is not running)",
+                path.display()
+            )
         } else {
             anyhow::Error::new(e).context(format!("connecting to {}", path.display()))
         }

@@ -116,18 +116,19 @@ impl Hub {
         };
         line.push('\n');
         let line: Arc<str> = line.into();
-        self.watchers.retain(|w| match w.queue.try_send(line.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(
-                    "fdb watch client {} stopped reading ({WATCHER_QUEUE} events behind): \
+        self.watchers
+            .retain(|w| match w.queue.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(
+                        "fdb watch client {} stopped reading ({WATCHER_QUEUE} events behind): \
                      disconnected",
-                    w.id
-                );
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+                        w.id
+                    );
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
     }
 
     pub fn len(&self) -> usize {

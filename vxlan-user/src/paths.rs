@@ -21,7 +21,9 @@ use std::{
     io::Write as _,
     os::{
         fd::AsRawFd as _,
-        unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
+        unix::fs::{
+            DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+        },
     },
     path::{Path, PathBuf},
 };
@@ -74,8 +76,7 @@ pub struct NetnsId {
 
 impl NetnsId {
     pub fn current() -> Result<Self> {
-        let sock =
-            std::net::UdpSocket::bind("0.0.0.0:0").context("socket for SO_NETNS_COOKIE")?;
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").context("socket for SO_NETNS_COOKIE")?;
         let mut cookie: u64 = 0;
         let mut len = size_of::<u64>() as libc::socklen_t;
         // SAFETY: valid fd, out pointer and length.

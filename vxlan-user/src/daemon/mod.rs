@@ -85,7 +85,18 @@ pub async fn run(launch: Launch, opts: RunOptions) -> Result<()> {
     let files = Files::new(NetnsId::current()?, &uplink.name);
     let _lock = InstanceLock::take(&files.lock(), &uplink.name)?;
     let listener = bind_control(&files.socket())?;
-    let result = start_and_serve(launch, cfg, opts, nl, uplink, &files, listener, sighup, (sigint, sigterm)).await;
+    let result = start_and_serve(
+        launch,
+        cfg,
+        opts,
+        nl,
+        uplink,
+        &files,
+        listener,
+        sighup,
+        (sigint, sigterm),
+    )
+    .await;
     let _ = std::fs::remove_file(files.socket());
     result
 }
@@ -199,8 +210,8 @@ async fn start_and_serve(
         let ports = port_vnis(&dp);
         let old = match adopt {
             Some(r) => {
-                let old = Maps::from_program(r.prog_id)
-                    .context("opening the running datapath's maps")?;
+                let old =
+                    Maps::from_program(r.prog_id).context("opening the running datapath's maps")?;
                 let n = adopt::copy_state(&old, dp.maps_mut(), &ports)?;
                 info!(
                     "adopting the running datapath (program {}): {n} FDB entries",
@@ -212,12 +223,8 @@ async fn start_and_serve(
                 match state::load(&files.fdb()) {
                     Ok(Some(saved)) => {
                         let port_of = dp.port_map();
-                        let n = state::restore(
-                            dp.maps_mut(),
-                            &saved,
-                            &port_of,
-                            fdb::monotonic_ns(),
-                        )?;
+                        let n =
+                            state::restore(dp.maps_mut(), &saved, &port_of, fdb::monotonic_ns())?;
                         info!("restored {n} FDB entries from {}", files.fdb().display());
                     }
                     Ok(None) => {}

@@ -183,7 +183,13 @@ fn read_request(stream: UnixStream, tx: mpsc::Sender<Pending>) {
     tokio::spawn(async move {
         let mut stream = stream;
         if let Err(e) = check_root(&stream) {
-            let _ = answer(&mut stream, &Response::Error { error: format!("{e:#}") }).await;
+            let _ = answer(
+                &mut stream,
+                &Response::Error {
+                    error: format!("{e:#}"),
+                },
+            )
+            .await;
             return;
         }
         let mut line = String::new();
@@ -290,9 +296,11 @@ async fn dispatch(dp: &mut Dataplane, req: Request) -> Response {
         Request::VniShow => Response::Vnis {
             vnis: dp.vni_rows(),
         },
-        Request::PortAdd { name, vni } => {
-            Response::from_result(dp.port_add(&name, vni, Origin::Runtime).await.map(|()| None))
-        }
+        Request::PortAdd { name, vni } => Response::from_result(
+            dp.port_add(&name, vni, Origin::Runtime)
+                .await
+                .map(|()| None),
+        ),
         Request::PortDel { name } => Response::from_result(dp.port_del(&name).await.map(|()| None)),
         Request::PortShow => Response::Ports {
             ports: dp.port_rows(),
@@ -314,10 +322,10 @@ async fn dispatch(dp: &mut Dataplane, req: Request) -> Response {
 /// configuration that cannot be read or applied changes nothing.
 async fn reload(dp: &mut Dataplane, launch: &Launch, cfg: &mut Config) {
     notify::reloading();
-    let what = launch
-        .file
-        .as_ref()
-        .map_or_else(|| "the command line".to_owned(), |f| f.display().to_string());
+    let what = launch.file.as_ref().map_or_else(
+        || "the command line".to_owned(),
+        |f| f.display().to_string(),
+    );
     match launch.resolve() {
         Err(e) => error!("reload refused, the running configuration is kept: {e:#}"),
         Ok(new) => match apply(dp, cfg, &new).await {

@@ -70,8 +70,8 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let j: Self =
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+        let j: Self = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
         if j.boot_id != paths::boot_id() {
             return Ok(Self::default());
         }
@@ -118,7 +118,10 @@ mod tests {
         other.boot_id = "not-this-boot".into();
         std::fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
         assert_eq!(Journal::load(&path).unwrap(), Journal::default());
-        assert_eq!(Journal::load(&dir.join("none")).unwrap(), Journal::default());
+        assert_eq!(
+            Journal::load(&dir.join("none")).unwrap(),
+            Journal::default()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,8 +30,8 @@ use aya::{Ebpf, maps::lpm_trie::Key};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use vxlan_common::{
-    CFG_F_LEARNING, CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES,
-    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
+    CFG_F_LEARNING, CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
 };
 
 use self::{host_if::HostIf, journal::Journal};
@@ -299,7 +299,10 @@ impl Dataplane {
         if addr == self.local {
             return Ok(());
         }
-        info!("local VTEP address {} -> {addr} (the uplink's address)", self.local);
+        info!(
+            "local VTEP address {} -> {addr} (the uplink's address)",
+            self.local
+        );
         self.local = addr;
         self.write_config()?;
         // Memberships were joined on the old address.
@@ -328,7 +331,10 @@ impl Dataplane {
             bail!("group {g} is not a multicast address");
         }
         if let Some(name) = &spec.host_if
-            && self.vnis.values().any(|v| v.host_if.as_ref().is_some_and(|h| &h.name == name))
+            && self
+                .vnis
+                .values()
+                .any(|v| v.host_if.as_ref().is_some_and(|h| &h.name == name))
         {
             bail!("host interface '{name}' belongs to another VNI");
         }
@@ -336,7 +342,10 @@ impl Dataplane {
             spec.id,
             Vni {
                 origin,
-                remotes: dedup(&spec.remotes).into_iter().map(|r| (r, origin)).collect(),
+                remotes: dedup(&spec.remotes)
+                    .into_iter()
+                    .map(|r| (r, origin))
+                    .collect(),
                 group: spec.group,
                 host_if: None,
             },
@@ -858,7 +867,10 @@ impl Dataplane {
     }
 
     /// Deletes the FDB entries `doomed` selects and recounts.
-    fn flush_where(&mut self, doomed: impl Fn(&FdbKey, &vxlan_common::FdbEntry) -> bool) -> Result<()> {
+    fn flush_where(
+        &mut self,
+        doomed: impl Fn(&FdbKey, &vxlan_common::FdbEntry) -> bool,
+    ) -> Result<()> {
         let mut keys = Vec::new();
         batch::for_each(&self.maps.fdb, |k, e| {
             if doomed(k, e) {
@@ -966,9 +978,8 @@ impl Dataplane {
         adopt: Option<crate::maps::Running>,
     ) -> Result<()> {
         let ports = self.port_links();
-        let att =
-            crate::attach::attach(&mut self.ebpf, &self.nl, &self.uplink, &ports, xdp, adopt)
-                .await?;
+        let att = crate::attach::attach(&mut self.ebpf, &self.nl, &self.uplink, &ports, xdp, adopt)
+            .await?;
         self.attached = Some(att);
         Ok(())
     }

@@ -39,7 +39,12 @@ where
 }
 
 async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
-    for (a, b) in [("up0", "up0p"), ("pa", "pa-c"), ("pb", "pb-c"), ("pc", "pc-c")] {
+    for (a, b) in [
+        ("up0", "up0p"),
+        ("pa", "pa-c"),
+        ("pb", "pb-c"),
+        ("pc", "pc-c"),
+    ] {
         nl.create_veth(a, b, 1500).await.expect("veth");
     }
     let uplink = nl.link_by_name("up0").await.expect("uplink");
@@ -113,10 +118,19 @@ fn config_runtime_journal_and_links() {
     in_private_netns(move || async move {
         let nl = Netlink::new().unwrap();
         let mut dp = dataplane(&nl, jpath.clone()).await;
-        let idx = |dp: &Dataplane, n: &str| dp.port_names().into_iter().find(|(_, m)| m == n).map(|(i, _)| i);
+        let idx = |dp: &Dataplane, n: &str| {
+            dp.port_names()
+                .into_iter()
+                .find(|(_, m)| m == n)
+                .map(|(i, _)| i)
+        };
 
         // Start: the configuration.
-        let c1 = cfg(vec![vni(42, &["pa", "pb"], &[[10, 0, 0, 2], [10, 0, 0, 3]])]);
+        let c1 = cfg(vec![vni(
+            42,
+            &["pa", "pb"],
+            &[[10, 0, 0, 2], [10, 0, 0, 3]],
+        )]);
         assert!(dp.apply_config(&c1).await.unwrap().is_empty());
         let i = info(&dp, 42).expect("VNI 42 in VNIS");
         assert_eq!(remotes(&i), [[10, 0, 0, 2], [10, 0, 0, 3]]);
@@ -143,7 +157,18 @@ fn config_runtime_journal_and_links() {
         assert!(err(dp.port_add("pc", 42, Origin::Runtime).await).contains("port of VNI 7"));
         assert!(err(dp.port_add("nope0", 42, Origin::Runtime).await).contains("not found"));
         assert!(err(dp.port_add("pa", 99, Origin::Runtime).await).contains("VNI 99"));
-        assert!(err(dp.vni_add(&VniSpec { id: 7, ..Default::default() }, Origin::Runtime).await).contains("exists"));
+        assert!(
+            err(dp
+                .vni_add(
+                    &VniSpec {
+                        id: 7,
+                        ..Default::default()
+                    },
+                    Origin::Runtime
+                )
+                .await)
+            .contains("exists")
+        );
         assert!(err(dp.port_del("nope0").await).contains("not a port"));
         let pc = idx(&dp, "pc").unwrap();
         assert_eq!(ports(&info(&dp, 7).unwrap()), [pc]);
@@ -176,17 +201,26 @@ fn config_runtime_journal_and_links() {
         // A reload naming a port that does not exist changes nothing.
         let bad = cfg(vec![vni(42, &["pa", "nope0"], &[])]);
         assert!(dp.apply_config(&bad).await.is_err());
-        assert_eq!(remotes(&info(&dp, 42).unwrap()), [[10, 0, 0, 2], [10, 0, 0, 9]]);
+        assert_eq!(
+            remotes(&info(&dp, 42).unwrap()),
+            [[10, 0, 0, 2], [10, 0, 0, 9]]
+        );
         // The configuration now places pc in VNI 42: it wins.
         let c3 = cfg(vec![vni(42, &["pa", "pc"], &[[10, 0, 0, 2]])]);
         assert!(dp.apply_config(&c3).await.unwrap().is_empty());
         assert_eq!(ports(&info(&dp, 42).unwrap()), [pa, pc]);
         assert!(ports(&info(&dp, 7).unwrap()).is_empty());
         assert!(
-            dp.maps.fdb.get(&FdbKey::new(7, [2, 0, 0, 0, 0, 1]), 0).is_err(),
+            dp.maps
+                .fdb
+                .get(&FdbKey::new(7, [2, 0, 0, 0, 0, 1]), 0)
+                .is_err(),
             "the port's entries in its old VNI stay"
         );
-        assert!(dp.journal().ports.is_empty(), "pc is the configuration's now");
+        assert!(
+            dp.journal().ports.is_empty(),
+            "pc is the configuration's now"
+        );
 
         // Link events: pc disappears, and comes back with a new ifindex.
         nl.delete_link(pc).await.unwrap();

@@ -1,0 +1,98 @@
+//! Merging the file with the command line ([`Overrides`]) into a
+//! [`Config`], checked again as a whole.
+
+use super::*;
+/// Merges the file (if any) with the command line and validates the result.
+pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
+    let file = file.unwrap_or_default();
+    let origin = if file.meta.origin.is_empty() {
+        "config file"
+    } else {
+        file.meta.origin.as_str()
+    };
+
+    if let Some(name) = &cli.iface {
+        check_ifname(name, IFNAME_MAX, "").map_err(|e| anyhow!("--iface: {e}"))?;
+    }
+    if let Some(ip) = cli.local {
+        check_local(ip).map_err(|e| anyhow!("--local: {e}"))?;
+    }
+    if let Some(p) = cli.dstport {
+        check_dstport(i64::from(p)).map_err(|e| anyhow!("--dstport: {e}"))?;
+    }
+    if let Some(s) = cli.ageing {
+        check_ageing(i64::try_from(s).unwrap_or(i64::MAX)).map_err(|e| anyhow!("--ageing: {e}"))?;
+    }
+    if let Some(n) = cli.max_fdb {
+        check_max_fdb(i64::from(n)).map_err(|e| anyhow!("--max-fdb: {e}"))?;
+    }
+
+    let (iface, iface_src) = match (cli.iface, file.iface) {
+        (Some(i), _) => (i, "--iface".to_owned()),
+        (None, Some(i)) => {
+            let src = match file.meta.iface {
+                Some(l) => format!("`iface`, {origin}:{l}"),
+                None => format!("`iface` in {origin}"),
+            };
+            (i, src)
+        }
+        (None, None) => {
+            return Err(anyhow!(
+                "no uplink: give --iface or `iface` in the config file"
+            ));
+        }
+    };
+
+    // The file's VNIs, the command line's replacing the one with its id.
+    let mut vnis: Vec<(VniConfig, Option<usize>)> = file
+        .vnis
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, v)| (v, Some(i)))
+        .collect();
+    if let Some(v) = cli.vni {
+        match vnis.iter_mut().find(|(f, _)| f.id == v.id) {
+            Some(slot) => *slot = (v, None),
+            None => vnis.push((v, None)),
+        }
+    }
+    // No VNI is an empty VTEP: VNIs come at run time (`vxlan-fwd vni add`).
+    let sourced: Vec<_> = vnis
+        .iter()
+        .map(|(v, i)| {
+            let src = match i {
+                Some(i) => Src::File {
+                    origin,
+                    lines: file_lines(&file.meta, *i, v.id),
+                },
+                None => Src::Cli,
+            };
+            (v, src)
+        })
+        .collect();
+    check_vnis(&sourced, Some((&iface, &iface_src)))?;
+
+    Ok(Config {
+        iface,
+        local: cli.local.or(file.local),
+        dstport: cli.dstport.or(file.dstport).unwrap_or(DEFAULT_DSTPORT),
+        ageing: cli.ageing.or(file.ageing).unwrap_or(DEFAULT_AGEING),
+        max_fdb: cli.max_fdb.or(file.max_fdb).unwrap_or(DEFAULT_MAX_FDB),
+        learning: cli.learning.or(file.learning).unwrap_or(true),
+        allow_remote: if cli.allow_remote.is_empty() {
+            file.allow_remote.clone()
+        } else {
+            cli.allow_remote
+        },
+        vnis: vnis.into_iter().map(|(v, _)| v).collect(),
+    })
+}
+
+/// The lines of the file's `i`-th VNI, if they (still) describe VNI `id`.
+pub(super) fn file_lines(meta: &Meta, i: usize, id: u32) -> Option<&VniLines> {
+    match meta.vnis.get(i) {
+        Some(l) if l.vni == id => Some(l),
+        _ => meta.vnis.iter().find(|l| l.vni == id),
+    }
+}

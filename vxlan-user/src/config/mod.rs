@@ -1,0 +1,201 @@
+//! The `--config FILE` model: one instance serving many VNIs.
+//!
+//! ```toml
+//! iface = "eth0"          # uplink
+//! local = "192.168.57.50" # optional, default: first IPv4 address of iface
+//! dstport = 4789          # optional
+//! ageing = 300            # optional, seconds
+//! max_fdb = 65536         # optional, cap on learned FDB entries
+//! learning = true         # optional
+//!
+//! [[vni]]
+//! id = 42
+//! ports = ["veth0", "veth1"]     # optional
+//! remotes = ["192.168.57.54"]    # optional
+//! group = "224.1.1.1"            # optional multicast group
+//! host_if = "vxlan0"             # optional
+//! ```
+//!
+//! [`parse`] (or [`load`]) turns the file into a [`FileConfig`], checking
+//! everything that can be checked from the file alone; errors name the file,
+//! the line and the key (``vxlan.toml:7: key `id`: VNI 0 is outside
+//! 1..16777215``). [`resolve`] merges it with the command line
+//! ([`Overrides`]) and checks the result again; errors about command-line
+//! values name the flag instead (`--vni: ...`).
+
+use std::{collections::HashMap, net::Ipv4Addr, ops::Range, path::Path};
+
+use anyhow::{Result, anyhow};
+use serde::Deserialize;
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue},
+};
+use vxlan_common::{MAX_PORTS, MAX_REMOTES, VNI_MAX};
+
+pub const DEFAULT_DSTPORT: u16 = 4789;
+pub const DEFAULT_AGEING: u64 = 300;
+pub const DEFAULT_MAX_FDB: u32 = 65_536;
+
+/// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
+const IFNAME_MAX: usize = 15;
+/// Longest host interface name: the loader names its peer `<host_if>-fwd`.
+pub const HOST_IF_MAX: usize = IFNAME_MAX - "-fwd".len();
+
+/// Keys allowed at the top level of the file.
+const TOP_KEYS: &[&str] = &[
+    "iface",
+    "local",
+    "dstport",
+    "ageing",
+    "max_fdb",
+    "learning",
+    "allow_remote",
+    "vni",
+];
+/// Keys allowed in a `[[vni]]` table.
+const VNI_KEYS: &[&str] = &["id", "ports", "remotes", "group", "host_if"];
+
+/// An IPv4 prefix, `a.b.c.d/len` (a bare address is a /32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Cidr {
+    /// The first address of the prefix.
+    pub fn network(&self) -> Ipv4Addr {
+        let mask = if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len))
+        };
+        Ipv4Addr::from(u32::from(self.addr) & mask)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Parses `a.b.c.d/len` or `a.b.c.d`.
+pub fn parse_cidr(s: &str) -> std::result::Result<Cidr, String> {
+    let bad = || format!("'{s}' is not an IPv4 prefix (like 192.168.57.0/24)");
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().map_err(|_| bad())?),
+        None => (s, 32),
+    };
+    let addr = addr.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok(Cidr { addr, len })
+}
+
+/// One VNI: its local ports, flood list and host interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VniConfig {
+    pub id: u32,
+    pub ports: Vec<String>,
+    pub remotes: Vec<Ipv4Addr>,
+    pub group: Option<Ipv4Addr>,
+    pub host_if: Option<String>,
+}
+
+/// The complete, validated configuration of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub iface: String,
+    pub local: Option<Ipv4Addr>,
+    pub dstport: u16,
+    pub ageing: u64,
+    pub max_fdb: u32,
+    pub learning: bool,
+    /// Senders allowed besides each VNI's remotes (`--allow-remote`).
+    pub allow_remote: Vec<Cidr>,
+    pub vnis: Vec<VniConfig>,
+}
+
+/// Command-line values; every field optional. They describe one VNI and
+/// override the file's top-level keys.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub iface: Option<String>,
+    pub local: Option<Ipv4Addr>,
+    pub dstport: Option<u16>,
+    pub ageing: Option<u64>,
+    pub max_fdb: Option<u32>,
+    pub learning: Option<bool>,
+    /// Replaces the file's `allow_remote` when not empty.
+    pub allow_remote: Vec<Cidr>,
+    pub vni: Option<VniConfig>,
+}
+
+/// A parsed (and file-locally valid) config file; `None` where the file
+/// does not give a key. Remembers where each value came from so that
+/// [`resolve`] can point at lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    pub iface: Option<String>,
+    pub local: Option<Ipv4Addr>,
+    pub dstport: Option<u16>,
+    pub ageing: Option<u64>,
+    pub max_fdb: Option<u32>,
+    pub learning: Option<bool>,
+    pub allow_remote: Vec<Cidr>,
+    pub vnis: Vec<VniConfig>,
+    meta: Meta,
+}
+
+impl FileConfig {
+    /// The name the file was parsed under (its path).
+    pub fn origin(&self) -> &str {
+        &self.meta.origin
+    }
+}
+
+/// Source positions; ignored by `==` (two files saying the same thing are
+/// the same configuration).
+#[derive(Clone, Debug, Default)]
+struct Meta {
+    origin: String,
+    iface: Option<usize>,
+    vnis: Vec<VniLines>,
+}
+
+impl PartialEq for Meta {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Meta {}
+
+/// 1-based lines of one `[[vni]]` table's values.
+#[derive(Clone, Debug, Default)]
+struct VniLines {
+    vni: u32,
+    table: usize,
+    id: usize,
+    ports_key: Option<usize>,
+    ports: Vec<usize>,
+    remotes_key: Option<usize>,
+    remotes: Vec<usize>,
+    group: Option<usize>,
+    host_if: Option<usize>,
+}
+
+mod merge;
+mod parse;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use self::{
+    merge::resolve,
+    parse::{load, parse},
+};
+#[allow(unused_imports)]
+use self::{merge::*, parse::*, validate::*};
