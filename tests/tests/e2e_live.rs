@@ -769,3 +769,78 @@ fn a_watcher_that_stops_reading_stalls_nothing() {
     );
     drop(stuck);
 }
+
+// -------------------------------------------------------------- metrics
+
+#[test]
+fn metrics_bound_before_attach_and_bounded() {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    use vxlan_tests::hostile_net::{http_get, in_netns};
+    let dir = TempDir::new("met");
+    let topo = two_hosts("vxl-met-");
+    let h1 = topo.host("h1");
+    let listen = format!("{H1_IP}:9465");
+    let addr: SocketAddr = listen.parse().unwrap();
+    let args = [
+        "--iface",
+        "eth0",
+        "--vni",
+        "42",
+        "--port",
+        "veth0",
+        "--remote",
+        H2_IP,
+        "--metrics",
+        &listen,
+    ];
+    // The port is taken: the start fails, with nothing attached.
+    let holder = in_netns(h1.ns.name(), "binding the metrics port", move || {
+        TcpListener::bind(addr)
+    });
+    let out = Fwd::try_start(&h1.ns, &args, dir.path())
+        .err()
+        .expect("started without its port");
+    assert!(out.stderr.contains("cannot serve metrics on"), "{out}");
+    assert!(
+        h1.ns
+            .tc_ingress_prog_id("eth0", "vxlan_tc_uplink")
+            .is_none(),
+        "left attached: {out}"
+    );
+    assert!(
+        h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_none(),
+        "left attached: {out}"
+    );
+    drop(holder);
+
+    let f1 = Fwd::start(&h1.ns, &args, dir.path());
+    let (status, body) = http_get(&h1.ns, addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("vxlan_fwd_fdb_entries"), "{body}");
+    // 20 connections that never send a request: the cap closes the extra
+    // ones at once, the deadline the others after 5 s; the forwarder
+    // answers commands meanwhile and scrapes work again afterwards.
+    let idle = in_netns(h1.ns.name(), "idle connections", move || {
+        (0..20)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+            .collect::<std::io::Result<Vec<_>>>()
+    });
+    f1.command(&["vni", "show"]);
+    let closed = in_netns(h1.ns.name(), "reading the idle connections", move || {
+        let start = Instant::now();
+        let mut closed = 0;
+        for mut s in idle {
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut b = [0u8; 1];
+            if matches!(s.read(&mut b), Ok(0)) {
+                closed += 1;
+            }
+        }
+        Ok((closed, start.elapsed()))
+    });
+    assert_eq!(closed.0, 20, "idle connections not closed: {closed:?}");
+    let (status, _) = http_get(&h1.ns, addr, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(f1.stop().code(), Some(0));
+}

@@ -184,9 +184,7 @@ async fn start_and_serve(
         .id();
     // Bound before anything is attached: a port that cannot be had stops
     // the start with nothing to undo.
-    if let Some(addr) = opts.metrics {
-        metrics::serve(addr, prog_id)?;
-    }
+    let metrics_listener = opts.metrics.map(metrics::bind).transpose()?;
     let mut dp = Dataplane::new(
         nl.clone(),
         ebpf,
@@ -239,6 +237,9 @@ async fn start_and_serve(
         dp.sync_allowed();
         dp.resolve_remotes().await;
         dp.attach(xdp_mode, adopt).await?;
+        if let Some(l) = metrics_listener {
+            metrics::serve(l, prog_id)?;
+        }
         let mut keep: Vec<String> = dp.port_links().into_iter().map(|l| l.name).collect();
         keep.push(uplink.name.clone());
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
