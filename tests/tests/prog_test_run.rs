@@ -49,8 +49,13 @@ fn private_netns() -> u32 {
         "unshare(CLONE_NEWNET): {}",
         std::io::Error::last_os_error()
     );
+    // BPF_PROG_TEST_RUN builds a TC program's skb as received on `lo`
+    // (the ctx's ifindex 1): `lo` gets the uplink's MAC, so that frames to
+    // the uplink MAC are PACKET_HOST, not PACKET_OTHERHOST.
+    let uplink_mac = UPLINK_MAC.map(|b| format!("{b:02x}")).join(":");
     for args in [
-        &["link", "set", "lo", "up"][..],
+        &["link", "set", "lo", "address", &uplink_mac][..],
+        &["link", "set", "lo", "up"],
         &["link", "add", "pa", "type", "veth", "peer", "name", "pb"],
         &["link", "set", "pa", "up"],
         &["link", "set", "pb", "up"],

@@ -508,8 +508,9 @@ async fn serve(
     }
 
     let ageing_ns = cfg.ageing.saturating_mul(1_000_000_000);
-    let mut age_tick =
-        tokio::time::interval(Duration::from_millis(cfg.ageing.saturating_mul(100).clamp(500, 30_000)));
+    let mut age_tick = tokio::time::interval(Duration::from_millis(
+        cfg.ageing.saturating_mul(100).clamp(500, 30_000),
+    ));
     let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
     let mut snap_tick = tokio::time::interval(SNAPSHOT_EVERY);
     snap_tick.tick().await; // the first tick is immediate; nothing to save yet
