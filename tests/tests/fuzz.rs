@@ -482,7 +482,12 @@ impl Lab {
         let devs = [
             "up0", "np0", "p42a", "p42b", "p42c", "p43a", "p43b", "p44a", "p45a",
         ];
-        let mut cmds = String::from("link set lo up\n");
+        // `lo` has the uplink's MAC: a TC program's test-run skb is received
+        // on it, and a frame to the uplink MAC must be PACKET_HOST there.
+        let mut cmds = format!(
+            "link set lo address {}\nlink set lo up\n",
+            UPLINK_MAC.map(|b| format!("{b:02x}")).join(":")
+        );
         for d in devs {
             // Ports take jumbo frames, so that a frame too big for the
             // uplink still reaches the other ports of a flood; the uplink

@@ -49,8 +49,13 @@ fn private_netns() -> u32 {
         "unshare(CLONE_NEWNET): {}",
         std::io::Error::last_os_error()
     );
+    // BPF_PROG_TEST_RUN builds a TC program's skb as received on `lo`
+    // (the ctx's ifindex 1): `lo` gets the uplink's MAC, so that frames to
+    // the uplink MAC are PACKET_HOST, not PACKET_OTHERHOST.
+    let uplink_mac = UPLINK_MAC.map(|b| format!("{b:02x}")).join(":");
     for args in [
-        &["link", "set", "lo", "up"][..],
+        &["link", "set", "lo", "address", &uplink_mac][..],
+        &["link", "set", "lo", "up"],
         &["link", "add", "pa", "type", "veth", "peer", "name", "pb"],
         &["link", "set", "pa", "up"],
         &["link", "set", "pb", "up"],
@@ -1030,4 +1035,400 @@ fn tc_decap_agrees_with_xdp_on_damaged_frames() {
         decapsulated > FRAMES / 20,
         "too few frames got through to be a test: {decapsulated}"
     );
+}
+
+// ------------------------------------------------ hardening (issue 10)
+
+/// Runs `frame` through both decapsulation paths (XDP, and TC without
+/// XDP), each on a fresh datapath prepared by `setup`: (path, delivered,
+/// the inner frame out when delivered, the datapath for its maps).
+fn decap_both(setup: &dyn Fn(&mut Dp), frame: &[u8]) -> Vec<(&'static str, bool, Vec<u8>, Dp)> {
+    let mut xdp = Dp::new();
+    setup(&mut xdp);
+    let (xa, xout) = xdp.run_xdp(frame);
+    assert!(matches!(xa, XDP_PASS | XDP_DROP), "XDP action {xa}");
+    let meta = std::mem::size_of::<XdpMeta>();
+    let xdelivered = xa == XDP_PASS && xdp.counter(Counter::RxDecap) == 1;
+    let xinner = if xdelivered {
+        xout[meta..].to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut tc = Dp::new();
+    setup(&mut tc);
+    tc.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    let (ta, tout) = tc.run_tc(prog::TC_UPLINK, frame, LO);
+    assert!(
+        matches!(ta, TC_ACT_REDIRECT | TC_ACT_SHOT | TC_ACT_UNSPEC),
+        "TC action {ta}"
+    );
+    let tdelivered = ta == TC_ACT_REDIRECT && tc.counter(Counter::RxDecap) == 1;
+    let tinner = if tdelivered { tout } else { Vec::new() };
+    vec![
+        ("xdp", xdelivered, xinner, xdp),
+        ("tc", tdelivered, tinner, tc),
+    ]
+}
+
+/// Asserts `frame` is dropped under `reason` by both paths, with nothing
+/// learned (`C2_MAC` is the inner source of the frames below), except for
+/// an ECN drop, which comes after learning (as in the kernel's vxlan_rcv).
+fn assert_dropped_both(setup: &dyn Fn(&mut Dp), frame: &[u8], reason: Counter, what: &str) {
+    for (path, delivered, _, mut dp) in decap_both(setup, frame) {
+        assert!(!delivered, "{path}: {what}: delivered");
+        assert_eq!(
+            dp.counter(reason),
+            1,
+            "{path}: {what}: counted as {reason:?}"
+        );
+        assert_eq!(dp.counter(Counter::RxDecap), 0, "{path}: {what}");
+        if reason == Counter::DropEcn {
+            assert!(
+                dp.fdb_get(C2_MAC).is_some(),
+                "{path}: {what}: learned first"
+            );
+            continue;
+        }
+        assert!(dp.fdb_get(C2_MAC).is_none(), "{path}: {what}: learned");
+        assert_eq!(dp.counter(Counter::Learn), 0, "{path}: {what}: learned");
+    }
+}
+
+/// Asserts both paths deliver `frame`; returns the inner frames out.
+fn assert_delivered_both(setup: &dyn Fn(&mut Dp), frame: &[u8], what: &str) -> Vec<Vec<u8>> {
+    decap_both(setup, frame)
+        .into_iter()
+        .map(|(path, delivered, inner, _)| {
+            assert!(delivered, "{path}: {what}: not delivered");
+            inner
+        })
+        .collect()
+}
+
+fn set_src_ip(f: &mut [u8], ip: [u8; 4]) {
+    f[OFF_IP + 12..OFF_IP + 16].copy_from_slice(&ip);
+    fix_ip_checksum(f);
+}
+
+#[test]
+fn reflected_and_martian_outer_sources_are_dropped_before_learning() {
+    // Every sender is allowed (0.0.0.0/0): only the source check stops them.
+    let allow_all = |dp: &mut Dp| dp.allow(VNI, [0; 4], 0);
+    let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    assert_delivered_both(&allow_all, &good, "positive control");
+    for (what, src) in [
+        ("our own address", LOCAL),
+        ("multicast", [224, 1, 1, 1]),
+        ("multicast 239/8", [239, 255, 0, 1]),
+        ("limited broadcast", [255; 4]),
+        ("0.0.0.0", [0; 4]),
+    ] {
+        let mut f = good.clone();
+        set_src_ip(&mut f, src);
+        assert_dropped_both(&allow_all, &f, Counter::DropBadOuterSrc, what);
+    }
+}
+
+#[test]
+fn vxlan_to_another_hosts_mac_is_not_decapsulated() {
+    let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    assert_delivered_both(&|_| {}, &good, "positive control: our MAC");
+    let mut other = good.clone();
+    other[..6].copy_from_slice(&[0x02, 0xbb, 0, 0, 0, 0x01]);
+    assert_dropped_both(
+        &|_| {},
+        &other,
+        Counter::DropOtherHost,
+        "another host's MAC",
+    );
+    // Group and broadcast destination MACs may be ours (group mode).
+    let mut mcast = good.clone();
+    mcast[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x01, 0x01, 0x01]);
+    assert_delivered_both(&|_| {}, &mcast, "multicast MAC");
+    let mut bcast = good;
+    bcast[..6].copy_from_slice(&[0xff; 6]);
+    assert_delivered_both(&|_| {}, &bcast, "broadcast MAC");
+}
+
+/// Sets a correct outer UDP checksum.
+fn set_udp_checksum(f: &mut [u8]) {
+    f[OFF_UDP + 6] = 0;
+    f[OFF_UDP + 7] = 0;
+    let ulen = usize::from(u16::from_be_bytes([f[OFF_UDP + 4], f[OFF_UDP + 5]]));
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&f[OFF_IP + 12..OFF_IP + 20]);
+    add(&[0, 17]);
+    add(&(ulen as u16).to_be_bytes());
+    add(&f[OFF_UDP..OFF_UDP + ulen]);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[OFF_UDP + 6..OFF_UDP + 8].copy_from_slice(&c.to_be_bytes());
+}
+
+/// An inner IPv4/UDP frame of exactly `len` bytes.
+fn inner_ipv4_len(len: usize) -> Vec<u8> {
+    let mut f = inner_ipv4(C1_MAC, C2_MAC, 0);
+    let fill = (0..len.saturating_sub(f.len())).map(|i| (i * 7 + 3) as u8);
+    f.extend(fill);
+    f.truncate(len);
+    let tot = (len - 14) as u16;
+    f[16..18].copy_from_slice(&tot.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = vxlan_common::wire::ipv4_checksum(&f[14..34].try_into().unwrap());
+    f[24..26].copy_from_slice(&c);
+    f[38..40].copy_from_slice(&(tot - 20).to_be_bytes());
+    f
+}
+
+#[test]
+fn outer_udp_checksum_is_verified_when_not_zero() {
+    let to_c1 = |dp: &mut Dp| {
+        let port_a = dp.port_a;
+        dp.add_static(
+            C1_MAC,
+            FdbEntry {
+                ifindex: port_a,
+                flags: FDB_F_STATIC,
+                ..Default::default()
+            },
+        );
+    };
+    // Lengths around the 512-byte chunks and the 4-byte words of the sum:
+    // odd and even, whole chunks and tails.
+    for len in [
+        60, 61, 62, 63, 64, 487, 488, 489, 490, 1000, 1001, 1002, 1003, 1400,
+    ] {
+        let inner = inner_ipv4_len(len);
+        let zero = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+        for out in assert_delivered_both(&to_c1, &zero, &format!("{len}: checksum 0")) {
+            assert_eq!(out, inner, "{len}: inner frame");
+        }
+        let mut good = zero.clone();
+        set_udp_checksum(&mut good);
+        assert_ne!(&good[OFF_UDP + 6..OFF_UDP + 8], &[0, 0]);
+        for out in assert_delivered_both(&to_c1, &good, &format!("{len}: right checksum")) {
+            assert_eq!(out, inner, "{len}: inner frame");
+        }
+        let mut bad = good.clone();
+        bad[OFF_UDP + 7] ^= 0x01;
+        assert_dropped_both(
+            &to_c1,
+            &bad,
+            Counter::DropUdpCsum,
+            &format!("{len}: wrong checksum"),
+        );
+        // A damaged byte of the payload (the last one: the tail of the sum).
+        let mut damaged = good.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        assert_dropped_both(
+            &to_c1,
+            &damaged,
+            Counter::DropUdpCsum,
+            &format!("{len}: damaged payload"),
+        );
+        // Ethernet padding is not part of the datagram.
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0xee; 5]);
+        assert_delivered_both(&to_c1, &padded, &format!("{len}: right checksum, padded"));
+    }
+}
+
+#[test]
+fn bad_inner_source_macs_are_dropped_on_both_ingress_points() {
+    let bad = [
+        ("broadcast", [0xff; 6]),
+        ("multicast", [0x01, 0x00, 0x5e, 0, 0, 1]),
+        ("all zeros", [0; 6]),
+    ];
+    for (what, src) in bad {
+        // Uplink: decapsulated frames.
+        let f = vxlan_frame(&inner_ipv4(C1_MAC, src, 0), VNI, LOCAL, 4789, 0x08);
+        for (path, delivered, _, mut dp) in decap_both(&|_| {}, &f) {
+            assert!(!delivered, "{path}: {what}");
+            assert_eq!(dp.counter(Counter::DropBadSrcMac), 1, "{path}: {what}");
+            assert!(dp.fdb_get(src).is_none(), "{path}: {what}: learned");
+        }
+        // Port: frames from a container.
+        let mut dp = Dp::new();
+        let (action, _) = dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, src, 0), LO);
+        assert_eq!(action, TC_ACT_SHOT, "port: {what}");
+        assert_eq!(dp.counter(Counter::DropBadSrcMac), 1, "port: {what}");
+        assert_eq!(
+            dp.counter(Counter::TxLocalFloodCopy) + dp.counter(Counter::TxFloodCopy),
+            0
+        );
+        assert!(dp.fdb_get(src).is_none(), "port: {what}: learned");
+    }
+    // Positive control on the port: a unicast source is switched.
+    let mut dp = Dp::new();
+    let port_a = dp.port_a;
+    dp.add_static(
+        C2_MAC,
+        FdbEntry {
+            ifindex: port_a,
+            flags: FDB_F_STATIC,
+            ..Default::default()
+        },
+    );
+    let (action, _) = dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, C1_MAC, 0), LO);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    assert_eq!(dp.counter(Counter::LocalSwitch), 1);
+}
+
+#[test]
+fn a_source_pinned_elsewhere_by_a_static_entry_is_dropped() {
+    // Uplink: C2 is pinned behind another VTEP.
+    let pinned = FdbEntry {
+        remote: [192, 168, 57, 60],
+        flags: FDB_F_STATIC,
+        ..Default::default()
+    };
+    let pin = move |dp: &mut Dp| dp.add_static(C2_MAC, pinned);
+    let f = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    for (path, delivered, _, mut dp) in decap_both(&pin, &f) {
+        assert!(!delivered, "{path}: delivered");
+        assert_eq!(dp.counter(Counter::DropStaticConflict), 1, "{path}");
+        assert_eq!(
+            dp.fdb_get(C2_MAC),
+            Some(pinned),
+            "{path}: static entry untouched"
+        );
+    }
+    // Pinned behind the VTEP it comes from: fine.
+    let here = move |dp: &mut Dp| {
+        dp.add_static(
+            C2_MAC,
+            FdbEntry {
+                remote: REMOTE,
+                flags: FDB_F_STATIC,
+                ..Default::default()
+            },
+        )
+    };
+    assert_delivered_both(&here, &f, "pinned where it comes from");
+    // Without learning, nothing is checked (as the kernel: no vxlan_snoop).
+    let no_learning = move |dp: &mut Dp| {
+        pin(dp);
+        dp.set_cfg_flags(0);
+    };
+    let mut dp = Dp::new();
+    no_learning(&mut dp);
+    assert_eq!(dp.run_xdp(&f).0, XDP_PASS, "no learning: delivered");
+
+    // Port: C1 is pinned to port_a; a frame from LO claiming it is refused.
+    let mut dp = Dp::new();
+    let port_a = dp.port_a;
+    let on_a = FdbEntry {
+        ifindex: port_a,
+        flags: FDB_F_STATIC,
+        ..Default::default()
+    };
+    dp.add_static(C1_MAC, on_a);
+    let frame = inner_arp(C1_MAC);
+    assert_eq!(dp.run_tc(prog::TC_PORT, &frame, LO).0, TC_ACT_SHOT);
+    assert_eq!(dp.counter(Counter::DropStaticConflict), 1);
+    assert_eq!(dp.counter(Counter::TxLocalFloodCopy), 0, "not flooded");
+    assert_eq!(dp.fdb_get(C1_MAC), Some(on_a));
+    // From the port it is pinned to: flooded as usual.
+    dp.run_tc(prog::TC_PORT, &frame, port_a);
+    assert_eq!(dp.counter(Counter::DropStaticConflict), 1);
+    assert_eq!(dp.counter(Counter::TxLocalFloodCopy), 1, "flooded to LO");
+}
+
+/// An inner IPv6/UDP frame with traffic class `tc`.
+fn inner_ipv6(dst: [u8; 6], src: [u8; 6], tc: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60 | (tc >> 4), tc << 4, 0, 0, 0, 12, 17, 64]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+    f.extend_from_slice(&[0x30, 0x39, 0, 0x35, 0, 12, 0, 0, 1, 2, 3, 4]);
+    f
+}
+
+#[test]
+fn ecn_is_decapsulated_as_rfc_6040_says() {
+    let with_tos = |inner: &[u8], tos: u8| {
+        let mut f = vxlan_frame(inner, VNI, LOCAL, 4789, 0x08);
+        f[OFF_IP + 1] = tos;
+        fix_ip_checksum(&mut f);
+        f
+    };
+    // IPv4 inner: (outer TOS, inner TOS) -> inner TOS out, or dropped.
+    for (outer, inner, want) in [
+        (0x03, 0x02, Some(0x03)), // CE into ECT(0)
+        (0x03, 0xb9, Some(0xbb)), // CE into ECT(1), DSCP kept
+        (0x03, 0x03, Some(0x03)), // CE stays CE
+        (0x01, 0x02, Some(0x01)), // ECT(1) into ECT(0)
+        (0x02, 0x01, Some(0x01)), // ECT(0) leaves ECT(1)
+        (0x02, 0x00, Some(0x00)), // ECT outer, Not-ECT inner: kept
+        (0x00, 0x02, Some(0x02)),
+        (0xb8, 0x02, Some(0x02)), // outer DSCP is not copied
+        (0x03, 0x00, None),       // CE over Not-ECT: dropped
+        (0xbb, 0xb8, None),
+    ] {
+        let inner_in = inner_ipv4(C1_MAC, C2_MAC, inner);
+        let f = with_tos(&inner_in, outer);
+        let what = format!("outer {outer:#04x} inner {inner:#04x}");
+        let Some(want) = want else {
+            assert_dropped_both(&|_| {}, &f, Counter::DropEcn, &what);
+            continue;
+        };
+        for (path, delivered, out, mut dp) in decap_both(&|_| {}, &f) {
+            assert!(delivered, "{path}: {what}: not delivered");
+            assert_eq!(out[15], want, "{path}: {what}: inner TOS");
+            let hdr: [u8; 20] = out[14..34].try_into().unwrap();
+            let mut zeroed = hdr;
+            zeroed[10..12].copy_from_slice(&[0, 0]);
+            assert_eq!(
+                hdr[10..12],
+                vxlan_common::wire::ipv4_checksum(&zeroed),
+                "{path}: {what}: inner IPv4 checksum"
+            );
+            let mut expect = inner_in.clone();
+            expect[15] = want;
+            expect[24..26].copy_from_slice(&hdr[10..12]);
+            assert_eq!(out, expect, "{path}: {what}: nothing else changed");
+            let marked = u64::from(want != inner);
+            assert_eq!(dp.counter(Counter::RxEcnMarked), marked, "{path}: {what}");
+        }
+    }
+    // IPv6 inner: the traffic class.
+    for (outer, inner, want) in [
+        (0x03, 0x02, Some(0x03)),
+        (0x03, 0xba, Some(0xbb)),
+        (0x01, 0x02, Some(0x01)),
+        (0x03, 0x00, None),
+    ] {
+        let inner_in = inner_ipv6(C1_MAC, C2_MAC, inner);
+        let f = with_tos(&inner_in, outer);
+        let what = format!("IPv6: outer {outer:#04x} inner {inner:#04x}");
+        let Some(want) = want else {
+            assert_dropped_both(&|_| {}, &f, Counter::DropEcn, &what);
+            continue;
+        };
+        for (path, delivered, out, _) in decap_both(&|_| {}, &f) {
+            assert!(delivered, "{path}: {what}: not delivered");
+            let mut expect = inner_in.clone();
+            expect[14] = 0x60 | (want >> 4);
+            expect[15] = want << 4;
+            assert_eq!(out, expect, "{path}: {what}");
+        }
+    }
+    // Not IP inside (ARP): ECN does not apply, whatever the outer says.
+    let f = with_tos(&inner_arp(C2_MAC), 0x03);
+    assert_delivered_both(&|_| {}, &f, "ARP under CE");
 }

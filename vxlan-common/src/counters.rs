@@ -95,6 +95,30 @@ counters! {
     EventsLost = "events_lost",
     /// Port: copies of floods sent to a multicast group.
     TxGroupCopy = "tx_group_copy",
+    /// Uplink drop: VXLAN whose outer source address is our own local
+    /// address, multicast, limited broadcast or 0.0.0.0 (a reflected or
+    /// forged frame; the kernel's IP layer refuses these sources).
+    DropBadOuterSrc = "drop_bad_outer_src",
+    /// Uplink drop: VXLAN for our address and port sent to another host's
+    /// MAC (PACKET_OTHERHOST: seen because the uplink is promiscuous).
+    DropOtherHost = "drop_other_host",
+    /// Uplink drop: non-zero outer UDP checksum that is wrong.
+    DropUdpCsum = "drop_udp_csum",
+    /// Uplink or port drop: inner source MAC multicast, broadcast or all
+    /// zeros (a bridge refuses these sources).
+    DropBadSrcMac = "drop_bad_src_mac",
+    /// Uplink or port drop (with learning): the source MAC has a static
+    /// FDB entry that points elsewhere (the kernel's `vxlan_snoop`).
+    DropStaticConflict = "drop_static_conflict",
+    /// Uplink drop: outer ECN CE over a Not-ECT inner packet (RFC 6040,
+    /// the kernel's `INET_ECN_decapsulate`).
+    DropEcn = "drop_ecn",
+    /// Port drop: a frame with more than two VLAN tags (its tags could not
+    /// all be moved into the inner frame).
+    DropTxVlan = "drop_tx_vlan",
+    /// Uplink: inner IPv4/IPv6 packets whose ECN field was updated from the
+    /// outer header on decapsulation (CE, or ECT(1)).
+    RxEcnMarked = "rx_ecn_marked",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

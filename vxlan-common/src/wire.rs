@@ -315,3 +315,102 @@ pub const fn icmp_error_allowed(ip: &[u8; IPV4_HLEN + 8]) -> bool {
     }
     true
 }
+
+/// ECN codepoints (the low two bits of the TOS / traffic class).
+pub const ECN_NOT_ECT: u8 = 0;
+pub const ECN_ECT1: u8 = 1;
+pub const ECN_ECT0: u8 = 2;
+pub const ECN_CE: u8 = 3;
+
+/// What decapsulation does to the inner packet's ECN field (RFC 6040).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EcnDecap {
+    /// Leave it.
+    Keep,
+    /// Set it to this codepoint.
+    Set(u8),
+    /// Drop the frame: CE outside, Not-ECT inside.
+    Drop,
+}
+
+/// RFC 6040 decapsulation, as the kernel's `INET_ECN_decapsulate`: outer
+/// CE is copied into an ECT inner packet; CE over Not-ECT is dropped (the
+/// congestion signal cannot be passed on); outer ECT(1) turns an inner
+/// ECT(0) into ECT(1); everything else leaves the inner packet alone.
+#[inline(always)]
+pub const fn ecn_decap(outer_tos: u8, inner_ds: u8) -> EcnDecap {
+    let (outer, inner) = (outer_tos & 3, inner_ds & 3);
+    if inner == ECN_NOT_ECT {
+        return if outer == ECN_CE {
+            EcnDecap::Drop
+        } else {
+            EcnDecap::Keep
+        };
+    }
+    if outer == ECN_CE && inner != ECN_CE {
+        return EcnDecap::Set(ECN_CE);
+    }
+    if outer == ECN_ECT1 && inner == ECN_ECT0 {
+        return EcnDecap::Set(ECN_ECT1);
+    }
+    EcnDecap::Keep
+}
+
+/// The IPv4 header checksum after the 16-bit word `old` (network order)
+/// of the header became `new` (RFC 1624, eqn. 3).
+#[inline(always)]
+pub const fn csum_replace16(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = (!check as u32) + (!old as u32 & 0xffff) + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// True for source addresses no VTEP sends from (the kernel's IP layer
+/// refuses them as martians): multicast, limited broadcast, 0.0.0.0.
+#[inline(always)]
+pub const fn is_bad_source_ip(ip: &[u8; 4]) -> bool {
+    let bcast = ip[0] == 255 && ip[1] == 255 && ip[2] == 255 && ip[3] == 255;
+    let zero = ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] == 0;
+    is_multicast_ip(ip) || bcast || zero
+}
+
+#[cfg(test)]
+mod ecn_tests {
+    use super::*;
+
+    #[test]
+    fn rfc6040_table() {
+        use EcnDecap::*;
+        // Rows: inner; columns: outer Not-ECT, ECT(1), ECT(0), CE.
+        let want = [
+            [Keep, Keep, Keep, Drop],
+            [Keep, Keep, Keep, Set(ECN_CE)],
+            [Keep, Set(ECN_ECT1), Keep, Set(ECN_CE)],
+            [Keep, Keep, Keep, Keep],
+        ];
+        for inner in 0..4u8 {
+            for outer in 0..4u8 {
+                assert_eq!(
+                    ecn_decap(outer | 0xb8, inner | 0x28),
+                    want[inner as usize][outer as usize],
+                    "outer {outer} inner {inner}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_checksum_matches_recomputed() {
+        let mut h = [
+            0x45, 0x02, 0, 60, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let c = ipv4_checksum(&h);
+        h[10..12].copy_from_slice(&c);
+        let old = u16::from_be_bytes([h[0], h[1]]);
+        h[1] = 0x03;
+        let new = u16::from_be_bytes([h[0], h[1]]);
+        let inc = csum_replace16(u16::from_be_bytes(c), old, new);
+        assert_eq!(inc.to_be_bytes(), ipv4_checksum(&h));
+    }
+}

@@ -14,7 +14,7 @@ use vxlan_common::{
     wire::{ENCAP_LEN, ETH_HLEN},
 };
 
-use crate::{maps::config, rx, stats::count};
+use crate::{ecn, maps::config, rx, stats::count};
 
 pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     let Some(cfg) = config() else {
@@ -24,6 +24,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         count(Counter::RxPass);
         return Ok(XDP_PASS);
     };
+    ecn::apply_xdp(ctx, rx.ecn)?;
     // SAFETY: plain helper calls on our own context.
     if rx.pad > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(rx.pad as i32)) } != 0 {
         return Err(Counter::DropDecapFailed);

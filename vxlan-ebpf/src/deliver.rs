@@ -30,6 +30,7 @@ use vxlan_common::{
 };
 
 use crate::{
+    ecn,
     maps::{VNIS, config},
     pkt::ptr_at_mut,
     rx,
@@ -78,12 +79,23 @@ const ADJ_ROOM_DECAP_L4_UDP: u64 = 1 << 10;
 /// The outer headers and the inner Ethernet header: read and written in
 /// place, so they must be in the linear part.
 const HDRS: usize = OFF_INNER + ETH_HLEN;
+/// What is pulled into the linear part: the headers and the start of the
+/// inner network header (its ECN field; every inner frame decapsulated
+/// has these 20 bytes).
+const PULL: usize = HDRS + 20;
 
 /// Decapsulates in TC (no XDP on the uplink).
 #[inline(always)]
 fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
-    if ctx.len() as usize >= HDRS && ctx.data() + HDRS > ctx.data_end() {
-        let _ = ctx.pull_data(HDRS as u32);
+    // SAFETY: reading a field of our skb context.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        // Tagged on the underlay: for a VLAN device, not for this uplink
+        // (the kernel drops it as PACKET_OTHERHOST without one).
+        count(Counter::RxPass);
+        return Ok(TC_ACT_UNSPEC);
+    }
+    if ctx.len() as usize >= PULL && ctx.data() + PULL > ctx.data_end() {
+        let _ = ctx.pull_data(PULL as u32);
     }
     // SAFETY: reading a field of our skb context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -91,6 +103,7 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
         count(Counter::RxPass);
         return Ok(TC_ACT_UNSPEC);
     };
+    ecn::apply_tc(ctx, rx.ecn)?;
     // SAFETY: reading a field of our skb context.
     let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
     if rx.pad > 0 {

@@ -1,5 +1,6 @@
 //! Port TC ingress: learn local MACs, switch local-to-local, encapsulate to
-//! remote VTEPs, flood broadcast and unknown frames.
+//! remote VTEPs, flood broadcast and unknown frames. A tenant's VLAN tag
+//! goes inside the tunnel (see `vlan`); a bad source MAC is refused.
 
 use aya_ebpf::{
     bindings::{
@@ -17,7 +18,7 @@ use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
-        is_multicast_mac, multicast_mac, outer_hdr,
+        is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,
     },
 };
 
@@ -28,15 +29,15 @@ use crate::{
     pkt::ptr_at_mut,
     pmtu,
     stats::count,
+    vlan,
 };
 
-/// `BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN)`: the inner MAC header length.
-const ENCAP_L2_LEN: u64 = (ETH_HLEN as u64 & 0xff) << 56;
+/// `bpf_skb_adjust_room` flags for VXLAN encapsulation, without the inner
+/// MAC header length (`BPF_F_ADJ_ROOM_ENCAP_L2(len)`, see [`push`]).
 const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
     | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
     | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
-    | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
-    | ENCAP_L2_LEN;
+    | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64;
 
 pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     // SAFETY: reading a field of our skb context.
@@ -50,11 +51,15 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     };
     let vni = port.vni;
     let eth: EthHdr = ctx.load(0).map_err(|_| Counter::DropTxTruncated)?;
+    // A bridge refuses these sources; they must never be learned.
+    if is_multicast_mac(&eth.src_addr) || is_zero_mac(&eth.src_addr) {
+        return Err(Counter::DropBadSrcMac);
+    }
 
     if cfg.flags & CFG_F_LEARNING != 0 {
         fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
             bpf_ktime_get_coarse_ns()
-        });
+        })?;
     }
 
     if is_multicast_mac(&eth.dst_addr) {
@@ -100,36 +105,20 @@ fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
     }
 }
 
-/// Inserts room for the outer headers and writes them. IP frames use
+/// Inserts room for the outer headers and writes them; `tags` bytes of
+/// VLAN tags are in the inner Ethernet header (see `vlan`). IP frames use
 /// `bpf_skb_adjust_room` with the encap flags, so GSO/TSO segments the
 /// tunnel correctly; other frames (ARP...) cannot, and use
 /// `bpf_skb_change_head` (they are never GSO).
 #[inline(always)]
-fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &OuterHdr) -> Result<(), Counter> {
+fn push_outer(ctx: &TcContext, is_ip: bool, tags: usize, hdr: &OuterHdr) -> Result<(), Counter> {
     let hdr = hdr.bytes();
     if is_ip {
-        // The room goes in after the inner Ethernet header: the header then
-        // moves behind it and the outer headers take its place, written in
-        // place (the linear part holds the room and the header after
-        // adjust_room; helpers if it ever does not).
-        ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
-            .map_err(|_| Counter::DropEncapFailed)?;
-        // SAFETY: bounds checked by ptr_at_mut; the ranges do not overlap;
-        // no helper call in between.
-        match unsafe { ptr_at_mut::<_, [u8; ENCAP_LEN + ETH_HLEN]>(ctx, 0) } {
-            Some(p) => unsafe {
-                let p = p as *mut u8;
-                core::ptr::copy_nonoverlapping(p, p.add(ENCAP_LEN), ETH_HLEN);
-                core::ptr::copy_nonoverlapping(hdr.as_ptr(), p, ENCAP_LEN);
-            },
-            None => {
-                let inner_eth: [u8; ETH_HLEN] =
-                    ctx.load(0).map_err(|_| Counter::DropEncapFailed)?;
-                ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
-                ctx.store(ENCAP_LEN, &inner_eth, 0)
-                    .map_err(|_| Counter::DropEncapFailed)?;
-            }
-        }
+        match tags {
+            0 => push::<ETH_HLEN>(ctx, hdr),
+            4 => push::<{ ETH_HLEN + 4 }>(ctx, hdr),
+            _ => push::<{ ETH_HLEN + 8 }>(ctx, hdr),
+        }?;
     } else {
         // SAFETY: helper call on our own skb.
         if unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_LEN as u32, 0) } != 0 {
@@ -140,17 +129,49 @@ fn push_outer(ctx: &TcContext, is_ip: bool, hdr: &OuterHdr) -> Result<(), Counte
     Ok(())
 }
 
+/// [`push_outer`] for an IP frame whose inner Ethernet header (with its
+/// tags) is `L2` bytes long.
+#[inline(always)]
+fn push<const L2: usize>(ctx: &TcContext, hdr: &[u8; ENCAP_LEN]) -> Result<(), Counter> {
+    // The room goes in after the inner Ethernet header (the skb's MAC
+    // header length, which `vlan::push_inside` keeps right): the header
+    // then moves behind it and the outer headers take its place, written
+    // in place (the linear part holds the room and the header after
+    // adjust_room; helpers if it ever does not).
+    let flags = ENCAP_FLAGS | ((L2 as u64 & 0xff) << 56);
+    ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| Counter::DropEncapFailed)?;
+    // SAFETY: bounds checked by ptr_at_mut (the check on the inner
+    // header's new place covers everything before it); the ranges do not
+    // overlap; no helper call in between.
+    match unsafe { ptr_at_mut::<_, [u8; L2]>(ctx, ENCAP_LEN) } {
+        Some(q) => unsafe {
+            let q = q as *mut u8;
+            let p = q.sub(ENCAP_LEN);
+            core::ptr::copy_nonoverlapping(p, q, L2);
+            core::ptr::copy_nonoverlapping(hdr.as_ptr(), p, ENCAP_LEN);
+        },
+        None => {
+            let inner_eth: [u8; L2] = ctx.load(0).map_err(|_| Counter::DropEncapFailed)?;
+            ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
+            ctx.store(ENCAP_LEN, &inner_eth, 0)
+                .map_err(|_| Counter::DropEncapFailed)?;
+        }
+    }
+    Ok(())
+}
+
 #[inline(always)]
 fn skb_proto(ctx: &TcContext) -> u16 {
     // SAFETY: reading a field of our skb context.
     u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16)
 }
 
-/// Whether the outer IPv4 total length (inner frame + 36) would exceed
-/// 16 bits: only a BIG TCP super-packet can be that long.
+/// Whether the outer IPv4 total length (inner frame + 36, + `tag` bytes of
+/// VLAN tag still to go in) would exceed 16 bits: only a BIG TCP super-packet can be that long.
 #[inline(always)]
-fn outer_len_overflows(ctx: &TcContext) -> bool {
-    ctx.len() as usize + ENCAP_LEN - ETH_HLEN > 0xffff
+fn outer_len_overflows(ctx: &TcContext, tag: usize) -> bool {
+    ctx.len() as usize + tag + ENCAP_LEN - ETH_HLEN > 0xffff
 }
 
 /// Encapsulates to one remote VTEP and sends it out of the uplink.
@@ -163,11 +184,12 @@ fn unicast(
     in_ifindex: u32,
 ) -> Result<i32, Counter> {
     let proto = skb_proto(ctx);
-    if pmtu::too_big(ctx, cfg, proto) {
+    let tag = if vlan::present(ctx) { 4 } else { 0 };
+    if pmtu::too_big(ctx, cfg, proto, tag) {
         return pmtu::reject(ctx, cfg, proto, in_ifindex);
     }
     // A super-packet (BIG TCP) whose outer lengths would not fit 16 bits.
-    if outer_len_overflows(ctx) {
+    if outer_len_overflows(ctx, tag) {
         return Err(Counter::DropTooBig);
     }
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
@@ -182,8 +204,9 @@ fn unicast(
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
     }
+    let tags = vlan::push_inside(ctx)?;
     let inner_len = ctx.len() as u16;
-    push_outer(ctx, is_ip, &outer_hdr(&o, inner_len))?;
+    push_outer(ctx, is_ip, tags, &outer_hdr(&o, inner_len))?;
     count(Counter::TxEncap);
     // SAFETY: plain helper calls.
     let rc = unsafe {
@@ -229,15 +252,17 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         return Ok(TC_ACT_SHOT);
     }
     let proto = skb_proto(ctx);
-    if pmtu::too_big(ctx, cfg, proto) || outer_len_overflows(ctx) {
+    let tag = if vlan::present(ctx) { 4 } else { 0 };
+    if pmtu::too_big(ctx, cfg, proto, tag) || outer_len_overflows(ctx, tag) {
         // Local copies went out; the encapsulated ones cannot.
         count(Counter::DropTooBig);
         return Ok(TC_ACT_SHOT);
     }
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     let mut o = outer_for(ctx, cfg, vni, proto);
+    let tags = vlan::push_inside(ctx)?;
     let inner_len = ctx.len() as u16;
-    push_outer(ctx, is_ip, &outer_hdr(&o, inner_len))?;
+    push_outer(ctx, is_ip, tags, &outer_hdr(&o, inner_len))?;
 
     // Group mode: one copy to the group, as the kernel's vxlan does.
     if has_group {

@@ -18,8 +18,11 @@ use crate::{
 /// entry is refreshed in place at most every [`LEARN_REFRESH_NS`]; a moved
 /// entry is rewritten at once; a new one only below the learning cap.
 ///
-/// True when the entry was written (new, moved or refreshed): at most
-/// about once a second per MAC, so callers hang per-sender work on it.
+/// `Ok(true)` when the entry was written (new, moved or refreshed): at
+/// most about once a second per MAC, so callers hang per-sender work on
+/// it. A static entry for `mac` that points elsewhere refuses the frame
+/// (`DropStaticConflict`), as the kernel's `vxlan_snoop` does: a pinned
+/// MAC showing up somewhere else is spoofed.
 #[inline(always)]
 pub fn learn(
     cfg: &Config,
@@ -28,9 +31,9 @@ pub fn learn(
     remote: [u8; 4],
     ifindex: u32,
     now: u64,
-) -> bool {
+) -> Result<bool, Counter> {
     if is_multicast_mac(mac) || is_zero_mac(mac) {
-        return false;
+        return Ok(false);
     }
     let key = FdbKey::new(vni, *mac);
     let entry = FdbEntry {
@@ -43,26 +46,31 @@ pub fn learn(
     if let Some(e) = FDB.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer for the duration of the program.
         let e = unsafe { &mut *e };
+        let same = e.remote == remote && e.ifindex == ifindex;
         if e.is_static() {
-            return false;
+            return if same {
+                Ok(false)
+            } else {
+                Err(Counter::DropStaticConflict)
+            };
         }
-        if e.remote == remote && e.ifindex == ifindex {
+        if same {
             if now.wrapping_sub(e.last_seen_ns) >= LEARN_REFRESH_NS {
                 e.last_seen_ns = now;
-                return true;
+                return Ok(true);
             }
-            return false;
+            return Ok(false);
         }
         // MAC move: at once.
         if FDB.insert(&key, &entry, BPF_ANY as u64).is_ok() {
             count(Counter::Learn);
             event(EV_MOVE, &key, &entry);
-            return true;
+            return Ok(true);
         }
-        return false;
+        return Ok(false);
     }
     let Some(learned) = LEARNED.get_ptr_mut(0) else {
-        return false;
+        return Ok(false);
     };
     // SAFETY: a valid, aligned map value, shared by all CPUs, hence atomic
     // (the bpf target has no `AtomicU64::fetch_add`; the intrinsic becomes
@@ -70,11 +78,11 @@ pub fn learn(
     let n = unsafe { core::ptr::read_volatile(learned) };
     if n >= u64::from(cfg.max_learned) {
         count(Counter::LearnRefused);
-        return false;
+        return Ok(false);
     }
     if FDB.insert(&key, &entry, BPF_NOEXIST as u64).is_err() {
         count(Counter::LearnRefused);
-        return false;
+        return Ok(false);
     }
     // SAFETY: as above.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, 1) };
@@ -86,11 +94,11 @@ pub fn learn(
         // SAFETY: as above; adding 2^64 - 1 subtracts one.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, u64::MAX) };
         count(Counter::LearnRefused);
-        return false;
+        return Ok(false);
     }
     count(Counter::Learn);
     event(EV_LEARN, &key, &entry);
-    true
+    Ok(true)
 }
 
 #[inline(always)]

@@ -15,8 +15,10 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod csum;
 mod decap;
 mod deliver;
+mod ecn;
 mod encap;
 mod fdb;
 mod maps;
@@ -24,13 +26,13 @@ mod pkt;
 mod pmtu;
 mod rx;
 mod stats;
+mod vlan;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-
 use aya_log_ebpf::debug;
 
 use crate::stats::count;

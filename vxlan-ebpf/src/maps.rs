@@ -51,6 +51,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 pub static ALLOWED: LpmTrie<[u8; 8], u32> =
     LpmTrie::with_max_entries(MAX_ALLOWED, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
+/// Per-CPU scratch buffer of the UDP checksum check (`csum`).
+#[map]
+pub static SCRATCH: PerCpuArray<[u8; crate::csum::CHUNK]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU counters indexed by `vxlan_common::Counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);

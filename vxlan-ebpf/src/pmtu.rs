@@ -21,10 +21,11 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 /// Whether the frame (or each segment of a GSO frame) would exceed the
-/// uplink MTU with 50 bytes of encapsulation.
+/// uplink MTU with 50 bytes of encapsulation and `extra` bytes that are
+/// not in the frame yet (an accelerated VLAN tag that goes inside).
 #[inline(always)]
-pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16) -> bool {
-    let mtu = cfg.uplink_mtu as usize;
+pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16, extra: usize) -> bool {
+    let mtu = (cfg.uplink_mtu as usize).saturating_sub(extra);
     // SAFETY: reading a field of our skb context.
     let gso = unsafe { (*ctx.skb.skb).gso_size } as usize;
     if gso == 0 {

@@ -2,6 +2,11 @@
 //! the uplink carries no XDP program): recognise VXLAN for this VTEP,
 //! validate it as the kernel's IP layer would, learn, and find where the
 //! inner frame goes. The caller strips the outer headers.
+//!
+//! Checks come in the order the kernel makes them: the IP layer's (header,
+//! martian source, a frame for another host's MAC), UDP's (length,
+//! checksum), vxlan's (flags, VNI), the bridge's (source MAC), learning
+//! (`vxlan_snoop`: no learning over a static entry), ECN.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
@@ -9,12 +14,14 @@ use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, NeighEntry, VNI_F_ANY_SENDER, allow_data,
     wire::{
         ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
-        UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_multicast_ip, is_multicast_mac,
-        vxlan_vni,
+        UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_bad_source_ip, is_multicast_ip,
+        is_multicast_mac, is_zero_mac, vxlan_vni,
     },
 };
 
 use crate::{
+    csum,
+    ecn::{self, Ecn},
     fdb,
     maps::{ALLOWED, GROUPS, NEIGH, PORTS, VNIS},
     pkt::{Frame, ptr_at},
@@ -35,6 +42,8 @@ pub struct Rx {
     pub pad: usize,
     /// Ethertype of the inner frame.
     pub inner_proto: u16,
+    /// ECN to write into the inner packet (RFC 6040).
+    pub ecn: Ecn,
 }
 
 /// Not ours (`None`: pass it on untouched), ours (`Some`), or ours and
@@ -78,6 +87,9 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         if u16::from_be_bytes(unsafe { (*udp).dst }) != cfg.dstport {
             return Ok(None);
         }
+        if f.other_host(&eth.dst_addr, cfg) {
+            return Err(Counter::DropOtherHost);
+        }
         return Err(Counter::DropIpOptions);
     }
     let Some(udp) = (unsafe { ptr_at::<_, UdpHdr>(f, OFF_UDP) }) else {
@@ -86,6 +98,11 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     let udp = unsafe { &*udp };
     if u16::from_be_bytes(udp.dst) != cfg.dstport {
         return Ok(None);
+    }
+    // For our address and port, but sent to another host's MAC: the
+    // kernel's IP layer would drop it (PACKET_OTHERHOST).
+    if f.other_host(&eth.dst_addr, cfg) {
+        return Err(Counter::DropOtherHost);
     }
 
     // Outer IPv4/UDP for our port: check it as the kernel's IP layer would.
@@ -109,9 +126,23 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     if ip.ttl == 0 {
         return Err(Counter::DropIpTtl);
     }
+    // A martian source (the kernel's routing refuses it), or our own
+    // address: a reflected or forged frame, never learned from.
+    if ip.src_addr == cfg.local_ip || is_bad_source_ip(&ip.src_addr) {
+        return Err(Counter::DropBadOuterSrc);
+    }
     if usize::from(u16::from_be_bytes(udp.len)) != tot_len - IPV4_HLEN {
         return Err(Counter::DropUdpLength);
     }
+    let (src_ip, dst_ip, tos, src_mac) = (ip.src_addr, ip.dst_addr, ip.tos, eth.src_addr);
+    if udp.check != [0, 0] && !f.udp_csum_trusted() {
+        match csum::udp4_ok(f, OFF_UDP, tot_len - IPV4_HLEN, src_ip, dst_ip) {
+            Some(true) => {}
+            Some(false) => return Err(Counter::DropUdpCsum),
+            None => return Err(Counter::DropDecapFailed),
+        }
+    }
+
     // Ethernet padding after the IPv4 packet is not part of the inner frame.
     let pad = frame_len - ETH_HLEN - tot_len;
     let udp_payload = tot_len - IPV4_HLEN - UDP_HLEN;
@@ -140,7 +171,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         return Err(Counter::DropUnknownVni);
     };
     if vni_flags & VNI_F_ANY_SENDER == 0 {
-        let key = Key::new(32 + 32, allow_data(vni, ip.src_addr));
+        let key = Key::new(32 + 32, allow_data(vni, src_ip));
         if ALLOWED.get(&key).is_none() {
             return Err(Counter::DropSpoofed);
         }
@@ -151,6 +182,10 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     let inner = unsafe { &*inner };
     let (src, dst) = (inner.src_addr, inner.dst_addr);
     let inner_proto = u16::from_be(inner.ether_type);
+    // A bridge refuses these sources; they must never be learned.
+    if is_multicast_mac(&src) || is_zero_mac(&src) {
+        return Err(Counter::DropBadSrcMac);
+    }
 
     if cfg.flags & CFG_F_LEARNING != 0 {
         // SAFETY: a plain helper call.
@@ -158,15 +193,17 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         // The way back to this VTEP, unless userspace resolved it already:
         // checked when the entry is new, moved or refreshed (at most once
         // a second per MAC), not for every frame.
-        if fdb::learn(cfg, vni, &src, ip.src_addr, 0, now) && NEIGH.get_ptr(ip.src_addr).is_none() {
+        if fdb::learn(cfg, vni, &src, src_ip, 0, now)? && NEIGH.get_ptr(src_ip).is_none() {
             let n = NeighEntry {
-                dmac: eth.src_addr,
+                dmac: src_mac,
                 smac: cfg.uplink_mac,
                 ifindex: ingress,
             };
-            let _ = NEIGH.insert(ip.src_addr, n, BPF_NOEXIST as u64);
+            let _ = NEIGH.insert(src_ip, n, BPF_NOEXIST as u64);
         }
     }
+    // After learning, as the kernel's vxlan_rcv.
+    let ecn = ecn::decide(f, tos, inner_proto)?;
 
     let (ifindex, port_flags) = if is_multicast_mac(&dst) {
         (0, 0)
@@ -188,5 +225,6 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         port_flags,
         pad,
         inner_proto,
+        ecn,
     }))
 }

@@ -100,6 +100,10 @@ fn private_netns() -> Result<Devs> {
         &["link", "set", "lo", "up"][..],
         &["link", "add", "pa", "type", "veth", "peer", "name", "pb"],
         &["link", "add", "ua", "type", "veth", "peer", "name", "ub"],
+        // The TC uplink case is received on `ua`: with the uplink's MAC a
+        // frame to it is PACKET_HOST (another MAC would be dropped as
+        // PACKET_OTHERHOST).
+        &["link", "set", "ua", "address", "02:aa:00:00:00:50"],
         &["link", "set", "pa", "up"],
         &["link", "set", "pb", "up"],
         &["link", "set", "ua", "up"],

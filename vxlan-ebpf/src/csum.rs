@@ -1,0 +1,135 @@
+//! Outer UDP checksum verification, for XDP and TC.
+//!
+//! The datagram is copied in chunks of 512 bytes into a per-CPU scratch
+//! buffer (`bpf_xdp_load_bytes` / `bpf_skb_load_bytes`, which also read an
+//! skb's paged part: nothing needs to be pulled) and summed there with
+//! `bpf_csum_diff`; the last chunk is zero-padded (zeros add nothing).
+//! The work is a BPF subprogram of its own: only its result goes back to
+//! the caller, so the verifier checks the rest of the program once, not
+//! once per number of chunks.
+//!
+//! Sums are in the kernel's memory-order convention (`csum_partial`):
+//! 16-bit words as they lie in memory, byte-swapped against network order
+//! on this little-endian target for every word alike, so the pseudo-header
+//! is summed the same way.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::bpf_csum_diff;
+
+use crate::{maps::SCRATCH, pkt::Frame};
+
+/// Size of the scratch buffer, the largest chunk `bpf_csum_diff` takes.
+pub const CHUNK: usize = 512;
+/// Enough chunks for the largest UDP datagram.
+const MAX_CHUNKS: usize = 0x10000 / CHUNK;
+
+/// Folds a 64-bit one's complement sum to 16 bits.
+#[inline(always)]
+fn fold(mut s: u64) -> u16 {
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// Whether the UDP datagram of `len` bytes at offset `off` of the frame,
+/// from `src` to `dst` (IPv4), has a correct checksum (the caller skips a
+/// zero checksum field). `None` when it cannot be read.
+#[inline(always)]
+pub fn udp4_ok<F: Frame>(
+    f: &F,
+    off: usize,
+    len: usize,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Option<bool> {
+    if len > 0xffff {
+        return None;
+    }
+    let l = (len as u16).to_be_bytes();
+    let pseudo = u64::from(u32::from_le_bytes(src))
+        + u64::from(u32::from_le_bytes(dst))
+        + u64::from(u32::from_le_bytes([0, 17, l[0], l[1]]));
+    let sum = sum::<F>(f.raw(), off as u32, len as u32, u32::from(fold(pseudo)));
+    if sum < 0 {
+        return None;
+    }
+    Some(fold(sum as u64) == 0xffff)
+}
+
+/// One's complement sum (unfolded, or negative on failure) of `len` bytes
+/// at `off`, added to `seed`.
+#[inline(never)]
+fn sum<F: Frame>(raw: *mut c_void, off: u32, len: u32, seed: u32) -> i64 {
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return -1;
+    };
+    let buf = buf as *mut u8;
+    let mut sum = seed;
+    let mut done: u32 = 0;
+    for _ in 0..MAX_CHUNKS {
+        if done >= len {
+            break;
+        }
+        let left = len - done;
+        if left >= CHUNK as u32 {
+            // SAFETY: CHUNK bytes into a CHUNK-byte buffer.
+            if unsafe { F::load_bytes(raw, off + done, buf as *mut c_void, CHUNK as u32) } != 0 {
+                return -1;
+            }
+            // SAFETY: the helper only reads CHUNK bytes of the buffer.
+            let r = unsafe {
+                bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, CHUNK as u32, sum)
+            };
+            if r < 0 {
+                return -1;
+            }
+            sum = r as u32;
+            done += CHUNK as u32;
+            continue;
+        }
+        // The last, shorter chunk. Read back through memory so that the
+        // compiler cannot drop the masks: the verifier needs them to see
+        // that the sizes fit the buffer.
+        // SAFETY: a local.
+        let n = unsafe { core::ptr::read_volatile(&left) } & (CHUNK as u32 - 1);
+        if n == 0 {
+            return -1;
+        }
+        // SAFETY: `n` is below CHUNK, the buffer's size.
+        if unsafe { F::load_bytes(raw, off + done, buf as *mut c_void, n) } != 0 {
+            return -1;
+        }
+        // Whole 32-bit words through the helper, then 0 to 3 bytes; the
+        // words start at an even offset of the datagram.
+        let words = n & (CHUNK as u32 - 4);
+        // SAFETY: `words` bytes of the buffer, fewer than CHUNK.
+        let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf as *mut u32, words, sum) };
+        if r < 0 {
+            return -1;
+        }
+        let mut tail = r as u32 as u64;
+        let rest = (n & 3) as usize;
+        let at = words as usize;
+        // SAFETY: `at + 2` is below CHUNK (`at` at most CHUNK - 4).
+        unsafe {
+            if rest >= 1 {
+                tail += u64::from(*buf.add(at));
+            }
+            if rest >= 2 {
+                tail += u64::from(*buf.add(at + 1)) << 8;
+            }
+            if rest == 3 {
+                tail += u64::from(*buf.add(at + 2));
+            }
+        }
+        return i64::from(fold(tail));
+    }
+    if done < len {
+        return -1;
+    }
+    i64::from(sum)
+}
