@@ -119,6 +119,13 @@ counters! {
     /// Uplink: inner IPv4/IPv6 packets whose ECN field was updated from the
     /// outer header on decapsulation (CE, or ECT(1)).
     RxEcnMarked = "rx_ecn_marked",
+    /// Port drop: broadcast, multicast or unknown unicast beyond the port's
+    /// `bum_pps` (flood amplification limit).
+    DropBumRate = "drop_bum_rate",
+    /// Learning refused by a VNI's or a port's own cap (`max_fdb` of a
+    /// `[[vni]]`, `port_max_fdb`); the instance-wide cap counts under
+    /// `learn_refused`.
+    LearnRefusedScope = "learn_refused_scope",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

@@ -31,6 +31,8 @@ pub mod map {
     pub const NEIGH: &str = "NEIGH";
     pub const GROUPS: &str = "GROUPS";
     pub const LEARNED: &str = "LEARNED";
+    pub const LEARNED_BY: &str = "LEARNED_BY";
+    pub const BUM: &str = "BUM";
     pub const EVENTS: &str = "EVENTS";
     pub const ALLOWED: &str = "ALLOWED";
 }
@@ -157,6 +159,34 @@ pub struct PortInfo {
     pub vni: u32,
     /// `PORT_F_*` flags.
     pub flags: u32,
+    /// Cap on entries learned on this port; 0: none.
+    pub max_learned: u32,
+    /// Broadcast, multicast and unknown unicast frames per second this port
+    /// may send; 0: no limit.
+    pub bum_pps: u32,
+}
+
+/// A port's broadcast/unknown/multicast budget (`BUM`, by ifindex): frames
+/// counted in a one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BumWindow {
+    /// `CLOCK_MONOTONIC` ns when the window started.
+    pub start_ns: u64,
+    /// Frames in the window so far.
+    pub count: u64,
+}
+
+/// `LEARNED_BY` key of a VNI's count of learned entries.
+#[inline(always)]
+pub const fn learned_key_vni(vni: u32) -> u64 {
+    (1 << 32) | vni as u64
+}
+
+/// `LEARNED_BY` key of a port's count of learned entries.
+#[inline(always)]
+pub const fn learned_key_port(ifindex: u32) -> u64 {
+    (2 << 32) | ifindex as u64
 }
 
 /// Flood lists of a VNI: the default remotes (head-end replication) and the
@@ -174,6 +204,8 @@ pub struct VniInfo {
     pub remotes: [[u8; 4]; MAX_REMOTES],
     /// Local port ifindexes; the first `n_ports` are valid.
     pub ports: [u32; MAX_PORTS],
+    /// Cap on entries learned in this VNI; 0: only the instance's cap.
+    pub max_learned: u32,
 }
 
 impl Default for VniInfo {
@@ -266,4 +298,5 @@ mod pod {
     unsafe impl aya::Pod for VniInfo {}
     unsafe impl aya::Pod for NeighEntry {}
     unsafe impl aya::Pod for FdbEvent {}
+    unsafe impl aya::Pod for BumWindow {}
 }

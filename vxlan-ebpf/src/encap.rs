@@ -15,17 +15,19 @@ use aya_ebpf::{
 };
 use network_types::eth::EthHdr;
 use vxlan_common::{
-    CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
+    BumWindow, CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
         is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,
     },
 };
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use crate::{
     deliver::redirect_port,
     fdb,
-    maps::{NEIGH, PORTS, VNIS, config},
+    maps::{BUM, NEIGH, PORTS, VNIS, config},
     pkt::ptr_at_mut,
     pmtu,
     stats::count,
@@ -63,6 +65,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     }
 
     if is_multicast_mac(&eth.dst_addr) {
+        bum_budget(ifindex, port.bum_pps)?;
         return flood(ctx, cfg, vni, ifindex);
     }
     match fdb::lookup(vni, &eth.dst_addr) {
@@ -76,8 +79,45 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             Ok(redirect_port(e.ifindex, flags))
         }
         Some(e) => unicast(ctx, cfg, vni, e.remote, ifindex),
-        None => flood(ctx, cfg, vni, ifindex),
+        None => {
+            bum_budget(ifindex, port.bum_pps)?;
+            flood(ctx, cfg, vni, ifindex)
+        }
     }
+}
+
+/// A port's budget of broadcast, multicast and unknown unicast frames:
+/// `pps` per one-second window (0: no limit). Across CPUs the count is
+/// atomic; a window that two CPUs restart at once may let a few more by.
+#[inline(always)]
+fn bum_budget(ifindex: u32, pps: u32) -> Result<(), Counter> {
+    if pps == 0 {
+        return Ok(());
+    }
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let Some(w) = BUM.get_ptr_mut(&ifindex) else {
+        let w = BumWindow {
+            start_ns: now,
+            count: 1,
+        };
+        let _ = BUM.insert(&ifindex, &w, 0);
+        return Ok(());
+    };
+    // SAFETY: a valid map value; `count` is updated atomically.
+    unsafe {
+        if now.wrapping_sub((*w).start_ns) >= 1_000_000_000 {
+            (*w).start_ns = now;
+            (*w).count = 1;
+            return Ok(());
+        }
+        let n = core::ptr::addr_of_mut!((*w).count);
+        if core::ptr::read_volatile(n) >= u64::from(pps) {
+            return Err(Counter::DropBumRate);
+        }
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1);
+    }
+    Ok(())
 }
 
 /// Outer header fields for this frame, destination still unset.

@@ -5,11 +5,12 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use vxlan_common::{
     Config, Counter, EV_LEARN, EV_MOVE, FdbEntry, FdbEvent, FdbKey, LEARN_REFRESH_NS,
+    learned_key_port, learned_key_vni,
     wire::{is_multicast_mac, is_zero_mac},
 };
 
 use crate::{
-    maps::{EVENTS, FDB, LEARNED},
+    maps::{EVENTS, FDB, LEARNED, LEARNED_BY, PORTS, VNIS},
     stats::count,
 };
 
@@ -96,9 +97,64 @@ pub fn learn(
         count(Counter::LearnRefused);
         return Ok(false);
     }
+    // The VNI's and the port's own caps, if any (looked up for new
+    // entries only: no cost per frame).
+    // SAFETY: copied out at once.
+    let vni_cap = unsafe { VNIS.get(vni) }.map_or(0, |v| v.max_learned);
+    // SAFETY: copied out at once.
+    let port_cap = match ifindex {
+        0 => 0,
+        i => unsafe { PORTS.get(i) }.map_or(0, |p| p.max_learned),
+    };
+    let vni_ok = vni_cap == 0 || take_slot(learned_key_vni(vni), vni_cap);
+    let port_ok = vni_ok && (port_cap == 0 || take_slot(learned_key_port(ifindex), port_cap));
+    if !port_ok {
+        if vni_ok && vni_cap != 0 {
+            give_slot(learned_key_vni(vni));
+        }
+        let _ = FDB.remove(&key);
+        // SAFETY: as above; adding 2^64 - 1 subtracts one.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(learned, u64::MAX) };
+        count(Counter::LearnRefusedScope);
+        return Ok(false);
+    }
     count(Counter::Learn);
     event(EV_LEARN, &key, &entry);
     Ok(true)
+}
+
+/// Takes one of `cap` slots of a `LEARNED_BY` count, atomically (another
+/// CPU may take the last one at the same time: whoever ends above the cap
+/// gives it back). False when the cap is reached.
+#[inline(always)]
+fn take_slot(key: u64, cap: u32) -> bool {
+    if LEARNED_BY.get_ptr_mut(&key).is_none() {
+        let _ = LEARNED_BY.insert(&key, &0, BPF_NOEXIST as u64);
+    }
+    let Some(n) = LEARNED_BY.get_ptr_mut(&key) else {
+        return false;
+    };
+    // SAFETY: a valid, aligned map value shared by all CPUs, hence atomic.
+    unsafe {
+        if core::ptr::read_volatile(n) >= u64::from(cap) {
+            return false;
+        }
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, 1);
+        if core::ptr::read_volatile(n) > u64::from(cap) {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, u64::MAX);
+            return false;
+        }
+    }
+    true
+}
+
+/// Gives back a slot [`take_slot`] took.
+#[inline(always)]
+fn give_slot(key: u64) {
+    if let Some(n) = LEARNED_BY.get_ptr_mut(&key) {
+        // SAFETY: as in `take_slot`; adding 2^64 - 1 subtracts one.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, u64::MAX) };
+    }
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS, MAX_NEIGH,
+    BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS, MAX_NEIGH,
     MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
@@ -40,6 +40,17 @@ pub static GROUPS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(MAX_GROUPS,
 /// rewrites the exact count when it ages or deletes entries.
 #[map]
 pub static LEARNED: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Learned entries per VNI and per port (`vxlan_common::learned_key_*`),
+/// for the caps of `VniInfo::max_learned` and `PortInfo::max_learned`.
+/// Same protocol as LEARNED: incremented here, made exact by userspace.
+#[map]
+pub static LEARNED_BY: HashMap<u64, u64> =
+    HashMap::with_max_entries(MAX_VNIS + MAX_PORT_ENTRIES, 0);
+
+/// Each rate-limited port's broadcast/unknown/multicast window (by ifindex).
+#[map]
+pub static BUM: HashMap<u32, BumWindow> = HashMap::with_max_entries(MAX_PORT_ENTRIES, 0);
 
 /// Learn and move events for `vxlan-fwd fdb watch`.
 #[map]

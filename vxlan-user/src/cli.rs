@@ -72,6 +72,19 @@ pub enum VniCommand {
         /// Create a host interface with this name for the VNI.
         #[arg(long, value_name = "NAME")]
         host_if: Option<String>,
+        /// This VNI's own cap on learned entries.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_fdb: Option<u32>,
+        /// Senders allowed besides the VNI's remotes (replaces the
+        /// instance's list for this VNI); repeatable.
+        #[arg(long = "allow-remote", value_name = "CIDR", value_parser = crate::config::parse_cidr)]
+        allow_remote: Vec<crate::config::Cidr>,
+        /// Cap on entries learned on each port of the VNI.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        port_max_fdb: Option<u32>,
+        /// BUM frames per second each port of the VNI may send.
+        #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+        bum_pps: Option<u32>,
     },
     /// Remove a VNI: its ports are detached and its FDB entries removed.
     Del {
@@ -207,6 +220,14 @@ pub struct RunArgs {
     /// Do not learn (like the kernel's `nolearning`).
     #[arg(long)]
     pub no_learning: bool,
+    /// Cap on entries learned on each local port (default: none).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub port_max_fdb: Option<u32>,
+    /// Broadcast, multicast and unknown unicast frames per second each
+    /// local port may send (default: no limit); beyond it they are dropped
+    /// and counted (`drop_bum_rate`).
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub bum_pps: Option<u32>,
     /// Also accept VXLAN from senders in this prefix (anti-spoofing: by
     /// default only a VNI's remotes may send into it; in group mode anyone,
     /// unless this is given); repeatable.

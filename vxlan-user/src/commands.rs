@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 
 use crate::{
     cli::{FdbArgs, FdbCommand, PortArgs, PortCommand, RunArgs, VniArgs, VniCommand},
-    config::{Overrides, VniConfig},
+    config::{Overrides, VniConfig, VniLimits},
     control::{self, Request, Response},
     daemon::{self, Launch},
     events,
@@ -41,6 +41,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             remotes: args.remotes,
             group: args.group,
             host_if: args.host_if,
+            limits: Default::default(),
         }),
         None if !args.ports.is_empty()
             || !args.remotes.is_empty()
@@ -61,6 +62,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             max_fdb: args.max_fdb,
             learning: args.no_learning.then_some(false),
             allow_remote: args.allow_remote,
+            port_max_fdb: args.port_max_fdb,
+            bum_pps: args.bum_pps,
             vni,
         },
     };
@@ -150,7 +153,17 @@ pub async fn vni(args: VniArgs) -> Result<()> {
             remotes,
             group,
             host_if,
+            max_fdb,
+            allow_remote,
+            port_max_fdb,
+            bum_pps,
         } => {
+            let limits = VniLimits {
+                max_fdb,
+                allow_remote: (!allow_remote.is_empty()).then_some(allow_remote),
+                port_max_fdb,
+                bum_pps,
+            };
             change(
                 iface,
                 Request::VniAdd {
@@ -158,6 +171,7 @@ pub async fn vni(args: VniArgs) -> Result<()> {
                     remotes,
                     group,
                     host_if,
+                    limits,
                 },
             )
             .await

@@ -17,7 +17,7 @@ use tokio::{
     net::UnixStream,
 };
 
-use crate::{fdb::Op, paths};
+use crate::{config::VniLimits, fdb::Op, paths};
 
 /// How long a command waits for the forwarder's answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +31,8 @@ pub enum Request {
         remotes: Vec<Ipv4Addr>,
         group: Option<Ipv4Addr>,
         host_if: Option<String>,
+        #[serde(default)]
+        limits: VniLimits,
     },
     VniDel {
         vni: u32,
@@ -93,6 +95,9 @@ pub struct VniRow {
     pub group: Option<Ipv4Addr>,
     pub host_if: Option<String>,
     pub ports: Vec<String>,
+    /// This VNI's own limits (unset: the instance's).
+    #[serde(default)]
+    pub limits: VniLimits,
 }
 
 impl std::fmt::Display for VniRow {
@@ -224,6 +229,7 @@ mod tests {
                 remotes: vec![Ipv4Addr::new(10, 0, 0, 1)],
                 group: None,
                 host_if: Some("vx7".into()),
+                limits: VniLimits::default(),
             },
             Request::PortDel {
                 name: "veth0".into(),

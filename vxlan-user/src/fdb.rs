@@ -8,7 +8,9 @@ use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
-use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, VniInfo};
+use vxlan_common::{
+    FDB_F_STATIC, FdbEntry, FdbKey, VniInfo, learned_key_port, learned_key_vni,
+};
 
 use crate::{
     batch,
@@ -234,13 +236,14 @@ pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<us
 pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, FdbEntry)>> {
     // One (batched) read finds the stale entries and counts the learned
     // ones, so the learned count needs no second walk of a possibly huge map.
-    let mut learned = 0u64;
+    let mut counts = Counts::default();
     let mut stale = Vec::new();
     batch::for_each(&maps.fdb, |k, e| {
         if !e.is_static() {
-            learned += 1;
             if now_ns.saturating_sub(e.last_seen_ns) > ageing_ns {
                 stale.push((*k, *e));
+            } else {
+                counts.add(k, e);
             }
         }
     })?;
@@ -252,20 +255,62 @@ pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, 
         .zip(deleted)
         .filter_map(|(s, d)| d.then_some(s))
         .collect();
+    // Written only when something aged out: a write races with the
+    // datapath's increments, and the cap test must not lose them.
     if !removed.is_empty() {
-        let n = learned - removed.len() as u64;
-        maps.learned.set(0, n, 0).context("writing LEARNED")?;
+        counts.write(maps)?;
     }
     Ok(removed)
 }
 
-/// Writes the exact number of learned entries to LEARNED, which the
-/// datapath only ever increments.
+/// Learned entries: in all, per VNI and per local port.
+#[derive(Default)]
+struct Counts {
+    total: u64,
+    by: StdHashMap<u64, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, k: &FdbKey, e: &FdbEntry) {
+        self.total += 1;
+        *self.by.entry(learned_key_vni(k.vni)).or_default() += 1;
+        if e.is_local() {
+            *self.by.entry(learned_key_port(e.ifindex)).or_default() += 1;
+        }
+    }
+
+    /// Makes LEARNED and LEARNED_BY exact (the datapath only increments
+    /// them, and MAC moves leave a port's count behind).
+    fn write(&self, maps: &mut Maps) -> Result<()> {
+        maps.learned
+            .set(0, self.total, 0)
+            .context("writing LEARNED")?;
+        let old: Vec<u64> = maps.learned_by.keys().filter_map(Result::ok).collect();
+        for k in old {
+            if !self.by.contains_key(&k) {
+                let _ = maps.learned_by.remove(&k);
+            }
+        }
+        for (k, n) in &self.by {
+            maps.learned_by
+                .insert(k, n, 0)
+                .context("writing LEARNED_BY")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the exact number of learned entries to LEARNED and LEARNED_BY,
+/// which the datapath only ever increments. Returns the total.
 pub fn recount_learned(maps: &mut Maps) -> Result<u64> {
-    let mut n = 0u64;
-    batch::for_each(&maps.fdb, |_, e| n += u64::from(!e.is_static()))?;
-    maps.learned.set(0, n, 0).context("writing LEARNED")?;
-    Ok(n)
+    let mut counts = Counts::default();
+    batch::for_each(&maps.fdb, |k, e| {
+        if !e.is_static() {
+            counts.add(k, e)
+        }
+    })?;
+    counts.write(maps)?;
+    Ok(counts.total)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.

@@ -23,6 +23,8 @@ pub struct Maps {
     pub neigh: HashMap<MapData, [u8; 4], NeighEntry>,
     pub groups: HashMap<MapData, [u8; 4], u32>,
     pub learned: Array<MapData, u64>,
+    /// Learned entries per VNI and per port (`vxlan_common::learned_key_*`).
+    pub learned_by: HashMap<MapData, u64, u64>,
     /// Key data: `vxlan_common::allow_data(vni, addr)`.
     pub allowed: LpmTrie<MapData, [u8; 8], u32>,
 }
@@ -43,6 +45,7 @@ impl Maps {
             neigh: HashMap::try_from(take(map::NEIGH)?)?,
             groups: HashMap::try_from(take(map::GROUPS)?)?,
             learned: Array::try_from(take(map::LEARNED)?)?,
+            learned_by: HashMap::try_from(take(map::LEARNED_BY)?)?,
             allowed: LpmTrie::try_from(take(map::ALLOWED)?)?,
         })
     }
@@ -59,7 +62,7 @@ impl Maps {
             .ok_or_else(|| anyhow!("this kernel does not report a program's maps"))?;
         let (mut config, mut fdb, mut ports, mut vnis, mut counters, mut neigh) =
             (None, None, None, None, None, None);
-        let (mut groups, mut learned, mut allowed) = (None, None, None);
+        let (mut groups, mut learned, mut allowed, mut learned_by) = (None, None, None, None);
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
             let info = data.info()?;
@@ -74,6 +77,7 @@ impl Maps {
                 Some(map::NEIGH) => neigh = Some(HashMap::try_from(Map::LruHashMap(data))?),
                 Some(map::GROUPS) => groups = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::LEARNED) => learned = Some(Array::try_from(Map::Array(data))?),
+                Some(map::LEARNED_BY) => learned_by = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::ALLOWED) => allowed = Some(LpmTrie::try_from(Map::LpmTrie(data))?),
                 _ => {}
             }
@@ -88,6 +92,7 @@ impl Maps {
             neigh: neigh.ok_or_else(|| missing(map::NEIGH))?,
             groups: groups.ok_or_else(|| missing(map::GROUPS))?,
             learned: learned.ok_or_else(|| missing(map::LEARNED))?,
+            learned_by: learned_by.ok_or_else(|| missing(map::LEARNED_BY))?,
             allowed: allowed.ok_or_else(|| missing(map::ALLOWED))?,
         })
     }

@@ -85,6 +85,8 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
         } else {
             cli.allow_remote
         },
+        port_max_fdb: cli.port_max_fdb.or(file.port_max_fdb),
+        bum_pps: cli.bum_pps.or(file.bum_pps),
         vnis: vnis.into_iter().map(|(v, _)| v).collect(),
     })
 }

@@ -14,6 +14,10 @@
 //! remotes = ["192.168.57.54"]    # optional
 //! group = "224.1.1.1"            # optional multicast group
 //! host_if = "vxlan0"             # optional
+//! max_fdb = 1000                 # optional: this VNI's own learning cap
+//! allow_remote = ["10.0.0.0/8"]  # optional: replaces the top-level list
+//! port_max_fdb = 100             # optional: cap per port (top-level default)
+//! bum_pps = 1000                 # optional: BUM rate per port (top-level default)
 //! ```
 //!
 //! [`parse`] (or [`load`]) turns the file into a [`FileConfig`], checking
@@ -51,13 +55,29 @@ const TOP_KEYS: &[&str] = &[
     "max_fdb",
     "learning",
     "allow_remote",
+    "port_max_fdb",
+    "bum_pps",
     "vni",
 ];
 /// Keys allowed in a `[[vni]]` table.
-const VNI_KEYS: &[&str] = &["id", "ports", "remotes", "group", "host_if"];
+const VNI_KEYS: &[&str] = &[
+    "id",
+    "ports",
+    "remotes",
+    "group",
+    "host_if",
+    "max_fdb",
+    "allow_remote",
+    "port_max_fdb",
+    "bum_pps",
+];
 
-/// An IPv4 prefix, `a.b.c.d/len` (a bare address is a /32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// An IPv4 prefix, `a.b.c.d/len` (a bare address is a /32); as text in
+/// JSON.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct Cidr {
     pub addr: Ipv4Addr,
     pub len: u8,
@@ -81,6 +101,19 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_cidr(&s)
+    }
+}
+
 /// Parses `a.b.c.d/len` or `a.b.c.d`.
 pub fn parse_cidr(s: &str) -> std::result::Result<Cidr, String> {
     let bad = || format!("'{s}' is not an IPv4 prefix (like 192.168.57.0/24)");
@@ -96,13 +129,31 @@ pub fn parse_cidr(s: &str) -> std::result::Result<Cidr, String> {
 }
 
 /// One VNI: its local ports, flood list and host interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VniConfig {
     pub id: u32,
     pub ports: Vec<String>,
     pub remotes: Vec<Ipv4Addr>,
     pub group: Option<Ipv4Addr>,
     pub host_if: Option<String>,
+    pub limits: VniLimits,
+}
+
+/// What one tenant (a VNI, and each of its ports) may use; `None` takes the
+/// instance's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VniLimits {
+    /// Cap on entries learned in this VNI (the instance's `max_fdb` still
+    /// caps them all).
+    pub max_fdb: Option<u32>,
+    /// Senders allowed besides the VNI's remotes; replaces the instance's
+    /// `allow_remote` for this VNI.
+    pub allow_remote: Option<Vec<Cidr>>,
+    /// Cap on entries learned on each port of the VNI.
+    pub port_max_fdb: Option<u32>,
+    /// Broadcast, multicast and unknown unicast frames per second each port
+    /// of the VNI may send.
+    pub bum_pps: Option<u32>,
 }
 
 /// The complete, validated configuration of one instance.
@@ -116,6 +167,10 @@ pub struct Config {
     pub learning: bool,
     /// Senders allowed besides each VNI's remotes (`--allow-remote`).
     pub allow_remote: Vec<Cidr>,
+    /// Default cap on entries learned on each port (`--port-max-fdb`).
+    pub port_max_fdb: Option<u32>,
+    /// Default BUM frames per second per port (`--bum-pps`).
+    pub bum_pps: Option<u32>,
     pub vnis: Vec<VniConfig>,
 }
 
@@ -131,6 +186,8 @@ pub struct Overrides {
     pub learning: Option<bool>,
     /// Replaces the file's `allow_remote` when not empty.
     pub allow_remote: Vec<Cidr>,
+    pub port_max_fdb: Option<u32>,
+    pub bum_pps: Option<u32>,
     pub vni: Option<VniConfig>,
 }
 
@@ -146,6 +203,8 @@ pub struct FileConfig {
     pub max_fdb: Option<u32>,
     pub learning: Option<bool>,
     pub allow_remote: Vec<Cidr>,
+    pub port_max_fdb: Option<u32>,
+    pub bum_pps: Option<u32>,
     pub vnis: Vec<VniConfig>,
     meta: Meta,
 }

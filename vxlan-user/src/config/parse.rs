@@ -13,6 +13,8 @@ pub(super) struct RawFile {
     max_fdb: Option<Spanned<i64>>,
     learning: Option<bool>,
     allow_remote: Option<Vec<Spanned<String>>>,
+    port_max_fdb: Option<Spanned<i64>>,
+    bum_pps: Option<Spanned<i64>>,
     #[serde(default)]
     vni: Vec<Spanned<RawVni>>,
 }
@@ -25,6 +27,10 @@ pub(super) struct RawVni {
     remotes: Option<Spanned<Vec<Spanned<String>>>>,
     group: Option<Spanned<String>>,
     host_if: Option<Spanned<String>>,
+    max_fdb: Option<Spanned<i64>>,
+    allow_remote: Option<Vec<Spanned<String>>>,
+    port_max_fdb: Option<Spanned<i64>>,
+    bum_pps: Option<Spanned<i64>>,
 }
 
 /// Reads and parses a config file.
@@ -84,6 +90,16 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
             .map_err(|e| anyhow!("{}: {e}", at(v.span(), "allow_remote")))?;
         file.allow_remote.push(c);
     }
+    if let Some(v) = raw.port_max_fdb {
+        let cap = check_max_fdb(*v.get_ref())
+            .map_err(|e| anyhow!("{}: {e}", at(v.span(), "port_max_fdb")))?;
+        file.port_max_fdb = Some(cap);
+    }
+    if let Some(v) = raw.bum_pps {
+        let n =
+            check_pps(*v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
+        file.bum_pps = Some(n);
+    }
 
     for table in raw.vni {
         let table_line = line_of(text, table.span().start);
@@ -99,11 +115,32 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
         };
         let mut vni = VniConfig {
             id,
-            ports: Vec::new(),
-            remotes: Vec::new(),
-            group: None,
-            host_if: None,
+            ..VniConfig::default()
         };
+        if let Some(v) = raw.max_fdb {
+            let cap = check_max_fdb(*v.get_ref())
+                .map_err(|e| anyhow!("{}: {e}", at(v.span(), "max_fdb")))?;
+            vni.limits.max_fdb = Some(cap);
+        }
+        if let Some(list) = raw.allow_remote {
+            let mut cidrs = Vec::new();
+            for v in list {
+                let c = parse_cidr(v.get_ref())
+                    .map_err(|e| anyhow!("{}: {e}", at(v.span(), "allow_remote")))?;
+                cidrs.push(c);
+            }
+            vni.limits.allow_remote = Some(cidrs);
+        }
+        if let Some(v) = raw.port_max_fdb {
+            let cap = check_max_fdb(*v.get_ref())
+                .map_err(|e| anyhow!("{}: {e}", at(v.span(), "port_max_fdb")))?;
+            vni.limits.port_max_fdb = Some(cap);
+        }
+        if let Some(v) = raw.bum_pps {
+            let n = check_pps(*v.get_ref())
+                .map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
+            vni.limits.bum_pps = Some(n);
+        }
         if let Some(list) = raw.ports {
             lines.ports_key = Some(line(list.span()));
             for p in list.into_inner() {

@@ -33,8 +33,9 @@ fn vni(id: u32, ports: &[&str]) -> VniConfig {
         remotes: Vec::new(),
         group: None,
         host_if: None,
+    },
+        limits: Default::default(),
     }
-}
 
 /// The error `parse` gives for `text`.
 fn err(text: &str) -> String {
@@ -73,6 +74,7 @@ fn full_file() {
         remotes: vec![ip("192.168.57.54"), ip("192.168.57.55")],
         group: Some(ip("224.1.1.1")),
         host_if: Some("vxlan0".into()),
+        limits: Default::default(),
     };
     let v43 = VniConfig {
         group: Some(ip("224.1.1.2")),

@@ -238,6 +238,13 @@ pub(super) fn check_ageing(v: i64) -> Result<u64, String> {
     }
 }
 
+pub(super) fn check_pps(v: i64) -> Result<u32, String> {
+    u32::try_from(v)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{v} is not a rate (1..{} frames per second)", u32::MAX))
+}
+
 pub(super) fn check_max_fdb(v: i64) -> Result<u32, String> {
     match u32::try_from(v) {
         Ok(n) if n != 0 => Ok(n),

@@ -279,12 +279,14 @@ async fn dispatch(dp: &mut Dataplane, req: Request) -> Response {
             remotes,
             group,
             host_if,
+            limits,
         } => {
             let spec = VniSpec {
                 id: vni,
                 remotes,
                 group,
                 host_if,
+                limits,
             };
             let r = match parse_vni(&vni.to_string()) {
                 Ok(_) => dp.vni_add(&spec, Origin::Runtime).await,

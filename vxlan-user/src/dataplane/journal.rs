@@ -33,6 +33,8 @@ pub struct JVni {
     pub id: u32,
     pub group: Option<Ipv4Addr>,
     pub host_if: Option<String>,
+    #[serde(default)]
+    pub limits: crate::config::VniLimits,
 }
 
 /// A default remote added at run time.
@@ -94,6 +96,7 @@ mod tests {
                 id: 7,
                 group: None,
                 host_if: Some("vx7".into()),
+                limits: Default::default(),
             }],
             remotes: vec![JRemote {
                 vni: 7,

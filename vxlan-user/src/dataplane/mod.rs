@@ -38,7 +38,7 @@ use self::{host_if::HostIf, journal::Journal};
 use crate::{
     attach::Attached,
     batch,
-    config::{Cidr, Config, VniConfig},
+    config::{Cidr, Config, VniConfig, VniLimits},
     control::{PortRow, VniRow},
     fdb::{self, Op, Spec},
     maps::Maps,
@@ -77,6 +77,7 @@ pub struct VniSpec {
     pub remotes: Vec<Ipv4Addr>,
     pub group: Option<Ipv4Addr>,
     pub host_if: Option<String>,
+    pub limits: VniLimits,
 }
 
 impl From<&VniConfig> for VniSpec {
@@ -86,6 +87,7 @@ impl From<&VniConfig> for VniSpec {
             remotes: v.remotes.clone(),
             group: v.group,
             host_if: v.host_if.clone(),
+            limits: v.limits.clone(),
         }
     }
 }
@@ -97,6 +99,7 @@ struct Vni {
     remotes: Vec<(Ipv4Addr, Origin)>,
     group: Option<Ipv4Addr>,
     host_if: Option<HostIf>,
+    limits: VniLimits,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,9 @@ pub struct Settings {
     pub allow_remote: Vec<Cidr>,
     /// `--local`: fixed; otherwise it follows the uplink's address.
     pub local: Option<Ipv4Addr>,
+    /// Defaults of the VNIs' port limits.
+    pub port_max_fdb: Option<u32>,
+    pub bum_pps: Option<u32>,
 }
 
 impl From<&Config> for Settings {
@@ -130,6 +136,8 @@ impl From<&Config> for Settings {
             learning: c.learning,
             allow_remote: c.allow_remote.clone(),
             local: c.local,
+            port_max_fdb: c.port_max_fdb,
+            bum_pps: c.bum_pps,
         }
     }
 }
@@ -237,7 +245,9 @@ impl Dataplane {
         if s == self.settings {
             return Ok(());
         }
-        let allow_changed = s.allow_remote != self.settings.allow_remote;
+        let allow_changed = s.allow_remote != self.settings.allow_remote
+            || s.port_max_fdb != self.settings.port_max_fdb
+            || s.bum_pps != self.settings.bum_pps;
         if let Some(ip) = s.local {
             self.local = ip;
         }
@@ -246,6 +256,7 @@ impl Dataplane {
         if allow_changed {
             for id in self.vnis.keys().copied().collect::<Vec<_>>() {
                 self.write_vni(id)?;
+                self.write_ports(id)?;
             }
             self.sync_allowed();
         }
@@ -348,6 +359,7 @@ impl Dataplane {
                     .collect(),
                 group: spec.group,
                 host_if: None,
+                limits: spec.limits.clone(),
             },
         );
         let done = async {
@@ -457,11 +469,12 @@ impl Dataplane {
             n_ports: ports.len() as u32,
             group: v.group.map_or([0; 4], |g| g.octets()),
             // Group mode takes VXLAN from any sender, unless told whom.
-            flags: if v.group.is_some() && self.settings.allow_remote.is_empty() {
+            flags: if v.group.is_some() && self.allow_of(v).is_empty() {
                 VNI_F_ANY_SENDER
             } else {
                 0
             },
+            max_learned: v.limits.max_fdb.unwrap_or(0),
             ..Default::default()
         };
         for (slot, (r, _)) in info.remotes.iter_mut().zip(&v.remotes) {
@@ -471,6 +484,67 @@ impl Dataplane {
             *slot = *p;
         }
         self.maps.vnis.insert(id, info, 0).context("writing VNIS")?;
+        Ok(())
+    }
+
+    /// The senders VNI `v` accepts besides its remotes: its own list, or
+    /// the instance's.
+    fn allow_of<'a>(&'a self, v: &'a Vni) -> &'a [Cidr] {
+        v.limits
+            .allow_remote
+            .as_deref()
+            .unwrap_or(&self.settings.allow_remote)
+    }
+
+    /// `PORTS` value of a port of VNI `vni`: its limits from the VNI's, or
+    /// the instance's defaults.
+    fn port_info(&self, vni: u32, peer: bool) -> PortInfo {
+        let limits = self.vnis.get(&vni).map(|v| &v.limits);
+        PortInfo {
+            vni,
+            flags: if peer { PORT_F_PEER } else { 0 },
+            max_learned: limits
+                .and_then(|l| l.port_max_fdb)
+                .or(self.settings.port_max_fdb)
+                .unwrap_or(0),
+            bum_pps: limits
+                .and_then(|l| l.bum_pps)
+                .or(self.settings.bum_pps)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Rewrites `PORTS` for the attached ports of VNI `id` (limits changed).
+    fn write_ports(&mut self, id: u32) -> Result<()> {
+        let links: Vec<LinkInfo> = self
+            .ports
+            .values()
+            .filter(|p| p.vni == id)
+            .filter_map(|p| p.link.clone())
+            .collect();
+        for l in links {
+            let peer = l.kind.as_deref() == Some("veth") && l.peer_in_other_netns;
+            let info = self.port_info(id, peer);
+            self.maps
+                .ports
+                .insert(l.index, info, 0)
+                .context("writing PORTS")?;
+        }
+        Ok(())
+    }
+
+    /// New limits for VNI `id` (a reload): written at once.
+    fn set_limits(&mut self, id: u32, limits: &VniLimits) -> Result<()> {
+        let Some(v) = self.vnis.get_mut(&id) else {
+            return Ok(());
+        };
+        if &v.limits == limits {
+            return Ok(());
+        }
+        v.limits = limits.clone();
+        self.write_vni(id)?;
+        self.write_ports(id)?;
+        self.sync_allowed();
         Ok(())
     }
 
@@ -611,16 +685,14 @@ impl Dataplane {
     /// Puts port `name` (known, not attached) on `link`: PORTS, then the
     /// VNI's port list, then (once attached) our filter on it.
     async fn port_up(&mut self, name: &str, link: LinkInfo) -> Result<()> {
-        let Some(p) = self.ports.get_mut(name) else {
+        let Some(vni) = self.ports.get(name).map(|p| p.vni) else {
             return Ok(());
         };
-        let vni = p.vni;
         let peer = link.kind.as_deref() == Some("veth") && link.peer_in_other_netns;
-        let info = PortInfo {
-            vni,
-            flags: if peer { PORT_F_PEER } else { 0 },
-        };
-        p.link = Some(link.clone());
+        let info = self.port_info(vni, peer);
+        if let Some(p) = self.ports.get_mut(name) {
+            p.link = Some(link.clone());
+        }
         self.maps
             .ports
             .insert(link.index, info, 0)
@@ -904,7 +976,7 @@ impl Dataplane {
             for (r, _) in &v.remotes {
                 want.insert((32 + 32, allow_data(vni, r.octets())));
             }
-            for c in &self.settings.allow_remote {
+            for c in self.allow_of(v) {
                 want.insert((32 + u32::from(c.len), allow_data(vni, c.network().octets())));
             }
         }
@@ -1011,6 +1083,7 @@ impl Dataplane {
                 remote_origins: v.remotes.iter().map(|(_, o)| o.name().to_owned()).collect(),
                 group: v.group,
                 host_if: v.host_if.as_ref().map(|h| h.name.clone()),
+                limits: v.limits.clone(),
                 ports: self
                     .ports
                     .iter()
@@ -1126,6 +1199,7 @@ impl Dataplane {
                         for r in &spec.remotes {
                             note(self.remote_add(id, *r, Origin::Config).await);
                         }
+                        note(self.set_limits(id, &spec.limits));
                     }
                 }
             }
@@ -1152,6 +1226,7 @@ impl Dataplane {
                 remotes: Vec::new(),
                 group: v.group,
                 host_if: v.host_if.clone(),
+                limits: v.limits.clone(),
             };
             if let Err(e) = self.vni_add(&spec, Origin::Runtime).await {
                 warn!("VNI {} (added at run time): {e:#}", v.id);
@@ -1187,6 +1262,7 @@ impl Dataplane {
                     id,
                     group: v.group,
                     host_if: v.host_if.as_ref().map(|h| h.name.clone()),
+                    limits: v.limits.clone(),
                 });
             }
             for (r, o) in &v.remotes {

@@ -94,8 +94,9 @@ fn vni(id: u32, ports: &[&str], remotes: &[[u8; 4]]) -> VniConfig {
         remotes: remotes.iter().map(|r| Ipv4Addr::from(*r)).collect(),
         group: None,
         host_if: None,
+    },
+        limits: Default::default(),
     }
-}
 
 fn info(dp: &Dataplane, id: u32) -> Option<VniInfo> {
     dp.maps.vnis.get(&id, 0).ok()
