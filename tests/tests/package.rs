@@ -315,10 +315,11 @@ fn service_settings(unit: &str) -> Vec<(String, String)> {
     for line in unit.lines().map(str::trim) {
         if line.starts_with('[') {
             section = line;
-        } else if section == "[Service]" && !line.starts_with('#') {
-            if let Some((k, v)) = line.split_once('=') {
-                settings.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
+        } else if section == "[Service]"
+            && !line.starts_with('#')
+            && let Some((k, v)) = line.split_once('=')
+        {
+            settings.push((k.trim().to_owned(), v.trim().to_owned()));
         }
     }
     settings
