@@ -6,9 +6,9 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    tasks,
+    packages, tasks,
     topology::{self, PORT, Topology, UPLINK, ping},
-    util::{StateDir, output_any, require_root, require_tools},
+    util::{StateDir, output_any, require_root},
 };
 
 const PREFIX: &str = "vxdemo-";
@@ -35,7 +35,7 @@ fn print_ping(from_ns: &str, from: &str, to: Ipv4Addr) -> Result<bool> {
 
 pub fn demo(topology_only: bool) -> Result<()> {
     require_root("cargo xtask demo")?;
-    require_tools(&[("ip", "iproute2"), ("ping", "iputils-ping")])?;
+    packages::ensure("cargo xtask demo", packages::DEMO)?;
     let bin = if topology_only {
         None
     } else {

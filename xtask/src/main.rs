@@ -16,7 +16,9 @@ macro_rules! err {
 }
 
 mod bench;
+mod deb;
 mod demo;
+mod packages;
 mod signals;
 mod soak;
 mod tasks;
@@ -44,6 +46,9 @@ struct Cli {
 enum Cmd {
     /// Build target/release/vxlan-fwd (with its eBPF program) and print its path.
     Build,
+    /// Build, then package vxlan-fwd, its systemd unit, an example config and the
+    /// README as target/debian/vxlan-fwd_*.deb (installs cargo-deb when missing).
+    Deb,
     /// Build, then run vxlan-fwd with ARGS as root (through `sudo -E` when not root);
     /// exits with vxlan-fwd's exit code.
     Run {
@@ -133,11 +138,12 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Bench(_) => util::require_root("cargo xtask bench")?,
         Cmd::Fuzz { .. } => util::require_root("cargo xtask fuzz")?,
         Cmd::Soak(_) => util::require_root("cargo xtask soak")?,
-        Cmd::Build | Cmd::Run { .. } | Cmd::BenchGen(_) | Cmd::BenchSink(_) => {}
+        Cmd::Build | Cmd::Deb | Cmd::Run { .. } | Cmd::BenchGen(_) | Cmd::BenchSink(_) => {}
     }
     toolchain::ensure_toolchain()?;
     match command {
         Cmd::Build => tasks::build().map(|_| 0),
+        Cmd::Deb => deb::deb().map(|_| 0),
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { args } => tasks::test(&args),
         Cmd::Demo { topology_only } => demo::demo(topology_only).map(|()| 0),

@@ -10,11 +10,12 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    deb, packages,
     signals::{Foreground, run_foreground},
     util::{cargo, describe, exit_code, find_in_path, is_root, require_root, workspace_root},
 };
 
-const PACKAGE: &str = "vxlan-user";
+pub const PACKAGE: &str = "vxlan-user";
 const BIN: &str = "vxlan-fwd";
 
 /// `cargo build --release -p vxlan-user`; returns the absolute path of the
@@ -93,12 +94,20 @@ pub fn run(args: &[OsString]) -> Result<u8> {
     Ok(exit_code(status))
 }
 
-/// Builds, then runs the workspace tests serially with VXLAN_FWD_BIN set.
-/// `extra` goes to the test harness (after `--test-threads=1`): filters,
-/// `--nocapture`, ... Returns the exit code to forward.
+/// Builds and packages, then runs the workspace tests serially with
+/// VXLAN_FWD_BIN and VXLAN_FWD_DEB set. `extra` goes to the test harness
+/// (after `--test-threads=1`): filters, `--nocapture`, ... Returns the exit
+/// code to forward.
 pub fn test(extra: &[OsString]) -> Result<u8> {
     require_root("cargo xtask test")?;
+    packages::ensure("cargo xtask test", packages::TEST)?;
     let bin = build()?;
+    // The packaging tests check this .deb. Without one they fail (an empty
+    // VXLAN_FWD_DEB says why), but the other tests still run.
+    let deb = deb::package(&bin).unwrap_or_else(|e| {
+        errln!("xtask: error: packaging failed, the package tests will fail: {e:#}");
+        PathBuf::new()
+    });
     let state_dir = workspace_root().join("target").join("test-state");
     let _ = std::fs::remove_dir_all(&state_dir);
     let mut cmd = cargo();
@@ -115,10 +124,16 @@ pub fn test(extra: &[OsString]) -> Result<u8> {
         ])
         .args(extra)
         .env("VXLAN_FWD_BIN", &bin)
+        .env("VXLAN_FWD_DEB", &deb)
         // The forwarders the tests start keep their tables here, not in /run.
         .env("VXLAN_FWD_STATE_DIR", &state_dir)
         .stdout(Stdio::piped());
-    outln!("xtask: VXLAN_FWD_BIN={} {}", bin.display(), describe(&cmd));
+    outln!(
+        "xtask: VXLAN_FWD_BIN={} VXLAN_FWD_DEB={} {}",
+        bin.display(),
+        deb.display(),
+        describe(&cmd)
+    );
     let mut fg = Foreground::spawn(&mut cmd)?;
     // Echo the test output and add up the harness's result lines, so that
     // the run ends with one total (the last binary often has no tests).

@@ -101,15 +101,6 @@ pub fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-pub fn require_tools(tools: &[(&str, &str)]) -> Result<()> {
-    for (tool, package) in tools {
-        if find_in_path(tool).is_none() {
-            bail!("`{tool}` not found on PATH (Debian: apt-get install {package})");
-        }
-    }
-    Ok(())
-}
-
 /// The cargo target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

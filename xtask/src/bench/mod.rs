@@ -45,10 +45,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{
-    tasks,
-    util::{require_root, require_tools},
-};
+use crate::{packages, tasks, util::require_root};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -120,14 +117,17 @@ pub fn filler_mac(i: u64) -> [u8; 6] {
 
 pub fn bench(args: &BenchArgs) -> Result<u8> {
     require_root("cargo xtask bench")?;
-    require_tools(&[
-        ("ip", "iproute2"),
-        ("bridge", "iproute2"),
-        ("tc", "iproute2"),
-        ("ping", "iputils-ping"),
-        ("iperf3", "iperf3"),
-        ("ethtool", "ethtool"),
-    ])?;
+    packages::ensure(
+        "cargo xtask bench",
+        &[
+            ("ip", "iproute2"),
+            ("bridge", "iproute2"),
+            ("tc", "iproute2"),
+            ("ping", "iputils-ping"),
+            ("iperf3", "iperf3"),
+            ("ethtool", "ethtool"),
+        ],
+    )?;
     let fwd = match &args.fwd_bin {
         Some(p) => p.clone(),
         None => tasks::build()?,
