@@ -844,3 +844,69 @@ fn metrics_bound_before_attach_and_bounded() {
     assert_eq!(status, 200);
     assert_eq!(f1.stop().code(), Some(0));
 }
+
+// -------------------------------------------------------- tenant limits
+
+#[test]
+fn tenant_limits_per_vni_and_port() {
+    use vxlan_tests::fdb_harness::{experimental_frame, random_unicast_macs, send_raw_frames};
+    let dir = TempDir::new("lim");
+    let topo = Topology::seed("vxl-lim-")
+        .container("c1", "h1", "veth0", C1_IP)
+        .container("c3", "h1", "veth1", "172.18.2.4")
+        .build();
+    topo.check_underlay();
+    let h1 = topo.host("h1");
+    let (c1, c3) = (topo.container("c1"), topo.container("c3"));
+    let config = format!(
+        "iface = \"eth0\"\n\n[[vni]]\nid = 42\nports = [\"veth0\"]\nremotes = [\"{H2_IP}\"]\n\
+         max_fdb = 100\nbum_pps = 200\n\n[[vni]]\nid = 43\nports = [\"veth1\"]\nremotes = \
+         [\"{H2_IP}\"]\nport_max_fdb = 50\n"
+    );
+    let path = dir.write("h1.toml", &config);
+    let f1 = Fwd::start(&h1.ns, &["--config", &path.to_string_lossy()], dir.path());
+    let learned = |vni: u64| f1.entries().iter().filter(|e| e.vni == vni && !e.permanent).count();
+
+    // VNI 42: 1000 broadcast frames from new source MACs at once.
+    let frames = |n: usize| -> Vec<Vec<u8>> {
+        random_unicast_macs(n)
+            .iter()
+            .map(|src| experimental_frame([0xff; 6], *src))
+            .collect()
+    };
+    let before = f1.counters();
+    send_raw_frames(c1.ns.name(), "eth0", frames(1000)).expect("sending to VNI 42");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || learned(42) == 100),
+        "VNI 42 learned {} (its cap is 100):\n{}",
+        learned(42),
+        f1.diagnostics()
+    );
+    let after = f1.counters();
+    let d = |k: &str| after[k] - before[k];
+    assert!(d("learn_refused_scope") >= 900, "{after:?}");
+    // At most 200 a second went out as floods; the rest were dropped.
+    assert!(
+        d("drop_bum_rate") >= 500 && d("tx_flood_copy") <= 500,
+        "BUM limit: dropped {}, flooded {}",
+        d("drop_bum_rate"),
+        d("tx_flood_copy")
+    );
+    assert_eq!(d("drop_bum_rate") + d("tx_flood_copy"), 1000, "{after:?}");
+
+    // VNI 43 still learns (positive control), up to its port's cap.
+    send_raw_frames(c3.ns.name(), "eth0", frames(200)).expect("sending to VNI 43");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || learned(43) == 50),
+        "VNI 43 learned {} (its port's cap is 50):\n{}",
+        learned(43),
+        f1.diagnostics()
+    );
+    assert_eq!(learned(42), 100, "VNI 42 changed");
+    // A second later the BUM budget is back.
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = f1.counters();
+    send_raw_frames(c1.ns.name(), "eth0", frames(10)).expect("sending to VNI 42");
+    let after = f1.counters();
+    assert_eq!(after["tx_flood_copy"] - before["tx_flood_copy"], 10, "{after:?}");
+}

@@ -28,7 +28,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use log::info;
 
 /// The state directory.
@@ -217,14 +217,22 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
 
 /// Inode numbers of the network namespaces that exist now: those of
 /// processes, and those mounted (`ip netns add` mounts them under
-/// /run/netns).
-fn live_netns_inodes() -> BTreeSet<u64> {
+/// /run/netns). `None` when some process's namespace cannot be read (no
+/// permission): then nothing can be said to be gone.
+fn live_netns_inodes() -> Option<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
-    if let Ok(procs) = fs::read_dir("/proc") {
-        for p in procs.filter_map(Result::ok) {
-            if let Ok(m) = fs::metadata(p.path().join("ns/net")) {
+    let procs = fs::read_dir("/proc").ok()?;
+    for p in procs.filter_map(Result::ok) {
+        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match fs::metadata(p.path().join("ns/net")) {
+            Ok(m) => {
                 out.insert(m.ino());
             }
+            // The process exited meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
         }
     }
     if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {
@@ -243,7 +251,21 @@ fn live_netns_inodes() -> BTreeSet<u64> {
             }
         }
     }
-    out
+    (!out.is_empty()).then_some(out)
+}
+
+/// Whether an instance holds the lock at `path` (it runs).
+fn lock_held(path: &Path) -> bool {
+    let Ok(f) = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return false;
+    };
+    // SAFETY: a valid open fd; a lock taken here goes with the fd.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    rc != 0
 }
 
 /// Removes the files of network namespaces that no longer exist. A file
@@ -254,10 +276,10 @@ pub fn remove_files_of_gone_namespaces() {
     let Ok(dir) = fs::read_dir(state_dir()) else {
         return;
     };
-    let live = live_netns_inodes();
-    if live.is_empty() {
-        return; // no /proc: decide nothing
-    }
+    let Some(live) = live_netns_inodes() else {
+        return; // some namespaces cannot be seen: decide nothing
+    };
+    let dir_path = state_dir();
     for entry in dir.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(rest) = name.strip_prefix("netns-") else {
@@ -273,10 +295,19 @@ pub fn remove_files_of_gone_namespaces() {
             let _ = fs::remove_file(entry.path());
             continue;
         };
-        if !live.contains(&ino) {
-            info!("removing {} (its network namespace is gone)", name);
-            let _ = fs::remove_file(entry.path());
+        if live.contains(&ino) {
+            continue;
         }
+        // An instance that runs there holds its lock: keep its files.
+        let base = [".runtime.json.tmp", ".runtime.json", ".json.tmp", ".json", ".lock", ".sock"]
+            .iter()
+            .find_map(|ext| name.strip_suffix(ext))
+            .unwrap_or(&name);
+        if lock_held(&dir_path.join(format!("{base}.lock"))) {
+            continue;
+        }
+        info!("removing {} (its network namespace is gone)", name);
+        let _ = fs::remove_file(entry.path());
     }
 }
 
@@ -286,9 +317,4 @@ pub fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
-}
-
-/// `anyhow!` for a file that is not ours to read.
-pub fn not_ours(path: &Path) -> anyhow::Error {
-    anyhow!("{} is not a vxlan-fwd state file", path.display())
 }

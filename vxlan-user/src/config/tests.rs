@@ -33,9 +33,9 @@ fn vni(id: u32, ports: &[&str]) -> VniConfig {
         remotes: Vec::new(),
         group: None,
         host_if: None,
-    },
         limits: Default::default(),
     }
+}
 
 /// The error `parse` gives for `text`.
 fn err(text: &str) -> String {
@@ -93,6 +93,8 @@ fn full_file() {
             max_fdb: 1000,
             learning: false,
             allow_remote: Vec::new(),
+            port_max_fdb: None,
+            bum_pps: None,
             vnis: vec![v42, v43],
         }
     );
@@ -115,6 +117,8 @@ fn defaults() {
             max_fdb: DEFAULT_MAX_FDB,
             learning: true,
             allow_remote: Vec::new(),
+            port_max_fdb: None,
+            bum_pps: None,
             vnis: vec![vni(7, &[])],
         }
     );
@@ -178,7 +182,8 @@ fn unknown_keys() {
     assert_eq!(
         err("[[vni]]\nid = 1\ncolour = \"red\"\n"),
         "vxlan.toml:3: key `colour`: unknown key in a [[vni]] table; expected one of `id`, \
-         `ports`, `remotes`, `group`, `host_if`"
+         `ports`, `remotes`, `group`, `host_if`, `max_fdb`, `allow_remote`, `port_max_fdb`, \
+         `bum_pps`"
     );
     assert_eq!(
         err("iface = \"eth0\"\n[[vni]]\nid = 1\nageing = 30\n"),
@@ -444,6 +449,8 @@ fn cli_overrides_top_level() {
         max_fdb: Some(5),
         learning: Some(true),
         allow_remote: Vec::new(),
+        port_max_fdb: None,
+        bum_pps: None,
         vni: None,
     };
     let c = resolve(Some(file(FULL)), cli).unwrap();
@@ -523,6 +530,8 @@ fn cli_only() {
             max_fdb: DEFAULT_MAX_FDB,
             learning: false,
             allow_remote: Vec::new(),
+            port_max_fdb: None,
+            bum_pps: None,
             vnis: vec![vni(42, &["veth0"])],
         }
     );
@@ -747,17 +756,28 @@ fn load_errors() {
 fn key_lists_match_the_file_model() {
     // Every listed key is accepted where it is listed.
     let mut text = String::from(
-        "iface = \"e\"\nlocal = \"1.1.1.1\"\ndstport = 1\nageing = 1\nmax_fdb = 1\nlearning = true\nallow_remote = [\"10.0.0.0/8\"]\n",
+        "iface = \"e\"\nlocal = \"1.1.1.1\"\ndstport = 1\nageing = 1\nmax_fdb = 1\nlearning = true\nallow_remote = [\"10.0.0.0/8\"]\nport_max_fdb = 3\nbum_pps = 4\n",
     );
     text.push_str(
-        "[[vni]]\nid = 1\nports = []\nremotes = []\ngroup = \"224.0.0.9\"\nhost_if = \"h\"\n",
+        "[[vni]]\nid = 1\nports = []\nremotes = []\ngroup = \"224.0.0.9\"\nhost_if = \"h\"\nmax_fdb = 5\nallow_remote = [\"10.1.0.0/16\"]\nport_max_fdb = 6\nbum_pps = 7\n",
     );
+    let f = file(&text);
+    assert_eq!(f.allow_remote, vec![parse_cidr("10.0.0.0/8").unwrap()]);
+    assert_eq!((f.port_max_fdb, f.bum_pps), (Some(3), Some(4)));
     assert_eq!(
-        file(&text).allow_remote,
-        vec![parse_cidr("10.0.0.0/8").unwrap()]
+        f.vnis[0].limits,
+        VniLimits {
+            max_fdb: Some(5),
+            allow_remote: Some(vec![parse_cidr("10.1.0.0/16").unwrap()]),
+            port_max_fdb: Some(6),
+            bum_pps: Some(7),
+        }
     );
-    assert_eq!(TOP_KEYS.len(), 8);
-    assert_eq!(VNI_KEYS.len(), 5);
+    assert_eq!(TOP_KEYS.len(), 10);
+    assert_eq!(VNI_KEYS.len(), 9);
+    // Rates and caps are checked.
+    assert!(err("bum_pps = 0\n").contains("key `bum_pps`: 0 is not a rate"));
+    assert!(err("[[vni]]\nid = 1\nmax_fdb = -1\n").contains("key `max_fdb`"));
 }
 
 #[test]

@@ -60,6 +60,8 @@ async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
         learning: true,
         allow_remote: Vec::new(),
         local: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        port_max_fdb: None,
+        bum_pps: None,
     };
     Dataplane::new(
         nl.clone(),
@@ -83,6 +85,8 @@ fn cfg(vnis: Vec<VniConfig>) -> Config {
         max_fdb: 1000,
         learning: true,
         allow_remote: Vec::new(),
+        port_max_fdb: None,
+        bum_pps: None,
         vnis,
     }
 }
@@ -94,9 +98,9 @@ fn vni(id: u32, ports: &[&str], remotes: &[[u8; 4]]) -> VniConfig {
         remotes: remotes.iter().map(|r| Ipv4Addr::from(*r)).collect(),
         group: None,
         host_if: None,
-    },
         limits: Default::default(),
     }
+}
 
 fn info(dp: &Dataplane, id: u32) -> Option<VniInfo> {
     dp.maps.vnis.get(&id, 0).ok()
@@ -258,6 +262,39 @@ fn config_runtime_journal_and_links() {
         );
         let rows = fresh.vni_rows();
         assert_eq!(rows[0].remote_origins, ["config", "runtime"]);
+
+        // Tenant limits: a VNI's own cap and senders, its ports' cap and
+        // BUM budget; the instance's defaults elsewhere.
+        let mut limited = vni(42, &["pa"], &[[10, 0, 0, 2]]);
+        limited.limits = crate::config::VniLimits {
+            max_fdb: Some(100),
+            allow_remote: Some(vec![crate::config::parse_cidr("10.9.0.0/16").unwrap()]),
+            port_max_fdb: Some(7),
+            bum_pps: Some(300),
+        };
+        let mut c4 = cfg(vec![limited, vni(43, &["pb"], &[])]);
+        c4.allow_remote = vec![crate::config::parse_cidr("10.8.0.0/24").unwrap()];
+        fresh.set_settings(Settings::from(&c4)).unwrap();
+        fresh.apply_config(&c4).await.unwrap();
+        assert_eq!(info(&fresh, 42).unwrap().max_learned, 100);
+        assert_eq!(info(&fresh, 43).unwrap().max_learned, 0);
+        let pa = idx(&fresh, "pa").unwrap();
+        let p = fresh.maps.ports.get(&pa, 0).unwrap();
+        assert_eq!((p.max_learned, p.bum_pps), (7, 300));
+        let pb = idx(&fresh, "pb").unwrap();
+        let p = fresh.maps.ports.get(&pb, 0).unwrap();
+        assert_eq!((p.max_learned, p.bum_pps), (0, 0));
+        let allowed: std::collections::BTreeSet<(u32, [u8; 8])> = fresh
+            .maps
+            .allowed
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect();
+        assert!(allowed.contains(&(48, vxlan_common::allow_data(42, [10, 9, 0, 0]))));
+        assert!(!allowed.contains(&(56, vxlan_common::allow_data(42, [10, 8, 0, 0]))));
+        assert!(allowed.contains(&(56, vxlan_common::allow_data(43, [10, 8, 0, 0]))));
+        assert!(!allowed.contains(&(48, vxlan_common::allow_data(43, [10, 9, 0, 0]))));
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
