@@ -865,7 +865,12 @@ fn tenant_limits_per_vni_and_port() {
     );
     let path = dir.write("h1.toml", &config);
     let f1 = Fwd::start(&h1.ns, &["--config", &path.to_string_lossy()], dir.path());
-    let learned = |vni: u64| f1.entries().iter().filter(|e| e.vni == vni && !e.permanent).count();
+    let learned = |vni: u64| {
+        f1.entries()
+            .iter()
+            .filter(|e| e.vni == vni && !e.permanent)
+            .count()
+    };
 
     // VNI 42: 1000 broadcast frames from new source MACs at once.
     let frames = |n: usize| -> Vec<Vec<u8>> {
@@ -877,7 +882,11 @@ fn tenant_limits_per_vni_and_port() {
     let before = f1.counters();
     send_raw_frames(c1.ns.name(), "eth0", frames(1000)).expect("sending to VNI 42");
     assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(100), || learned(42) == 100),
+        wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            || learned(42) == 100
+        ),
         "VNI 42 learned {} (its cap is 100):\n{}",
         learned(42),
         f1.diagnostics()
@@ -897,7 +906,11 @@ fn tenant_limits_per_vni_and_port() {
     // VNI 43 still learns (positive control), up to its port's cap.
     send_raw_frames(c3.ns.name(), "eth0", frames(200)).expect("sending to VNI 43");
     assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(100), || learned(43) == 50),
+        wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            || learned(43) == 50
+        ),
         "VNI 43 learned {} (its port's cap is 50):\n{}",
         learned(43),
         f1.diagnostics()
@@ -908,5 +921,9 @@ fn tenant_limits_per_vni_and_port() {
     let before = f1.counters();
     send_raw_frames(c1.ns.name(), "eth0", frames(10)).expect("sending to VNI 42");
     let after = f1.counters();
-    assert_eq!(after["tx_flood_copy"] - before["tx_flood_copy"], 10, "{after:?}");
+    assert_eq!(
+        after["tx_flood_copy"] - before["tx_flood_copy"],
+        10,
+        "{after:?}"
+    );
 }

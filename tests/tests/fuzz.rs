@@ -650,6 +650,7 @@ impl Lab {
                     PortInfo {
                         vni: *vni,
                         flags: *flags,
+                        ..Default::default()
                     },
                     0,
                 )

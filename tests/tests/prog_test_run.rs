@@ -127,12 +127,20 @@ impl Dp {
                 PortInfo {
                     vni: VNI,
                     flags: PORT_F_PEER,
+                    ..Default::default()
                 },
                 0,
             )
             .unwrap();
         dp.ports()
-            .insert(LO, PortInfo { vni: VNI, flags: 0 }, 0)
+            .insert(
+                LO,
+                PortInfo {
+                    vni: VNI,
+                    ..Default::default()
+                },
+                0,
+            )
             .unwrap();
         dp.allow(VNI, REMOTE, 32);
         dp

@@ -2,6 +2,8 @@
 //! remote VTEPs, flood broadcast and unknown frames. A tenant's VLAN tag
 //! goes inside the tunnel (see `vlan`); a bad source MAC is refused.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
@@ -21,8 +23,6 @@ use vxlan_common::{
         is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,
     },
 };
-
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use crate::{
     deliver::redirect_port,

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS, MAX_NEIGH,
-    MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, PortInfo, VniInfo, counters::NUM_COUNTERS,
+    BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS,
+    MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.

@@ -8,9 +8,7 @@ use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
-use vxlan_common::{
-    FDB_F_STATIC, FdbEntry, FdbKey, VniInfo, learned_key_port, learned_key_vni,
-};
+use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, VniInfo, learned_key_port, learned_key_vni};
 
 use crate::{
     batch,

@@ -223,7 +223,12 @@ fn live_netns_inodes() -> Option<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
     let procs = fs::read_dir("/proc").ok()?;
     for p in procs.filter_map(Result::ok) {
-        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         match fs::metadata(p.path().join("ns/net")) {
@@ -299,10 +304,17 @@ pub fn remove_files_of_gone_namespaces() {
             continue;
         }
         // An instance that runs there holds its lock: keep its files.
-        let base = [".runtime.json.tmp", ".runtime.json", ".json.tmp", ".json", ".lock", ".sock"]
-            .iter()
-            .find_map(|ext| name.strip_suffix(ext))
-            .unwrap_or(&name);
+        let base = [
+            ".runtime.json.tmp",
+            ".runtime.json",
+            ".json.tmp",
+            ".json",
+            ".lock",
+            ".sock",
+        ]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(&name);
         if lock_held(&dir_path.join(format!("{base}.lock"))) {
             continue;
         }

@@ -96,8 +96,7 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
         file.port_max_fdb = Some(cap);
     }
     if let Some(v) = raw.bum_pps {
-        let n =
-            check_pps(*v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
+        let n = check_pps(*v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
         file.bum_pps = Some(n);
     }
 
@@ -137,8 +136,8 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
             vni.limits.port_max_fdb = Some(cap);
         }
         if let Some(v) = raw.bum_pps {
-            let n = check_pps(*v.get_ref())
-                .map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
+            let n =
+                check_pps(*v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
             vni.limits.bum_pps = Some(n);
         }
         if let Some(list) = raw.ports {

@@ -360,6 +360,7 @@ impl Dp {
                 PortInfo {
                     vni: VNI,
                     flags: PORT_F_PEER,
+                    ..Default::default()
                 },
                 0,
             )
