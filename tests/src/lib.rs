@@ -57,4 +57,4 @@ pub use process::{Output, Process, run_with_timeout};
 pub use topo::{
     CONTAINER_MTU, Container, H1_IP, H2_IP, H3_IP, Host, Topology, TopologyBuilder, UPLINK, VNI,
 };
-pub use util::{PingResult, ipv4, ping, ping_result, require_root, wait_until};
+pub use util::{PingResult, ipv4, ping, ping_result, ping_strict, require_root, wait_until};

@@ -48,9 +48,21 @@ pub fn ping_result(ns: impl AsRef<str>, ip: impl AsRef<str>, count: u32) -> Ping
     }
 }
 
-/// Whether `ping -c <count> -W 2 -i 0.2 <ip>` in `ns` gets at least one reply.
+/// A strict connectivity check: one warm-up ping (ARP, learning; its
+/// outcome ignored), then `count` pings of which every one must be
+/// answered (`ok` is set only then).
+pub fn ping_strict(ns: impl AsRef<str>, ip: impl AsRef<str>, count: u32) -> PingResult {
+    let (ns, ip) = (ns.as_ref(), ip.as_ref());
+    let _ = ping_result(ns, ip, 1);
+    let mut r = ping_result(ns, ip, count);
+    r.ok = r.received == count && r.transmitted == count;
+    r
+}
+
+/// Whether [`ping_strict`] passes: every one of `count` pings answered
+/// after a warm-up.
 pub fn ping(ns: impl AsRef<str>, ip: impl AsRef<str>, count: u32) -> bool {
-    ping_result(ns, ip, count).ok
+    ping_strict(ns, ip, count).ok
 }
 
 /// Polls `cond` every `interval` until it holds (true) or `timeout` passes

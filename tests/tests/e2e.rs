@@ -12,7 +12,7 @@ use serde_json::Value;
 use vxlan_tests::{
     Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf, fdb_find,
     forwarder::{start_and_signal_on_ready, vxlan_fwd_timeout},
-    ping_result,
+    ping_result, ping_strict,
     process::run_with_timeout,
     vxlan_fwd, vxlan_fwd_bin, wait_until, xdp,
 };
@@ -31,7 +31,7 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 /// Asserts that `ping -c <count>` from `from` to `ip` gets replies; on
 /// failure the message has ping's output and the forwarders' counters/FDBs.
 fn assert_ping(from: &NetNs, ip: &str, count: u32, fwds: &[&Forwarder]) {
-    let r = ping_result(from, ip, count);
+    let r = ping_strict(from, ip, count);
     if !r.ok {
         let diag: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
         panic!(

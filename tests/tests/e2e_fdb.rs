@@ -23,7 +23,7 @@ use vxlan_tests::{
         Capture, FdbEntry, Fwd, TempDir, experimental_frame, igmp_groups, random_unicast_macs,
         send_raw_frames,
     },
-    ping_result, vxlan_fwd, vxlan_fwd_bin, wait_until,
+    ping_result, ping_strict, vxlan_fwd, vxlan_fwd_bin, wait_until,
 };
 
 const ZERO_MAC: &str = "00:00:00:00:00:00";
@@ -50,7 +50,7 @@ fn diag(fwds: &[&Fwd]) -> String {
 
 /// Asserts that `ping -c <count>` from `from` to `ip` gets replies.
 fn assert_ping(from: &NetNs, ip: &str, count: u32, fwds: &[&Fwd]) {
-    let r = ping_result(from, ip, count);
+    let r = ping_strict(from, ip, count);
     if !r.ok {
         panic!(
             "ping {} -> {ip} failed:\n{}\n{}",
@@ -1467,7 +1467,7 @@ fn bad_config_files_are_reported() {
     #[rustfmt::skip]
     let cases: &[(&str, usize, &str, &str, &[&str])] = &[
         ("unknown key", 7, r#"remots = ["192.168.57.54"]"#, "remots", &["unknown key", "remotes"]),
-        ("top-level key in a VNI table", 12, "max_fdb = 100", "max_fdb", &["unknown key"]),
+        ("top-level key in a VNI table", 12, "ageing = 100", "ageing", &["unknown key", "top-level"]),
         ("duplicate VNI", 10, "id = 42", "id", &["VNI 42", "twice", "5"]),
         ("port in two VNIs", 11, r#"ports = ["veth1", "veth0"]"#, "ports", &["veth0", "VNI 42", "VNI 43"]),
         ("non-multicast group", 12, r#"group = "10.0.0.1""#, "group", &["10.0.0.1", "multicast"]),

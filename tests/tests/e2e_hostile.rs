@@ -28,7 +28,7 @@ use vxlan_tests::{
         RawSender, collect_udp, drain_udp, fix_ip_checksum, fix_lengths, format_mac, http_get,
         parse_mac, rx_packets, udp_frame, udp_listener, vxlan_frame,
     },
-    ping_result,
+    ping_strict,
     process::Process,
     wait_until,
 };
@@ -658,7 +658,7 @@ fn learning_flood_respects_the_cap() {
         &args(&["--port", "veth0", "--remote", H2_IP, "--max-fdb", "50"]),
     );
     let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_result(&c1.ns, C2_IP, 2);
+    let r = ping_strict(&c1.ns, C2_IP, 2);
     assert!(
         r.ok,
         "ping before the flood: {}\n{}",
@@ -718,7 +718,7 @@ fn learning_flood_respects_the_cap() {
         f1.output_so_far()
     );
     for (from, to) in [(c1, C2_IP), (c2, C1_IP)] {
-        let r = ping_result(&from.ns, to, 3);
+        let r = ping_strict(&from.ns, to, 3);
         assert!(
             r.ok,
             "ping {} -> {to} after the flood: {}\n{}\n{}",
@@ -744,7 +744,7 @@ fn pmtu_discovery() {
     let c1 = topo.container("c1");
     let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
     let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_result(&c1.ns, C2_IP, 2);
+    let r = ping_strict(&c1.ns, C2_IP, 2);
     assert!(r.ok, "small ping: {}\n{}", r.output, f1.diagnostics());
     assert_eq!(c1.ns.mtu("eth0"), 1500);
     let route = c1.ns.ip(["route", "get", C2_IP]);
@@ -882,7 +882,7 @@ fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str, max_l
     ]);
     let f1 = Forwarder::start(&h1.ns, &run1);
     let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_result(&c1.ns, C2_IP, 2);
+    let r = ping_strict(&c1.ns, C2_IP, 2);
     assert!(
         r.ok,
         "ping before the crash: {}\n{}",
@@ -993,7 +993,7 @@ fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str, max_l
         f1.diagnostics(),
         f2.diagnostics()
     );
-    let r = ping_result(&c2.ns, C1_IP, 2);
+    let r = ping_strict(&c2.ns, C1_IP, 2);
     assert!(r.ok, "ping c2 -> c1 after adoption: {}", r.output);
 
     // A clean stop removes everything, including what the killed instance
@@ -1058,7 +1058,7 @@ fn stats_json_and_metrics_endpoint() {
     let _f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
 
     let s0 = snap(&f1);
-    let r = ping_result(&c1.ns, C2_IP, 5);
+    let r = ping_strict(&c1.ns, C2_IP, 5);
     assert!(r.ok, "ping: {}\n{}", r.output, f1.diagnostics());
     // Two spoofed frames, for a known drop count.
     let inj = Injector::new(&topo);
@@ -1171,7 +1171,7 @@ fn debug_log_flag() {
     with.push("--debug-log");
     let f1 = Forwarder::start(&h1.ns, &with);
     let _f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_result(&c1.ns, C2_IP, 3);
+    let r = ping_strict(&c1.ns, C2_IP, 3);
     assert!(
         r.ok,
         "ping with --debug-log: {}\n{}",
@@ -1190,7 +1190,7 @@ fn debug_log_flag() {
     assert!(out.success(), "stop: {out}");
 
     let f1 = Forwarder::start(&h1.ns, &run);
-    let r = ping_result(&c1.ns, C2_IP, 3);
+    let r = ping_strict(&c1.ns, C2_IP, 3);
     assert!(
         r.ok,
         "ping without --debug-log: {}\n{}",

@@ -33,6 +33,7 @@ pub mod map {
     pub const LEARNED: &str = "LEARNED";
     pub const LEARNED_BY: &str = "LEARNED_BY";
     pub const BUM: &str = "BUM";
+    pub const NEIGH_SEEN: &str = "NEIGH_SEEN";
     pub const EVENTS: &str = "EVENTS";
     pub const ALLOWED: &str = "ALLOWED";
 }
@@ -236,6 +237,18 @@ pub struct NeighEntry {
     pub ifindex: u32,
 }
 
+/// A remote VTEP's frames arrived from another link-layer address than
+/// NEIGH holds (`NEIGH_SEEN`, by IPv4 address): userspace has the kernel
+/// resolve the address again (the kernel decides, not the frame: a forged
+/// frame cannot redirect our traffic) and updates NEIGH.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NeighSeen {
+    /// The source MAC the frames came with.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Accept VXLAN for this VNI from any sender (group mode without
 /// `--allow-remote`); otherwise only from the senders in ALLOWED.
 pub const VNI_F_ANY_SENDER: u32 = 1;
@@ -299,4 +312,5 @@ mod pod {
     unsafe impl aya::Pod for NeighEntry {}
     unsafe impl aya::Pod for FdbEvent {}
     unsafe impl aya::Pod for BumWindow {}
+    unsafe impl aya::Pod for NeighSeen {}
 }

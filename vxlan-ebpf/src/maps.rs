@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use vxlan_common::{
     BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS,
-    MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, PortInfo, VniInfo, counters::NUM_COUNTERS,
+    MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen, PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.
@@ -30,6 +30,11 @@ pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(MAX_VNIS, 0);
 /// otherwise; userspace refreshes the configured remotes' every second.
 #[map]
 pub static NEIGH: LruHashMap<[u8; 4], NeighEntry> = LruHashMap::with_max_entries(MAX_NEIGH, 0);
+
+/// Remote VTEPs whose frames came from another MAC than NEIGH holds; read
+/// and cleared by userspace (see `vxlan_common::NeighSeen`).
+#[map]
+pub static NEIGH_SEEN: LruHashMap<[u8; 4], NeighSeen> = LruHashMap::with_max_entries(1024, 0);
 
 /// Multicast groups this instance receives VXLAN on (value unused).
 #[map]

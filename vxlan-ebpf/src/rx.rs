@@ -11,7 +11,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
-    CFG_F_LEARNING, Config, Counter, NeighEntry, VNI_F_ANY_SENDER, allow_data,
+    NeighSeen, CFG_F_LEARNING, Config, Counter, NeighEntry, VNI_F_ANY_SENDER, allow_data,
     wire::{
         ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
         UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_bad_source_ip, is_multicast_ip,
@@ -23,7 +23,7 @@ use crate::{
     csum,
     ecn::{self, Ecn},
     fdb,
-    maps::{ALLOWED, GROUPS, NEIGH, PORTS, VNIS},
+    maps::{ALLOWED, GROUPS, NEIGH, NEIGH_SEEN, PORTS, VNIS},
     pkt::{Frame, ptr_at},
 };
 
@@ -193,13 +193,28 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         // The way back to this VTEP, unless userspace resolved it already:
         // checked when the entry is new, moved or refreshed (at most once
         // a second per MAC), not for every frame.
-        if fdb::learn(cfg, vni, &src, src_ip, 0, now)? && NEIGH.get_ptr(src_ip).is_none() {
-            let n = NeighEntry {
-                dmac: src_mac,
-                smac: cfg.uplink_mac,
-                ifindex: ingress,
-            };
-            let _ = NEIGH.insert(src_ip, n, BPF_NOEXIST as u64);
+        if fdb::learn(cfg, vni, &src, src_ip, 0, now)? {
+            match NEIGH.get_ptr(src_ip) {
+                None => {
+                    let n = NeighEntry {
+                        dmac: src_mac,
+                        smac: cfg.uplink_mac,
+                        ifindex: ingress,
+                    };
+                    let _ = NEIGH.insert(src_ip, n, BPF_NOEXIST as u64);
+                }
+                // SAFETY: a map value, read at once.
+                Some(n) if unsafe { (*n).dmac } != src_mac => {
+                    // The VTEP's MAC may have changed: userspace asks the
+                    // kernel (the frame alone is no proof).
+                    let seen = NeighSeen {
+                        mac: src_mac,
+                        _pad: [0; 2],
+                    };
+                    let _ = NEIGH_SEEN.insert(src_ip, seen, 0);
+                }
+                Some(_) => {}
+            }
         }
     }
     // After learning, as the kernel's vxlan_rcv.

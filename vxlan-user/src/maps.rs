@@ -10,7 +10,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     programs::loaded_programs,
 };
-use vxlan_common::{Config, FdbEntry, FdbKey, NeighEntry, PortInfo, VniInfo, map, prog};
+use vxlan_common::{Config, FdbEntry, FdbKey, NeighEntry, NeighSeen, PortInfo, VniInfo, map, prog};
 
 use crate::netlink::{LinkInfo, Netlink};
 
@@ -25,6 +25,8 @@ pub struct Maps {
     pub learned: Array<MapData, u64>,
     /// Learned entries per VNI and per port (`vxlan_common::learned_key_*`).
     pub learned_by: HashMap<MapData, u64, u64>,
+    /// Remote VTEPs whose frames came from another MAC than NEIGH holds.
+    pub neigh_seen: HashMap<MapData, [u8; 4], NeighSeen>,
     /// Key data: `vxlan_common::allow_data(vni, addr)`.
     pub allowed: LpmTrie<MapData, [u8; 8], u32>,
 }
@@ -46,6 +48,7 @@ impl Maps {
             groups: HashMap::try_from(take(map::GROUPS)?)?,
             learned: Array::try_from(take(map::LEARNED)?)?,
             learned_by: HashMap::try_from(take(map::LEARNED_BY)?)?,
+            neigh_seen: HashMap::try_from(take(map::NEIGH_SEEN)?)?,
             allowed: LpmTrie::try_from(take(map::ALLOWED)?)?,
         })
     }
@@ -63,6 +66,7 @@ impl Maps {
         let (mut config, mut fdb, mut ports, mut vnis, mut counters, mut neigh) =
             (None, None, None, None, None, None);
         let (mut groups, mut learned, mut allowed, mut learned_by) = (None, None, None, None);
+        let mut neigh_seen = None;
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
             let info = data.info()?;
@@ -78,6 +82,9 @@ impl Maps {
                 Some(map::GROUPS) => groups = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::LEARNED) => learned = Some(Array::try_from(Map::Array(data))?),
                 Some(map::LEARNED_BY) => learned_by = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::NEIGH_SEEN) => {
+                    neigh_seen = Some(HashMap::try_from(Map::LruHashMap(data))?)
+                }
                 Some(map::ALLOWED) => allowed = Some(LpmTrie::try_from(Map::LpmTrie(data))?),
                 _ => {}
             }
@@ -93,6 +100,7 @@ impl Maps {
             groups: groups.ok_or_else(|| missing(map::GROUPS))?,
             learned: learned.ok_or_else(|| missing(map::LEARNED))?,
             learned_by: learned_by.ok_or_else(|| missing(map::LEARNED_BY))?,
+            neigh_seen: neigh_seen.ok_or_else(|| missing(map::NEIGH_SEEN))?,
             allowed: allowed.ok_or_else(|| missing(map::ALLOWED))?,
         })
     }

@@ -80,6 +80,17 @@ pub struct LinkInfo {
     pub xdp_prog_id: Option<u32>,
 }
 
+/// What the kernel's neighbour table says of an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Neighbour {
+    /// Resolved (`stale`: not confirmed lately; a use re-probes it).
+    Known { mac: [u8; 6], stale: bool },
+    /// Resolution failed: the address does not answer.
+    Failed,
+    /// No entry, or resolution under way.
+    Unknown,
+}
+
 /// A change of a link or of an IPv4 address, as rtnetlink announces it.
 #[derive(Clone, Debug)]
 pub enum LinkEvent {
@@ -491,6 +502,41 @@ impl Netlink {
 
     /// Link-layer address of a neighbour if the kernel has a valid
     /// (REACHABLE/STALE/DELAY/PROBE/PERMANENT) entry.
+    /// What the kernel knows of neighbour `ip` on `ifindex`.
+    pub async fn neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> anyhow::Result<Neighbour> {
+        let Some(entry) = self.neighbour_entry(ifindex, ip).await? else {
+            return Ok(Neighbour::Unknown);
+        };
+        if entry.header.state == NeighbourState::Failed {
+            return Ok(Neighbour::Failed);
+        }
+        match self.neighbour_mac(ifindex, ip).await? {
+            Some(mac) => Ok(Neighbour::Known {
+                mac,
+                stale: entry.header.state == NeighbourState::Stale,
+            }),
+            None => Ok(Neighbour::Unknown),
+        }
+    }
+
+    /// Deletes the kernel's neighbour entry for `ip` on `ifindex` (unless
+    /// permanent), so that the next use resolves it afresh.
+    pub async fn forget_neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> anyhow::Result<()> {
+        let Some(entry) = self.neighbour_entry(ifindex, ip).await? else {
+            return Ok(());
+        };
+        if matches!(
+            entry.header.state,
+            NeighbourState::Permanent | NeighbourState::Noarp
+        ) {
+            return Ok(());
+        }
+        let request = self.handle.neighbours().del(entry).execute();
+        timed(async { request.await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to delete neighbour {ip} on ifindex {ifindex}"))
+    }
+
     pub async fn neighbour_mac(
         &self,
         ifindex: u32,

@@ -217,8 +217,10 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
 
 /// Inode numbers of the network namespaces that exist now: those of
 /// processes, and those mounted (`ip netns add` mounts them under
-/// /run/netns). `None` when some process's namespace cannot be read (no
-/// permission): then nothing can be said to be gone.
+/// /run/netns). Processes whose namespace cannot be read (another user
+/// namespace's init, for one) are skipped: a namespace that only such a
+/// process holds counts as gone, unless an instance runs in it (see
+/// [`remove_files_of_gone_namespaces`]). `None` without /proc.
 fn live_netns_inodes() -> Option<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
     let procs = fs::read_dir("/proc").ok()?;
@@ -235,9 +237,8 @@ fn live_netns_inodes() -> Option<BTreeSet<u64>> {
             Ok(m) => {
                 out.insert(m.ino());
             }
-            // The process exited meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => return None,
+            // Exited meanwhile, or not ours to look at.
+            Err(_) => {}
         }
     }
     if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {
@@ -282,7 +283,7 @@ pub fn remove_files_of_gone_namespaces() {
         return;
     };
     let Some(live) = live_netns_inodes() else {
-        return; // some namespaces cannot be seen: decide nothing
+        return; // no /proc: decide nothing
     };
     let dir_path = state_dir();
     for entry in dir.filter_map(Result::ok) {

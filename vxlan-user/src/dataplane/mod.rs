@@ -42,7 +42,7 @@ use crate::{
     control::{PortRow, VniRow},
     fdb::{self, Op, Spec},
     maps::Maps,
-    netlink::{LinkInfo, Netlink},
+    netlink::{LinkInfo, Neighbour, Netlink},
 };
 
 /// Where a VNI, port, remote or FDB entry came from.
@@ -160,7 +160,12 @@ pub struct Dataplane {
     /// senders and next hops to keep, like the default remotes.
     static_remotes: BTreeSet<(u32, Ipv4Addr)>,
     journal_path: PathBuf,
+    /// Where the next check of recorded next hops starts.
+    neigh_cursor: usize,
 }
+
+/// Next hops recorded by the datapath that are checked per tick.
+const NEIGH_CHECKS_PER_TICK: usize = 64;
 
 impl Dataplane {
     /// A dataplane on freshly loaded programs and maps, with no VNI yet.
@@ -189,6 +194,7 @@ impl Dataplane {
             memberships: BTreeMap::new(),
             static_remotes: BTreeSet::new(),
             journal_path,
+            neigh_cursor: 0,
         };
         dp.write_config()?;
         Ok(dp)
@@ -1002,9 +1008,20 @@ impl Dataplane {
         }
     }
 
-    /// Keeps the link-layer next hop of every default remote and static
-    /// remote entry in NEIGH, from the kernel's routing and neighbour
-    /// tables, and asks the kernel to resolve those it does not know.
+    /// Keeps NEIGH (the link-layer next hop of each remote VTEP) equal to
+    /// what the kernel's routing and neighbour tables say, every second:
+    ///
+    /// - default remotes and static remote entries: resolved (the kernel
+    ///   is asked to resolve those it does not know; flood copies cannot
+    ///   wait in its queue), STALE ones re-probed, FAILED ones removed
+    ///   (IP frames then take `bpf_redirect_neigh`, the kernel's path);
+    /// - next hops the datapath recorded from received frames: confirmed
+    ///   by the kernel, which overwrites them (a forged first frame does
+    ///   not decide where our traffic goes), removed when it fails them;
+    /// - a VTEP whose frames arrive from another MAC (`NEIGH_SEEN`, filled
+    ///   by the datapath): the kernel's entry is deleted and resolved
+    ///   afresh, so a VTEP whose MAC changed is followed within a tick or
+    ///   two, while a frame alone changes nothing.
     pub async fn resolve_remotes(&mut self) {
         let mut remotes: BTreeSet<Ipv4Addr> = self
             .vnis
@@ -1012,29 +1029,82 @@ impl Dataplane {
             .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
             .collect();
         remotes.extend(self.static_remotes.iter().map(|(_, r)| *r));
+        // Sightings of another MAC: resolve afresh.
+        let seen: Vec<[u8; 4]> = self
+            .maps
+            .neigh_seen
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for ip in &seen {
+            let _ = self.maps.neigh_seen.remove(ip);
+            let addr = Ipv4Addr::from(*ip);
+            if let Ok((oif, nh)) = self.nl.route_get(addr).await {
+                let _ = self.nl.forget_neighbour(oif, nh).await;
+                let _ = self.nl.kick_neighbour(oif, nh).await;
+            }
+        }
+        if !seen.is_empty() {
+            // An ARP exchange on a LAN takes well under this; the rest of
+            // this tick then finds the answers.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Next hops the datapath recorded: a bounded number per tick.
+        let recorded: Vec<Ipv4Addr> = self
+            .maps
+            .neigh
+            .keys()
+            .filter_map(Result::ok)
+            .map(Ipv4Addr::from)
+            .filter(|a| !remotes.contains(a))
+            .collect();
+        let n = recorded.len();
+        let start = if n == 0 { 0 } else { self.neigh_cursor % n };
+        let batch: Vec<Ipv4Addr> = recorded
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(n.min(NEIGH_CHECKS_PER_TICK))
+            .copied()
+            .collect();
+        self.neigh_cursor = start + batch.len();
         for r in remotes {
-            if let Err(e) = self.resolve(r).await {
+            if let Err(e) = self.resolve(r, true).await {
                 warn!("resolving remote {r}: {e:#}");
             }
         }
+        for r in batch.into_iter().chain(seen.iter().map(|ip| Ipv4Addr::from(*ip))) {
+            let _ = self.resolve(r, false).await;
+        }
     }
 
-    async fn resolve(&mut self, remote: Ipv4Addr) -> Result<()> {
+    /// Brings NEIGH[remote] in line with the kernel; `configured`: ask
+    /// the kernel to resolve it when it does not know it.
+    async fn resolve(&mut self, remote: Ipv4Addr, configured: bool) -> Result<()> {
+        let key = remote.octets();
         let (oif, nh) = self.nl.route_get(remote).await?;
-        match self.nl.neighbour_mac(oif, nh).await? {
-            Some(dmac) => {
+        match self.nl.neighbour(oif, nh).await? {
+            Neighbour::Known { mac, stale } => {
                 let smac = self.nl.link_by_index(oif).await?.mac;
                 let entry = NeighEntry {
-                    dmac,
+                    dmac: mac,
                     smac,
                     ifindex: oif,
                 };
-                let key = remote.octets();
                 if self.maps.neigh.get(&key, 0).ok() != Some(entry) {
                     self.maps.neigh.insert(key, entry, 0)?;
                 }
+                if stale {
+                    self.nl.kick_neighbour(oif, nh).await?;
+                }
             }
-            None => self.nl.kick_neighbour(oif, nh).await?,
+            Neighbour::Failed => {
+                let _ = self.maps.neigh.remove(&key);
+                if configured {
+                    self.nl.kick_neighbour(oif, nh).await?;
+                }
+            }
+            Neighbour::Unknown => self.nl.kick_neighbour(oif, nh).await?,
         }
         Ok(())
     }
