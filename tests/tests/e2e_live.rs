@@ -938,12 +938,16 @@ fn a_remote_vteps_new_mac_is_followed() {
     let (c1, c2) = (topo.container("c1"), topo.container("c2"));
     let f1 = Fwd::start(
         &h1.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+        ],
         dir.path(),
     );
     let f2 = Fwd::start(
         &h2.ns,
-        &["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP],
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
+        ],
         dir.path(),
     );
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
@@ -953,7 +957,9 @@ fn a_remote_vteps_new_mac_is_followed() {
     // has the kernel resolve h2 again rather than trust the frames.
     let new_mac = "02:57:00:00:99:02";
     h2.ns.ip(["link", "set", "eth0", "address", new_mac]);
-    let mut from_c2 = c2.ns.spawn("ping", ["-n", "-c", "100", "-i", "0.1", "-W", "1", C1_IP]);
+    let mut from_c2 = c2
+        .ns
+        .spawn("ping", ["-n", "-c", "100", "-i", "0.1", "-W", "1", C1_IP]);
     let start = Instant::now();
     let back = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         ping_result(&c1.ns, C2_IP, 1).received == 1
@@ -967,7 +973,9 @@ fn a_remote_vteps_new_mac_is_followed() {
     );
     eprintln!("connectivity to a VTEP whose MAC changed is back after {took:?}");
     assert!(
-        h1.ns.ip(["neigh", "show", H2_IP, "dev", "eth0"]).contains(new_mac),
+        h1.ns
+            .ip(["neigh", "show", H2_IP, "dev", "eth0"])
+            .contains(new_mac),
         "h1's kernel does not know h2's new MAC: {}",
         h1.ns.ip(["neigh", "show", "dev", "eth0"])
     );
@@ -984,7 +992,9 @@ fn state_files_are_private_and_never_follow_links() {
     let topo = two_hosts("vxl-stf-");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
-    let args = ["--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP];
+    let args = [
+        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+    ];
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
     let _ = ping_result(&c1.ns, C2_IP, 1); // c1 is learned
     let json = dir
@@ -997,15 +1007,29 @@ fn state_files_are_private_and_never_follow_links() {
     let victim = dir.write("victim", "unchanged");
     std::os::unix::fs::symlink(&victim, dir.path().join(format!("{json}.tmp"))).unwrap();
     assert_eq!(f1.stop().code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "unchanged", "followed the link");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "unchanged",
+        "followed the link"
+    );
     let path = dir.path().join(&json);
-    let mode = std::fs::metadata(&path).expect("the state file").permissions().mode();
+    let mode = std::fs::metadata(&path)
+        .expect("the state file")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "state file mode");
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let entry = saved["entries"]
         .as_array()
         .and_then(|a| a.iter().find(|e| e["mac"] == c1.mac().to_lowercase()))
         .unwrap_or_else(|| panic!("c1 not saved: {saved}"));
-    assert!(entry["last_seen_ns"].as_u64().is_some_and(|t| t > 0), "no true age: {entry}");
-    assert!(!dir.files().iter().any(|f| f.ends_with(".tmp") && f != &format!("{json}.tmp")));
+    assert!(
+        entry["last_seen_ns"].as_u64().is_some_and(|t| t > 0),
+        "no true age: {entry}"
+    );
+    assert!(
+        !dir.files()
+            .iter()
+            .any(|f| f.ends_with(".tmp") && f != &format!("{json}.tmp"))
+    );
 }

@@ -6,7 +6,8 @@ use aya_ebpf::{
 };
 use vxlan_common::{
     BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS,
-    MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen, PortInfo, VniInfo, counters::NUM_COUNTERS,
+    MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen, PortInfo, VniInfo,
+    counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.

@@ -11,7 +11,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
-    NeighSeen, CFG_F_LEARNING, Config, Counter, NeighEntry, VNI_F_ANY_SENDER, allow_data,
+    CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, allow_data,
     wire::{
         ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
         UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_bad_source_ip, is_multicast_ip,

@@ -233,12 +233,9 @@ fn live_netns_inodes() -> Option<BTreeSet<u64>> {
         {
             continue;
         }
-        match fs::metadata(p.path().join("ns/net")) {
-            Ok(m) => {
-                out.insert(m.ino());
-            }
-            // Exited meanwhile, or not ours to look at.
-            Err(_) => {}
+        // An error: exited meanwhile, or not ours to look at.
+        if let Ok(m) = fs::metadata(p.path().join("ns/net")) {
+            out.insert(m.ino());
         }
     }
     if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {

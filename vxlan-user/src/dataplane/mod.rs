@@ -1030,12 +1030,7 @@ impl Dataplane {
             .collect();
         remotes.extend(self.static_remotes.iter().map(|(_, r)| *r));
         // Sightings of another MAC: resolve afresh.
-        let seen: Vec<[u8; 4]> = self
-            .maps
-            .neigh_seen
-            .keys()
-            .filter_map(Result::ok)
-            .collect();
+        let seen: Vec<[u8; 4]> = self.maps.neigh_seen.keys().filter_map(Result::ok).collect();
         for ip in &seen {
             let _ = self.maps.neigh_seen.remove(ip);
             let addr = Ipv4Addr::from(*ip);
@@ -1073,7 +1068,10 @@ impl Dataplane {
                 warn!("resolving remote {r}: {e:#}");
             }
         }
-        for r in batch.into_iter().chain(seen.iter().map(|ip| Ipv4Addr::from(*ip))) {
+        for r in batch
+            .into_iter()
+            .chain(seen.iter().map(|ip| Ipv4Addr::from(*ip)))
+        {
             let _ = self.resolve(r, false).await;
         }
     }
