@@ -1107,7 +1107,7 @@ fn hex_compact(b: &[u8]) -> String {
 
 use Counter::*;
 
-const SIDE: &[Counter] = &[Learn, LearnRefused, EventsLost];
+const SIDE: &[Counter] = &[Learn, LearnRefused, EventsLost, RxEcnMarked];
 const XDP_DROPS: &[Counter] = &[
     DropIpMalformed,
     DropIpOptions,
@@ -1136,6 +1136,11 @@ const XDP_PRE_LEARN_DROPS: &[Counter] = &[
     DropVxlanFlags,
     DropUnknownVni,
     DropInnerTruncated,
+    DropBadOuterSrc,
+    DropOtherHost,
+    DropUdpCsum,
+    DropBadSrcMac,
+    DropStaticConflict,
 ];
 const PORT_DROPS: &[Counter] = &[
     DropTxTruncated,
@@ -1247,7 +1252,74 @@ fn ip_udp_valid(f: &[u8]) -> Result<usize, &'static str> {
     if ulen != tot - 20 {
         return Err("a UDP length not matching the IPv4 length");
     }
+    let src: [u8; 4] = ip[12..16].try_into().unwrap();
+    // Martians to the kernel's routing: 0/8, 127/8, 224/4, 255.255.255.255.
+    if src == LOCAL || matches!(src[0], 0 | 127 | 224..=239) || src == [255; 4] {
+        return Err("a martian or our own outer source address");
+    }
+    if f[0] & 1 == 0 && f[..6] != UPLINK_MAC {
+        return Err("another host's destination MAC");
+    }
+    if f[OFF_UDP + 6..OFF_UDP + 8] != [0, 0] && !udp_checksum_ok(f, tot) {
+        return Err("a wrong UDP checksum");
+    }
     Ok(ETH_HLEN + tot)
+}
+
+/// Whether the outer UDP checksum of `f` (IPv4 packet of `tot` bytes) is
+/// right, summed in network order (independently of the datapath's sum).
+fn udp_checksum_ok(f: &[u8], tot: usize) -> bool {
+    let udp = &f[OFF_UDP..ETH_HLEN + tot];
+    let mut sum: u64 = 0;
+    for c in f[OFF_IP + 12..OFF_IP + 20].chunks(2).chain(udp.chunks(2)) {
+        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum += 17 + udp.len() as u64;
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// The inner frame `f[OFF_INNER..end]` as decapsulation must deliver it:
+/// its ECN field updated from the outer TOS (RFC 6040, written out here
+/// from the RFC's table, not with the datapath's helper); `None` when the
+/// frame must be dropped (CE over Not-ECT).
+fn expected_inner(f: &[u8], end: usize) -> Option<Vec<u8>> {
+    let mut inner = f[OFF_INNER..end].to_vec();
+    let outer = f[OFF_IP + 1] & 3;
+    let l3 = ETH_HLEN;
+    let (proto, ecn) = match u16::from_be_bytes([inner[12], inner[13]]) {
+        ETH_P_IP if inner.len() >= l3 + 20 => (4, inner[l3 + 1] & 3),
+        ETH_P_IPV6 if inner.len() >= l3 + 2 => (6, (inner[l3 + 1] >> 4) & 3),
+        _ => return Some(inner),
+    };
+    // Outer CE: CE inside, or drop for Not-ECT; outer ECT(1) on ECT(0):
+    // ECT(1); otherwise unchanged.
+    let new = match (outer, ecn) {
+        (3, 0) => return None,
+        (3, _) => 3,
+        (1, 2) => 1,
+        _ => ecn,
+    };
+    if proto == 4 {
+        inner[l3 + 1] = (inner[l3 + 1] & !3) | new;
+        if new != ecn {
+            // Updated incrementally (RFC 1624), as the kernel does: a
+            // wrong checksum stays as wrong as it was.
+            let old_w = u16::from_be_bytes([inner[l3], inner[l3 + 1] & !3 | ecn]);
+            let new_w = u16::from_be_bytes([inner[l3], inner[l3 + 1]]);
+            let check = u16::from_be_bytes([inner[l3 + 10], inner[l3 + 11]]);
+            let mut sum = u32::from(!check) + u32::from(!old_w) + u32::from(new_w);
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            inner[l3 + 10..l3 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        }
+    } else {
+        inner[l3 + 1] = (inner[l3 + 1] & 0xcf) | (new << 4);
+    }
+    Some(inner)
 }
 
 /// Checks an encapsulated frame: outer headers well-formed, in `vni`, and
@@ -1623,7 +1695,7 @@ impl Lab {
             f.len()
         );
         ensure!(
-            out[ML..] == f[OFF_INNER..end],
+            expected_inner(f, end).is_some_and(|want| out[ML..] == want[..]),
             "xdp: decap output is not exactly the inner frame",
             "inner frame differs"
         );

@@ -1116,12 +1116,18 @@ fn reflected_and_martian_outer_sources_are_dropped_before_learning() {
     let allow_all = |dp: &mut Dp| dp.allow(VNI, [0; 4], 0);
     let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
     assert_delivered_both(&allow_all, &good, "positive control");
+    // Class E is not a martian to the kernel either.
+    let mut class_e = good.clone();
+    set_src_ip(&mut class_e, [240, 0, 0, 1]);
+    assert_delivered_both(&allow_all, &class_e, "class E source");
     for (what, src) in [
         ("our own address", LOCAL),
         ("multicast", [224, 1, 1, 1]),
         ("multicast 239/8", [239, 255, 0, 1]),
         ("limited broadcast", [255; 4]),
         ("0.0.0.0", [0; 4]),
+        ("0.0.0.0/8", [0, 1, 2, 3]),
+        ("loopback", [127, 0, 0, 1]),
     ] {
         let mut f = good.clone();
         set_src_ip(&mut f, src);
