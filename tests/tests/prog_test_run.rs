@@ -1438,3 +1438,16 @@ fn ecn_is_decapsulated_as_rfc_6040_says() {
     let f = with_tos(&inner_arp(C2_MAC), 0x03);
     assert_delivered_both(&|_| {}, &f, "ARP under CE");
 }
+
+/// An IPv6 frame cut below its 40-byte header is delivered by both paths
+/// (the receiver's IPv6 drops it), not refused by TC decapsulation alone
+/// (found by `fuzz_tc_decap`).
+#[test]
+fn short_ipv6_inner_frame_is_delivered_by_both_paths() {
+    let mut inner = inner_ipv6(C1_MAC, C2_MAC, 0);
+    inner.truncate(14 + 28);
+    let f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+    for out in assert_delivered_both(&|_| {}, &f, "IPv6 with 28 bytes after Ethernet") {
+        assert_eq!(out, inner);
+    }
+}
