@@ -550,3 +550,78 @@ fn crafted_frames_from_the_underlay_are_refused_and_counted() {
         f1.diagnostics()
     );
 }
+
+/// The kernel's vxlan with `udpcsum` sends non-zero outer UDP checksums
+/// (over veths its frames arrive as CHECKSUM_PARTIAL, TCP as GSO
+/// super-packets): none is refused, and TCP keeps its throughput.
+#[test]
+fn udp_checksums_from_a_kernel_peer_are_accepted_and_tcp_flows() {
+    let topo = Topology::seed("vxhd-csum-")
+        .container("c1", "h1", "veth0", C1_IP)
+        .container("c2", "h2", "veth0", C2_IP)
+        .build();
+    topo.check_underlay();
+    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let f1 = Forwarder::start(
+        &h1.ns,
+        &[
+            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
+        ],
+    );
+    #[rustfmt::skip]
+    h2.ns.ip(["link", "add", "vxlan0", "type", "vxlan", "id", "42", "dstport", "4789",
+              "remote", H1_IP, "local", H2_IP, "dev", "eth0", "udpcsum"]);
+    h2.add_bridge("br0", &["vxlan0", "veth0"]);
+    assert_connected(&c2.ns, C1_IP, &f1);
+
+    // The peer's packets do carry a checksum.
+    let underlay = Capture::start(&topo.switch, "h1", "csum");
+    assert_connected(&c2.ns, C1_IP, &f1);
+    let sw = underlay.frames();
+    let from_h2: Vec<&Vec<u8>> = sw
+        .iter()
+        .filter(|f| vxlan_inner(f).is_some() && f[OFF_IP + 12..OFF_IP + 16] == ip(H2_IP).octets())
+        .collect();
+    assert!(!from_h2.is_empty(), "no VXLAN from h2 captured");
+    assert!(
+        from_h2
+            .iter()
+            .all(|f| f[OFF_UDP + 6..OFF_UDP + 8] != [0, 0]),
+        "h2's kernel vxlan sent a zero UDP checksum despite udpcsum"
+    );
+
+    // TCP, c2 -> c1 (received through vxlan-fwd's decapsulation).
+    let sip = C1_IP;
+    let mut srv = c1.ns.spawn("iperf3", ["-s", "-1", "-B", sip]);
+    let listening = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        !c1.ns
+            .exec("ss", ["-Htln", "sport", "=", ":5201"])
+            .stdout
+            .trim()
+            .is_empty()
+    });
+    assert!(listening, "iperf3 server did not listen: {}", srv.stderr());
+    let out = c2.ns.exec(
+        "iperf3",
+        ["-c", sip, "-t", "3", "-J", "--connect-timeout", "5000"],
+    );
+    let _ = srv.wait(Duration::from_secs(5));
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 did not print JSON ({e}): {out}\n{}",
+            f1.diagnostics()
+        )
+    });
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    eprintln!("c2 -> c1 TCP with udpcsum: {:.2} Gbit/s", bps / 1e9);
+    assert!(
+        bps > 200e6,
+        "TCP c2 -> c1 only {bps} bit/s: {out}\n{}",
+        f1.diagnostics()
+    );
+    assert_eq!(f1.counter("drop_udp_csum"), 0, "{}", f1.diagnostics());
+    assert!(f1.counter("rx_decap") > 100, "{}", f1.diagnostics());
+}
