@@ -391,9 +391,18 @@ fn crafted_frames_from_the_underlay_are_refused_and_counted() {
     let sock = udp_listener(&c1.ns, MARK_PORT);
     let c1m = parse_mac(&c1_mac);
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
-    // (what, outer source, outer TOS, inner source MAC, inner TOS, edit,
-    // expected: Ok(()) delivered / Err(drop counter)).
-    let cases: Vec<(&str, &str, u8, [u8; 6], u8, Edit, Result<(), &str>)> = vec![
+    /// What, outer source, outer TOS, inner source MAC, inner TOS, edit,
+    /// expected: `Ok(())` delivered, `Err(drop counter)`.
+    type Case = (
+        &'static str,
+        &'static str,
+        u8,
+        [u8; 6],
+        u8,
+        Edit,
+        Result<(), &'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "positive control",
             H2_IP,
