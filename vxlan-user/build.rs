@@ -24,5 +24,8 @@ fn main() -> anyhow::Result<()> {
         root_dir,
         ..Default::default()
     };
+    // The eBPF crate is built from vxlan-common too: a change there must
+    // rebuild it (aya-build only watches the eBPF crate's own directory).
+    println!("cargo:rerun-if-changed=../vxlan-common");
     aya_build::build_ebpf([ebpf_package], Toolchain::default())
 }

@@ -24,6 +24,16 @@
 //!   copies a flood really sends (captured on the devices of the private
 //!   namespace) go to exactly the other ports of the VNI and its
 //!   remotes/group, in that VNI, and match the flood counters.
+//!   Beyond these invariants, an oracle (`Lab::predict_rx`, written from
+//!   the kernel's order of checks, independently of the datapath) predicts
+//!   each frame's exact verdict and drop reason: a frame passed, dropped
+//!   under another reason or decapsulated where the oracle says otherwise
+//!   fails, also when both are "drops".
+//! - `fuzz_tc_decap`: the same frames through `vxlan_tc_uplink` with
+//!   `CFG_F_TC_DECAP` (no XDP: the default on veth uplinks): the oracle's
+//!   verdict and reason, TC_ACT_UNSPEC with the frame untouched for a pass,
+//!   TC_ACT_SHOT for a drop, TC_ACT_REDIRECT with exactly the inner frame
+//!   (padding trimmed, ECN per RFC 6040) for a decapsulation.
 //! - `fuzz_tc_uplink`: without XDP metadata (all that test_run can give it)
 //!   every frame continues untouched (TC_ACT_UNSPEC), nothing counted.
 //!
@@ -66,8 +76,8 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use vxlan_common::{
-    CFG_F_LEARNING, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data, map, prog,
+    CFG_F_LEARNING, CFG_F_TC_DECAP, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC,
+    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data, map, prog,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, OFF_INNER, OFF_IP, OFF_UDP,
         OFF_VXLAN, OVERHEAD, Outer, build_outer, ecn_encap, inet_checksum, ipv4_checksum,
@@ -498,6 +508,16 @@ impl Lab {
                 "link add {d} mtu {mtu} type veth peer name {d}p mtu {mtu}"
             )
             .unwrap();
+            if d == "up0" {
+                // TC decapsulation runs on it: frames to the uplink MAC
+                // must be PACKET_HOST there.
+                writeln!(
+                    cmds,
+                    "link set {d} address {}",
+                    UPLINK_MAC.map(|b| format!("{b:02x}")).join(":")
+                )
+                .unwrap();
+            }
             writeln!(cmds, "link set {d} up").unwrap();
             writeln!(cmds, "link set {d}p up").unwrap();
         }
@@ -844,7 +864,7 @@ impl Lab {
         let result = match which {
             Prog::Xdp => self.run_xdp(frame),
             Prog::TcPort => self.run_tc(prog::TC_PORT, frame, ifindex),
-            Prog::TcUplink => self.run_tc(prog::TC_UPLINK, frame, ifindex),
+            Prog::TcUplink | Prog::TcDecap => self.run_tc(prog::TC_UPLINK, frame, ifindex),
         };
         Run {
             which,
@@ -960,6 +980,9 @@ enum Prog {
     Xdp,
     TcPort,
     TcUplink,
+    /// The TC uplink program decapsulating itself (`CFG_F_TC_DECAP`, the
+    /// default on veth uplinks), fed what XDP is fed.
+    TcDecap,
 }
 
 struct Run {
@@ -1108,7 +1131,7 @@ fn hex_compact(b: &[u8]) -> String {
 
 use Counter::*;
 
-const SIDE: &[Counter] = &[Learn, LearnRefused, EventsLost];
+const SIDE: &[Counter] = &[Learn, LearnRefused, EventsLost, RxEcnMarked];
 const XDP_DROPS: &[Counter] = &[
     DropIpMalformed,
     DropIpOptions,
@@ -1137,6 +1160,11 @@ const XDP_PRE_LEARN_DROPS: &[Counter] = &[
     DropVxlanFlags,
     DropUnknownVni,
     DropInnerTruncated,
+    DropBadOuterSrc,
+    DropOtherHost,
+    DropUdpCsum,
+    DropBadSrcMac,
+    DropStaticConflict,
 ];
 const PORT_DROPS: &[Counter] = &[
     DropTxTruncated,
@@ -1181,6 +1209,17 @@ fn check_side(r: &Run, prefix: &str) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------
 // The outer headers
 // ---------------------------------------------------------------------------
+
+/// The oracle's verdict on an uplink frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not ours: to the kernel, untouched (`rx_pass`).
+    Pass,
+    /// Dropped and counted under this reason.
+    Drop(Counter),
+    /// Decapsulated (`rx_decap`).
+    Decap,
+}
 
 /// What an uplink frame is, by its outer Ethernet, IPv4 and UDP headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1248,7 +1287,74 @@ fn ip_udp_valid(f: &[u8]) -> Result<usize, &'static str> {
     if ulen != tot - 20 {
         return Err("a UDP length not matching the IPv4 length");
     }
+    let src: [u8; 4] = ip[12..16].try_into().unwrap();
+    // Martians to the kernel's routing: 0/8, 127/8, 224/4, 255.255.255.255.
+    if src == LOCAL || matches!(src[0], 0 | 127 | 224..=239) || src == [255; 4] {
+        return Err("a martian or our own outer source address");
+    }
+    if f[0] & 1 == 0 && f[..6] != UPLINK_MAC {
+        return Err("another host's destination MAC");
+    }
+    if f[OFF_UDP + 6..OFF_UDP + 8] != [0, 0] && !udp_checksum_ok(f, tot) {
+        return Err("a wrong UDP checksum");
+    }
     Ok(ETH_HLEN + tot)
+}
+
+/// Whether the outer UDP checksum of `f` (IPv4 packet of `tot` bytes) is
+/// right, summed in network order (independently of the datapath's sum).
+fn udp_checksum_ok(f: &[u8], tot: usize) -> bool {
+    let udp = &f[OFF_UDP..ETH_HLEN + tot];
+    let mut sum: u64 = 0;
+    for c in f[OFF_IP + 12..OFF_IP + 20].chunks(2).chain(udp.chunks(2)) {
+        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum += 17 + udp.len() as u64;
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// The inner frame `f[OFF_INNER..end]` as decapsulation must deliver it:
+/// its ECN field updated from the outer TOS (RFC 6040, written out here
+/// from the RFC's table, not with the datapath's helper); `None` when the
+/// frame must be dropped (CE over Not-ECT).
+fn expected_inner(f: &[u8], end: usize) -> Option<Vec<u8>> {
+    let mut inner = f[OFF_INNER..end].to_vec();
+    let outer = f[OFF_IP + 1] & 3;
+    let l3 = ETH_HLEN;
+    let (proto, ecn) = match u16::from_be_bytes([inner[12], inner[13]]) {
+        ETH_P_IP if inner.len() >= l3 + 20 => (4, inner[l3 + 1] & 3),
+        ETH_P_IPV6 if inner.len() >= l3 + 2 => (6, (inner[l3 + 1] >> 4) & 3),
+        _ => return Some(inner),
+    };
+    // Outer CE: CE inside, or drop for Not-ECT; outer ECT(1) on ECT(0):
+    // ECT(1); otherwise unchanged.
+    let new = match (outer, ecn) {
+        (3, 0) => return None,
+        (3, _) => 3,
+        (1, 2) => 1,
+        _ => ecn,
+    };
+    if proto == 4 {
+        inner[l3 + 1] = (inner[l3 + 1] & !3) | new;
+        if new != ecn {
+            // Updated incrementally (RFC 1624), as the kernel does: a
+            // wrong checksum stays as wrong as it was.
+            let old_w = u16::from_be_bytes([inner[l3], inner[l3 + 1] & !3 | ecn]);
+            let new_w = u16::from_be_bytes([inner[l3], inner[l3 + 1]]);
+            let check = u16::from_be_bytes([inner[l3 + 10], inner[l3 + 11]]);
+            let mut sum = u32::from(!check) + u32::from(!old_w) + u32::from(new_w);
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            inner[l3 + 10..l3 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        }
+    } else {
+        inner[l3 + 1] = (inner[l3 + 1] & 0xcf) | (new << 4);
+    }
+    Some(inner)
 }
 
 /// Checks an encapsulated frame: outer headers well-formed, in `vni`, and
@@ -1478,6 +1584,207 @@ struct Tally {
 }
 
 impl Lab {
+    fn set_cfg_flags(&mut self, flags: u32) {
+        let mut a = Array::<_, Config>::try_from(self.ebpf.map_mut(map::CONFIG).unwrap()).unwrap();
+        let mut cfg = a.get(&0, 0).unwrap();
+        cfg.flags = flags;
+        a.set(0, cfg, 0).unwrap();
+    }
+
+    /// The oracle: what the datapath must do with an uplink frame and
+    /// under which counter, written from the kernel's order of checks (IP
+    /// layer, UDP, vxlan, bridge, learning, ECN), independently of the
+    /// datapath's code. Called after the run: the only FDB entry a frame can
+    /// change is its own source's, which the datapath writes before it
+    /// looks the destination up, so the table as the run left it answers
+    /// the destination lookup.
+    fn predict_rx(&self, f: &[u8]) -> Verdict {
+        use Verdict::*;
+        let be16 = |i: usize| u16::from_be_bytes([f[i], f[i + 1]]);
+        if f.len() < OFF_UDP || be16(12) != ETH_P_IP || f[OFF_IP + 9] != 17 {
+            return Pass;
+        }
+        let ip4 = |i: usize| -> [u8; 4] { f[i..i + 4].try_into().unwrap() };
+        let (src, dst) = (ip4(OFF_IP + 12), ip4(OFF_IP + 16));
+        if dst != LOCAL && dst != GROUP43 {
+            return Pass;
+        }
+        if be16(OFF_IP + 6) & 0x3fff != 0 {
+            return Pass;
+        }
+        let (ver, ihl) = (f[OFF_IP] >> 4, usize::from(f[OFF_IP] & 0x0f));
+        if ver != 4 || ihl < 5 {
+            return Drop(DropIpMalformed);
+        }
+        let other_host = f[0] & 1 == 0 && f[..6] != UPLINK_MAC;
+        let udp = OFF_IP + ihl * 4;
+        if udp + 8 > f.len() || be16(udp + 2) != DSTPORT {
+            return Pass;
+        }
+        if other_host {
+            return Drop(DropOtherHost);
+        }
+        if ihl > 5 {
+            return Drop(DropIpOptions);
+        }
+        let hdr: [u8; 20] = f[OFF_IP..OFF_UDP].try_into().unwrap();
+        if hdr[10..12] != ipv4_checksum(&hdr) {
+            return Drop(DropIpChecksum);
+        }
+        let tot = usize::from(be16(OFF_IP + 2));
+        if tot > f.len() - ETH_HLEN || tot < 28 {
+            return Drop(DropIpLength);
+        }
+        if f[OFF_IP + 8] == 0 {
+            return Drop(DropIpTtl);
+        }
+        if src == LOCAL || matches!(src[0], 0 | 127 | 224..=239) || src == [255; 4] {
+            return Drop(DropBadOuterSrc);
+        }
+        if usize::from(be16(OFF_UDP + 4)) != tot - 20 {
+            return Drop(DropUdpLength);
+        }
+        if be16(OFF_UDP + 6) != 0 && !udp_checksum_ok(f, tot) {
+            return Drop(DropUdpCsum);
+        }
+        let payload = tot - 28;
+        if payload < 8 {
+            return Drop(DropVxlanTruncated);
+        }
+        if payload < 8 + 14 + 20 {
+            return Drop(DropInnerTruncated);
+        }
+        if f[OFF_VXLAN] & 0x08 == 0 {
+            return Drop(DropVxlanFlags);
+        }
+        let vni = u32::from_be_bytes([0, f[OFF_VXLAN + 4], f[OFF_VXLAN + 5], f[OFF_VXLAN + 6]]);
+        let Some(v) = self.vni_cfg(vni) else {
+            return Drop(DropUnknownVni);
+        };
+        if !v.sender_allowed(src) {
+            return Drop(DropSpoofed);
+        }
+        let mac = |i: usize| -> [u8; 6] { f[i..i + 6].try_into().unwrap() };
+        let (idst, isrc) = (mac(OFF_INNER), mac(OFF_INNER + 6));
+        if isrc[0] & 1 != 0 || isrc == [0; 6] {
+            return Drop(DropBadSrcMac);
+        }
+        let pinned = self
+            .statics
+            .iter()
+            .find(|(k, _)| *k == FdbKey::new(vni, isrc))
+            .map(|(_, e)| *e);
+        if pinned.is_some_and(|e| (e.remote, e.ifindex) != (src, 0)) {
+            return Drop(DropStaticConflict);
+        }
+        if expected_inner(f, ETH_HLEN + tot).is_none() {
+            return Drop(DropEcn);
+        }
+        if idst[0] & 1 != 0 {
+            return Decap;
+        }
+        match self.fdb_get(vni, idst) {
+            Some(e) if e.ifindex == 0 => Drop(DropRxHairpin),
+            _ => Decap,
+        }
+    }
+
+    /// The outcome counter of an uplink run, checked against the oracle.
+    fn check_verdict(&self, r: &Run, outcome: Counter, prefix: &str) -> Result<(), Fail> {
+        let want = self.predict_rx(&r.input);
+        let got = match outcome {
+            RxPass => Verdict::Pass,
+            RxDecap => Verdict::Decap,
+            c => Verdict::Drop(c),
+        };
+        ensure!(
+            got == want,
+            format!("{prefix}: oracle: expected {want:?}, got {got:?}"),
+            "the oracle's verdict and drop reason differ from the datapath's"
+        );
+        Ok(())
+    }
+
+    /// The invariants of `vxlan_tc_uplink` decapsulating (no XDP) for one
+    /// run: exactly the oracle's verdict and counter; a passed frame
+    /// untouched; a decapsulated one redirected, exactly the inner frame
+    /// (padding gone, ECN as RFC 6040 says).
+    fn check_tc_decap(&self, r: &Run, t: &mut Tally) -> Result<(), Fail> {
+        let f = &r.input;
+        if skb_refused(f) {
+            ensure!(
+                r.result.is_err(),
+                "tc_decap: test_run accepted a frame it should refuse",
+                "expected EINVAL"
+            );
+            t.einval += 1;
+            return Ok(());
+        }
+        let (action, out) = match &r.result {
+            Ok(x) => x,
+            Err(e) => return Err(("tc_decap: BPF_PROG_TEST_RUN failed".into(), e.clone())),
+        };
+        t.runs += 1;
+        *t.actions.entry(*action).or_default() += 1;
+        let mut outcome = None;
+        for (i, d) in r.delta.iter().enumerate() {
+            let c = Counter::ALL[i];
+            if *d == 0 || SIDE.contains(&c) || matches!(c, RxDeliver | RxFloodCopy) {
+                continue;
+            }
+            let is_outcome = c == RxPass || c == RxDecap || xdp_drop(i) || c == DropNoLocalPort;
+            ensure!(
+                is_outcome,
+                format!("tc_decap: counter {} moved", c.name()),
+                "not an outcome or side counter of decapsulation"
+            );
+            ensure!(
+                outcome.is_none() && *d == 1,
+                "tc_decap: not exactly one outcome counter",
+                ""
+            );
+            outcome = Some(c);
+        }
+        check_side(r, "tc_decap")?;
+        let Some(outcome) = outcome else {
+            return Err(("tc_decap: no counted outcome".into(), String::new()));
+        };
+        self.check_verdict(r, outcome, "tc_decap")?;
+        match outcome {
+            RxPass => {
+                ensure!(
+                    *action == TC_ACT_UNSPEC,
+                    "tc_decap: rx_pass without TC_ACT_UNSPEC",
+                    ""
+                );
+                ensure!(out == f, "tc_decap: passed frame modified", "");
+            }
+            RxDecap => {
+                ensure!(
+                    *action == TC_ACT_REDIRECT,
+                    format!(
+                        "tc_decap: rx_decap with {}",
+                        action_name(Prog::TcDecap, *action)
+                    ),
+                    ""
+                );
+                let tot = usize::from(u16::from_be_bytes([f[OFF_IP + 2], f[OFF_IP + 3]]));
+                let want = expected_inner(f, ETH_HLEN + tot);
+                ensure!(
+                    want.is_some_and(|w| *out == w),
+                    "tc_decap: output is not exactly the inner frame",
+                    "inner frame (with RFC 6040 ECN) differs"
+                );
+            }
+            c => ensure!(
+                *action == TC_ACT_SHOT,
+                format!("tc_decap: {} without TC_ACT_SHOT", c.name()),
+                ""
+            ),
+        }
+        Ok(())
+    }
+
     /// The invariants of `vxlan_xdp` for one run.
     fn check_xdp(&self, r: &Run, t: &mut Tally) -> Result<(), Fail> {
         let f = &r.input;
@@ -1545,6 +1852,7 @@ impl Lab {
                 "no outcome counter (rx_pass, rx_decap, drop_*) moved".into(),
             ));
         };
+        self.check_verdict(r, outcome, "xdp")?;
         let learned = r.d(Learn) + r.d(LearnRefused) != 0;
         let class = classify(f);
         match outcome {
@@ -1624,7 +1932,7 @@ impl Lab {
             f.len()
         );
         ensure!(
-            out[ML..] == f[OFF_INNER..end],
+            expected_inner(f, end).is_some_and(|want| out[ML..] == want[..]),
             "xdp: decap output is not exactly the inner frame",
             "inner frame differs"
         );
@@ -2399,6 +2707,7 @@ fn fuzz(which: Prog, frames_scale: u64) {
         Prog::Xdp => "fuzz_xdp_uplink",
         Prog::TcPort => "fuzz_tc_port",
         Prog::TcUplink => "fuzz_tc_uplink",
+        Prog::TcDecap => "fuzz_tc_decap",
     };
     // One stream per program, derived from the seed.
     let mut rng = Rng::new(env.seed ^ (which as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -2407,6 +2716,9 @@ fn fuzz(which: Prog, frames_scale: u64) {
         env.seed, env.frames
     );
     let mut lab = Lab::new();
+    if which == Prog::TcDecap {
+        lab.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    }
     let mut report = Report::default();
     let mut t = Tally::default();
     let start = Instant::now();
@@ -2415,12 +2727,14 @@ fn fuzz(which: Prog, frames_scale: u64) {
             Prog::Xdp => (0, gen_xdp(&mut rng)),
             Prog::TcPort => gen_tc(&mut rng, &lab),
             Prog::TcUplink => gen_uplink_tc(&mut rng, &lab),
+            Prog::TcDecap => (lab.uplink, gen_xdp(&mut rng)),
         };
         let run = lab.run(which, &frame, ifindex);
         let res = match which {
             Prog::Xdp => lab.check_xdp(&run, &mut t),
             Prog::TcPort => lab.check_tc_port(&run, &mut t),
             Prog::TcUplink => lab.check_tc_uplink(&run, &mut t),
+            Prog::TcDecap => lab.check_tc_decap(&run, &mut t),
         };
         if let Err(fail) = res {
             report.record(&lab, iter, env.seed, run, fail);
@@ -2566,6 +2880,37 @@ fn fuzz(which: Prog, frames_scale: u64) {
                 check(tot(c) > 0, format!("coverage: {} never counted", c.name()));
             }
         }
+        Prog::TcDecap => {
+            let drops = sum(&|i| xdp_drop(i) || Counter::ALL[i] == DropNoLocalPort);
+            check(
+                tot(RxPass) + tot(RxDecap) + drops == t.runs,
+                format!(
+                    "rx_pass {} + rx_decap {} + drops {drops} != runs {}",
+                    tot(RxPass),
+                    tot(RxDecap),
+                    t.runs
+                ),
+            );
+            check(
+                tot(RxDecap) == act(TC_ACT_REDIRECT) && tot(RxPass) == act(TC_ACT_UNSPEC),
+                "rx_decap != TC_ACT_REDIRECT or rx_pass != TC_ACT_UNSPEC".into(),
+            );
+            for c in [
+                RxPass,
+                RxDecap,
+                DropUdpCsum,
+                DropBadOuterSrc,
+                DropOtherHost,
+                DropBadSrcMac,
+                DropStaticConflict,
+                DropEcn,
+                DropSpoofed,
+                DropRxHairpin,
+                RxEcnMarked,
+            ] {
+                check(tot(c) > 0, format!("coverage: {} never counted", c.name()));
+            }
+        }
         Prog::TcUplink => {
             check(
                 totals.iter().all(|v| *v == 0),
@@ -2650,7 +2995,8 @@ fn fuzz(which: Prog, frames_scale: u64) {
             continue;
         }
         check(
-            which == Prog::Xdp && lab.vnis.iter().any(|v| v.sender_allowed(*ip)),
+            matches!(which, Prog::Xdp | Prog::TcDecap)
+                && lab.vnis.iter().any(|v| v.sender_allowed(*ip)),
             format!("NEIGH entry for {ip:?} that no allowed sender explains: {n:?}"),
         );
         check(
@@ -2702,6 +3048,7 @@ fn shrink(lab: &mut Lab, which: Prog, run: &Run, kind: &str) -> Option<Vec<u8>> 
             Prog::Xdp => lab.check_xdp(&r, &mut t),
             Prog::TcPort => lab.check_tc_port(&r, &mut t),
             Prog::TcUplink => lab.check_tc_uplink(&r, &mut t),
+            Prog::TcDecap => lab.check_tc_decap(&r, &mut t),
         };
         matches!(res, Err((k, _)) if k == kind)
     };
@@ -2738,6 +3085,14 @@ fn fuzz_xdp_uplink() {
 #[test]
 fn fuzz_tc_port() {
     fuzz(Prog::TcPort, 1);
+}
+
+/// The TC uplink program as the decapsulating datapath (no XDP): every
+/// verdict and drop reason predicted by the oracle (`Lab::predict_rx`),
+/// the inner frame out exactly as RFC 6040 makes it.
+#[test]
+fn fuzz_tc_decap() {
+    fuzz(Prog::TcDecap, 1);
 }
 
 #[test]

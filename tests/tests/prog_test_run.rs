@@ -1124,12 +1124,18 @@ fn reflected_and_martian_outer_sources_are_dropped_before_learning() {
     let allow_all = |dp: &mut Dp| dp.allow(VNI, [0; 4], 0);
     let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
     assert_delivered_both(&allow_all, &good, "positive control");
+    // Class E is not a martian to the kernel either.
+    let mut class_e = good.clone();
+    set_src_ip(&mut class_e, [240, 0, 0, 1]);
+    assert_delivered_both(&allow_all, &class_e, "class E source");
     for (what, src) in [
         ("our own address", LOCAL),
         ("multicast", [224, 1, 1, 1]),
         ("multicast 239/8", [239, 255, 0, 1]),
         ("limited broadcast", [255; 4]),
         ("0.0.0.0", [0; 4]),
+        ("0.0.0.0/8", [0, 1, 2, 3]),
+        ("loopback", [127, 0, 0, 1]),
     ] {
         let mut f = good.clone();
         set_src_ip(&mut f, src);
@@ -1439,4 +1445,17 @@ fn ecn_is_decapsulated_as_rfc_6040_says() {
     // Not IP inside (ARP): ECN does not apply, whatever the outer says.
     let f = with_tos(&inner_arp(C2_MAC), 0x03);
     assert_delivered_both(&|_| {}, &f, "ARP under CE");
+}
+
+/// An IPv6 frame cut below its 40-byte header is delivered by both paths
+/// (the receiver's IPv6 drops it), not refused by TC decapsulation alone
+/// (found by `fuzz_tc_decap`).
+#[test]
+fn short_ipv6_inner_frame_is_delivered_by_both_paths() {
+    let mut inner = inner_ipv6(C1_MAC, C2_MAC, 0);
+    inner.truncate(14 + 28);
+    let f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+    for out in assert_delivered_both(&|_| {}, &f, "IPv6 with 28 bytes after Ethernet") {
+        assert_eq!(out, inner);
+    }
 }

@@ -366,13 +366,14 @@ pub const fn csum_replace16(check: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
-/// True for source addresses no VTEP sends from (the kernel's IP layer
-/// refuses them as martians): multicast, limited broadcast, 0.0.0.0.
+/// True for source addresses no VTEP sends from, which the kernel's IP
+/// layer refuses as martians (`ip_route_input_slow`): multicast, limited
+/// broadcast, 0.0.0.0/8 and loopback (127.0.0.0/8, arriving on a device
+/// other than `lo`).
 #[inline(always)]
 pub const fn is_bad_source_ip(ip: &[u8; 4]) -> bool {
     let bcast = ip[0] == 255 && ip[1] == 255 && ip[2] == 255 && ip[3] == 255;
-    let zero = ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] == 0;
-    is_multicast_ip(ip) || bcast || zero
+    is_multicast_ip(ip) || bcast || ip[0] == 0 || ip[0] == 127
 }
 
 #[cfg(test)]

@@ -128,10 +128,14 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
         core::ptr::copy_nonoverlapping(p.add(OFF_INNER), p, ETH_HLEN);
     }
     // FIXED_GSO: gso_size is the inner MSS already. DECAP_L3 sets
-    // skb->protocol to the inner frame's.
+    // skb->protocol to the inner frame's; the kernel refuses it when what
+    // is left is shorter than that protocol's header (an IPv6 frame with
+    // fewer than 40 bytes after its Ethernet header): such a frame goes as
+    // a non-IP one, as XDP delivers it, and the receiver's IPv6 drops it.
+    let inner_l3_len = ctx.len() as usize - ENCAP_LEN - ETH_HLEN;
     let l3 = match rx.inner_proto {
         ETH_P_IP => BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64,
-        ETH_P_IPV6 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64,
+        ETH_P_IPV6 if inner_l3_len >= 40 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64,
         _ => 0,
     };
     let adj = BPF_F_ADJ_ROOM_FIXED_GSO as u64 | l3;

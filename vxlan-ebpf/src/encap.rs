@@ -208,7 +208,8 @@ fn skb_proto(ctx: &TcContext) -> u16 {
 }
 
 /// Whether the outer IPv4 total length (inner frame + 36, + `tag` bytes of
-/// VLAN tag still to go in) would exceed 16 bits: only a BIG TCP super-packet can be that long.
+/// VLAN tag still to go in) would exceed 16 bits: only a BIG TCP
+/// super-packet can be that long.
 #[inline(always)]
 fn outer_len_overflows(ctx: &TcContext, tag: usize) -> bool {
     ctx.len() as usize + tag + ENCAP_LEN - ETH_HLEN > 0xffff
