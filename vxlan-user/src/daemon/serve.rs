@@ -84,6 +84,7 @@ pub async fn serve(
     let (req_tx, mut requests) = mpsc::channel::<Pending>(MAX_PENDING);
     let mut hub = Hub::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sightings = tokio::time::interval(Duration::from_millis(100));
     let uplink_index = dp.uplink().index;
     let mut event_names = dp.port_names();
 
@@ -149,6 +150,7 @@ pub async fn serve(
                 }
                 Report::StaticRemotes(set) => dp.set_static_remotes(set),
             },
+            _ = sightings.tick() => dp.handle_sightings().await,
             _ = tick.tick() => {
                 dp.resolve_remotes().await;
                 dp.resync_ports().await;

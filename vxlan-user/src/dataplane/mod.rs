@@ -1029,21 +1029,6 @@ impl Dataplane {
             .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
             .collect();
         remotes.extend(self.static_remotes.iter().map(|(_, r)| *r));
-        // Sightings of another MAC: resolve afresh.
-        let seen: Vec<[u8; 4]> = self.maps.neigh_seen.keys().filter_map(Result::ok).collect();
-        for ip in &seen {
-            let _ = self.maps.neigh_seen.remove(ip);
-            let addr = Ipv4Addr::from(*ip);
-            if let Ok((oif, nh)) = self.nl.route_get(addr).await {
-                let _ = self.nl.forget_neighbour(oif, nh).await;
-                let _ = self.nl.kick_neighbour(oif, nh).await;
-            }
-        }
-        if !seen.is_empty() {
-            // An ARP exchange on a LAN takes well under this; the rest of
-            // this tick then finds the answers.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
         // Next hops the datapath recorded: a bounded number per tick.
         let recorded: Vec<Ipv4Addr> = self
             .maps
@@ -1068,11 +1053,39 @@ impl Dataplane {
                 warn!("resolving remote {r}: {e:#}");
             }
         }
-        for r in batch
-            .into_iter()
-            .chain(seen.iter().map(|ip| Ipv4Addr::from(*ip)))
-        {
+        for r in batch {
             let _ = self.resolve(r, false).await;
+        }
+    }
+
+    /// VTEPs whose frames arrived from another MAC than NEIGH holds
+    /// (`NEIGH_SEEN`, noted by the datapath at most once a second per
+    /// inner MAC): the kernel's entry is deleted and resolved afresh, and
+    /// NEIGH takes its answer. Cheap when there are none: called often.
+    pub async fn handle_sightings(&mut self) {
+        let seen: Vec<[u8; 4]> = self.maps.neigh_seen.keys().filter_map(Result::ok).collect();
+        if seen.is_empty() {
+            return;
+        }
+        let configured: BTreeSet<Ipv4Addr> = self
+            .vnis
+            .values()
+            .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
+            .chain(self.static_remotes.iter().map(|(_, r)| *r))
+            .collect();
+        for ip in &seen {
+            let _ = self.maps.neigh_seen.remove(ip);
+            let addr = Ipv4Addr::from(*ip);
+            if let Ok((oif, nh)) = self.nl.route_get(addr).await {
+                let _ = self.nl.forget_neighbour(oif, nh).await;
+                let _ = self.nl.kick_neighbour(oif, nh).await;
+            }
+        }
+        // An ARP exchange on a LAN takes well under this.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for ip in seen {
+            let addr = Ipv4Addr::from(ip);
+            let _ = self.resolve(addr, configured.contains(&addr)).await;
         }
     }
 
