@@ -278,6 +278,11 @@ pub async fn remove_strays(nl: &Netlink, keep: &[&str]) {
 }
 
 impl Attached {
+    /// The uplink has a new name (its filter is detached by name).
+    pub fn uplink_renamed(&mut self, name: &str) {
+        self.uplink.name = name.to_owned();
+    }
+
     /// Attaches the port program to `iface` (a port added at run time).
     pub fn add_port(&mut self, ebpf: &mut Ebpf, iface: &str) -> Result<()> {
         if ensure_clsact(iface)? {

@@ -10,7 +10,7 @@ use anyhow::Result;
 use log::warn;
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
     net::UnixStream,
     sync::mpsc,
 };
@@ -69,6 +69,8 @@ pub const MAX_WATCHERS: usize = 16;
 /// Events queued for one watcher; a watcher that falls this far behind
 /// has stopped reading and is dropped.
 const WATCHER_QUEUE: usize = 4096;
+/// One event line must be taken by the client within this time.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The forwarder's side: a bounded queue and a writer task per watcher,
 /// so that a watcher that stops reading stalls nothing but itself.
@@ -94,10 +96,24 @@ impl Hub {
         let id = self.next_id;
         self.next_id += 1;
         tokio::spawn(async move {
-            let mut stream = stream;
-            while let Some(line) = rx.recv().await {
-                if stream.write_all(line.as_bytes()).await.is_err() {
-                    break;
+            let (mut read, mut write) = stream.into_split();
+            let mut buf = [0u8; 64];
+            loop {
+                tokio::select! {
+                    line = rx.recv() => {
+                        let Some(line) = line else { break };
+                        // A client that stops reading is also dropped here.
+                        let sent = tokio::time::timeout(
+                            WRITE_TIMEOUT,
+                            write.write_all(line.as_bytes()),
+                        )
+                        .await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                    // The client went away (or sent something: ignored).
+                    r = read.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
                 }
             }
         });

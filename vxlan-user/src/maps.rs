@@ -10,7 +10,9 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     programs::loaded_programs,
 };
-use vxlan_common::{Config, FdbEntry, FdbKey, NeighEntry, NeighSeen, PortInfo, VniInfo, map, prog};
+use vxlan_common::{
+    BumWindow, Config, FdbEntry, FdbKey, NeighEntry, NeighSeen, PortInfo, VniInfo, map, prog,
+};
 
 use crate::netlink::{LinkInfo, Netlink};
 
@@ -27,6 +29,8 @@ pub struct Maps {
     pub learned_by: HashMap<MapData, u64, u64>,
     /// Remote VTEPs whose frames came from another MAC than NEIGH holds.
     pub neigh_seen: HashMap<MapData, [u8; 4], NeighSeen>,
+    /// Each rate-limited port's BUM window (by ifindex).
+    pub bum: HashMap<MapData, u32, BumWindow>,
     /// Key data: `vxlan_common::allow_data(vni, addr)`.
     pub allowed: LpmTrie<MapData, [u8; 8], u32>,
 }
@@ -49,6 +53,7 @@ impl Maps {
             learned: Array::try_from(take(map::LEARNED)?)?,
             learned_by: HashMap::try_from(take(map::LEARNED_BY)?)?,
             neigh_seen: HashMap::try_from(take(map::NEIGH_SEEN)?)?,
+            bum: HashMap::try_from(take(map::BUM)?)?,
             allowed: LpmTrie::try_from(take(map::ALLOWED)?)?,
         })
     }
@@ -66,7 +71,7 @@ impl Maps {
         let (mut config, mut fdb, mut ports, mut vnis, mut counters, mut neigh) =
             (None, None, None, None, None, None);
         let (mut groups, mut learned, mut allowed, mut learned_by) = (None, None, None, None);
-        let mut neigh_seen = None;
+        let (mut neigh_seen, mut bum) = (None, None);
         for id in ids {
             let data = MapData::from_id(id).with_context(|| format!("opening map {id}"))?;
             let info = data.info()?;
@@ -82,6 +87,7 @@ impl Maps {
                 Some(map::GROUPS) => groups = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::LEARNED) => learned = Some(Array::try_from(Map::Array(data))?),
                 Some(map::LEARNED_BY) => learned_by = Some(HashMap::try_from(Map::HashMap(data))?),
+                Some(map::BUM) => bum = Some(HashMap::try_from(Map::HashMap(data))?),
                 Some(map::NEIGH_SEEN) => {
                     neigh_seen = Some(HashMap::try_from(Map::LruHashMap(data))?)
                 }
@@ -101,6 +107,7 @@ impl Maps {
             learned: learned.ok_or_else(|| missing(map::LEARNED))?,
             learned_by: learned_by.ok_or_else(|| missing(map::LEARNED_BY))?,
             neigh_seen: neigh_seen.ok_or_else(|| missing(map::NEIGH_SEEN))?,
+            bum: bum.ok_or_else(|| missing(map::BUM))?,
             allowed: allowed.ok_or_else(|| missing(map::ALLOWED))?,
         })
     }

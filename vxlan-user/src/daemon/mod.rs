@@ -204,7 +204,6 @@ async fn start_and_serve(
             Ok(j) => dp.apply_journal(&j).await,
             Err(e) => warn!("ignoring the runtime journal: {e:#}"),
         }
-        dp.save_journal();
         let ports = port_vnis(&dp);
         let old = match adopt {
             Some(r) => {
@@ -251,8 +250,10 @@ async fn start_and_serve(
         Ok(())
     }
     .await;
+    let ok = started.is_ok();
     let result = match started {
         Ok(()) => {
+            dp.save_journal();
             print_ready(&dp);
             notify::ready();
             let inst = serve::Instance {
@@ -269,7 +270,7 @@ async fn start_and_serve(
         Err(e) => Err(e),
     };
     notify::stopping();
-    dp.shutdown().await;
+    dp.shutdown(ok).await;
     println!("vxlan-fwd: stopped; programs detached");
     result
 }

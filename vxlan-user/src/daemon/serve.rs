@@ -123,6 +123,14 @@ pub async fn serve(
                 guard.clear_ready();
             }
             ev = links.recv() => match ev {
+                Some(LinkEvent::Link(l)) if l.index == uplink_index && l.name != dp.uplink().name => {
+                    let old = dp.uplink().name.clone();
+                    dp.uplink_renamed(&l.name);
+                    break Err(anyhow!(
+                        "the uplink '{old}' was renamed to '{}'; stopping (start again on the new name)",
+                        l.name
+                    ));
+                }
                 Some(LinkEvent::Link(l)) => dp.link_changed(&l).await,
                 Some(LinkEvent::LinkGone { index, name }) if index == uplink_index => {
                     break Err(anyhow!("the uplink '{name}' was deleted; stopping"));
@@ -356,10 +364,10 @@ async fn apply(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<Vec<Str
             new.iface
         );
     }
-    if new.max_fdb > old.max_fdb {
+    if new.max_fdb > dp.map_max_fdb() {
         anyhow::bail!(
             "max_fdb can only grow beyond {} with a restart (the FDB map's size is fixed)",
-            old.max_fdb
+            dp.map_max_fdb()
         );
     }
     if new.ageing != old.ageing {
@@ -368,5 +376,9 @@ async fn apply(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<Vec<Str
     // Ports first: nothing changes if one is missing.
     let problems = dp.apply_config(new).await?;
     dp.set_settings(Settings::from(new))?;
+    if new.local.is_none() && old.local.is_some() {
+        let addr = dp.netlink().first_ipv4(dp.uplink().index).await?;
+        dp.uplink_address(addr)?;
+    }
     Ok(problems)
 }

@@ -16,6 +16,8 @@ pub struct HostIf {
     /// The port end, `<name>-fwd`.
     pub peer_name: String,
     pub peer_index: u32,
+    /// This process created it (rather than finding it left behind).
+    pub created: bool,
 }
 
 impl HostIf {
@@ -30,6 +32,7 @@ impl HostIf {
             index: host.index,
             peer_name,
             peer_index: peer.index,
+            created: false,
         })
     }
 
@@ -57,6 +60,7 @@ impl HostIf {
                 index: host.index,
                 peer_name: peer.clone(),
                 peer_index: p.index,
+                created: true,
             })
         }
         .await;

@@ -162,7 +162,15 @@ pub struct Dataplane {
     journal_path: PathBuf,
     /// Where the next check of recorded next hops starts.
     neigh_cursor: usize,
+    /// VTEPs whose kernel neighbour entry a sighting made us forget, and
+    /// when (see [`SIGHTING_HOLDOFF`]).
+    forgotten: BTreeMap<Ipv4Addr, std::time::Instant>,
+    /// The `max_fdb` the FDB map was sized for.
+    map_max_fdb: u32,
 }
+
+/// A VTEP's kernel neighbour entry is forgotten at most this often.
+const SIGHTING_HOLDOFF: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Next hops recorded by the datapath that are checked per tick.
 const NEIGH_CHECKS_PER_TICK: usize = 64;
@@ -180,6 +188,7 @@ impl Dataplane {
         tc_decap: bool,
         journal_path: PathBuf,
     ) -> Result<Self> {
+        let settings_max_fdb = settings.max_fdb;
         let mut dp = Self {
             nl,
             ebpf,
@@ -195,6 +204,8 @@ impl Dataplane {
             static_remotes: BTreeSet::new(),
             journal_path,
             neigh_cursor: 0,
+            forgotten: BTreeMap::new(),
+            map_max_fdb: settings_max_fdb,
         };
         dp.write_config()?;
         Ok(dp)
@@ -217,6 +228,11 @@ impl Dataplane {
     }
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+    /// The `max_fdb` the FDB map was created for (a reload may not exceed
+    /// it).
+    pub fn map_max_fdb(&self) -> u32 {
+        self.map_max_fdb
     }
     pub fn netlink(&self) -> &Netlink {
         &self.nl
@@ -260,6 +276,7 @@ impl Dataplane {
         self.settings = s;
         self.write_config()?;
         if allow_changed {
+            fdb::recount_learned(&mut self.maps)?;
             for id in self.vnis.keys().copied().collect::<Vec<_>>() {
                 self.write_vni(id)?;
                 self.write_ports(id)?;
@@ -298,6 +315,15 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// The uplink was renamed: what is detached at stop is found by the
+    /// new name.
+    pub fn uplink_renamed(&mut self, name: &str) {
+        self.uplink.name = name.to_owned();
+        if let Some(att) = &mut self.attached {
+            att.uplink_renamed(name);
+        }
     }
 
     /// The uplink's first IPv4 address is now `addr`: the local VTEP
@@ -392,7 +418,7 @@ impl Dataplane {
         }
         .await;
         if let Err(e) = done {
-            let _ = self.vni_del(spec.id).await;
+            let _ = self.vni_remove(spec.id, true).await;
             return Err(e);
         }
         info!("VNI {} added ({})", spec.id, origin.name());
@@ -402,6 +428,12 @@ impl Dataplane {
     /// Removes VNI `id`: its ports (detached), its host interface, its
     /// group membership and every FDB entry of it.
     pub async fn vni_del(&mut self, id: u32) -> Result<()> {
+        self.vni_remove(id, false).await
+    }
+
+    /// [`Dataplane::vni_del`]; `rollback`: undoing a failed `vni_add`,
+    /// which leaves a host interface it did not create alone.
+    async fn vni_remove(&mut self, id: u32, rollback: bool) -> Result<()> {
         if !self.vnis.contains_key(&id) {
             bail!("VNI {id} is not configured in this forwarder");
         }
@@ -424,7 +456,9 @@ impl Dataplane {
             let _ = self.maps.groups.remove(&g.octets());
             self.memberships.remove(&g);
         }
-        if let Some(h) = &v.host_if {
+        if let Some(h) = &v.host_if
+            && (h.created || !rollback)
+        {
             h.remove(&self.nl).await;
         }
         self.flush_where(|k, _| k.vni == id)?;
@@ -548,6 +582,8 @@ impl Dataplane {
             return Ok(());
         }
         v.limits = limits.clone();
+        // The datapath counts only capped scopes: exact counts first.
+        fdb::recount_learned(&mut self.maps)?;
         self.write_vni(id)?;
         self.write_ports(id)?;
         self.sync_allowed();
@@ -676,6 +712,9 @@ impl Dataplane {
         if self.ports.contains_key(name) {
             bail!("'{name}' is a port already");
         }
+        if self.ports.values().filter(|p| p.vni == vni).count() >= MAX_PORTS {
+            bail!("at most {MAX_PORTS} local ports per VNI");
+        }
         self.ports.insert(
             name.to_owned(),
             Port {
@@ -699,15 +738,31 @@ impl Dataplane {
         if let Some(p) = self.ports.get_mut(name) {
             p.link = Some(link.clone());
         }
-        self.maps
-            .ports
-            .insert(link.index, info, 0)
-            .context("writing PORTS")?;
-        self.write_vni(vni)?;
-        if let Some(att) = &mut self.attached {
-            att.add_port(&mut self.ebpf, &link.name)?;
+        let up = async {
+            self.maps
+                .ports
+                .insert(link.index, info, 0)
+                .context("writing PORTS")?;
+            self.write_vni(vni)?;
+            if let Some(att) = &mut self.attached {
+                att.add_port(&mut self.ebpf, &link.name)?;
+            }
+            Ok::<_, anyhow::Error>(())
         }
-        Ok(())
+        .await;
+        if up.is_err() {
+            // As it was: not attached (a later link event or resync tries
+            // again).
+            if let Some(p) = self.ports.get_mut(name) {
+                p.link = None;
+            }
+            let _ = self.maps.ports.remove(&link.index);
+            let _ = self.write_vni(vni);
+            if let Some(att) = &mut self.attached {
+                att.remove_port(&link.name);
+            }
+        }
+        up
     }
 
     /// Port `name`'s interface is gone (or the port is being removed):
@@ -727,6 +782,11 @@ impl Dataplane {
             warn!("VNI {vni}: {e:#}");
         }
         let _ = self.maps.ports.remove(&link.index);
+        let _ = self.maps.bum.remove(&link.index);
+        let _ = self
+            .maps
+            .learned_by
+            .remove(&vxlan_common::learned_key_port(link.index));
         if let Err(e) = self.flush_where(|_, e| e.is_local() && e.ifindex == link.index) {
             warn!("removing the FDB entries of '{name}': {e:#}");
         }
@@ -1073,10 +1133,23 @@ impl Dataplane {
             .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
             .chain(self.static_remotes.iter().map(|(_, r)| *r))
             .collect();
+        let now = std::time::Instant::now();
+        self.forgotten
+            .retain(|_, t| now.duration_since(*t) < SIGHTING_HOLDOFF);
         for ip in &seen {
             let _ = self.maps.neigh_seen.remove(ip);
             let addr = Ipv4Addr::from(*ip);
-            if let Ok((oif, nh)) = self.nl.route_get(addr).await {
+            // Only a VTEP on the uplink's own link: behind a router the
+            // frames carry a router's MAC (one of several, with ECMP), and
+            // the router's entry is not ours to forget. At most once per
+            // hold-off per address, whatever the frames say.
+            if self.forgotten.contains_key(&addr) {
+                continue;
+            }
+            if let Ok((oif, nh)) = self.nl.route_get(addr).await
+                && nh == addr
+            {
+                self.forgotten.insert(addr, now);
                 let _ = self.nl.forget_neighbour(oif, nh).await;
                 let _ = self.nl.kick_neighbour(oif, nh).await;
             }
@@ -1139,12 +1212,18 @@ impl Dataplane {
 
     /// Detaches everything, removes the host interfaces and leaves the
     /// groups.
-    pub async fn shutdown(mut self) {
+    ///
+    /// `started`: the start succeeded. After a failed start, host
+    /// interfaces this process did not create (a previous instance's,
+    /// whose datapath may still run) are left alone.
+    pub async fn shutdown(mut self, started: bool) {
         if let Some(att) = self.attached.take() {
             att.detach(&self.nl).await;
         }
         for v in self.vnis.values() {
-            if let Some(h) = &v.host_if {
+            if let Some(h) = &v.host_if
+                && (started || h.created)
+            {
                 h.remove(&self.nl).await;
             }
         }
