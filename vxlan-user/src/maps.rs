@@ -29,8 +29,10 @@ pub struct Maps {
     pub learned_by: HashMap<MapData, u64, u64>,
     /// Remote VTEPs whose frames came from another MAC than NEIGH holds.
     pub neigh_seen: HashMap<MapData, [u8; 4], NeighSeen>,
-    /// Each rate-limited port's BUM window (by ifindex).
-    pub bum: HashMap<MapData, u32, BumWindow>,
+    /// Each rate-limited port's BUM window (by ifindex). Only the port
+    /// program uses it, so it is absent when the maps are opened by the
+    /// uplink program's id (`from_program`).
+    pub bum: Option<HashMap<MapData, u32, BumWindow>>,
     /// Key data: `vxlan_common::allow_data(vni, addr)`.
     pub allowed: LpmTrie<MapData, [u8; 8], u32>,
 }
@@ -53,7 +55,7 @@ impl Maps {
             learned: Array::try_from(take(map::LEARNED)?)?,
             learned_by: HashMap::try_from(take(map::LEARNED_BY)?)?,
             neigh_seen: HashMap::try_from(take(map::NEIGH_SEEN)?)?,
-            bum: HashMap::try_from(take(map::BUM)?)?,
+            bum: Some(HashMap::try_from(take(map::BUM)?)?),
             allowed: LpmTrie::try_from(take(map::ALLOWED)?)?,
         })
     }
@@ -107,7 +109,7 @@ impl Maps {
             learned: learned.ok_or_else(|| missing(map::LEARNED))?,
             learned_by: learned_by.ok_or_else(|| missing(map::LEARNED_BY))?,
             neigh_seen: neigh_seen.ok_or_else(|| missing(map::NEIGH_SEEN))?,
-            bum: bum.ok_or_else(|| missing(map::BUM))?,
+            bum,
             allowed: allowed.ok_or_else(|| missing(map::ALLOWED))?,
         })
     }

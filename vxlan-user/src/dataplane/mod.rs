@@ -167,6 +167,9 @@ pub struct Dataplane {
     forgotten: BTreeMap<Ipv4Addr, std::time::Instant>,
     /// The `max_fdb` the FDB map was sized for.
     map_max_fdb: u32,
+    /// Static remote entries added lately, by `fdb add` (see
+    /// [`Dataplane::set_static_remotes`]).
+    recent_static: BTreeMap<(u32, Ipv4Addr), std::time::Instant>,
 }
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
@@ -206,6 +209,7 @@ impl Dataplane {
             neigh_cursor: 0,
             forgotten: BTreeMap::new(),
             map_max_fdb: settings_max_fdb,
+            recent_static: BTreeMap::new(),
         };
         dp.write_config()?;
         Ok(dp)
@@ -782,7 +786,9 @@ impl Dataplane {
             warn!("VNI {vni}: {e:#}");
         }
         let _ = self.maps.ports.remove(&link.index);
-        let _ = self.maps.bum.remove(&link.index);
+        if let Some(bum) = &mut self.maps.bum {
+            let _ = bum.remove(&link.index);
+        }
         let _ = self
             .maps
             .learned_by
@@ -951,6 +957,8 @@ impl Dataplane {
             && op != Op::Del
         {
             self.static_remotes.insert((spec.vni, dst));
+            self.recent_static
+                .insert((spec.vni, dst), std::time::Instant::now());
             self.sync_allowed();
             self.resolve_remotes().await;
         }
@@ -1024,7 +1032,13 @@ impl Dataplane {
     }
 
     /// Static remote entries, from a scan of the FDB (by the housekeeper).
-    pub fn set_static_remotes(&mut self, set: BTreeSet<(u32, Ipv4Addr)>) {
+    pub fn set_static_remotes(&mut self, mut set: BTreeSet<(u32, Ipv4Addr)>) {
+        // A scan may have started before an `fdb add`: what was added in
+        // the last minute stays until a later scan can have seen it.
+        let now = std::time::Instant::now();
+        self.recent_static
+            .retain(|_, t| now.duration_since(*t) < std::time::Duration::from_secs(60));
+        set.extend(self.recent_static.keys().copied());
         if set != self.static_remotes {
             self.static_remotes = set;
             self.sync_allowed();
