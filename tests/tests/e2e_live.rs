@@ -25,6 +25,22 @@ use vxlan_tests::{
 const C1_IP: &str = "172.18.1.2";
 const C2_IP: &str = "172.18.1.3";
 
+/// The seed's forwarder arguments: uplink eth0, VNI 42, port veth0, one
+/// remote.
+fn vtep(remote: &str) -> [&str; 8] {
+    [
+        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", remote,
+    ]
+}
+
+/// Forwarders on h1 and h2 of [`two_hosts`], each with the other as its
+/// remote.
+fn start_pair(topo: &Topology, dir: &TempDir) -> (Fwd, Fwd) {
+    let f1 = Fwd::start(&topo.host("h1").ns, &vtep(H2_IP), dir.path());
+    let f2 = Fwd::start(&topo.host("h2").ns, &vtep(H1_IP), dir.path());
+    (f1, f2)
+}
+
 /// Two hosts, c1 on h1 (veth0) and c2 on h2 (veth0).
 fn two_hosts(prefix: &str) -> Topology {
     let topo = Topology::seed(prefix)
@@ -126,13 +142,7 @@ fn runtime_vnis_and_ports() {
     let c1 = topo.container("c1");
     // h1 starts as an empty VTEP: no VNI, no port.
     let f1 = Fwd::start(&h1.ns, &["--iface", "eth0"], dir.path());
-    let f2 = Fwd::start(
-        &h2.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
-        ],
-        dir.path(),
-    );
+    let f2 = Fwd::start(&h2.ns, &vtep(H1_IP), dir.path());
     assert_eq!(json(&f1, &["vni", "show"]), Value::Array(vec![]));
     assert_not_connected(c1, C2_IP, "h1 serves no VNI yet", &[&f1, &f2]);
 
@@ -221,22 +231,9 @@ fn runtime_vnis_and_ports() {
 fn container_restart_is_reattached() {
     let dir = TempDir::new("rea");
     let topo = two_hosts("vxl-rea-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let h1 = topo.host("h1");
     let c1 = topo.container("c1");
-    let f1 = Fwd::start(
-        &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
-        dir.path(),
-    );
-    let f2 = Fwd::start(
-        &h2.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
-        ],
-        dir.path(),
-    );
+    let (f1, f2) = start_pair(&topo, &dir);
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
     let old = port_row(&f1, "veth0").expect("veth0")["ifindex"].clone();
 
@@ -289,22 +286,9 @@ fn container_restart_is_reattached() {
 fn uplink_mtu_change_reaches_path_mtu() {
     let dir = TempDir::new("mtu");
     let topo = two_hosts("vxl-mtu-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let h1 = topo.host("h1");
     let c1 = topo.container("c1");
-    let f1 = Fwd::start(
-        &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
-        dir.path(),
-    );
-    let f2 = Fwd::start(
-        &h2.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
-        ],
-        dir.path(),
-    );
+    let (f1, f2) = start_pair(&topo, &dir);
     assert_connected(c1, C2_IP, 2, &[&f1, &f2]);
     // 1400 bytes of ICMP payload: a 1428-byte packet, 1478 encapsulated.
     let big = |c: &Container| {
@@ -343,13 +327,7 @@ fn uplink_deleted_stops_with_one_line() {
     let dir = TempDir::new("upd");
     let topo = two_hosts("vxl-upd-");
     let h1 = topo.host("h1");
-    let f1 = Fwd::start(
-        &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
-        dir.path(),
-    );
+    let f1 = Fwd::start(&h1.ns, &vtep(H2_IP), dir.path());
     assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
     h1.ns.ip(["link", "del", "eth0"]);
     let out = f1.wait_exit(Duration::from_secs(10));
@@ -397,13 +375,7 @@ fn reload_applies_the_difference_without_loss() {
     let path = dir.write("h1.toml", &config_text(&[(42, &["veth0"], &[H2_IP])]));
     let path_s = path.to_string_lossy().into_owned();
     let mut f1 = Fwd::start(&h1.ns, &["--config", &path_s], dir.path());
-    let f2 = Fwd::start(
-        &h2.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
-        ],
-        dir.path(),
-    );
+    let f2 = Fwd::start(&h2.ns, &vtep(H1_IP), dir.path());
     assert_connected(c1, C2_IP, 2, &[&f1, &f2]);
 
     // 20 pings a second across three reloads: add VNI 43 and a remote,
@@ -512,16 +484,8 @@ fn configuration_is_the_truth_across_stop_and_kill() {
         "--remote",
         "192.168.57.52",
     ];
-    let one = [
-        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-    ];
-    let f2 = Fwd::start(
-        &h2.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
-        ],
-        dir.path(),
-    );
+    let one = vtep(H2_IP);
+    let f2 = Fwd::start(&h2.ns, &vtep(H1_IP), dir.path());
     for how in ["SIGINT", "SIGKILL"] {
         let f1 = Fwd::start(&h1.ns, &two, dir.path());
         // Added at run time: survives the restart.
@@ -585,13 +549,7 @@ fn files_of_gone_namespaces_are_removed() {
     ] {
         dir.write(f, "{}");
     }
-    let f1 = Fwd::start(
-        &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
-        dir.path(),
-    );
+    let f1 = Fwd::start(&h1.ns, &vtep(H2_IP), dir.path());
     let files = dir.files();
     assert!(
         !files
@@ -674,9 +632,7 @@ fn control_socket_is_root_only_and_single_instance() {
     let dir = TempDir::new("ctl");
     let topo = two_hosts("vxl-ctl-");
     let h1 = topo.host("h1");
-    let args = [
-        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-    ];
+    let args = vtep(H2_IP);
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
     // Positive control: root may.
     f1.command(&["vni", "show"]);
@@ -936,20 +892,7 @@ fn a_remote_vteps_new_mac_is_followed() {
     let topo = two_hosts("vxl-nmac-");
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));
     let (c1, c2) = (topo.container("c1"), topo.container("c2"));
-    let f1 = Fwd::start(
-        &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
-        dir.path(),
-    );
-    let f2 = Fwd::start(
-        &h2.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H1_IP,
-        ],
-        dir.path(),
-    );
+    let (f1, f2) = start_pair(&topo, &dir);
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
     // h2's uplink gets a new MAC; h1's kernel still knows the old one
     // (REACHABLE for up to half a minute), and frames to it are dropped
@@ -1006,9 +949,7 @@ fn state_files_are_private_and_never_follow_links() {
     let topo = two_hosts("vxl-stf-");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
-    let args = [
-        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-    ];
+    let args = vtep(H2_IP);
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
     let _ = ping_result(&c1.ns, C2_IP, 1); // c1 is learned
     let json = dir

@@ -298,6 +298,19 @@ impl Counts {
     }
 }
 
+/// The (VNI, remote VTEP) pairs of static FDB entries behind a remote:
+/// senders to allow and next hops to keep, like the default remotes. One
+/// batched walk of the FDB.
+pub fn static_remotes(maps: &Maps) -> Result<std::collections::BTreeSet<(u32, Ipv4Addr)>> {
+    let mut set = std::collections::BTreeSet::new();
+    batch::for_each(&maps.fdb, |k, e| {
+        if e.is_static() && !e.is_local() {
+            set.insert((k.vni, Ipv4Addr::from(e.remote)));
+        }
+    })?;
+    Ok(set)
+}
+
 /// Writes the exact number of learned entries to LEARNED and LEARNED_BY,
 /// which the datapath only ever increments. Returns the total.
 pub fn recount_learned(maps: &mut Maps) -> Result<u64> {

@@ -21,7 +21,7 @@ use log::{info, warn};
 use tokio::sync::mpsc;
 use vxlan_common::{FdbEntry, FdbKey};
 
-use crate::{batch, fdb, maps::Maps, state};
+use crate::{fdb, maps::Maps, state};
 
 /// How often the table is written to the state file, if it changed (and
 /// always at stop). After a crash the live maps are adopted, so this is
@@ -120,14 +120,8 @@ fn run(
             }
         }
         if now >= next_scan {
-            let mut set = BTreeSet::new();
-            let read = batch::for_each(&maps.fdb, |k, e| {
-                if e.is_static() && !e.is_local() {
-                    set.insert((k.vni, Ipv4Addr::from(e.remote)));
-                }
-            });
-            match read {
-                Ok(_) if last_statics.as_ref() != Some(&set) => {
+            match fdb::static_remotes(&maps) {
+                Ok(set) if last_statics.as_ref() != Some(&set) => {
                     last_statics = Some(set.clone());
                     let _ = tx.send(Report::StaticRemotes(set));
                 }

@@ -232,7 +232,10 @@ async fn start_and_serve(
         };
         // Senders and next hops before anything is attached: no frame of a
         // remote may meet an empty ALLOWED or NEIGH.
-        dp.set_static_remotes(static_remotes(dp.maps()));
+        match fdb::static_remotes(dp.maps()) {
+            Ok(set) => dp.set_static_remotes(set),
+            Err(e) => warn!("looking for static remote entries: {e:#}"),
+        }
         dp.sync_allowed();
         dp.resolve_remotes().await;
         dp.attach(xdp_mode, adopt).await?;
@@ -278,17 +281,6 @@ async fn start_and_serve(
 /// ifindex → VNI of the attached ports.
 fn port_vnis(dp: &Dataplane) -> std::collections::HashMap<u32, u32> {
     dp.port_map().into_values().collect()
-}
-
-/// One scan of the FDB for static entries behind a remote.
-fn static_remotes(maps: &Maps) -> std::collections::BTreeSet<(u32, std::net::Ipv4Addr)> {
-    let mut set = std::collections::BTreeSet::new();
-    let _ = crate::batch::for_each(&maps.fdb, |k, e| {
-        if e.is_static() && !e.is_local() {
-            set.insert((k.vni, std::net::Ipv4Addr::from(e.remote)));
-        }
-    });
-    set
 }
 
 /// One `ready` line per VNI (or one for an empty VTEP).

@@ -21,14 +21,13 @@ use tokio::{
     signal::unix::Signal,
     sync::mpsc,
 };
-use vxlan_common::{EV_AGE, FdbEvent};
+use vxlan_common::{EV_AGE, FdbEvent, VNI_MAX};
 
 use super::{
     Launch,
     housekeeper::{Housekeeper, Report},
 };
 use crate::{
-    cli::parse_vni,
     config::Config,
     control::{Request, Response},
     dataplane::{Dataplane, Origin, Settings, VniSpec},
@@ -298,9 +297,10 @@ async fn dispatch(dp: &mut Dataplane, req: Request) -> Response {
                 host_if,
                 limits,
             };
-            let r = match parse_vni(&vni.to_string()) {
-                Ok(_) => dp.vni_add(&spec, Origin::Runtime).await,
-                Err(e) => Err(anyhow!(e)),
+            let r = if (1..=VNI_MAX).contains(&vni) {
+                dp.vni_add(&spec, Origin::Runtime).await
+            } else {
+                Err(anyhow!("VNI {vni} is outside 1..{VNI_MAX}"))
             };
             Response::from_result(r.map(|()| None))
         }

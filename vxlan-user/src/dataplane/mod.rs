@@ -542,7 +542,8 @@ impl Dataplane {
 
     /// `PORTS` value of a port of VNI `vni`: its limits from the VNI's, or
     /// the instance's defaults.
-    fn port_info(&self, vni: u32, peer: bool) -> PortInfo {
+    fn port_info(&self, vni: u32, link: &LinkInfo) -> PortInfo {
+        let peer = link.kind.as_deref() == Some("veth") && link.peer_in_other_netns;
         let limits = self.vnis.get(&vni).map(|v| &v.limits);
         PortInfo {
             vni,
@@ -567,8 +568,7 @@ impl Dataplane {
             .filter_map(|p| p.link.clone())
             .collect();
         for l in links {
-            let peer = l.kind.as_deref() == Some("veth") && l.peer_in_other_netns;
-            let info = self.port_info(id, peer);
+            let info = self.port_info(id, &l);
             self.maps
                 .ports
                 .insert(l.index, info, 0)
@@ -673,22 +673,10 @@ impl Dataplane {
         origin: Origin,
         host_if: bool,
     ) -> Result<()> {
-        if !self.vnis.contains_key(&vni) {
-            bail!("VNI {vni} is not configured in this forwarder");
-        }
-        if let Some(p) = self.ports.get(name) {
-            if p.vni == vni {
-                bail!("'{name}' is a port of VNI {vni} already");
-            }
-            bail!("'{name}' is a port of VNI {} already", p.vni);
-        }
+        self.check_new_port(name, vni)?;
         let link = self.nl.link_by_name(name).await?;
         if link.index == self.uplink.index {
             bail!("port '{name}' is the uplink");
-        }
-        let n = self.ports.values().filter(|p| p.vni == vni).count();
-        if n >= MAX_PORTS {
-            bail!("at most {MAX_PORTS} local ports per VNI");
         }
         self.ports.insert(
             name.to_owned(),
@@ -707,18 +695,25 @@ impl Dataplane {
         Ok(())
     }
 
-    /// A runtime or journalled port whose interface does not exist (yet):
-    /// attached when it appears.
-    pub fn port_add_waiting(&mut self, name: &str, vni: u32, origin: Origin) -> Result<()> {
+    /// Whether `name` may become a port of `vni`: the VNI exists, the name
+    /// is no port yet, and the VNI has room.
+    fn check_new_port(&self, name: &str, vni: u32) -> Result<()> {
         if !self.vnis.contains_key(&vni) {
             bail!("VNI {vni} is not configured in this forwarder");
         }
-        if self.ports.contains_key(name) {
-            bail!("'{name}' is a port already");
+        if let Some(p) = self.ports.get(name) {
+            bail!("'{name}' is a port of VNI {} already", p.vni);
         }
         if self.ports.values().filter(|p| p.vni == vni).count() >= MAX_PORTS {
             bail!("at most {MAX_PORTS} local ports per VNI");
         }
+        Ok(())
+    }
+
+    /// A runtime or journalled port whose interface does not exist (yet):
+    /// attached when it appears.
+    pub fn port_add_waiting(&mut self, name: &str, vni: u32, origin: Origin) -> Result<()> {
+        self.check_new_port(name, vni)?;
         self.ports.insert(
             name.to_owned(),
             Port {
@@ -737,8 +732,7 @@ impl Dataplane {
         let Some(vni) = self.ports.get(name).map(|p| p.vni) else {
             return Ok(());
         };
-        let peer = link.kind.as_deref() == Some("veth") && link.peer_in_other_netns;
-        let info = self.port_info(vni, peer);
+        let info = self.port_info(vni, &link);
         if let Some(p) = self.ports.get_mut(name) {
             p.link = Some(link.clone());
         }
@@ -1097,12 +1091,7 @@ impl Dataplane {
     ///   afresh, so a VTEP whose MAC changed is followed within a tick or
     ///   two, while a frame alone changes nothing.
     pub async fn resolve_remotes(&mut self) {
-        let mut remotes: BTreeSet<Ipv4Addr> = self
-            .vnis
-            .values()
-            .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
-            .collect();
-        remotes.extend(self.static_remotes.iter().map(|(_, r)| *r));
+        let remotes = self.remote_addrs();
         // Next hops the datapath recorded: a bounded number per tick.
         let recorded: Vec<Ipv4Addr> = self
             .maps
@@ -1141,12 +1130,7 @@ impl Dataplane {
         if seen.is_empty() {
             return;
         }
-        let configured: BTreeSet<Ipv4Addr> = self
-            .vnis
-            .values()
-            .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
-            .chain(self.static_remotes.iter().map(|(_, r)| *r))
-            .collect();
+        let configured = self.remote_addrs();
         let now = std::time::Instant::now();
         self.forgotten
             .retain(|_, t| now.duration_since(*t) < SIGHTING_HOLDOFF);
@@ -1174,6 +1158,16 @@ impl Dataplane {
             let addr = Ipv4Addr::from(ip);
             let _ = self.resolve(addr, configured.contains(&addr)).await;
         }
+    }
+
+    /// The default remotes of every VNI and the static remote entries: the
+    /// VTEPs we send to by configuration or command.
+    fn remote_addrs(&self) -> BTreeSet<Ipv4Addr> {
+        self.vnis
+            .values()
+            .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
+            .chain(self.static_remotes.iter().map(|(_, r)| *r))
+            .collect()
     }
 
     /// Brings NEIGH[remote] in line with the kernel; `configured`: ask
