@@ -126,6 +126,9 @@ counters! {
     /// `[[vni]]`, `port_max_fdb`); the instance-wide cap counts under
     /// `learn_refused`.
     LearnRefusedScope = "learn_refused_scope",
+    /// Port: an ARP request for an address in the control plane's table,
+    /// answered on the port itself instead of flooded (ARP suppression).
+    ArpSuppressed = "arp_suppressed",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

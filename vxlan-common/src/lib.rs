@@ -36,6 +36,8 @@ pub mod map {
     pub const NEIGH_SEEN: &str = "NEIGH_SEEN";
     pub const EVENTS: &str = "EVENTS";
     pub const ALLOWED: &str = "ALLOWED";
+    pub const ARP: &str = "ARP";
+    pub const LOCAL_IP: &str = "LOCAL_IP";
 }
 
 /// Largest valid VNI (24 bits).
@@ -88,6 +90,11 @@ impl FdbKey {
 
 /// The entry is static (`permanent`): never aged, never overwritten by learning.
 pub const FDB_F_STATIC: u32 = 1;
+/// The entry was installed by a control plane (etcd; `extern_learn` in
+/// iproute2's words): never aged, never overwritten by learning from the
+/// wire. A frame from the MAC on a local port does replace it (the
+/// endpoint moved here).
+pub const FDB_F_EXTERN: u32 = 2;
 
 /// Value of the FDB: where a MAC lives. Either `ifindex != 0` (a local port)
 /// or `remote` (a remote VTEP's IPv4 address).
@@ -112,6 +119,14 @@ impl FdbEntry {
     pub const fn is_static(&self) -> bool {
         self.flags & FDB_F_STATIC != 0
     }
+    /// Installed by the control plane.
+    pub const fn is_extern(&self) -> bool {
+        self.flags & FDB_F_EXTERN != 0
+    }
+    /// Learned from traffic: aged, counted against the learning caps.
+    pub const fn is_learned(&self) -> bool {
+        self.flags & (FDB_F_STATIC | FDB_F_EXTERN) == 0
+    }
 }
 
 /// Learning is enabled.
@@ -119,6 +134,15 @@ pub const CFG_F_LEARNING: u32 = 1;
 /// No XDP program on the uplink: the TC program there decapsulates itself
 /// (`--xdp-mode off`, the default on veth uplinks).
 pub const CFG_F_TC_DECAP: u32 = 2;
+/// Learn the MACs of local ports' endpoints even without learning from the
+/// wire (a control plane publishes them: `--etcd` with `--no-learning`).
+pub const CFG_F_PORT_LEARN: u32 = 4;
+/// Record the IPv4 address of local endpoints (`LOCAL_IP`) from their ARP
+/// and IPv4 source addresses, for the control plane.
+pub const CFG_F_SNOOP: u32 = 8;
+/// Answer ARP requests from local ports for addresses in `ARP` on the
+/// port itself (ARP suppression).
+pub const CFG_F_ARP_SUPPRESS: u32 = 16;
 
 /// Instance configuration: a single-entry array.
 #[repr(C)]
@@ -262,6 +286,36 @@ pub const fn allow_data(vni: u32, addr: [u8; 4]) -> [u8; 8] {
     [v[0], v[1], v[2], v[3], addr[0], addr[1], addr[2], addr[3]]
 }
 
+/// Capacity of the ARP table (suppression) and of `LOCAL_IP`.
+pub const MAX_ARP: u32 = 65_536;
+
+/// Key of `ARP`: an IPv4 address in a VNI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ArpKey {
+    /// VNI in host byte order.
+    pub vni: u32,
+    /// IPv4 address, network byte order.
+    pub ip: [u8; 4],
+}
+
+/// Value of `ARP`: the MAC that answers for the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ArpEntry {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Value of `LOCAL_IP` (by `FdbKey` of a local endpoint): its IPv4
+/// address as last seen in its ARP or IPv4 source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LocalIp {
+    /// Network byte order.
+    pub ip: [u8; 4],
+}
+
 /// `XdpMeta::magic`: "VXLN".
 pub const META_MAGIC: u32 = 0x5658_4c4e;
 
@@ -313,4 +367,7 @@ mod pod {
     unsafe impl aya::Pod for FdbEvent {}
     unsafe impl aya::Pod for BumWindow {}
     unsafe impl aya::Pod for NeighSeen {}
+    unsafe impl aya::Pod for ArpKey {}
+    unsafe impl aya::Pod for ArpEntry {}
+    unsafe impl aya::Pod for LocalIp {}
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use network_types::eth::EthHdr;
 use vxlan_common::{
-    BumWindow, CFG_F_LEARNING, Config, Counter, MAX_PORTS, MAX_REMOTES,
+    BumWindow, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, Config, Counter, MAX_PORTS, MAX_REMOTES,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
         is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,
@@ -25,6 +25,7 @@ use vxlan_common::{
 };
 
 use crate::{
+    arp,
     deliver::redirect_port,
     fdb,
     maps::{BUM, NEIGH, PORTS, VNIS, config},
@@ -58,10 +59,23 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
         return Err(Counter::DropBadSrcMac);
     }
 
-    if cfg.flags & CFG_F_LEARNING != 0 {
-        fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
+    let wrote = cfg.flags & (CFG_F_LEARNING | CFG_F_PORT_LEARN) != 0
+        && fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
             bpf_ktime_get_coarse_ns()
         })?;
+    if cfg.flags & (CFG_F_SNOOP | CFG_F_ARP_SUPPRESS) != 0 && !vlan::present(ctx) {
+        let proto = u16::from_be(eth.ether_type);
+        // IPv4 sources at most once a second per MAC (when learning
+        // refreshed the entry); ARP every time.
+        if cfg.flags & CFG_F_SNOOP != 0 && (wrote || proto == arp::ETH_P_ARP) {
+            arp::snoop(ctx, vni, &eth.src_addr, proto);
+        }
+        if cfg.flags & CFG_F_ARP_SUPPRESS != 0
+            && proto == arp::ETH_P_ARP
+            && let Some(action) = arp::suppress(ctx, vni, ifindex)
+        {
+            return Ok(action);
+        }
     }
 
     if is_multicast_mac(&eth.dst_addr) {

@@ -55,6 +55,14 @@ pub fn learn(
                 Err(Counter::DropStaticConflict)
             };
         }
+        if e.is_extern() {
+            // The control plane's word stands against the wire; a frame on
+            // a local port means the endpoint moved here: learned anew.
+            if ifindex == 0 || FDB.remove(&key).is_err() {
+                return Ok(false);
+            }
+            return learn_new(cfg, vni, key, &entry);
+        }
         if same {
             if now.wrapping_sub(e.last_seen_ns) >= LEARN_REFRESH_NS {
                 e.last_seen_ns = now;
@@ -70,6 +78,13 @@ pub fn learn(
         }
         return Ok(false);
     }
+    learn_new(cfg, vni, key, &entry)
+}
+
+/// A new learned entry, below the learning caps.
+#[inline(always)]
+fn learn_new(cfg: &Config, vni: u32, key: FdbKey, entry: &FdbEntry) -> Result<bool, Counter> {
+    let ifindex = entry.ifindex;
     let Some(learned) = LEARNED.get_ptr_mut(0) else {
         return Ok(false);
     };
@@ -81,7 +96,7 @@ pub fn learn(
         count(Counter::LearnRefused);
         return Ok(false);
     }
-    if FDB.insert(&key, &entry, BPF_NOEXIST as u64).is_err() {
+    if FDB.insert(&key, entry, BPF_NOEXIST as u64).is_err() {
         count(Counter::LearnRefused);
         return Ok(false);
     }
@@ -119,7 +134,7 @@ pub fn learn(
         return Ok(false);
     }
     count(Counter::Learn);
-    event(EV_LEARN, &key, &entry);
+    event(EV_LEARN, &key, entry);
     Ok(true)
 }
 

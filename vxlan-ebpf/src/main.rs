@@ -15,6 +15,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod arp;
 mod csum;
 mod decap;
 mod deliver;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS,
+    ArpEntry, ArpKey, BumWindow, Config, LocalIp, MAX_ARP, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS,
     MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen, PortInfo, VniInfo,
     counters::NUM_COUNTERS,
 };
@@ -71,6 +71,16 @@ pub static ALLOWED: LpmTrie<[u8; 8], u32> =
 /// Per-CPU scratch buffer of the UDP checksum check (`csum`).
 #[map]
 pub static SCRATCH: PerCpuArray<[u8; crate::csum::CHUNK]> = PerCpuArray::with_max_entries(1, 0);
+
+/// ARP suppression: which MAC answers for an IPv4 address in a VNI
+/// (written by userspace from the control plane's table).
+#[map]
+pub static ARP: HashMap<ArpKey, ArpEntry> = HashMap::with_max_entries(MAX_ARP, 0);
+
+/// IPv4 addresses of local endpoints by (VNI, MAC), snooped from their ARP
+/// and IPv4 source addresses (read by userspace, which publishes them).
+#[map]
+pub static LOCAL_IP: LruHashMap<FdbKey, LocalIp> = LruHashMap::with_max_entries(MAX_ARP, 0);
 
 /// Per-CPU counters indexed by `vxlan_common::Counter`.
 #[map]

@@ -233,6 +233,26 @@ pub struct RunArgs {
     /// unless this is given); repeatable.
     #[arg(long = "allow-remote", value_name = "CIDR", value_parser = crate::config::parse_cidr)]
     pub allow_remote: Vec<crate::config::Cidr>,
+    /// etcd endpoint of the fleet control plane (`http://host:port` or
+    /// `https://host:port`; TLS settings in the config file's `[etcd]`);
+    /// repeatable. Membership, MACs and IPv4 addresses then come from etcd:
+    /// no `--remote` needed.
+    #[arg(long = "etcd", value_name = "URL")]
+    pub etcd: Vec<String>,
+    /// Root of the keys in etcd (default /vxlan-fwd).
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Lease TTL in seconds: how long a dead forwarder's keys outlive it
+    /// (default 10).
+    #[arg(long, value_name = "SECS")]
+    pub etcd_ttl: Option<u64>,
+    /// Answer ARP requests from local ports for addresses the control plane
+    /// knows (the default with --etcd).
+    #[arg(long, overrides_with = "no_arp_suppress")]
+    pub arp_suppress: bool,
+    /// Flood ARP requests even when the control plane knows the answer.
+    #[arg(long, overrides_with = "arp_suppress")]
+    pub no_arp_suppress: bool,
     /// How the uplink receives VXLAN: `auto` (no XDP on a veth uplink: the
     /// TC program decapsulates, which keeps GSO super-packets whole and
     /// measured fastest; the driver's native XDP elsewhere), `native`,

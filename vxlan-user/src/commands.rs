@@ -65,6 +65,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
             port_max_fdb: args.port_max_fdb,
             bum_pps: args.bum_pps,
             vni,
+            etcd: args.etcd,
+            etcd_prefix: args.etcd_prefix,
+            etcd_ttl: args.etcd_ttl,
+            arp_suppress: if args.no_arp_suppress {
+                Some(false)
+            } else {
+                args.arp_suppress.then_some(true)
+            },
         },
     };
     let opts = daemon::RunOptions {

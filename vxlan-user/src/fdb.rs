@@ -28,6 +28,8 @@ pub struct FdbRow {
     pub vni: u32,
     /// Static entry: never aged or overwritten by learning.
     pub permanent: bool,
+    /// Installed by the control plane (iproute2's word for it).
+    pub extern_learn: bool,
     /// Where it came from: `config`, `runtime` (a command), `learned`, or
     /// `etcd`.
     pub origin: String,
@@ -46,6 +48,9 @@ impl std::fmt::Display for FdbRow {
         if self.permanent {
             write!(f, " permanent")?;
         }
+        if self.extern_learn {
+            write!(f, " extern_learn")?;
+        }
         Ok(())
     }
 }
@@ -63,7 +68,15 @@ pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRo
         }),
         vni: key.vni,
         permanent: e.is_static(),
-        origin: if e.is_static() { "runtime" } else { "learned" }.to_owned(),
+        extern_learn: e.is_extern(),
+        origin: if e.is_static() {
+            "runtime"
+        } else if e.is_extern() {
+            "etcd"
+        } else {
+            "learned"
+        }
+        .to_owned(),
     }
 }
 
@@ -85,6 +98,7 @@ pub fn rows(
                 dev: None,
                 vni,
                 permanent: true,
+                extern_learn: false,
                 origin: origins
                     .get(&(vni, r))
                     .cloned()
@@ -179,7 +193,7 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
             );
         }
         maps.fdb.remove(&key).context("deleting the entry")?;
-        if !e.is_static() {
+        if e.is_learned() {
             recount_learned(maps)?;
         }
         return Ok(());
@@ -207,7 +221,7 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
     maps.fdb
         .insert(key, entry, 0)
         .context("writing the entry (is the FDB full?)")?;
-    if existing.is_some_and(|e| !e.is_static()) {
+    if existing.is_some_and(|e| e.is_learned()) {
         recount_learned(maps)?;
     }
     Ok(())
@@ -218,7 +232,7 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
 pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<usize> {
     let mut doomed = Vec::new();
     batch::for_each(&maps.fdb, |k, e| {
-        if vni.is_none_or(|v| k.vni == v) && !(learned_only && e.is_static()) {
+        if vni.is_none_or(|v| k.vni == v) && !(learned_only && !e.is_learned()) {
             doomed.push(*k);
         }
     })?;
@@ -237,7 +251,7 @@ pub fn age(maps: &mut Maps, ageing_ns: u64, now_ns: u64) -> Result<Vec<(FdbKey, 
     let mut counts = Counts::default();
     let mut stale = Vec::new();
     batch::for_each(&maps.fdb, |k, e| {
-        if !e.is_static() {
+        if e.is_learned() {
             if now_ns.saturating_sub(e.last_seen_ns) > ageing_ns {
                 stale.push((*k, *e));
             } else {
@@ -316,7 +330,7 @@ pub fn static_remotes(maps: &Maps) -> Result<std::collections::BTreeSet<(u32, Ip
 pub fn recount_learned(maps: &mut Maps) -> Result<u64> {
     let mut counts = Counts::default();
     batch::for_each(&maps.fdb, |k, e| {
-        if !e.is_static() {
+        if e.is_learned() {
             counts.add(k, e)
         }
     })?;

@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod etcd;
 pub mod events;
 pub mod fdb;
 pub mod maps;

@@ -11,7 +11,7 @@ use aya::{
     programs::loaded_programs,
 };
 use vxlan_common::{
-    BumWindow, Config, FdbEntry, FdbKey, NeighEntry, NeighSeen, PortInfo, VniInfo, map, prog,
+    ArpEntry, ArpKey, BumWindow, Config, LocalIp, FdbEntry, FdbKey, NeighEntry, NeighSeen, PortInfo, VniInfo, map, prog,
 };
 
 use crate::netlink::{LinkInfo, Netlink};
@@ -35,6 +35,10 @@ pub struct Maps {
     pub bum: Option<HashMap<MapData, u32, BumWindow>>,
     /// Key data: `vxlan_common::allow_data(vni, addr)`.
     pub allowed: LpmTrie<MapData, [u8; 8], u32>,
+    /// ARP suppression table and snooped local addresses: port program
+    /// only (absent, like `bum`, when opened by the uplink program's id).
+    pub arp: Option<HashMap<MapData, ArpKey, ArpEntry>>,
+    pub local_ip: Option<HashMap<MapData, FdbKey, LocalIp>>,
 }
 
 impl Maps {
@@ -57,6 +61,8 @@ impl Maps {
             neigh_seen: HashMap::try_from(take(map::NEIGH_SEEN)?)?,
             bum: Some(HashMap::try_from(take(map::BUM)?)?),
             allowed: LpmTrie::try_from(take(map::ALLOWED)?)?,
+            arp: Some(HashMap::try_from(take(map::ARP)?)?),
+            local_ip: Some(HashMap::try_from(take(map::LOCAL_IP)?)?),
         })
     }
 
@@ -111,6 +117,8 @@ impl Maps {
             neigh_seen: neigh_seen.ok_or_else(|| missing(map::NEIGH_SEEN))?,
             bum,
             allowed: allowed.ok_or_else(|| missing(map::ALLOWED))?,
+            arp: None,
+            local_ip: None,
         })
     }
 

@@ -103,10 +103,10 @@ impl Source {
 fn fdb_counts(maps: &Maps) -> Result<(i64, i64)> {
     let (mut learned, mut fixed) = (0i64, 0i64);
     crate::batch::for_each(&maps.fdb, |_, e| {
-        if e.is_static() {
-            fixed += 1
-        } else {
+        if e.is_learned() {
             learned += 1
+        } else {
+            fixed += 1
         }
     })?;
     Ok((learned, fixed))

@@ -74,7 +74,8 @@ impl Table {
         let mut entries = Vec::new();
         let mut sum = 0u64;
         batch::for_each(&maps.fdb, |k, e| {
-            if e.is_local() && !names.contains_key(&e.ifindex) {
+            // The control plane's entries come from it again, not from here.
+            if e.is_extern() || (e.is_local() && !names.contains_key(&e.ifindex)) {
                 return;
             }
             let mut h = DefaultHasher::new();

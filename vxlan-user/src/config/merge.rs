@@ -73,6 +73,43 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
         .collect();
     check_vnis(&sourced, Some((&iface, &iface_src)))?;
 
+    for e in &cli.etcd {
+        check_endpoint(e).map_err(|err| anyhow!("--etcd: {err}"))?;
+    }
+    if let Some(p) = &cli.etcd_prefix {
+        check_prefix(p).map_err(|err| anyhow!("--etcd-prefix: {err}"))?;
+    }
+    if let Some(t) = cli.etcd_ttl {
+        check_ttl(i64::try_from(t).unwrap_or(i64::MAX)).map_err(|err| anyhow!("--etcd-ttl: {err}"))?;
+    }
+    let fe = file.etcd.clone().unwrap_or_default();
+    let endpoints = if cli.etcd.is_empty() { fe.endpoints.clone() } else { cli.etcd.clone() };
+    let etcd = if endpoints.is_empty() {
+        if file.etcd.is_some() {
+            return Err(anyhow!("{origin}: [etcd] has no `endpoints`"));
+        }
+        if cli.etcd_prefix.is_some() || cli.etcd_ttl.is_some() || cli.arp_suppress.is_some() {
+            return Err(anyhow!(
+                "--etcd-prefix, --etcd-ttl and --(no-)arp-suppress need --etcd"
+            ));
+        }
+        None
+    } else {
+        Some(EtcdConfig {
+            endpoints,
+            prefix: cli
+                .etcd_prefix
+                .clone()
+                .or(fe.prefix)
+                .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_owned()),
+            ttl: cli.etcd_ttl.or(fe.ttl).unwrap_or(DEFAULT_ETCD_TTL),
+            arp_suppress: cli.arp_suppress.or(fe.arp_suppress).unwrap_or(true),
+            ca: fe.ca,
+            cert: fe.cert,
+            key: fe.key,
+        })
+    };
+
     Ok(Config {
         iface,
         local: cli.local.or(file.local),
@@ -88,6 +125,7 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
         port_max_fdb: cli.port_max_fdb.or(file.port_max_fdb),
         bum_pps: cli.bum_pps.or(file.bum_pps),
         vnis: vnis.into_iter().map(|(v, _)| v).collect(),
+        etcd,
     })
 }
 

@@ -18,6 +18,15 @@
 //! allow_remote = ["10.0.0.0/8"]  # optional: replaces the top-level list
 //! port_max_fdb = 100             # optional: cap per port (top-level default)
 //! bum_pps = 1000                 # optional: BUM rate per port (top-level default)
+//!
+//! [etcd]                         # optional: the fleet control plane
+//! endpoints = ["http://10.0.0.1:2379"]
+//! prefix = "/vxlan-fwd"          # optional
+//! ttl = 10                       # optional, seconds (lease)
+//! arp_suppress = true            # optional
+//! ca = "/etc/vxlan-fwd/etcd-ca.pem"       # optional TLS: CA, client cert and key
+//! cert = "/etc/vxlan-fwd/etcd-client.pem"
+//! key = "/etc/vxlan-fwd/etcd-client.key"
 //! ```
 //!
 //! [`parse`] (or [`load`]) turns the file into a [`FileConfig`], checking
@@ -27,7 +36,12 @@
 //! ([`Overrides`]) and checks the result again; errors about command-line
 //! values name the flag instead (`--vni: ...`).
 
-use std::{collections::HashMap, net::Ipv4Addr, ops::Range, path::Path};
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
@@ -40,6 +54,8 @@ use vxlan_common::{MAX_PORTS, MAX_REMOTES, VNI_MAX};
 pub const DEFAULT_DSTPORT: u16 = 4789;
 pub const DEFAULT_AGEING: u64 = 300;
 pub const DEFAULT_MAX_FDB: u32 = 65_536;
+pub const DEFAULT_ETCD_PREFIX: &str = "/vxlan-fwd";
+pub const DEFAULT_ETCD_TTL: u64 = 10;
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
 const IFNAME_MAX: usize = 15;
@@ -57,8 +73,10 @@ const TOP_KEYS: &[&str] = &[
     "allow_remote",
     "port_max_fdb",
     "bum_pps",
+    "etcd",
     "vni",
 ];
+
 /// Keys allowed in a `[[vni]]` table.
 const VNI_KEYS: &[&str] = &[
     "id",
@@ -156,6 +174,35 @@ pub struct VniLimits {
     pub bum_pps: Option<u32>,
 }
 
+/// The fleet control plane (`--etcd`, `[etcd]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// Root of the keys (`/vxlan-fwd`).
+    pub prefix: String,
+    /// Lease TTL in seconds: how long the keys of a dead forwarder last.
+    pub ttl: u64,
+    /// Answer ARP for addresses in the table on the ports.
+    pub arp_suppress: bool,
+    /// TLS: CA certificate, client certificate and key (PEM).
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The `[etcd]` table as the file gives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: Option<String>,
+    pub ttl: Option<u64>,
+    pub arp_suppress: Option<bool>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 /// The complete, validated configuration of one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -172,6 +219,8 @@ pub struct Config {
     /// Default BUM frames per second per port (`--bum-pps`).
     pub bum_pps: Option<u32>,
     pub vnis: Vec<VniConfig>,
+    /// The control plane, if any.
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// Command-line values; every field optional. They describe one VNI and
@@ -189,6 +238,11 @@ pub struct Overrides {
     pub port_max_fdb: Option<u32>,
     pub bum_pps: Option<u32>,
     pub vni: Option<VniConfig>,
+    /// `--etcd` (replaces the file's endpoints when not empty).
+    pub etcd: Vec<String>,
+    pub etcd_prefix: Option<String>,
+    pub etcd_ttl: Option<u64>,
+    pub arp_suppress: Option<bool>,
 }
 
 /// A parsed (and file-locally valid) config file; `None` where the file
@@ -206,6 +260,7 @@ pub struct FileConfig {
     pub port_max_fdb: Option<u32>,
     pub bum_pps: Option<u32>,
     pub vnis: Vec<VniConfig>,
+    pub etcd: Option<FileEtcd>,
     meta: Meta,
 }
 

@@ -15,8 +15,21 @@ pub(super) struct RawFile {
     allow_remote: Option<Vec<Spanned<String>>>,
     port_max_fdb: Option<Spanned<i64>>,
     bum_pps: Option<Spanned<i64>>,
+    etcd: Option<RawEtcd>,
     #[serde(default)]
     vni: Vec<Spanned<RawVni>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    endpoints: Option<Vec<Spanned<String>>>,
+    prefix: Option<Spanned<String>>,
+    ttl: Option<Spanned<i64>>,
+    arp_suppress: Option<bool>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +111,29 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
     if let Some(v) = raw.bum_pps {
         let n = check_pps(*v.get_ref()).map_err(|e| anyhow!("{}: {e}", at(v.span(), "bum_pps")))?;
         file.bum_pps = Some(n);
+    }
+    if let Some(e) = raw.etcd {
+        let mut etcd = FileEtcd::default();
+        for v in e.endpoints.unwrap_or_default() {
+            check_endpoint(v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "endpoints")))?;
+            etcd.endpoints.push(v.into_inner());
+        }
+        if let Some(v) = e.prefix {
+            check_prefix(v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "prefix")))?;
+            etcd.prefix = Some(v.into_inner());
+        }
+        if let Some(v) = e.ttl {
+            let t = check_ttl(*v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "ttl")))?;
+            etcd.ttl = Some(t);
+        }
+        etcd.arp_suppress = e.arp_suppress;
+        etcd.ca = e.ca.map(PathBuf::from);
+        etcd.cert = e.cert.map(PathBuf::from);
+        etcd.key = e.key.map(PathBuf::from);
+        if etcd.cert.is_some() != etcd.key.is_some() {
+            return Err(anyhow!("{origin}: [etcd]: `cert` and `key` go together"));
+        }
+        file.etcd = Some(etcd);
     }
 
     for table in raw.vni {

@@ -303,3 +303,33 @@ pub(super) fn check_ifname(name: &str, max: usize, why_max: &str) -> Result<(), 
     }
     Ok(())
 }
+
+/// An etcd endpoint: `http://host:port` or `https://host:port`.
+pub fn check_endpoint(s: &str) -> Result<(), String> {
+    let bad = || format!("'{s}' is not an etcd endpoint (like http://10.0.0.1:2379)");
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// An etcd key prefix: absolute, no empty segment.
+pub(super) fn check_prefix(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') || s.contains("//") || s.len() > 200 {
+        return Err(format!("'{s}' is not a key prefix (like /vxlan-fwd)"));
+    }
+    Ok(())
+}
+
+/// A lease TTL: etcd refuses very short ones.
+pub(super) fn check_ttl(v: i64) -> Result<u64, String> {
+    if !(2..=3600).contains(&v) {
+        return Err(format!("{v} is not a lease TTL in seconds (2..3600)"));
+    }
+    Ok(v as u64)
+}

@@ -31,6 +31,7 @@ use crate::{
     config::Config,
     control::{Request, Response},
     dataplane::{Dataplane, Origin, Settings, VniSpec},
+    etcd,
     events::{Event, Hub},
     netlink::{LinkEvent, subscribe_links},
     notify,
@@ -86,6 +87,12 @@ pub async fn serve(
     let mut sightings = tokio::time::interval(Duration::from_millis(100));
     let uplink_index = dp.uplink().index;
     let mut event_names = dp.port_names();
+    let mut etcd = match &cfg.etcd {
+        Some(e) => Some(etcd::spawn(e.clone())?),
+        None => None,
+    };
+    // Local endpoints changed (a learn or move on a port): publish soon.
+    let mut publish_due = true;
 
     let result = loop {
         tokio::select! {
@@ -116,6 +123,7 @@ pub async fn serve(
                 while let Some(item) = ring.next() {
                     if item.len() >= size_of::<FdbEvent>() {
                         let ev: FdbEvent = bytemuck::pod_read_unaligned(&item[..size_of::<FdbEvent>()]);
+                        publish_due |= ev.ifindex != 0;
                         hub.publish(&Event::from_raw(&ev, &event_names));
                     }
                 }
@@ -157,8 +165,20 @@ pub async fn serve(
                 }
                 Report::StaticRemotes(set) => dp.set_static_remotes(set),
             },
-            _ = sightings.tick() => dp.handle_sightings().await,
+            Some(u) = async { etcd.as_mut()?.updates.recv().await }, if etcd.is_some() => {
+                dp.etcd_update(u).await;
+            }
+            _ = sightings.tick() => {
+                dp.handle_sightings().await;
+                if publish_due && let Some(h) = &etcd {
+                    publish_due = false;
+                    publish(dp, h);
+                }
+            }
             _ = tick.tick() => {
+                if let Some(h) = &etcd {
+                    publish(dp, h);
+                }
                 dp.resolve_remotes().await;
                 dp.resync_ports().await;
                 if dp.netlink().link_by_index(uplink_index).await.is_err() {
@@ -178,12 +198,27 @@ pub async fn serve(
     if result.is_ok() {
         notify::stopping();
     }
+    if let Some(h) = etcd.take() {
+        h.stop().await;
+    }
     let names = dp.port_names();
     if let Err(e) = state::snapshot(dp.maps(), &names).and_then(|s| state::save(&files.fdb(), &s)) {
         warn!("saving the table: {e:#}");
     }
     dp.save_journal();
     result
+}
+
+/// Hands the local view to the control-plane task, if it changed.
+fn publish(dp: &Dataplane, h: &etcd::Handle) {
+    let local = dp.etcd_local();
+    h.local.send_if_modified(|cur| {
+        if *cur == local {
+            return false;
+        }
+        *cur = local;
+        true
+    });
 }
 
 /// Reads one request line from a new client (root only) on a task of its
@@ -372,6 +407,9 @@ async fn apply(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<Vec<Str
     }
     if new.ageing != old.ageing {
         warn!("a new `ageing` takes effect at the next restart");
+    }
+    if new.etcd != old.etcd {
+        anyhow::bail!("the [etcd] settings cannot change without a restart");
     }
     // Ports first: nothing changes if one is missing.
     let problems = dp.apply_config(new).await?;

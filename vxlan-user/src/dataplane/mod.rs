@@ -14,6 +14,7 @@
 //! survives a restart of the process, while the configuration stays the
 //! truth for what came from it.
 
+mod etcd;
 pub mod host_if;
 pub mod journal;
 #[cfg(test)]
@@ -30,7 +31,8 @@ use aya::{Ebpf, maps::lpm_trie::Key};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use vxlan_common::{
-    CFG_F_LEARNING, CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry,
+    CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, CFG_F_TC_DECAP,
+    Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry,
     PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
 };
 
@@ -125,6 +127,11 @@ pub struct Settings {
     /// Defaults of the VNIs' port limits.
     pub port_max_fdb: Option<u32>,
     pub bum_pps: Option<u32>,
+    /// A control plane (etcd) publishes the local endpoints: they are
+    /// learned and their addresses snooped, even with `learning` off.
+    pub control_plane: bool,
+    /// ARP suppression (with a control plane).
+    pub arp_suppress: bool,
 }
 
 impl From<&Config> for Settings {
@@ -138,6 +145,8 @@ impl From<&Config> for Settings {
             local: c.local,
             port_max_fdb: c.port_max_fdb,
             bum_pps: c.bum_pps,
+            control_plane: c.etcd.is_some(),
+            arp_suppress: c.etcd.as_ref().is_some_and(|e| e.arp_suppress),
         }
     }
 }
@@ -170,6 +179,14 @@ pub struct Dataplane {
     /// Static remote entries added lately, by `fdb add` (see
     /// [`Dataplane::set_static_remotes`]).
     recent_static: BTreeMap<(u32, Ipv4Addr), std::time::Instant>,
+    /// What the control plane's table holds (installed for the VNIs served).
+    etcd: crate::etcd::Table,
+    /// The control plane is connected.
+    etcd_up: bool,
+    /// Learned entries were replaced by the control plane's: recount.
+    etcd_recount: bool,
+    /// VNIs whose flood list had no room for a VTEP (warned once).
+    etcd_full: BTreeSet<u32>,
 }
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
@@ -210,6 +227,10 @@ impl Dataplane {
             forgotten: BTreeMap::new(),
             map_max_fdb: settings_max_fdb,
             recent_static: BTreeMap::new(),
+            etcd: Default::default(),
+            etcd_up: false,
+            etcd_recount: false,
+            etcd_full: BTreeSet::new(),
         };
         dp.write_config()?;
         Ok(dp)
@@ -255,7 +276,17 @@ impl Dataplane {
             ttl,
             mcast_ttl: 1,
             flags: if s.learning { CFG_F_LEARNING } else { 0 }
-                | if self.tc_decap { CFG_F_TC_DECAP } else { 0 },
+                | if self.tc_decap { CFG_F_TC_DECAP } else { 0 }
+                | if s.control_plane {
+                    CFG_F_PORT_LEARN | CFG_F_SNOOP
+                } else {
+                    0
+                }
+                | if s.control_plane && s.arp_suppress {
+                    CFG_F_ARP_SUPPRESS
+                } else {
+                    0
+                },
             max_learned: s.max_fdb,
             uplink_mac: self.uplink.mac,
             _pad: [0; 2],
@@ -425,6 +456,7 @@ impl Dataplane {
             let _ = self.vni_remove(spec.id, true).await;
             return Err(e);
         }
+        self.etcd_install_vni(spec.id).await;
         info!("VNI {} added ({})", spec.id, origin.name());
         Ok(())
     }
@@ -466,6 +498,7 @@ impl Dataplane {
             h.remove(&self.nl).await;
         }
         self.flush_where(|k, _| k.vni == id)?;
+        self.etcd_remove_vni(id);
         self.sync_allowed();
         info!("VNI {id} removed");
         Ok(())
@@ -1054,7 +1087,7 @@ impl Dataplane {
                 want.insert((32 + u32::from(c.len), allow_data(vni, c.network().octets())));
             }
         }
-        for (vni, r) in &self.static_remotes {
+        for (vni, r) in self.static_remotes.iter().chain(&self.etcd_senders()) {
             if self.vnis.contains_key(vni) {
                 want.insert((32 + 32, allow_data(*vni, r.octets())));
             }
@@ -1346,7 +1379,7 @@ impl Dataplane {
                         let runtime: Vec<Ipv4Addr> = have
                             .remotes
                             .iter()
-                            .filter(|(_, o)| *o != Origin::Config)
+                            .filter(|(_, o)| *o == Origin::Runtime)
                             .map(|(r, _)| *r)
                             .collect();
                         note(self.vni_redo(&spec, Origin::Config).await);
