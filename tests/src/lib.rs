@@ -41,6 +41,7 @@
 //! ```
 
 pub mod bpf;
+pub mod etcd;
 
 pub mod fdb_harness;
 pub mod forwarder;
