@@ -232,7 +232,7 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
 pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<usize> {
     let mut doomed = Vec::new();
     batch::for_each(&maps.fdb, |k, e| {
-        if vni.is_none_or(|v| k.vni == v) && !(learned_only && !e.is_learned()) {
+        if vni.is_none_or(|v| k.vni == v) && (!learned_only || e.is_learned()) {
             doomed.push(*k);
         }
     })?;

@@ -32,11 +32,20 @@ pub const TEST: &[Tool] = &[
     ("ethtool", "ethtool"),
     ("dpkg-deb", "dpkg"),
     ("systemd-analyze", "systemd"),
+    // The control-plane tests start a real etcd server.
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    // The etcd client crate compiles etcd's protobuf definitions.
+    ("protoc", "protobuf-compiler"),
 ];
 
 /// What `cargo deb` runs: `dpkg-shlibdeps` for the `$auto` dependencies and
 /// `strip`.
-pub const DEB: &[Tool] = &[("dpkg-shlibdeps", "dpkg-dev"), ("strip", "binutils")];
+pub const DEB: &[Tool] = &[
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("protoc", "protobuf-compiler"),
+];
 
 /// Directories searched besides PATH (a root shell without sbin on PATH
 /// still has `ethtool` in /usr/sbin).

@@ -273,6 +273,12 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// The stdout lines printed so far and not read yet.
+    #[cfg_attr(not(feature = "bench-ebpf"), allow(dead_code))]
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Waits until the process prints a stdout line for which `pred` holds.
     /// Fails on timeout or when the process closes its stdout (exits) first.
     pub fn wait_for_line(

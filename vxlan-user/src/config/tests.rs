@@ -96,6 +96,7 @@ fn full_file() {
             port_max_fdb: None,
             bum_pps: None,
             vnis: vec![v42, v43],
+            etcd: None,
         }
     );
 }
@@ -120,6 +121,7 @@ fn defaults() {
             port_max_fdb: None,
             bum_pps: None,
             vnis: vec![vni(7, &[])],
+            etcd: None,
         }
     );
     assert_eq!(DEFAULT_MAX_FDB, 65_536);
@@ -452,6 +454,7 @@ fn cli_overrides_top_level() {
         port_max_fdb: None,
         bum_pps: None,
         vni: None,
+        ..Overrides::default()
     };
     let c = resolve(Some(file(FULL)), cli).unwrap();
     assert_eq!(c.iface, "eth1");
@@ -533,6 +536,7 @@ fn cli_only() {
             port_max_fdb: None,
             bum_pps: None,
             vnis: vec![vni(42, &["veth0"])],
+            etcd: None,
         }
     );
 }
@@ -773,7 +777,7 @@ fn key_lists_match_the_file_model() {
             bum_pps: Some(7),
         }
     );
-    assert_eq!(TOP_KEYS.len(), 10);
+    assert_eq!(TOP_KEYS.len(), 11);
     assert_eq!(VNI_KEYS.len(), 9);
     // Rates and caps are checked.
     assert!(err("bum_pps = 0\n").contains("key `bum_pps`: 0 is not a rate"));
@@ -813,4 +817,57 @@ fn lines_and_columns() {
     assert_eq!(column_of(t, 4), 2);
     assert_eq!(key_on_line("a = 1\n  b.c = [\n[x]\n", 2), Some("b.c"));
     assert_eq!(key_on_line("a = 1\n  b.c = [\n[x]\n", 3), None);
+}
+
+#[test]
+fn etcd_table_and_flags() {
+    let text = "iface = \"eth0\"\n[etcd]\nendpoints = [\"http://10.0.0.1:2379\", \"https://e2:2379\"]\nprefix = \"/fleet\"\nttl = 5\narp_suppress = false\nca = \"/ca.pem\"\ncert = \"/c.pem\"\nkey = \"/c.key\"\n";
+    let c = resolve(Some(file(text)), Overrides::default()).unwrap();
+    let e = c.etcd.expect("etcd");
+    assert_eq!(e.endpoints, ["http://10.0.0.1:2379", "https://e2:2379"]);
+    assert_eq!((e.prefix.as_str(), e.ttl, e.arp_suppress), ("/fleet", 5, false));
+    assert_eq!(e.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+    // The command line replaces endpoints and overrides the rest.
+    let cli = Overrides {
+        etcd: vec!["http://10.9.9.9:2379".into()],
+        etcd_ttl: Some(3),
+        arp_suppress: Some(true),
+        ..Overrides::default()
+    };
+    let e = resolve(Some(file(text)), cli).unwrap().etcd.expect("etcd");
+    assert_eq!(e.endpoints, ["http://10.9.9.9:2379"]);
+    assert_eq!((e.prefix.as_str(), e.ttl, e.arp_suppress), ("/fleet", 3, true));
+    // Defaults: prefix /vxlan-fwd, TTL 10, ARP suppression on.
+    let cli = Overrides {
+        iface: Some("eth0".into()),
+        etcd: vec!["http://10.0.0.1:2379".into()],
+        ..Overrides::default()
+    };
+    let e = resolve(None, cli).unwrap().etcd.expect("etcd");
+    assert_eq!((e.prefix.as_str(), e.ttl, e.arp_suppress), (DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TTL, true));
+}
+
+#[test]
+fn etcd_errors_name_the_line_or_flag() {
+    for (text, want) in [
+        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"10.0.0.1:2379\"]\n", "t.toml:3: key `endpoints`: '10.0.0.1:2379' is not an etcd endpoint"),
+        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\nttl = 0\n", "t.toml:4: key `ttl`: 0 is not a lease TTL"),
+        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\nprefix = \"x\"\n", "t.toml:4: key `prefix`: 'x' is not a key prefix"),
+        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\ncert = \"/c\"\n", "`cert` and `key` go together"),
+    ] {
+        let e = parse(text, "t.toml").map(|f| resolve(Some(f), Overrides::default()));
+        let msg = match e {
+            Err(e) => format!("{e:#}"),
+            Ok(Err(e)) => format!("{e:#}"),
+            Ok(Ok(c)) => panic!("accepted {text:?}: {c:?}"),
+        };
+        assert!(msg.contains(want), "{msg}\nexpected: {want}");
+    }
+    let e = resolve(Some(file("iface = \"eth0\"\n[etcd]\nttl = 5\n")), Overrides::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("[etcd] has no `endpoints`"), "{e:#}");
+    let cli = Overrides { iface: Some("eth0".into()), etcd: vec!["ftp://x:1".into()], ..Overrides::default() };
+    let e = resolve(None, cli).unwrap_err();
+    assert!(format!("{e:#}").starts_with("--etcd: 'ftp://x:1' is not an etcd endpoint"), "{e:#}");
+    let cli = Overrides { iface: Some("eth0".into()), etcd_ttl: Some(5), ..Overrides::default() };
+    assert!(format!("{:#}", resolve(None, cli).unwrap_err()).contains("need --etcd"));
 }

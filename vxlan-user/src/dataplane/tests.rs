@@ -62,6 +62,8 @@ async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
         local: Some(Ipv4Addr::new(10, 0, 0, 1)),
         port_max_fdb: None,
         bum_pps: None,
+        control_plane: false,
+        arp_suppress: false,
     };
     Dataplane::new(
         nl.clone(),
@@ -88,6 +90,7 @@ fn cfg(vnis: Vec<VniConfig>) -> Config {
         port_max_fdb: None,
         bum_pps: None,
         vnis,
+        etcd: None,
     }
 }
 

@@ -33,6 +33,8 @@
 // rest is still compiled (and unit-tested).
 #![cfg_attr(not(feature = "bench-ebpf"), allow(dead_code))]
 
+#[cfg(feature = "bench-ebpf")]
+mod etcd;
 pub mod generator;
 mod report;
 #[cfg(feature = "bench-ebpf")]
@@ -126,6 +128,9 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
             ("ping", "iputils-ping"),
             ("iperf3", "iperf3"),
             ("ethtool", "ethtool"),
+            ("etcd", "etcd-server"),
+            ("etcdctl", "etcd-client"),
+            ("tcpdump", "tcpdump"),
         ],
     )?;
     let fwd = match &args.fwd_bin {
@@ -134,7 +139,13 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
     };
     #[cfg(feature = "bench-ebpf")]
     {
-        run::run(&Plan::new(args), &fwd).map(|()| 0)
+        let plan = Plan::new(args);
+        run::run(&plan, &fwd)?;
+        let figs = etcd::run(&plan, &fwd)?;
+        let out = crate::util::target_dir().join("bench").join("etcd.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&figs)?)?;
+        outln!("control-plane figures: {}", out.display());
+        Ok(0)
     }
     #[cfg(not(feature = "bench-ebpf"))]
     {

@@ -732,7 +732,7 @@ fn tc_uplink_prog_id(netns: &str) -> Option<u32> {
     })
 }
 
-fn fwd_maps(h: &Host) -> Result<Maps> {
+pub(super) fn fwd_maps(h: &Host) -> Result<Maps> {
     // Our XDP program, or without XDP (the default on a veth uplink) the TC
     // uplink program: either uses every map.
     let id = xdp_prog_id(&h.netns)?
@@ -777,7 +777,7 @@ fn fill_fwd(env: &Env, from: u64, to: u64) -> Result<()> {
     Ok(())
 }
 
-fn pid_of(netns: &str, comm: &str) -> Result<u32> {
+pub(super) fn pid_of(netns: &str, comm: &str) -> Result<u32> {
     let out = ip(&["netns", "pids", netns])?;
     out.split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())

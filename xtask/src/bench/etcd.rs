@@ -1,0 +1,440 @@
+//! `cargo xtask bench`, control-plane section (the etcd issue):
+//!
+//! 1. **Convergence.** 1,000 simulated VTEPs x 20 MACs (20,000 entries, in
+//!    20 VNIs of 50 VTEPs each, so that every VTEP fits a flood list) are
+//!    written into etcd; then a forwarder serving those VNIs starts on h1.
+//!    Measured: the time from its start (and from its "connected" line)
+//!    until all 20,000 `extern_learn` entries are in its FDB map, and its
+//!    CPU time and peak RSS until then.
+//! 2. **Churn.** 100 MAC moves per second (a MAC key rewritten with another
+//!    VTEP): the latency from the start of each etcd write to the map
+//!    update, p50 and p99.
+//! 3. **BUM saved.** c1 resolves c2 (ARP cache flushed) N times, with and
+//!    without ARP suppression: ARP requests counted on the underlay.
+//!
+//! Everything runs in the bench's namespaces; etcd (Debian's
+//! `etcd-server`) runs on the switch at 192.168.57.1.
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use etcd_client::{Client, PutOptions, Txn, TxnOp};
+use vxlan_common::FdbKey;
+
+use super::{Plan, run::pid_of};
+use crate::{
+    topology::{self, Host, Topology, TopologyGuard, netns_cmd},
+    util::output_any,
+};
+
+const PREFIX: &str = "vxbe-";
+const ETCD_IP: &str = "192.168.57.1";
+const VNIS: u32 = 20;
+const FIRST_VNI: u32 = 1000;
+const VTEPS: u32 = 1000;
+const MACS_PER_VTEP: u32 = 20;
+const KEY_PREFIX: &str = "/vxlan-fwd";
+
+/// The figures of this section.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct EtcdFigures {
+    pub entries: u64,
+    pub converge_from_start_s: f64,
+    pub converge_from_connect_s: f64,
+    pub converge_cpu_s: f64,
+    pub rss_peak_kib: u64,
+    pub churn_moves: usize,
+    pub churn_p50_ms: f64,
+    pub churn_p99_ms: f64,
+    pub churn_max_ms: f64,
+    pub arp_rounds: u32,
+    pub arp_on_underlay_suppressed: usize,
+    pub arp_on_underlay_flooded: usize,
+}
+
+fn section(title: &str) {
+    outln!("\n==== {title} ====");
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = output_any(Command::new("ip").args(args))?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Simulated VTEP `i` (0..VTEPS): 10.99.x.y, off-link (never sent to).
+fn vtep(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 99, (i >> 8) as u8, i as u8)
+}
+
+/// MAC `j` of VTEP `i`: 02:ee:ii:ii:jj:jj.
+fn mac(i: u32, j: u32) -> [u8; 6] {
+    let (a, b) = ((i as u16).to_be_bytes(), (j as u16).to_be_bytes());
+    [0x02, 0xee, a[0], a[1], b[0], b[1]]
+}
+
+fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn vni_of(i: u32) -> u32 {
+    FIRST_VNI + i % VNIS
+}
+
+/// Runs `f` on a thread inside network namespace `netns` (its sockets are
+/// created there), on a tokio runtime of its own.
+fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || -> Result<T> {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        // SAFETY: a valid namespace fd; only this thread moves.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0
+        {
+            return Err(std::io::Error::last_os_error()).context("setns");
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow!("the etcd client thread panicked"))?
+}
+
+async fn connect() -> Result<Client> {
+    Client::connect([format!("http://{ETCD_IP}:2379")], None)
+        .await
+        .context("connecting to etcd")
+}
+
+/// Writes the 1,000 VTEPs and 20,000 MACs, 100 puts per transaction.
+fn generate(netns: &str) -> Result<()> {
+    in_netns(netns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut c = connect().await?;
+            let mut ops = Vec::new();
+            for i in 0..VTEPS {
+                let (v, a) = (vni_of(i), vtep(i));
+                ops.push(TxnOp::put(
+                    format!("{KEY_PREFIX}/v1/vni/{v}/vtep/{a}"),
+                    format!("{{\"vtep\":\"{a}\"}}"),
+                    None,
+                ));
+                for j in 0..MACS_PER_VTEP {
+                    let m = mac_text(&mac(i, j));
+                    ops.push(TxnOp::put(
+                        format!("{KEY_PREFIX}/v1/vni/{v}/mac/{m}"),
+                        format!("{{\"vtep\":\"{a}\",\"ip\":\"10.100.{}.{}\"}}", i >> 4, (i % 16) * 16 + j),
+                        None,
+                    ));
+                }
+                if ops.len() >= 100 {
+                    c.txn(Txn::new().and_then(std::mem::take(&mut ops))).await?;
+                }
+            }
+            if !ops.is_empty() {
+                c.txn(Txn::new().and_then(ops)).await?;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Entries of the forwarder's FDB map that the control plane installed.
+fn extern_entries(maps: &vxlan_user::maps::Maps) -> u64 {
+    let mut n = 0;
+    let _ = vxlan_user::batch::for_each(&maps.fdb, |_, e| n += u64::from(e.is_extern()));
+    n
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: a plain libc call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+fn rss_peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_etcd(guard: &TopologyGuard, sw: &str, dir: &Path) -> Result<()> {
+    ip(&["-n", sw, "link", "set", "lo", "up"])?;
+    ip(&["-n", sw, "addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"])?;
+    let client = format!("http://{ETCD_IP}:2379");
+    let data = dir.join("etcd");
+    let _ = std::fs::remove_dir_all(&data);
+    guard.spawn(
+        sw,
+        "etcd",
+        "etcd",
+        &[
+            "--name",
+            "bench",
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "bench=http://127.0.0.1:2380",
+            "--log-level",
+            "error",
+        ],
+    )?;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        let mut c = netns_cmd(sw, "etcdctl");
+        c.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &client, "--dial-timeout=1s", "endpoint", "health"]);
+        if output_any(&mut c).is_ok_and(|o| o.status.success()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("etcd did not come up")
+}
+
+fn start_fwd(
+    guard: &TopologyGuard,
+    h: &Host,
+    fwd: &Path,
+    state: &Path,
+    args: &[&str],
+) -> Result<topology::Spawned> {
+    let mut all: Vec<String> = vec![
+        format!("VXLAN_FWD_STATE_DIR={}", state.display()),
+        fwd.display().to_string(),
+        "--iface".into(),
+        "eth0".into(),
+        "--etcd".into(),
+        format!("http://{ETCD_IP}:2379"),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let p = guard.spawn(&h.netns, &format!("vxlan-fwd@{}", h.name), "env", &all)?;
+    p.wait_for_line("its ready line", Duration::from_secs(30), |l| {
+        l.starts_with("vxlan-fwd: ready")
+    })?;
+    Ok(p)
+}
+
+pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
+    section("control plane (etcd)");
+    topology::teardown_on_signal();
+    let guard = Topology::seed(PREFIX).create()?;
+    let topo = guard.topo().clone();
+    let state = crate::util::target_dir().join("bench").join("etcd-state");
+    std::fs::create_dir_all(&state)?;
+    start_etcd(&guard, &topo.switch_netns, &state)?;
+    let mut figs = EtcdFigures::default();
+
+    // 1. Convergence from a cold start.
+    generate(&topo.switch_netns)?;
+    let want = u64::from(VTEPS * MACS_PER_VTEP);
+    let h1 = &topo.hosts[0];
+    let config = state.join("bench.toml");
+    let mut text = String::from("iface = \"eth0\"\n");
+    for v in FIRST_VNI..FIRST_VNI + VNIS {
+        text.push_str(&format!("[[vni]]\nid = {v}\n"));
+    }
+    std::fs::write(&config, text)?;
+    let cfg = config.display().to_string();
+    let t0 = Instant::now();
+    let p = start_fwd(&guard, h1, fwd, &state, &["--config", &cfg])?;
+    let connected = p
+        .wait_for_line("the etcd connected line", Duration::from_secs(30), |l| {
+            l.contains("etcd: connected")
+        })
+        .map(|_| t0.elapsed())?;
+    let pid = pid_of(&h1.netns, "vxlan-fwd")?;
+    let maps = super::run::fwd_maps(h1)?;
+    loop {
+        if extern_entries(&maps) >= want {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("the forwarder did not converge in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let done = t0.elapsed();
+    figs.entries = want;
+    figs.converge_from_start_s = done.as_secs_f64();
+    figs.converge_from_connect_s = (done.saturating_sub(connected)).as_secs_f64();
+    figs.converge_cpu_s = cpu_s(pid);
+    figs.rss_peak_kib = rss_peak_kib(pid);
+    outln!(
+        "convergence: {want} entries in {:.3} s from start ({:.3} s from the etcd connection); \
+         CPU {:.2} s, peak RSS {} KiB",
+        figs.converge_from_start_s,
+        figs.converge_from_connect_s,
+        figs.converge_cpu_s,
+        figs.rss_peak_kib
+    );
+
+    // 2. Churn: 100 moves per second.
+    let moves = if plan.quick { 200 } else { 500 };
+    let lat = in_netns(&topo.switch_netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut c = connect().await?;
+            let fdb = &maps.fdb;
+            let mut lat = Vec::with_capacity(moves);
+            let start = Instant::now();
+            for k in 0..moves {
+                let slot = start + Duration::from_millis(10 * k as u64);
+                tokio::time::sleep_until(slot.into()).await;
+                let i = (k as u32 * 7) % VTEPS;
+                let (v, m) = (vni_of(i), mac(i, k as u32 % MACS_PER_VTEP));
+                // To another VTEP of the same VNI, away and back.
+                let to = vtep(if (k / VTEPS as usize) % 2 == 0 { (i + VNIS) % VTEPS } else { i });
+                let key = format!("{KEY_PREFIX}/v1/vni/{v}/mac/{}", mac_text(&m));
+                let t = Instant::now();
+                c.put(key, format!("{{\"vtep\":\"{to}\"}}"), None::<PutOptions>)
+                    .await?;
+                loop {
+                    if fdb.get(&FdbKey::new(v, m), 0).is_ok_and(|e| e.remote == to.octets()) {
+                        break;
+                    }
+                    if t.elapsed() > Duration::from_secs(5) {
+                        bail!("move {k} not applied in 5 s");
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(lat)
+        })
+    })?;
+    let mut sorted = lat.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
+    figs.churn_moves = sorted.len();
+    figs.churn_p50_ms = pct(0.5);
+    figs.churn_p99_ms = pct(0.99);
+    figs.churn_max_ms = pct(1.0);
+    outln!(
+        "churn: {} moves at 100/s; etcd write -> map update p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        figs.churn_moves,
+        figs.churn_p50_ms,
+        figs.churn_p99_ms,
+        figs.churn_max_ms
+    );
+    drop(p);
+    topology::stop_processes_within(Duration::from_secs(10));
+    drop(guard);
+
+    // 3. BUM saved: ARP on the underlay with and without suppression.
+    let rounds = if plan.quick { 10 } else { 30 };
+    figs.arp_rounds = rounds;
+    for suppress in [true, false] {
+        let n = arp_round(fwd, &state, suppress, rounds)?;
+        if suppress {
+            figs.arp_on_underlay_suppressed = n;
+        } else {
+            figs.arp_on_underlay_flooded = n;
+        }
+    }
+    outln!(
+        "BUM saved: c1 resolves c2 {rounds} times: {} ARP request(s) on the underlay with \
+         suppression, {} without",
+        figs.arp_on_underlay_suppressed,
+        figs.arp_on_underlay_flooded
+    );
+    Ok(figs)
+}
+
+/// Two forwarders (VNI 42, etcd) with or without ARP suppression; c1
+/// resolves c2 `rounds` times; returns the encapsulated ARP requests seen
+/// on the switch.
+fn arp_round(fwd: &Path, state: &Path, suppress: bool, rounds: u32) -> Result<usize> {
+    let guard = Topology::seed(PREFIX).create()?;
+    let topo = guard.topo().clone();
+    start_etcd(&guard, &topo.switch_netns, state)?;
+    let flag = if suppress { "--arp-suppress" } else { "--no-arp-suppress" };
+    let mut procs = Vec::new();
+    for h in &topo.hosts {
+        procs.push(start_fwd(&guard, h, fwd, state, &["--vni", "42", "--port", "veth0", flag])?);
+    }
+    let (c1, c2) = (&topo.hosts[0], &topo.hosts[1]);
+    // Warm-up: both endpoints published with their addresses.
+    let t = Instant::now();
+    while !topology::ping(&c1.container_netns, c2.container_ip)?.0 {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("c1 does not reach c2");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let capture = guard.spawn(&topo.switch_netns, "tcpdump", "tcpdump", &["-l", "-n", "-i", "br0", "udp", "port", "4789"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..rounds {
+        ip(&["-n", &c1.container_netns, "neigh", "flush", "dev", "eth0"])?;
+        let mut p = netns_cmd(&c1.container_netns, "ping");
+        p.args(["-c", "1", "-W", "1", &c2.container_ip.to_string()]);
+        let _ = output_any(&mut p)?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let n = capture
+        .drain()
+        .iter()
+        .filter(|l| l.contains("ARP, Request"))
+        .count();
+    drop(procs);
+    topology::stop_processes_within(Duration::from_secs(10));
+    drop(guard);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_fleet_is_distinct() {
+        let mut macs = std::collections::BTreeSet::new();
+        for i in 0..VTEPS {
+            for j in 0..MACS_PER_VTEP {
+                assert!(macs.insert(mac(i, j)));
+            }
+        }
+        assert_eq!(macs.len(), 20_000);
+        assert_eq!(mac_text(&mac(1, 2)), "02:ee:00:01:00:02");
+        assert_eq!(vtep(258), Ipv4Addr::new(10, 99, 1, 2));
+        // 50 VTEPs per VNI: each fits a flood list.
+        assert_eq!((0..VTEPS).filter(|i| vni_of(*i) == FIRST_VNI).count(), 50);
+    }
+}
