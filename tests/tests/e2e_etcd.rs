@@ -64,7 +64,15 @@ impl Lab {
         let url = self.etcd.url();
         let ttl = TTL.to_string();
         let mut args = vec![
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--etcd", &url, "--etcd-ttl",
+            "--iface",
+            "eth0",
+            "--vni",
+            "42",
+            "--port",
+            "veth0",
+            "--etcd",
+            &url,
+            "--etcd-ttl",
             &ttl,
         ];
         args.extend_from_slice(extra);
@@ -169,7 +177,11 @@ fn etcd_all_pairs_ping_without_remotes_or_learning() {
     }
     // Remote MACs are the control plane's: extern_learn, origin etcd, and
     // nothing at all learned from the wire.
-    for (f, remote_cs) in [(&f1, ["c2", "c3"]), (&f2, ["c1", "c3"]), (&f3, ["c1", "c2"])] {
+    for (f, remote_cs) in [
+        (&f1, ["c2", "c3"]),
+        (&f2, ["c1", "c3"]),
+        (&f3, ["c1", "c2"]),
+    ] {
         for c in remote_cs {
             let mac = lab.c(c).mac();
             let host_ip = match c {
@@ -177,8 +189,9 @@ fn etcd_all_pairs_ping_without_remotes_or_learning() {
                 "c2" => vxlan_tests::H2_IP,
                 _ => H3_IP,
             };
-            let r = row_of(f, &mac)
-                .unwrap_or_else(|| panic!("{}: no entry for {c} ({mac})\n{}", f.ns(), f.fdb_show()));
+            let r = row_of(f, &mac).unwrap_or_else(|| {
+                panic!("{}: no entry for {c} ({mac})\n{}", f.ns(), f.fdb_show())
+            });
             assert_eq!(r["origin"], "etcd", "{}: {r}", f.ns());
             assert_eq!(r["extern_learn"], true, "{}: {r}", f.ns());
             assert_eq!(r["dst"], host_ip, "{}: {r}", f.ns());
@@ -189,15 +202,32 @@ fn etcd_all_pairs_ping_without_remotes_or_learning() {
             .into_iter()
             .filter(|r| r["origin"] == "learned" && r["dst"].is_string())
             .collect();
-        assert!(learned.is_empty(), "{}: learned from the wire: {learned:?}", f.ns());
+        assert!(
+            learned.is_empty(),
+            "{}: learned from the wire: {learned:?}",
+            f.ns()
+        );
     }
     // What etcd holds: three VTEPs and three MACs with their addresses.
     let keys = lab.etcd.keys("/vxlan-fwd/v1/vni/42/");
-    assert_eq!(keys.iter().filter(|k| k.contains("/vtep/")).count(), 3, "{keys:?}");
-    assert_eq!(keys.iter().filter(|k| k.contains("/mac/")).count(), 3, "{keys:?}");
-    let v = lab.etcd.ctl(&["get", "--print-value-only", &format!("/vxlan-fwd/v1/vni/42/mac/{}", lab.c("c2").mac())]);
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("/vtep/")).count(),
+        3,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("/mac/")).count(),
+        3,
+        "{keys:?}"
+    );
+    let v = lab.etcd.ctl(&[
+        "get",
+        "--print-value-only",
+        &format!("/vxlan-fwd/v1/vni/42/mac/{}", lab.c("c2").mac()),
+    ]);
     assert!(
-        v.stdout.contains(&format!("\"vtep\":\"{}\"", vxlan_tests::H2_IP))
+        v.stdout
+            .contains(&format!("\"vtep\":\"{}\"", vxlan_tests::H2_IP))
             && v.stdout.contains(&format!("\"ip\":\"{C2_IP}\"")),
         "{v}"
     );
@@ -214,7 +244,11 @@ fn etcd_arp_for_known_addresses_never_reaches_the_underlay() {
     assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
     let mac2 = lab.c("c2").mac();
     let known = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        let v = lab.etcd.ctl(&["get", "--print-value-only", &format!("/vxlan-fwd/v1/vni/42/mac/{mac2}")]);
+        let v = lab.etcd.ctl(&[
+            "get",
+            "--print-value-only",
+            &format!("/vxlan-fwd/v1/vni/42/mac/{mac2}"),
+        ]);
         v.stdout.contains(C2_IP)
     });
     assert!(known, "c2's address never published\n{}", diag(&[&f1, &f2]));
@@ -235,11 +269,22 @@ fn etcd_arp_for_known_addresses_never_reaches_the_underlay() {
             .filter(|l| l.contains("ARP") && l.contains(&format!("who-has {ip} ")))
             .count()
     };
-    assert!(asks("172.18.1.99") >= 1, "the unknown address was not flooded: {lines:#?}");
-    assert_eq!(asks(C2_IP), 0, "ARP for a known address on the underlay: {lines:#?}");
+    assert!(
+        asks("172.18.1.99") >= 1,
+        "the unknown address was not flooded: {lines:#?}"
+    );
+    assert_eq!(
+        asks(C2_IP),
+        0,
+        "ARP for a known address on the underlay: {lines:#?}"
+    );
     let neigh = c1.ns.ip(["neigh", "show", C2_IP]);
     assert!(neigh.contains(&mac2), "c1 learned {neigh}, expected {mac2}");
-    assert!(f1.counter("arp_suppressed") > before, "{}", f1.diagnostics());
+    assert!(
+        f1.counter("arp_suppressed") > before,
+        "{}",
+        f1.diagnostics()
+    );
 }
 
 #[test]
@@ -265,9 +310,11 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
     // SIGKILL: nothing revokes the lease; it expires.
     let t = Instant::now();
     f3.kill();
-    let ok = wait_until(Duration::from_secs(TTL + 5), Duration::from_millis(50), || {
-        gone(&f1, H3_IP, &mac3) && gone(&f2, H3_IP, &mac3)
-    });
+    let ok = wait_until(
+        Duration::from_secs(TTL + 5),
+        Duration::from_millis(50),
+        || gone(&f1, H3_IP, &mac3) && gone(&f2, H3_IP, &mac3),
+    );
     let took = t.elapsed();
     assert!(ok, "h3 still known\n{}", diag(&[&f1, &f2]));
     assert!(
@@ -280,9 +327,11 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
     lab.topo.host("h2").ns.ip(["link", "del", "eth0"]);
     let out = f2.wait_exit(Duration::from_secs(10));
     assert_eq!(out.code(), Some(1), "{out}");
-    let ok = wait_until(Duration::from_secs(TTL + 5), Duration::from_millis(50), || {
-        gone(&f1, vxlan_tests::H2_IP, &mac2)
-    });
+    let ok = wait_until(
+        Duration::from_secs(TTL + 5),
+        Duration::from_millis(50),
+        || gone(&f1, vxlan_tests::H2_IP, &mac2),
+    );
     let took = t.elapsed();
     assert!(ok, "h2 still known\n{}", f1.diagnostics());
     assert!(
@@ -347,12 +396,30 @@ fn etcd_bad_values_are_skipped() {
     let f2 = lab.fwd("h2", &[]);
     wait_flood_lists(&[(&f1, vxlan_tests::H1_IP), (&f2, vxlan_tests::H2_IP)]);
     let bad = [
-        ("/vxlan-fwd/v1/vni/42/mac/zz:zz:zz:zz:zz:zz", r#"{"vtep":"192.168.57.54"}"#),
-        ("/vxlan-fwd/v1/vni/42/mac/02:00:00:00:99:02", "not json at all"),
-        ("/vxlan-fwd/v1/vni/42/mac/02:00:00:00:99:03", r#"{"vtep":"0.0.0.0"}"#),
-        ("/vxlan-fwd/v1/vni/42/mac/02:00:00:00:99:04", r#"{"vtep":"192.168.57.54","ip":"1.2.3"}"#),
-        ("/vxlan-fwd/v1/vni/99999999/vtep/192.168.57.9", r#"{"vtep":"192.168.57.9"}"#),
-        ("/vxlan-fwd/v1/vni/42/vtep/192.168.57.9", r#"{"vtep":"10.9.9.9"}"#),
+        (
+            "/vxlan-fwd/v1/vni/42/mac/zz:zz:zz:zz:zz:zz",
+            r#"{"vtep":"192.168.57.54"}"#,
+        ),
+        (
+            "/vxlan-fwd/v1/vni/42/mac/02:00:00:00:99:02",
+            "not json at all",
+        ),
+        (
+            "/vxlan-fwd/v1/vni/42/mac/02:00:00:00:99:03",
+            r#"{"vtep":"0.0.0.0"}"#,
+        ),
+        (
+            "/vxlan-fwd/v1/vni/42/mac/02:00:00:00:99:04",
+            r#"{"vtep":"192.168.57.54","ip":"1.2.3"}"#,
+        ),
+        (
+            "/vxlan-fwd/v1/vni/99999999/vtep/192.168.57.9",
+            r#"{"vtep":"192.168.57.9"}"#,
+        ),
+        (
+            "/vxlan-fwd/v1/vni/42/vtep/192.168.57.9",
+            r#"{"vtep":"10.9.9.9"}"#,
+        ),
         ("/vxlan-fwd/v1/vni/42/oops", "x"),
     ];
     for (k, v) in bad {
@@ -371,7 +438,11 @@ fn etcd_bad_values_are_skipped() {
     assert!(f1.is_running(), "the forwarder died on bad values");
     let (_, err) = f1.output_so_far();
     assert_eq!(err.matches("etcd: skipping").count(), bad.len(), "{err}");
-    for mac in ["02:00:00:00:99:02", "02:00:00:00:99:03", "02:00:00:00:99:04"] {
+    for mac in [
+        "02:00:00:00:99:02",
+        "02:00:00:00:99:03",
+        "02:00:00:00:99:04",
+    ] {
         assert!(row_of(&f1, mac).is_none(), "{mac} installed");
     }
     assert_eq!(
@@ -405,13 +476,19 @@ fn etcd_a_mac_that_moves_is_followed() {
     c3.ns.ip(["link", "set", "eth0", "down"]);
     c3.ns.ip(["link", "set", "eth0", "address", &mac]);
     c3.ns.ip(["addr", "flush", "dev", "eth0"]);
-    c3.ns.ip(["addr", "add", &format!("{C2_IP}/24"), "dev", "eth0"]);
+    c3.ns
+        .ip(["addr", "add", &format!("{C2_IP}/24"), "dev", "eth0"]);
     c3.ns.ip(["link", "set", "eth0", "up"]);
     let _ = ping_result(&c3.ns, C1_IP, 1);
     let moved = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
         row_of(&f1, &mac).is_some_and(|r| r["dst"] == H3_IP && r["origin"] == "etcd")
     });
-    assert!(moved, "h1 did not follow the move: {:?}\n{}", row_of(&f1, &mac), diag(&[&f1, &f2, &f3]));
+    assert!(
+        moved,
+        "h1 did not follow the move: {:?}\n{}",
+        row_of(&f1, &mac),
+        diag(&[&f1, &f2, &f3])
+    );
     // h2 knows it is on h3 now too.
     let ok = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
         row_of(&f2, &mac).is_some_and(|r| r["dst"] == H3_IP)

@@ -47,10 +47,8 @@ const ARP_LEN: usize = core::mem::size_of::<ArpPkt>();
 #[inline(always)]
 fn load_arp(ctx: &TcContext) -> Option<ArpPkt> {
     let a: ArpPkt = ctx.load(ETH_HLEN).ok()?;
-    let ipv4_over_eth = a.htype == [0, 1]
-        && a.ptype == ETH_P_IP.to_be_bytes()
-        && a.hlen == 6
-        && a.plen == 4;
+    let ipv4_over_eth =
+        a.htype == [0, 1] && a.ptype == ETH_P_IP.to_be_bytes() && a.hlen == 6 && a.plen == 4;
     ipv4_over_eth.then_some(a)
 }
 

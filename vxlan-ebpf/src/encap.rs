@@ -17,7 +17,8 @@ use aya_ebpf::{
 };
 use network_types::eth::EthHdr;
 use vxlan_common::{
-    BumWindow, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, Config, Counter, MAX_PORTS, MAX_REMOTES,
+    BumWindow, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, Config, Counter,
+    MAX_PORTS, MAX_REMOTES,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
         is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    ArpEntry, ArpKey, BumWindow, Config, LocalIp, MAX_ARP, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, MAX_ALLOWED, MAX_GROUPS,
-    MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen, PortInfo, VniInfo,
-    counters::NUM_COUNTERS,
+    ArpEntry, ArpKey, BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, LocalIp,
+    MAX_ALLOWED, MAX_ARP, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen,
+    PortInfo, VniInfo, counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.

@@ -11,7 +11,8 @@ use aya::{
     programs::loaded_programs,
 };
 use vxlan_common::{
-    ArpEntry, ArpKey, BumWindow, Config, LocalIp, FdbEntry, FdbKey, NeighEntry, NeighSeen, PortInfo, VniInfo, map, prog,
+    ArpEntry, ArpKey, BumWindow, Config, FdbEntry, FdbKey, LocalIp, NeighEntry, NeighSeen,
+    PortInfo, VniInfo, map, prog,
 };
 
 use crate::netlink::{LinkInfo, Netlink};

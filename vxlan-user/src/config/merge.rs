@@ -80,10 +80,15 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
         check_prefix(p).map_err(|err| anyhow!("--etcd-prefix: {err}"))?;
     }
     if let Some(t) = cli.etcd_ttl {
-        check_ttl(i64::try_from(t).unwrap_or(i64::MAX)).map_err(|err| anyhow!("--etcd-ttl: {err}"))?;
+        check_ttl(i64::try_from(t).unwrap_or(i64::MAX))
+            .map_err(|err| anyhow!("--etcd-ttl: {err}"))?;
     }
     let fe = file.etcd.clone().unwrap_or_default();
-    let endpoints = if cli.etcd.is_empty() { fe.endpoints.clone() } else { cli.etcd.clone() };
+    let endpoints = if cli.etcd.is_empty() {
+        fe.endpoints.clone()
+    } else {
+        cli.etcd.clone()
+    };
     let etcd = if endpoints.is_empty() {
         if file.etcd.is_some() {
             return Err(anyhow!("{origin}: [etcd] has no `endpoints`"));

@@ -115,15 +115,18 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
     if let Some(e) = raw.etcd {
         let mut etcd = FileEtcd::default();
         for v in e.endpoints.unwrap_or_default() {
-            check_endpoint(v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "endpoints")))?;
+            check_endpoint(v.get_ref())
+                .map_err(|err| anyhow!("{}: {err}", at(v.span(), "endpoints")))?;
             etcd.endpoints.push(v.into_inner());
         }
         if let Some(v) = e.prefix {
-            check_prefix(v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "prefix")))?;
+            check_prefix(v.get_ref())
+                .map_err(|err| anyhow!("{}: {err}", at(v.span(), "prefix")))?;
             etcd.prefix = Some(v.into_inner());
         }
         if let Some(v) = e.ttl {
-            let t = check_ttl(*v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "ttl")))?;
+            let t =
+                check_ttl(*v.get_ref()).map_err(|err| anyhow!("{}: {err}", at(v.span(), "ttl")))?;
             etcd.ttl = Some(t);
         }
         etcd.arp_suppress = e.arp_suppress;

@@ -825,7 +825,10 @@ fn etcd_table_and_flags() {
     let c = resolve(Some(file(text)), Overrides::default()).unwrap();
     let e = c.etcd.expect("etcd");
     assert_eq!(e.endpoints, ["http://10.0.0.1:2379", "https://e2:2379"]);
-    assert_eq!((e.prefix.as_str(), e.ttl, e.arp_suppress), ("/fleet", 5, false));
+    assert_eq!(
+        (e.prefix.as_str(), e.ttl, e.arp_suppress),
+        ("/fleet", 5, false)
+    );
     assert_eq!(e.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
     // The command line replaces endpoints and overrides the rest.
     let cli = Overrides {
@@ -836,7 +839,10 @@ fn etcd_table_and_flags() {
     };
     let e = resolve(Some(file(text)), cli).unwrap().etcd.expect("etcd");
     assert_eq!(e.endpoints, ["http://10.9.9.9:2379"]);
-    assert_eq!((e.prefix.as_str(), e.ttl, e.arp_suppress), ("/fleet", 3, true));
+    assert_eq!(
+        (e.prefix.as_str(), e.ttl, e.arp_suppress),
+        ("/fleet", 3, true)
+    );
     // Defaults: prefix /vxlan-fwd, TTL 10, ARP suppression on.
     let cli = Overrides {
         iface: Some("eth0".into()),
@@ -844,16 +850,31 @@ fn etcd_table_and_flags() {
         ..Overrides::default()
     };
     let e = resolve(None, cli).unwrap().etcd.expect("etcd");
-    assert_eq!((e.prefix.as_str(), e.ttl, e.arp_suppress), (DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TTL, true));
+    assert_eq!(
+        (e.prefix.as_str(), e.ttl, e.arp_suppress),
+        (DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TTL, true)
+    );
 }
 
 #[test]
 fn etcd_errors_name_the_line_or_flag() {
     for (text, want) in [
-        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"10.0.0.1:2379\"]\n", "t.toml:3: key `endpoints`: '10.0.0.1:2379' is not an etcd endpoint"),
-        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\nttl = 0\n", "t.toml:4: key `ttl`: 0 is not a lease TTL"),
-        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\nprefix = \"x\"\n", "t.toml:4: key `prefix`: 'x' is not a key prefix"),
-        ("iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\ncert = \"/c\"\n", "`cert` and `key` go together"),
+        (
+            "iface = \"eth0\"\n[etcd]\nendpoints = [\"10.0.0.1:2379\"]\n",
+            "t.toml:3: key `endpoints`: '10.0.0.1:2379' is not an etcd endpoint",
+        ),
+        (
+            "iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\nttl = 0\n",
+            "t.toml:4: key `ttl`: 0 is not a lease TTL",
+        ),
+        (
+            "iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\nprefix = \"x\"\n",
+            "t.toml:4: key `prefix`: 'x' is not a key prefix",
+        ),
+        (
+            "iface = \"eth0\"\n[etcd]\nendpoints = [\"http://a:2379\"]\ncert = \"/c\"\n",
+            "`cert` and `key` go together",
+        ),
     ] {
         let e = parse(text, "t.toml").map(|f| resolve(Some(f), Overrides::default()));
         let msg = match e {
@@ -863,11 +884,29 @@ fn etcd_errors_name_the_line_or_flag() {
         };
         assert!(msg.contains(want), "{msg}\nexpected: {want}");
     }
-    let e = resolve(Some(file("iface = \"eth0\"\n[etcd]\nttl = 5\n")), Overrides::default()).unwrap_err();
-    assert!(format!("{e:#}").contains("[etcd] has no `endpoints`"), "{e:#}");
-    let cli = Overrides { iface: Some("eth0".into()), etcd: vec!["ftp://x:1".into()], ..Overrides::default() };
+    let e = resolve(
+        Some(file("iface = \"eth0\"\n[etcd]\nttl = 5\n")),
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("[etcd] has no `endpoints`"),
+        "{e:#}"
+    );
+    let cli = Overrides {
+        iface: Some("eth0".into()),
+        etcd: vec!["ftp://x:1".into()],
+        ..Overrides::default()
+    };
     let e = resolve(None, cli).unwrap_err();
-    assert!(format!("{e:#}").starts_with("--etcd: 'ftp://x:1' is not an etcd endpoint"), "{e:#}");
-    let cli = Overrides { iface: Some("eth0".into()), etcd_ttl: Some(5), ..Overrides::default() };
+    assert!(
+        format!("{e:#}").starts_with("--etcd: 'ftp://x:1' is not an etcd endpoint"),
+        "{e:#}"
+    );
+    let cli = Overrides {
+        iface: Some("eth0".into()),
+        etcd_ttl: Some(5),
+        ..Overrides::default()
+    };
     assert!(format!("{:#}", resolve(None, cli).unwrap_err()).contains("need --etcd"));
 }

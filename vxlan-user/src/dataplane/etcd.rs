@@ -157,7 +157,14 @@ impl Dataplane {
         }
         if let Some(ip) = v.ip
             && let Some(arp) = self.maps.arp.as_mut()
-            && let Err(e) = arp.insert(ArpKey { vni, ip: ip.octets() }, ArpEntry { mac, _pad: [0; 2] }, 0)
+            && let Err(e) = arp.insert(
+                ArpKey {
+                    vni,
+                    ip: ip.octets(),
+                },
+                ArpEntry { mac, _pad: [0; 2] },
+                0,
+            )
         {
             warn!("ARP table: {e}");
         }
@@ -212,7 +219,10 @@ impl Dataplane {
 
     /// Removes `ARP[(vni, ip)]` while it still answers with `mac`.
     fn arp_del(&mut self, vni: u32, ip: Ipv4Addr, mac: [u8; 6]) {
-        let key = ArpKey { vni, ip: ip.octets() };
+        let key = ArpKey {
+            vni,
+            ip: ip.octets(),
+        };
         if let Some(arp) = self.maps.arp.as_mut()
             && arp.get(&key, 0).is_ok_and(|e| e.mac == mac)
         {
@@ -299,7 +309,9 @@ impl Dataplane {
                 .as_ref()
                 .and_then(|m| m.get(&k, 0).ok())
                 .map(|l| Ipv4Addr::from(l.ip));
-            local.endpoints.insert((k.vni, k.mac), Endpoint { ip, seen_ns });
+            local
+                .endpoints
+                .insert((k.vni, k.mac), Endpoint { ip, seen_ns });
         }
         local
     }

@@ -32,8 +32,8 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use vxlan_common::{
     CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, CFG_F_TC_DECAP,
-    Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
+    Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER, PortInfo,
+    VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
 };
 
 use self::{host_if::HostIf, journal::Journal};

@@ -121,8 +121,9 @@ fn connect_options(cfg: &EtcdConfig) -> Result<ConnectOptions> {
         }
         match (&cfg.cert, &cfg.key) {
             (Some(c), Some(k)) => {
-                let cert = std::fs::read(c)
-                    .with_context(|| format!("reading the etcd client certificate '{}'", c.display()))?;
+                let cert = std::fs::read(c).with_context(|| {
+                    format!("reading the etcd client certificate '{}'", c.display())
+                })?;
                 let key = std::fs::read(k)
                     .with_context(|| format!("reading the etcd client key '{}'", k.display()))?;
                 tls = tls.identity(Identity::from_pem(cert, key));
@@ -190,7 +191,9 @@ async fn run(
                 "etcd: lost the connection to {endpoints} ({e:#}); forwarding goes on with \
                  the last known state, reconnecting"
             );
-            println!("vxlan-fwd: etcd: connection lost; forwarding goes on with the last known state");
+            println!(
+                "vxlan-fwd: etcd: connection lost; forwarding goes on with the last known state"
+            );
             let _ = st.tx.send(Update::Connected(false)).await;
             backoff = BACKOFF_MIN;
         } else if up.is_none() {
@@ -219,7 +222,11 @@ async fn session(st: &mut State, up: &mut Option<bool>, endpoints: &str) -> Resu
         .context("connecting")?;
     st.client = Some(client.clone());
     let ttl = i64::try_from(st.cfg.ttl).unwrap_or(i64::MAX);
-    let lease = client.lease_grant(ttl, None).await.context("granting a lease")?.id();
+    let lease = client
+        .lease_grant(ttl, None)
+        .await
+        .context("granting a lease")?
+        .id();
     let (mut keeper, mut alive) = client
         .lease_keep_alive(lease)
         .await
@@ -241,7 +248,11 @@ async fn session(st: &mut State, up: &mut Option<bool>, endpoints: &str) -> Resu
     let mut watch = client
         .watch(
             root,
-            Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
         )
         .await
         .context("watching")?;
@@ -262,7 +273,11 @@ async fn session(st: &mut State, up: &mut Option<bool>, endpoints: &str) -> Resu
     {
         let _ = client.lease_revoke(old).await;
     }
-    let what = if *up == Some(false) { "reconnected to" } else { "connected to" };
+    let what = if *up == Some(false) {
+        "reconnected to"
+    } else {
+        "connected to"
+    };
     info!(
         "etcd: {what} {endpoints}: {} VNI(s) registered, {n} remote MAC(s) known",
         local.vnis.len()
@@ -324,13 +339,21 @@ async fn session(st: &mut State, up: &mut Option<bool>, endpoints: &str) -> Resu
 fn skip(key: &[u8], why: &str) {
     warn!(
         "etcd: skipping '{}': {why}",
-        String::from_utf8_lossy(key).chars().take(200).collect::<String>()
+        String::from_utf8_lossy(key)
+            .chars()
+            .take(200)
+            .collect::<String>()
     );
 }
 
 /// Another VTEP took one of our endpoints (it moved there).
 fn noticed(st: &mut State, change: &Change) {
-    let Change::Mac { vni, mac, value: Some(v) } = change else {
+    let Change::Mac {
+        vni,
+        mac,
+        value: Some(v),
+    } = change
+    else {
         return;
     };
     let (ours, here) = {
@@ -357,7 +380,10 @@ async fn publish(st: &mut State, client: &mut Client, lease: i64, local: &Local)
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     if let Some(vtep) = local.vtep {
         for &vni in &local.vnis {
-            want.insert(schema::vtep_key(&prefix, vni, vtep), schema::vtep_value(vtep));
+            want.insert(
+                schema::vtep_key(&prefix, vni, vtep),
+                schema::vtep_value(vtep),
+            );
         }
         for (&(vni, mac), ep) in &local.endpoints {
             if !local.vnis.contains(&vni) {
@@ -391,7 +417,11 @@ async fn publish(st: &mut State, client: &mut Client, lease: i64, local: &Local)
             continue;
         }
         client
-            .put(k.clone(), v.clone(), Some(PutOptions::new().with_lease(lease)))
+            .put(
+                k.clone(),
+                v.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
             .await
             .context("publishing")?;
         st.published.insert(k, v);

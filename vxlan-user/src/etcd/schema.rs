@@ -57,7 +57,12 @@ pub struct Table {
 
 impl Table {
     /// Records a put; `Err` says why the key or value is refused.
-    pub fn put(&mut self, prefix: &str, key: &[u8], value: &[u8]) -> Result<Option<Change>, String> {
+    pub fn put(
+        &mut self,
+        prefix: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Change>, String> {
         let Some(entry) = parse_key(prefix, key)? else {
             return Ok(None);
         };
@@ -69,7 +74,11 @@ impl Table {
                 }
                 self.vteps
                     .insert((vni, addr))
-                    .then_some(Change::Vtep { vni, addr, present: true })
+                    .then_some(Change::Vtep {
+                        vni,
+                        addr,
+                        present: true,
+                    })
                     .map_or(Ok(None), |c| Ok(Some(c)))
             }
             Entry::Mac { vni, mac } => {
@@ -78,7 +87,11 @@ impl Table {
                     return Err(format!("{} is not a VTEP address", v.vtep));
                 }
                 let old = self.macs.insert((vni, mac), v);
-                Ok((old != Some(v)).then_some(Change::Mac { vni, mac, value: Some(v) }))
+                Ok((old != Some(v)).then_some(Change::Mac {
+                    vni,
+                    mac,
+                    value: Some(v),
+                }))
             }
         }
     }
@@ -87,14 +100,20 @@ impl Table {
     pub fn delete(&mut self, prefix: &str, key: &[u8]) -> Result<Option<Change>, String> {
         match parse_key(prefix, key)? {
             None => Ok(None),
-            Some(Entry::Vtep { vni, addr }) => Ok(self
-                .vteps
-                .remove(&(vni, addr))
-                .then_some(Change::Vtep { vni, addr, present: false })),
-            Some(Entry::Mac { vni, mac }) => Ok(self
-                .macs
-                .remove(&(vni, mac))
-                .map(|_| Change::Mac { vni, mac, value: None })),
+            Some(Entry::Vtep { vni, addr }) => {
+                Ok(self.vteps.remove(&(vni, addr)).then_some(Change::Vtep {
+                    vni,
+                    addr,
+                    present: false,
+                }))
+            }
+            Some(Entry::Mac { vni, mac }) => {
+                Ok(self.macs.remove(&(vni, mac)).map(|_| Change::Mac {
+                    vni,
+                    mac,
+                    value: None,
+                }))
+            }
         }
     }
 }
@@ -102,8 +121,16 @@ impl Table {
 /// One change to the [`Table`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    Vtep { vni: u32, addr: Ipv4Addr, present: bool },
-    Mac { vni: u32, mac: [u8; 6], value: Option<MacValue> },
+    Vtep {
+        vni: u32,
+        addr: Ipv4Addr,
+        present: bool,
+    },
+    Mac {
+        vni: u32,
+        mac: [u8; 6],
+        value: Option<MacValue>,
+    },
 }
 
 /// `<prefix>/v1/` (the range every forwarder reads and watches).
@@ -138,7 +165,9 @@ pub fn parse_key(prefix: &str, key: &[u8]) -> Result<Option<Entry>, String> {
     };
     let parts: Vec<&str> = rest.split('/').collect();
     let ["vni", vni, kind, name] = parts[..] else {
-        return Err(format!("'{key}' is not <prefix>/{VERSION}/vni/<vni>/(vtep|mac)/<name>"));
+        return Err(format!(
+            "'{key}' is not <prefix>/{VERSION}/vni/<vni>/(vtep|mac)/<name>"
+        ));
     };
     let vni: u32 = vni
         .parse()
@@ -180,11 +209,17 @@ mod tests {
         assert_eq!(k, "/vxlan-fwd/v1/vni/42/vtep/10.0.0.1");
         assert_eq!(
             parse_key(P, k.as_bytes()),
-            Ok(Some(Entry::Vtep { vni: 42, addr: Ipv4Addr::new(10, 0, 0, 1) }))
+            Ok(Some(Entry::Vtep {
+                vni: 42,
+                addr: Ipv4Addr::new(10, 0, 0, 1)
+            }))
         );
         let k = mac_key(P, 7, &MAC);
         assert_eq!(k, "/vxlan-fwd/v1/vni/7/mac/02:00:00:00:00:0a");
-        assert_eq!(parse_key(P, k.as_bytes()), Ok(Some(Entry::Mac { vni: 7, mac: MAC })));
+        assert_eq!(
+            parse_key(P, k.as_bytes()),
+            Ok(Some(Entry::Mac { vni: 7, mac: MAC }))
+        );
         // A trailing slash on the prefix changes nothing.
         assert_eq!(mac_key("/vxlan-fwd/", 7, &MAC), k);
     }
@@ -215,10 +250,17 @@ mod tests {
     fn table_follows_puts_and_deletes() {
         let mut t = Table::default();
         let k = mac_key(P, 5, &MAC);
-        let v = MacValue { vtep: Ipv4Addr::new(10, 0, 0, 2), ip: Some(Ipv4Addr::new(192, 168, 0, 2)) };
+        let v = MacValue {
+            vtep: Ipv4Addr::new(10, 0, 0, 2),
+            ip: Some(Ipv4Addr::new(192, 168, 0, 2)),
+        };
         assert_eq!(
             t.put(P, k.as_bytes(), mac_value(&v).as_bytes()),
-            Ok(Some(Change::Mac { vni: 5, mac: MAC, value: Some(v) }))
+            Ok(Some(Change::Mac {
+                vni: 5,
+                mac: MAC,
+                value: Some(v)
+            }))
         );
         // The same value again is no change.
         assert_eq!(t.put(P, k.as_bytes(), mac_value(&v).as_bytes()), Ok(None));
@@ -229,14 +271,27 @@ mod tests {
             Ok(Some(Change::Mac {
                 vni: 5,
                 mac: MAC,
-                value: Some(MacValue { vtep: Ipv4Addr::new(10, 0, 0, 3), ip: None })
+                value: Some(MacValue {
+                    vtep: Ipv4Addr::new(10, 0, 0, 3),
+                    ip: None
+                })
             }))
         );
-        assert_eq!(t.delete(P, k.as_bytes()), Ok(Some(Change::Mac { vni: 5, mac: MAC, value: None })));
+        assert_eq!(
+            t.delete(P, k.as_bytes()),
+            Ok(Some(Change::Mac {
+                vni: 5,
+                mac: MAC,
+                value: None
+            }))
+        );
         assert_eq!(t.delete(P, k.as_bytes()), Ok(None));
         let vk = vtep_key(P, 5, Ipv4Addr::new(10, 0, 0, 9));
         let vv = vtep_value(Ipv4Addr::new(10, 0, 0, 9));
-        assert!(matches!(t.put(P, vk.as_bytes(), vv.as_bytes()), Ok(Some(Change::Vtep { present: true, .. }))));
+        assert!(matches!(
+            t.put(P, vk.as_bytes(), vv.as_bytes()),
+            Ok(Some(Change::Vtep { present: true, .. }))
+        ));
         assert!(t.vteps.contains(&(5, Ipv4Addr::new(10, 0, 0, 9))));
     }
 
@@ -254,7 +309,11 @@ mod tests {
             b"[1,2,3]",
             &[0xff; 64],
         ] {
-            assert!(t.put(P, k.as_bytes(), v).is_err(), "{}", String::from_utf8_lossy(v));
+            assert!(
+                t.put(P, k.as_bytes(), v).is_err(),
+                "{}",
+                String::from_utf8_lossy(v)
+            );
         }
         let vk = vtep_key(P, 5, Ipv4Addr::new(10, 0, 0, 9));
         assert!(t.put(P, vk.as_bytes(), br#"{"vtep":"10.0.0.8"}"#).is_err());

@@ -105,8 +105,7 @@ fn in_netns<T: Send + 'static>(
     std::thread::spawn(move || -> Result<T> {
         let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
         // SAFETY: a valid namespace fd; only this thread moves.
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0
-        {
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
             return Err(std::io::Error::last_os_error()).context("setns");
         }
         f()
@@ -141,7 +140,11 @@ fn generate(netns: &str) -> Result<()> {
                     let m = mac_text(&mac(i, j));
                     ops.push(TxnOp::put(
                         format!("{KEY_PREFIX}/v1/vni/{v}/mac/{m}"),
-                        format!("{{\"vtep\":\"{a}\",\"ip\":\"10.100.{}.{}\"}}", i >> 4, (i % 16) * 16 + j),
+                        format!(
+                            "{{\"vtep\":\"{a}\",\"ip\":\"10.100.{}.{}\"}}",
+                            i >> 4,
+                            (i % 16) * 16 + j
+                        ),
                         None,
                     ));
                 }
@@ -187,7 +190,15 @@ fn rss_peak_kib(pid: u32) -> u64 {
 
 fn start_etcd(guard: &TopologyGuard, sw: &str, dir: &Path) -> Result<()> {
     ip(&["-n", sw, "link", "set", "lo", "up"])?;
-    ip(&["-n", sw, "addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"])?;
+    ip(&[
+        "-n",
+        sw,
+        "addr",
+        "add",
+        &format!("{ETCD_IP}/24"),
+        "dev",
+        "br0",
+    ])?;
     let client = format!("http://{ETCD_IP}:2379");
     let data = dir.join("etcd");
     let _ = std::fs::remove_dir_all(&data);
@@ -217,8 +228,13 @@ fn start_etcd(guard: &TopologyGuard, sw: &str, dir: &Path) -> Result<()> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
         let mut c = netns_cmd(sw, "etcdctl");
-        c.env("ETCDCTL_API", "3")
-            .args(["--endpoints", &client, "--dial-timeout=1s", "endpoint", "health"]);
+        c.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &client,
+            "--dial-timeout=1s",
+            "endpoint",
+            "health",
+        ]);
         if output_any(&mut c).is_ok_and(|o| o.status.success()) {
             return Ok(());
         }
@@ -254,7 +270,7 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     section("control plane (etcd)");
     topology::teardown_on_signal();
     let guard = Topology::seed(PREFIX).create()?;
-    let topo = guard.topo().clone();
+    let topo: Topology = (*guard).clone();
     let state = crate::util::target_dir().join("bench").join("etcd-state");
     std::fs::create_dir_all(&state)?;
     start_etcd(&guard, &topo.switch_netns, &state)?;
@@ -320,14 +336,18 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
                 tokio::time::sleep_until(slot.into()).await;
                 let i = (k as u32 * 7) % VTEPS;
                 let (v, m) = (vni_of(i), mac(i, k as u32 % MACS_PER_VTEP));
-                // To another VTEP of the same VNI, away and back.
-                let to = vtep(if (k / VTEPS as usize) % 2 == 0 { (i + VNIS) % VTEPS } else { i });
+                // A different MAC each time (7 and 1000 are coprime), to
+                // another VTEP of the same VNI.
+                let to = vtep((i + VNIS) % VTEPS);
                 let key = format!("{KEY_PREFIX}/v1/vni/{v}/mac/{}", mac_text(&m));
                 let t = Instant::now();
                 c.put(key, format!("{{\"vtep\":\"{to}\"}}"), None::<PutOptions>)
                     .await?;
                 loop {
-                    if fdb.get(&FdbKey::new(v, m), 0).is_ok_and(|e| e.remote == to.octets()) {
+                    if fdb
+                        .get(&FdbKey::new(v, m), 0)
+                        .is_ok_and(|e| e.remote == to.octets())
+                    {
                         break;
                     }
                     if t.elapsed() > Duration::from_secs(5) {
@@ -383,12 +403,22 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
 /// on the switch.
 fn arp_round(fwd: &Path, state: &Path, suppress: bool, rounds: u32) -> Result<usize> {
     let guard = Topology::seed(PREFIX).create()?;
-    let topo = guard.topo().clone();
+    let topo: Topology = (*guard).clone();
     start_etcd(&guard, &topo.switch_netns, state)?;
-    let flag = if suppress { "--arp-suppress" } else { "--no-arp-suppress" };
+    let flag = if suppress {
+        "--arp-suppress"
+    } else {
+        "--no-arp-suppress"
+    };
     let mut procs = Vec::new();
     for h in &topo.hosts {
-        procs.push(start_fwd(&guard, h, fwd, state, &["--vni", "42", "--port", "veth0", flag])?);
+        procs.push(start_fwd(
+            &guard,
+            h,
+            fwd,
+            state,
+            &["--vni", "42", "--port", "veth0", flag],
+        )?);
     }
     let (c1, c2) = (&topo.hosts[0], &topo.hosts[1]);
     // Warm-up: both endpoints published with their addresses.
@@ -399,7 +429,12 @@ fn arp_round(fwd: &Path, state: &Path, suppress: bool, rounds: u32) -> Result<us
         }
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let capture = guard.spawn(&topo.switch_netns, "tcpdump", "tcpdump", &["-l", "-n", "-i", "br0", "udp", "port", "4789"])?;
+    let capture = guard.spawn(
+        &topo.switch_netns,
+        "tcpdump",
+        "tcpdump",
+        &["-l", "-n", "-i", "br0", "udp", "port", "4789"],
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..rounds {
         ip(&["-n", &c1.container_netns, "neigh", "flush", "dev", "eth0"])?;

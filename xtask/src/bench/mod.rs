@@ -61,6 +61,9 @@ pub struct BenchArgs {
     /// Length of each measurement window in seconds (default 5; 2 with --quick).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=600))]
     pub seconds: Option<u32>,
+    /// Only the control-plane section (etcd: convergence, churn, BUM saved).
+    #[arg(long)]
+    pub etcd_only: bool,
     /// (internal) Use this vxlan-fwd instead of building it.
     #[arg(long, hide = true, value_name = "PATH")]
     pub fwd_bin: Option<PathBuf>,
@@ -140,7 +143,9 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
     #[cfg(feature = "bench-ebpf")]
     {
         let plan = Plan::new(args);
-        run::run(&plan, &fwd)?;
+        if !args.etcd_only {
+            run::run(&plan, &fwd)?;
+        }
         let figs = etcd::run(&plan, &fwd)?;
         let out = crate::util::target_dir().join("bench").join("etcd.json");
         std::fs::write(&out, serde_json::to_string_pretty(&figs)?)?;
@@ -171,6 +176,9 @@ fn relaunch(args: &BenchArgs, fwd: &std::path::Path) -> Result<u8> {
     }
     if args.quick {
         inner.arg("--quick");
+    }
+    if args.etcd_only {
+        inner.arg("--etcd-only");
     }
     if let Some(s) = args.seconds {
         inner.arg("--seconds").arg(s.to_string());
