@@ -20,25 +20,110 @@ pub struct Etcd {
     ip: String,
     dir: PathBuf,
     proc: Option<Process>,
+    tls: Option<Pki>,
+}
+
+/// Certificates for a TLS etcd with client-certificate authentication:
+/// a CA, the server's (for its address) and a client's, made with
+/// `openssl` (PEM, EC P-256).
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes them in `dir`; the server certificate is for `ip`.
+    pub fn create(dir: &Path, ip: &str) -> Self {
+        let p = |n: &str| dir.join(n);
+        let run = |args: &[&str]| {
+            let mut c = Command::new("openssl");
+            c.args(args);
+            let out = run_with_timeout(c, Duration::from_secs(30));
+            assert!(out.success(), "openssl {}: {out}", args.join(" "));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let s = |p: &PathBuf| p.display().to_string();
+        let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        let (ca_s, ca_key_s) = (s(&ca), s(&ca_key));
+        args.extend([
+            "-keyout", &ca_key_s, "-out", &ca_s, "-days", "2", "-subj", "/CN=lab-ca", "-addext",
+            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&args);
+        let leaf = |name: &str, ext: &str| -> (PathBuf, PathBuf) {
+            let (cert, key, csr, extf) = (
+                p(&format!("{name}.pem")),
+                p(&format!("{name}.key")),
+                p(&format!("{name}.csr")),
+                p(&format!("{name}.ext")),
+            );
+            std::fs::write(&extf, ext).expect("writing an openssl extension file");
+            let (cert_s, key_s, csr_s, ext_s) = (s(&cert), s(&key), s(&csr), s(&extf));
+            let subj = format!("/CN={name}");
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key_s, "-out", &csr_s, "-subj", &subj]);
+            run(&args);
+            run(&[
+                "x509", "-req", "-in", &csr_s, "-CA", &ca_s, "-CAkey", &ca_key_s,
+                "-CAcreateserial", "-out", &cert_s, "-days", "2", "-extfile", &ext_s,
+            ]);
+            (cert, key)
+        };
+        let (server_cert, server_key) = leaf(
+            "server",
+            &format!(
+                "subjectAltName=IP:{ip},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n"
+            ),
+        );
+        let (client_cert, client_key) = leaf(
+            "client",
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        );
+        Self {
+            ca,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    }
 }
 
 impl Etcd {
     /// Starts etcd in `ns`, serving clients on `http://ip:2379`, with its
     /// data in `dir`; waits until it answers.
     pub fn start(ns: &NetNs, ip: &str, dir: &Path) -> Self {
+        Self::start_with(ns, ip, dir, None)
+    }
+
+    /// Like [`Etcd::start`], over TLS, with client certificates required.
+    pub fn start_tls(ns: &NetNs, ip: &str, dir: &Path, pki: &Pki) -> Self {
+        Self::start_with(ns, ip, dir, Some(pki.clone()))
+    }
+
+    fn start_with(ns: &NetNs, ip: &str, dir: &Path, tls: Option<Pki>) -> Self {
         ns.ip(["link", "set", "lo", "up"]);
         let mut e = Self {
             ns: ns.name().to_owned(),
             ip: ip.to_owned(),
             dir: dir.join("etcd"),
             proc: None,
+            tls,
         };
         e.restart();
         e
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:2379", self.ip)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:2379", self.ip)
     }
 
     /// Starts it again (after [`Etcd::kill`]), on the same data.
@@ -62,6 +147,15 @@ impl Etcd {
             "--initial-cluster",
             "lab=http://127.0.0.1:2380",
         ]);
+        if let Some(t) = &self.tls {
+            c.arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key);
+        }
         let proc = Process::spawn(c, &format!("etcd@{}", self.ns));
         self.proc = Some(proc);
         let up = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
@@ -86,8 +180,16 @@ impl Etcd {
         c.env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(self.url())
-            .arg("--dial-timeout=1s")
-            .args(args);
+            .arg("--dial-timeout=1s");
+        if let Some(t) = &self.tls {
+            c.arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client_cert)
+                .arg("--key")
+                .arg(&t.client_key);
+        }
+        c.args(args);
         run_with_timeout(c, Duration::from_secs(10))
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vxlan_tests::{
     Container, Topology,
-    etcd::Etcd,
+    etcd::{Etcd, Pki},
     fdb_harness::{Capture, Fwd, TempDir},
     ping_result, wait_until,
 };
@@ -38,6 +38,12 @@ struct Lab {
 }
 
 fn lab(prefix: &str, hosts: usize) -> Lab {
+    lab_with(prefix, hosts, false)
+}
+
+/// [`lab`]; `tls`: etcd over TLS with client certificates (made in the
+/// lab's directory).
+fn lab_with(prefix: &str, hosts: usize, tls: bool) -> Lab {
     let ips = [
         (vxlan_tests::H1_IP, C1_IP),
         (vxlan_tests::H2_IP, C2_IP),
@@ -54,7 +60,12 @@ fn lab(prefix: &str, hosts: usize) -> Lab {
     topo.switch
         .ip(["addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"]);
     let dir = TempDir::new(prefix);
-    let etcd = Etcd::start(&topo.switch, ETCD_IP, dir.path());
+    let etcd = if tls {
+        let pki = Pki::create(dir.path(), ETCD_IP);
+        Etcd::start_tls(&topo.switch, ETCD_IP, dir.path(), &pki)
+    } else {
+        Etcd::start(&topo.switch, ETCD_IP, dir.path())
+    };
     Lab { etcd, topo, dir }
 }
 
@@ -495,4 +506,85 @@ fn etcd_a_mac_that_moves_is_followed() {
     });
     assert!(ok, "h2: {:?}", row_of(&f2, &mac));
     assert_connected(lab.c("c1"), C2_IP, 5, &[&f1, &f3]);
+}
+
+#[test]
+fn etcd_over_tls_with_client_certificates() {
+    vxlan_tests::require_root();
+    let lab = lab_with("vxe-tls-", 2, true);
+    let d = lab.dir.path();
+    let conf = |name: &str, with_cert: bool| {
+        let mut t = format!(
+            "iface = \"eth0\"\n[[vni]]\nid = 42\nports = [\"veth0\"]\n[etcd]\nendpoints = \
+             [\"{}\"]\nttl = {TTL}\nca = \"{}\"\n",
+            lab.etcd.url(),
+            d.join("ca.pem").display()
+        );
+        if with_cert {
+            t += &format!(
+                "cert = \"{}\"\nkey = \"{}\"\n",
+                d.join("client.pem").display(),
+                d.join("client.key").display()
+            );
+        }
+        lab.dir.write(name, &t).display().to_string()
+    };
+    // Without a client certificate etcd refuses it: it says so and
+    // registers nothing (the negative control), but still forwards.
+    let bare = conf("bare.toml", false);
+    let mut f2 = Fwd::start(&lab.topo.host("h2").ns, &["--config", &bare], d);
+    let refused = f2
+        .wait_for_line(Duration::from_secs(10), |l| l.contains("etcd: cannot reach"))
+        .is_ok();
+    assert!(refused, "no refusal line\n{}", f2.diagnostics());
+    assert!(lab.etcd.keys("/vxlan-fwd/").is_empty(), "{:?}", lab.etcd.keys("/vxlan-fwd/"));
+    drop(f2);
+    // With one, both register and the containers reach each other.
+    let good = conf("good.toml", true);
+    let f1 = Fwd::start(&lab.topo.host("h1").ns, &["--config", &good], d);
+    let f2 = Fwd::start(&lab.topo.host("h2").ns, &["--config", &good], d);
+    wait_flood_lists(&[(&f1, vxlan_tests::H1_IP), (&f2, vxlan_tests::H2_IP)]);
+    assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
+    assert_eq!(lab.etcd.keys("/vxlan-fwd/v1/vni/42/vtep/").len(), 2);
+}
+
+#[test]
+fn etcd_a_forwarder_that_was_away_catches_up() {
+    vxlan_tests::require_root();
+    let lab = lab("vxe-away-", 3);
+    let mut f1 = lab.fwd("h1", &[]);
+    let f2 = lab.fwd("h2", &[]);
+    let f3 = lab.fwd("h3", &[]);
+    wait_flood_lists(&[
+        (&f1, vxlan_tests::H1_IP),
+        (&f2, vxlan_tests::H2_IP),
+        (&f3, H3_IP),
+    ]);
+    assert_connected(lab.c("c1"), C3_IP, 3, &[&f1, &f3]);
+    let mac3 = lab.c("c3").mac();
+    assert!(row_of(&f1, &mac3).is_some());
+    // h1's forwarder stops (SIGSTOP) for longer than its lease (the others
+    // forget h1); meanwhile h3 goes away.
+    f1.signal(libc::SIGSTOP);
+    f3.kill();
+    std::thread::sleep(Duration::from_secs(TTL + 2));
+    assert!(
+        !lab.etcd.keys("/vxlan-fwd/v1/vni/42/vtep/").iter().any(|k| k.ends_with(vxlan_tests::H1_IP)),
+        "h1's lease did not expire"
+    );
+    f1.signal(libc::SIGCONT);
+    // It registers again under a new lease and forgets what vanished.
+    let back = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        lab.etcd
+            .keys("/vxlan-fwd/v1/vni/42/vtep/")
+            .iter()
+            .any(|k| k.ends_with(vxlan_tests::H1_IP))
+    });
+    assert!(back, "h1 did not register again\n{}", f1.diagnostics());
+    let forgot = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        row_of(&f1, &mac3).is_none() && !flood_list(&f1).iter().any(|(d, _)| d == H3_IP)
+    });
+    assert!(forgot, "h1 still knows h3\n{}", f1.diagnostics());
+    wait_flood_lists(&[(&f1, vxlan_tests::H1_IP), (&f2, vxlan_tests::H2_IP)]);
+    assert_connected(lab.c("c2"), C1_IP, 3, &[&f1, &f2]);
 }

@@ -35,6 +35,7 @@ pub const TEST: &[Tool] = &[
     // The control-plane tests start a real etcd server.
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
+    ("openssl", "openssl"),
     // The etcd client crate compiles etcd's protobuf definitions.
     ("protoc", "protobuf-compiler"),
 ];

@@ -187,6 +187,8 @@ pub struct Dataplane {
     etcd_recount: bool,
     /// VNIs whose flood list had no room for a VTEP (warned once).
     etcd_full: BTreeSet<u32>,
+    /// Remotes that failed to resolve (warned once until they resolve).
+    unresolved: BTreeSet<Ipv4Addr>,
 }
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
@@ -231,6 +233,7 @@ impl Dataplane {
             etcd_up: false,
             etcd_recount: false,
             etcd_full: BTreeSet::new(),
+            unresolved: BTreeSet::new(),
         };
         dp.write_config()?;
         Ok(dp)
@@ -1144,8 +1147,16 @@ impl Dataplane {
             .copied()
             .collect();
         self.neigh_cursor = start + batch.len();
+        self.unresolved.retain(|a| remotes.contains(a));
         for r in remotes {
-            if let Err(e) = self.resolve(r, true).await {
+            let result = self.resolve(r, true).await;
+            if result.is_ok() {
+                self.unresolved.remove(&r);
+            }
+            // Once per remote until it resolves again, not every second.
+            if let Err(e) = result
+                && self.unresolved.insert(r)
+            {
                 warn!("resolving remote {r}: {e:#}");
             }
         }
