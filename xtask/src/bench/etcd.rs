@@ -84,6 +84,11 @@ fn mac(i: u32, j: u32) -> [u8; 6] {
     [0x02, 0xee, a[0], a[1], b[0], b[1]]
 }
 
+/// IPv4 address of MAC `j` of VTEP `i`: 10.100.x.y, distinct.
+fn endpoint_ip(i: u32, j: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 100, (i >> 3) as u8, ((i % 8) * 32 + j) as u8)
+}
+
 fn mac_text(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -140,11 +145,7 @@ fn generate(netns: &str) -> Result<()> {
                     let m = mac_text(&mac(i, j));
                     ops.push(TxnOp::put(
                         format!("{KEY_PREFIX}/v1/vni/{v}/mac/{m}"),
-                        format!(
-                            "{{\"vtep\":\"{a}\",\"ip\":\"10.100.{}.{}\"}}",
-                            i >> 4,
-                            (i % 16) * 16 + j
-                        ),
+                        format!("{{\"vtep\":\"{a}\",\"ip\":\"{}\"}}", endpoint_ip(i, j)),
                         None,
                     ));
                 }
@@ -276,10 +277,12 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     start_etcd(&guard, &topo.switch_netns, &state)?;
     let mut figs = EtcdFigures::default();
 
-    // 1. Convergence from a cold start.
+    // 1. Convergence from a cold start. The simulated VTEPs sit behind a
+    // router (the switch's address): one next hop to resolve.
+    let h1 = &topo.hosts[0];
+    ip(&["-n", &h1.netns, "route", "add", "10.99.0.0/16", "via", ETCD_IP])?;
     generate(&topo.switch_netns)?;
     let want = u64::from(VTEPS * MACS_PER_VTEP);
-    let h1 = &topo.hosts[0];
     let config = state.join("bench.toml");
     let mut text = String::from("iface = \"eth0\"\n");
     for v in FIRST_VNI..FIRST_VNI + VNIS {
@@ -469,6 +472,10 @@ mod tests {
         assert_eq!(macs.len(), 20_000);
         assert_eq!(mac_text(&mac(1, 2)), "02:ee:00:01:00:02");
         assert_eq!(vtep(258), Ipv4Addr::new(10, 99, 1, 2));
+        let ips: std::collections::BTreeSet<Ipv4Addr> = (0..VTEPS)
+            .flat_map(|i| (0..MACS_PER_VTEP).map(move |j| endpoint_ip(i, j)))
+            .collect();
+        assert_eq!(ips.len(), 20_000);
         // 50 VTEPs per VNI: each fits a flood list.
         assert_eq!((0..VTEPS).filter(|i| vni_of(*i) == FIRST_VNI).count(), 50);
     }
