@@ -45,15 +45,31 @@ impl Pki {
             let out = run_with_timeout(c, Duration::from_secs(30));
             assert!(out.success(), "openssl {}: {out}", args.join(" "));
         };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         let s = |p: &PathBuf| p.display().to_string();
         let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
         let mut args = vec!["req", "-x509"];
         args.extend(ec);
         let (ca_s, ca_key_s) = (s(&ca), s(&ca_key));
         args.extend([
-            "-keyout", &ca_key_s, "-out", &ca_s, "-days", "2", "-subj", "/CN=lab-ca", "-addext",
-            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &ca_key_s,
+            "-out",
+            &ca_s,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lab-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         run(&args);
         let leaf = |name: &str, ext: &str| -> (PathBuf, PathBuf) {
@@ -71,8 +87,21 @@ impl Pki {
             args.extend(["-keyout", &key_s, "-out", &csr_s, "-subj", &subj]);
             run(&args);
             run(&[
-                "x509", "-req", "-in", &csr_s, "-CA", &ca_s, "-CAkey", &ca_key_s,
-                "-CAcreateserial", "-out", &cert_s, "-days", "2", "-extfile", &ext_s,
+                "x509",
+                "-req",
+                "-in",
+                &csr_s,
+                "-CA",
+                &ca_s,
+                "-CAkey",
+                &ca_key_s,
+                "-CAcreateserial",
+                "-out",
+                &cert_s,
+                "-days",
+                "2",
+                "-extfile",
+                &ext_s,
             ]);
             (cert, key)
         };

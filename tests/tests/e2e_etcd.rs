@@ -534,10 +534,16 @@ fn etcd_over_tls_with_client_certificates() {
     let bare = conf("bare.toml", false);
     let mut f2 = Fwd::start(&lab.topo.host("h2").ns, &["--config", &bare], d);
     let refused = f2
-        .wait_for_line(Duration::from_secs(10), |l| l.contains("etcd: cannot reach"))
+        .wait_for_line(Duration::from_secs(10), |l| {
+            l.contains("etcd: cannot reach")
+        })
         .is_ok();
     assert!(refused, "no refusal line\n{}", f2.diagnostics());
-    assert!(lab.etcd.keys("/vxlan-fwd/").is_empty(), "{:?}", lab.etcd.keys("/vxlan-fwd/"));
+    assert!(
+        lab.etcd.keys("/vxlan-fwd/").is_empty(),
+        "{:?}",
+        lab.etcd.keys("/vxlan-fwd/")
+    );
     drop(f2);
     // With one, both register and the containers reach each other.
     let good = conf("good.toml", true);
@@ -569,7 +575,10 @@ fn etcd_a_forwarder_that_was_away_catches_up() {
     f3.kill();
     std::thread::sleep(Duration::from_secs(TTL + 2));
     assert!(
-        !lab.etcd.keys("/vxlan-fwd/v1/vni/42/vtep/").iter().any(|k| k.ends_with(vxlan_tests::H1_IP)),
+        !lab.etcd
+            .keys("/vxlan-fwd/v1/vni/42/vtep/")
+            .iter()
+            .any(|k| k.ends_with(vxlan_tests::H1_IP)),
         "h1's lease did not expire"
     );
     f1.signal(libc::SIGCONT);

@@ -13,8 +13,10 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use vxlan_common::{
-    CFG_F_LEARNING, CFG_F_TC_DECAP, Config, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC,
-    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data, map, prog,
+    ArpEntry, ArpKey, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
+    CFG_F_TC_DECAP, Config, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp,
+    META_MAGIC, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data,
+    map, prog,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN},
 };
 
@@ -1458,4 +1460,155 @@ fn short_ipv6_inner_frame_is_delivered_by_both_paths() {
     for out in assert_delivered_both(&|_| {}, &f, "IPv6 with 28 bytes after Ethernet") {
         assert_eq!(out, inner);
     }
+}
+
+// ------------------------------------------------------------------
+// The control plane's datapath: ARP suppression, address snooping and
+// `extern_learn` entries.
+
+const C2_IP: [u8; 4] = [172, 18, 1, 3];
+const C1_IP: [u8; 4] = [172, 18, 1, 2];
+
+impl Dp {
+    fn arp(&mut self) -> HashMap<&mut MapData, ArpKey, ArpEntry> {
+        HashMap::try_from(self.ebpf.map_mut(map::ARP).unwrap()).unwrap()
+    }
+    fn local_ip(&mut self) -> HashMap<&mut MapData, FdbKey, LocalIp> {
+        HashMap::try_from(self.ebpf.map_mut(map::LOCAL_IP).unwrap()).unwrap()
+    }
+}
+
+/// `inner_arp` (C1 asks for 172.18.1.3) with sender `spa`.
+fn arp_request(spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = inner_arp(C1_MAC);
+    f[28..32].copy_from_slice(&spa);
+    f[38..42].copy_from_slice(&tpa);
+    f
+}
+
+#[test]
+fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
+    let mut dp = Dp::new();
+    dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_ARP_SUPPRESS);
+    dp.arp()
+        .insert(
+            ArpKey {
+                vni: VNI,
+                ip: C2_IP,
+            },
+            ArpEntry {
+                mac: C2_MAC,
+                _pad: [0; 2],
+            },
+            0,
+        )
+        .unwrap();
+    let (action, out) = dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    assert_eq!(action, TC_ACT_REDIRECT);
+    let mut want = Vec::new();
+    want.extend_from_slice(&C1_MAC); // to the requester
+    want.extend_from_slice(&C2_MAC); // from the answer
+    want.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    want.extend_from_slice(&C2_MAC);
+    want.extend_from_slice(&C2_IP);
+    want.extend_from_slice(&C1_MAC);
+    want.extend_from_slice(&C1_IP);
+    assert_eq!(out, want);
+    assert_eq!(dp.counter(Counter::ArpSuppressed), 1);
+    assert_eq!(dp.counter(Counter::TxFloodCopy), 0);
+    assert_eq!(dp.counter(Counter::DropNoNeigh), 0, "nothing flooded");
+
+    // Not answered, flooded as usual: an unknown address, a probe (sender
+    // 0.0.0.0), gratuitous ARP, the requester's own MAC (duplicate address
+    // detection), and suppression off.
+    let own = [172, 18, 1, 9];
+    dp.arp()
+        .insert(
+            ArpKey { vni: VNI, ip: own },
+            ArpEntry {
+                mac: C1_MAC,
+                _pad: [0; 2],
+            },
+            0,
+        )
+        .unwrap();
+    for (what, frame) in [
+        ("unknown", arp_request(C1_IP, [172, 18, 1, 99])),
+        ("probe", arp_request([0; 4], C2_IP)),
+        ("gratuitous", arp_request(C2_IP, C2_IP)),
+        ("own MAC", arp_request(C1_IP, own)),
+    ] {
+        let before = dp.counter(Counter::DropNoNeigh);
+        let (action, out) = dp.run_tc(prog::TC_PORT, &frame, LO);
+        assert_eq!(out[..6], [0xff; 6], "{what}: answered");
+        assert_ne!(action, TC_ACT_REDIRECT, "{what}");
+        assert_eq!(
+            dp.counter(Counter::DropNoNeigh),
+            before + 1,
+            "{what}: not flooded"
+        );
+    }
+    dp.set_cfg_flags(CFG_F_LEARNING);
+    let (_, out) = dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    assert_eq!(out[..6], [0xff; 6], "answered with suppression off");
+    assert_eq!(dp.counter(Counter::ArpSuppressed), 1);
+}
+
+#[test]
+fn tc_snoops_local_addresses_only_when_asked() {
+    let mut dp = Dp::new();
+    let key = FdbKey::new(VNI, C1_MAC);
+    dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    assert!(
+        dp.local_ip().get(&key, 0).is_err(),
+        "snooped without CFG_F_SNOOP"
+    );
+    // Without learning from the wire, the port's endpoints are still
+    // learned for the control plane, and their addresses recorded.
+    dp.set_cfg_flags(CFG_F_PORT_LEARN | CFG_F_SNOOP);
+    dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    assert_eq!(dp.local_ip().get(&key, 0).map(|l| l.ip), Ok(C1_IP));
+    assert_eq!(dp.fdb_get(C1_MAC).map(|e| e.ifindex), Some(LO));
+    // An ARP probe (0.0.0.0) changes nothing; a new address replaces it.
+    dp.run_tc(prog::TC_PORT, &arp_request([0; 4], C2_IP), LO);
+    assert_eq!(dp.local_ip().get(&key, 0).map(|l| l.ip), Ok(C1_IP));
+    dp.run_tc(prog::TC_PORT, &arp_request([172, 18, 1, 7], C2_IP), LO);
+    assert_eq!(
+        dp.local_ip().get(&key, 0).map(|l| l.ip),
+        Ok([172, 18, 1, 7])
+    );
+    // IPv4 sources count when the entry is (re)learned: a new MAC.
+    let other = [0x02, 0xc1, 0, 0, 0, 0x77];
+    dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, other, 0), LO);
+    assert_eq!(
+        dp.local_ip().get(&FdbKey::new(VNI, other), 0).map(|l| l.ip),
+        Ok(C1_IP),
+        "inner_ipv4's source is 172.18.1.2"
+    );
+}
+
+#[test]
+fn extern_entries_resist_the_wire_but_follow_a_local_port() {
+    let mut dp = Dp::new();
+    let other_vtep = [192, 168, 57, 58];
+    dp.allow(VNI, other_vtep, 32);
+    dp.add_static(
+        C2_MAC,
+        FdbEntry {
+            remote: other_vtep,
+            flags: FDB_F_EXTERN,
+            ..Default::default()
+        },
+    );
+    // From the wire, behind another VTEP: delivered, not learned over.
+    let frame = vxlan_frame(&inner_ipv4(C1_MAC, C2_MAC, 0), VNI, LOCAL, 4789, 0x08);
+    let (action, _) = dp.run_xdp(&frame);
+    assert_ne!(action, XDP_DROP);
+    let e = dp.fdb_get(C2_MAC).unwrap();
+    assert_eq!((e.remote, e.flags), (other_vtep, FDB_F_EXTERN));
+    assert_eq!(dp.counter(Counter::DropStaticConflict), 0);
+    // On a local port: the endpoint moved here; learned anew.
+    dp.run_tc(prog::TC_PORT, &inner_ipv4(C1_MAC, C2_MAC, 0), LO);
+    let e = dp.fdb_get(C2_MAC).unwrap();
+    assert_eq!((e.ifindex, e.flags), (LO, 0));
 }

@@ -3,9 +3,9 @@
 //! 1. **Convergence.** 1,000 simulated VTEPs x 20 MACs (20,000 entries, in
 //!    20 VNIs of 50 VTEPs each, so that every VTEP fits a flood list) are
 //!    written into etcd; then a forwarder serving those VNIs starts on h1.
-//!    Measured: the time from its start (and from its "connected" line)
-//!    until all 20,000 `extern_learn` entries are in its FDB map, and its
-//!    CPU time and peak RSS until then.
+//!    Measured: the time from its start (and from its ready line, when the
+//!    etcd session starts) until all 20,000 `extern_learn` entries are in
+//!    its FDB map, and its CPU time and peak RSS until then.
 //! 2. **Churn.** 100 MAC moves per second (a MAC key rewritten with another
 //!    VTEP): the latency from the start of each etcd write to the map
 //!    update, p50 and p99.
@@ -45,7 +45,7 @@ const KEY_PREFIX: &str = "/vxlan-fwd";
 pub struct EtcdFigures {
     pub entries: u64,
     pub converge_from_start_s: f64,
-    pub converge_from_connect_s: f64,
+    pub converge_from_ready_s: f64,
     pub converge_cpu_s: f64,
     pub rss_peak_kib: u64,
     pub churn_moves: usize,
@@ -280,7 +280,15 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     // 1. Convergence from a cold start. The simulated VTEPs sit behind a
     // router (the switch's address): one next hop to resolve.
     let h1 = &topo.hosts[0];
-    ip(&["-n", &h1.netns, "route", "add", "10.99.0.0/16", "via", ETCD_IP])?;
+    ip(&[
+        "-n",
+        &h1.netns,
+        "route",
+        "add",
+        "10.99.0.0/16",
+        "via",
+        ETCD_IP,
+    ])?;
     generate(&topo.switch_netns)?;
     let want = u64::from(VTEPS * MACS_PER_VTEP);
     let config = state.join("bench.toml");
@@ -292,11 +300,8 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     let cfg = config.display().to_string();
     let t0 = Instant::now();
     let p = start_fwd(&guard, h1, fwd, &state, &["--config", &cfg])?;
-    let connected = p
-        .wait_for_line("the etcd connected line", Duration::from_secs(30), |l| {
-            l.contains("etcd: connected")
-        })
-        .map(|_| t0.elapsed())?;
+    // Ready: programs attached, 20 VNIs set up; the etcd session starts now.
+    let ready = t0.elapsed();
     let pid = pid_of(&h1.netns, "vxlan-fwd")?;
     let maps = super::run::fwd_maps(h1)?;
     loop {
@@ -311,14 +316,14 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     let done = t0.elapsed();
     figs.entries = want;
     figs.converge_from_start_s = done.as_secs_f64();
-    figs.converge_from_connect_s = (done.saturating_sub(connected)).as_secs_f64();
+    figs.converge_from_ready_s = (done.saturating_sub(ready)).as_secs_f64();
     figs.converge_cpu_s = cpu_s(pid);
     figs.rss_peak_kib = rss_peak_kib(pid);
     outln!(
-        "convergence: {want} entries in {:.3} s from start ({:.3} s from the etcd connection); \
-         CPU {:.2} s, peak RSS {} KiB",
+        "convergence: {want} entries in {:.3} s from the process start ({:.3} s after its ready \
+         line, when the etcd session starts); CPU {:.2} s, peak RSS {} KiB",
         figs.converge_from_start_s,
-        figs.converge_from_connect_s,
+        figs.converge_from_ready_s,
         figs.converge_cpu_s,
         figs.rss_peak_kib
     );
