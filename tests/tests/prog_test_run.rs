@@ -1539,9 +1539,9 @@ fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
         ("own MAC", arp_request(C1_IP, own)),
     ] {
         let before = dp.counter(Counter::DropNoNeigh);
-        let (action, out) = dp.run_tc(prog::TC_PORT, &frame, LO);
-        assert_eq!(out[..6], [0xff; 6], "{what}: answered");
-        assert_ne!(action, TC_ACT_REDIRECT, "{what}");
+        dp.run_tc(prog::TC_PORT, &frame, LO);
+        assert_eq!(dp.counter(Counter::ArpSuppressed), 1, "{what}: answered");
+        // The flood reached the remote copy (which waits for a neighbour).
         assert_eq!(
             dp.counter(Counter::DropNoNeigh),
             before + 1,
@@ -1549,9 +1549,18 @@ fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
         );
     }
     dp.set_cfg_flags(CFG_F_LEARNING);
-    let (_, out) = dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
-    assert_eq!(out[..6], [0xff; 6], "answered with suppression off");
-    assert_eq!(dp.counter(Counter::ArpSuppressed), 1);
+    let before = dp.counter(Counter::DropNoNeigh);
+    dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    assert_eq!(
+        dp.counter(Counter::ArpSuppressed),
+        1,
+        "answered with suppression off"
+    );
+    assert_eq!(
+        dp.counter(Counter::DropNoNeigh),
+        before + 1,
+        "not flooded with suppression off"
+    );
 }
 
 #[test]
@@ -1567,22 +1576,25 @@ fn tc_snoops_local_addresses_only_when_asked() {
     // learned for the control plane, and their addresses recorded.
     dp.set_cfg_flags(CFG_F_PORT_LEARN | CFG_F_SNOOP);
     dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
-    assert_eq!(dp.local_ip().get(&key, 0).map(|l| l.ip), Ok(C1_IP));
+    assert_eq!(dp.local_ip().get(&key, 0).ok().map(|l| l.ip), Some(C1_IP));
     assert_eq!(dp.fdb_get(C1_MAC).map(|e| e.ifindex), Some(LO));
     // An ARP probe (0.0.0.0) changes nothing; a new address replaces it.
     dp.run_tc(prog::TC_PORT, &arp_request([0; 4], C2_IP), LO);
-    assert_eq!(dp.local_ip().get(&key, 0).map(|l| l.ip), Ok(C1_IP));
+    assert_eq!(dp.local_ip().get(&key, 0).ok().map(|l| l.ip), Some(C1_IP));
     dp.run_tc(prog::TC_PORT, &arp_request([172, 18, 1, 7], C2_IP), LO);
     assert_eq!(
-        dp.local_ip().get(&key, 0).map(|l| l.ip),
-        Ok([172, 18, 1, 7])
+        dp.local_ip().get(&key, 0).ok().map(|l| l.ip),
+        Some([172, 18, 1, 7])
     );
     // IPv4 sources count when the entry is (re)learned: a new MAC.
     let other = [0x02, 0xc1, 0, 0, 0, 0x77];
     dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, other, 0), LO);
     assert_eq!(
-        dp.local_ip().get(&FdbKey::new(VNI, other), 0).map(|l| l.ip),
-        Ok(C1_IP),
+        dp.local_ip()
+            .get(&FdbKey::new(VNI, other), 0)
+            .ok()
+            .map(|l| l.ip),
+        Some(C1_IP),
         "inner_ipv4's source is 172.18.1.2"
     );
 }
