@@ -327,6 +327,7 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
         || gone(&f1, H3_IP, &mac3) && gone(&f2, H3_IP, &mac3),
     );
     let took = t.elapsed();
+    eprintln!("h3 (SIGKILL) forgotten by h1 and h2 after {took:?}");
     assert!(ok, "h3 still known\n{}", diag(&[&f1, &f2]));
     assert!(
         took <= Duration::from_secs(TTL + 1),
@@ -344,6 +345,7 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
         || gone(&f1, vxlan_tests::H2_IP, &mac2),
     );
     let took = t.elapsed();
+    eprintln!("h2 (uplink deleted) forgotten by h1 after {took:?}");
     assert!(ok, "h2 still known\n{}", f1.diagnostics());
     assert!(
         took <= Duration::from_secs(TTL + 1),

@@ -41,6 +41,8 @@ use crate::{
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control-plane updates applied before the derived tables follow.
+const ETCD_BATCH: usize = 4096;
 /// Most control connections waiting for their turn.
 const MAX_PENDING: usize = 64;
 
@@ -166,7 +168,17 @@ pub async fn serve(
                 Report::StaticRemotes(set) => dp.set_static_remotes(set),
             },
             Some(u) = async { etcd.as_mut()?.updates.recv().await }, if etcd.is_some() => {
-                dp.etcd_update(u).await;
+                dp.etcd_update(u);
+                // What else is queued, then the derived tables once.
+                if let Some(h) = etcd.as_mut() {
+                    for _ in 0..ETCD_BATCH {
+                        match h.updates.try_recv() {
+                            Ok(u) => dp.etcd_update(u),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                dp.etcd_settle().await;
             }
             _ = sightings.tick() => {
                 dp.handle_sightings().await;

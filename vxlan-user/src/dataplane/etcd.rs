@@ -17,11 +17,13 @@ use crate::{
 };
 
 impl Dataplane {
-    /// Applies what the control-plane task reports.
-    pub async fn etcd_update(&mut self, u: Update) {
+    /// Applies what the control-plane task reports to the maps; the
+    /// derived tables (flood lists, allowed senders, next hops) follow in
+    /// [`Self::etcd_settle`], once for a whole batch of updates.
+    pub fn etcd_update(&mut self, u: Update) {
         match u {
-            Update::Snapshot(t) => self.etcd_snapshot(t).await,
-            Update::Change(c) => self.etcd_change(c).await,
+            Update::Snapshot(t) => self.etcd_snapshot(t),
+            Update::Change(c) => self.etcd_change(c),
             Update::Connected(up) => self.etcd_up = up,
         }
     }
@@ -29,15 +31,14 @@ impl Dataplane {
     /// A full table: the difference to what was installed is applied, and
     /// `extern_learn` entries that the table does not hold (left by an
     /// earlier run, or from before an outage) are removed.
-    async fn etcd_snapshot(&mut self, new: Table) {
+    fn etcd_snapshot(&mut self, new: Table) {
         self.etcd_up = true;
         let old = std::mem::take(&mut self.etcd);
-        let mut touched = BTreeSet::new();
         for &(vni, addr) in old.vteps.difference(&new.vteps) {
-            touched.extend(self.etcd_vtep(vni, addr, false));
+            self.etcd_vtep(vni, addr, false);
         }
         for &(vni, addr) in new.vteps.difference(&old.vteps) {
-            touched.extend(self.etcd_vtep(vni, addr, true));
+            self.etcd_vtep(vni, addr, true);
         }
         for (&(vni, mac), v) in &old.macs {
             if !new.macs.contains_key(&(vni, mac)) {
@@ -65,11 +66,10 @@ impl Dataplane {
         if !stray.is_empty() {
             let _ = batch::delete(&mut self.maps.fdb, &stray);
         }
-        self.etcd_settle(touched).await;
+        self.etcd_dirty = true;
     }
 
-    async fn etcd_change(&mut self, c: Change) {
-        let mut touched = BTreeSet::new();
+    fn etcd_change(&mut self, c: Change) {
         match c {
             Change::Vtep { vni, addr, present } => {
                 if present {
@@ -77,7 +77,7 @@ impl Dataplane {
                 } else {
                     self.etcd.vteps.remove(&(vni, addr));
                 }
-                touched.extend(self.etcd_vtep(vni, addr, present));
+                self.etcd_vtep(vni, addr, present);
             }
             Change::Mac { vni, mac, value } => {
                 let before = match value {
@@ -89,23 +89,27 @@ impl Dataplane {
                     (None, Some(b)) => self.etcd_mac_del(vni, mac, &b),
                     (None, None) => {}
                 }
+                // The VTEP behind it may be a new allowed sender.
+                self.etcd_dirty = true;
             }
-        }
-        if !touched.is_empty() {
-            self.etcd_settle(touched).await;
         }
     }
 
-    /// After changes to flood lists: the VNIs rewritten, the allowed
-    /// senders and next hops brought in line once.
-    async fn etcd_settle(&mut self, touched: BTreeSet<u32>) {
-        for vni in touched {
+    /// After a batch of updates: the VNIs whose flood list changed are
+    /// rewritten, the allowed senders and next hops brought in line, once.
+    pub async fn etcd_settle(&mut self) {
+        let touched = std::mem::take(&mut self.etcd_touched);
+        for &vni in &touched {
             if let Err(e) = self.write_vni(vni) {
                 warn!("VNI {vni}: {e:#}");
             }
         }
-        self.sync_allowed();
-        self.resolve_remotes().await;
+        if std::mem::take(&mut self.etcd_dirty) || !touched.is_empty() {
+            self.sync_allowed();
+        }
+        if !touched.is_empty() {
+            self.resolve_remotes().await;
+        }
         if self.etcd_recount {
             self.etcd_recount = false;
             if let Err(e) = fdb::recount_learned(&mut self.maps) {
@@ -114,34 +118,37 @@ impl Dataplane {
         }
     }
 
-    /// VTEP `addr` joins or leaves VNI `vni`'s flood list; the VNI if its
-    /// list changed (to be written by [`Self::etcd_settle`]).
-    fn etcd_vtep(&mut self, vni: u32, addr: Ipv4Addr, present: bool) -> Option<u32> {
+    /// VTEP `addr` joins or leaves VNI `vni`'s flood list (written by
+    /// [`Self::etcd_settle`]).
+    fn etcd_vtep(&mut self, vni: u32, addr: Ipv4Addr, present: bool) {
         if addr == self.local {
-            return None;
+            return;
         }
-        let v = self.vnis.get_mut(&vni)?;
+        let Some(v) = self.vnis.get_mut(&vni) else {
+            return;
+        };
         let at = v.remotes.iter().position(|(r, _)| *r == addr);
         match (present, at) {
             (true, None) if v.remotes.len() >= MAX_REMOTES => {
-                if self.etcd_full.insert(vni) {
+                // Warned once per VNI until it has room again.
+                let first = self.etcd_full.insert(vni);
+                if first {
                     warn!(
                         "VNI {vni}: the flood list is full ({MAX_REMOTES} VTEPs); VTEPs beyond \
                          it get unicast only"
                     );
                 }
-                None
             }
             (true, None) => {
                 v.remotes.push((addr, Origin::Etcd));
-                Some(vni)
+                self.etcd_touched.insert(vni);
             }
             (false, Some(i)) if v.remotes[i].1 == Origin::Etcd => {
                 v.remotes.remove(i);
                 self.etcd_full.remove(&vni);
-                Some(vni)
+                self.etcd_touched.insert(vni);
             }
-            _ => None,
+            _ => {}
         }
     }
 
@@ -239,9 +246,8 @@ impl Dataplane {
             .filter(|(v, _)| *v == vni)
             .map(|(_, a)| *a)
             .collect();
-        let mut touched = BTreeSet::new();
         for a in vteps {
-            touched.extend(self.etcd_vtep(vni, a, true));
+            self.etcd_vtep(vni, a, true);
         }
         let macs: Vec<([u8; 6], MacValue)> = self
             .etcd
@@ -252,9 +258,8 @@ impl Dataplane {
         for (m, v) in macs {
             self.etcd_mac_set(vni, m, &v, None);
         }
-        if !touched.is_empty() {
-            self.etcd_settle(touched).await;
-        }
+        self.etcd_dirty = true;
+        self.etcd_settle().await;
     }
 
     /// A VNI was removed: its ARP entries go (the FDB entries went with

@@ -187,6 +187,10 @@ pub struct Dataplane {
     etcd_recount: bool,
     /// VNIs whose flood list had no room for a VTEP (warned once).
     etcd_full: BTreeSet<u32>,
+    /// VNIs whose flood list the control plane changed, and whether the
+    /// allowed senders need a sync ([`Dataplane::etcd_settle`]).
+    etcd_touched: BTreeSet<u32>,
+    etcd_dirty: bool,
     /// Remotes that failed to resolve (warned once until they resolve).
     unresolved: BTreeSet<Ipv4Addr>,
 }
@@ -234,6 +238,8 @@ impl Dataplane {
             etcd_recount: false,
             etcd_full: BTreeSet::new(),
             unresolved: BTreeSet::new(),
+            etcd_touched: BTreeSet::new(),
+            etcd_dirty: false,
         };
         dp.write_config()?;
         Ok(dp)
