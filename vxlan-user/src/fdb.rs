@@ -227,12 +227,13 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
     Ok(())
 }
 
-/// Deletes FDB entries (never the default remotes): of one VNI or all,
+/// Deletes FDB entries (never the default remotes, nor the control
+/// plane's `extern_learn` entries: etcd is their truth): of one VNI or all,
 /// learned only or static too. Returns how many.
 pub fn flush(maps: &mut Maps, vni: Option<u32>, learned_only: bool) -> Result<usize> {
     let mut doomed = Vec::new();
     batch::for_each(&maps.fdb, |k, e| {
-        if vni.is_none_or(|v| k.vni == v) && (!learned_only || e.is_learned()) {
+        if vni.is_none_or(|v| k.vni == v) && !e.is_extern() && (!learned_only || e.is_learned()) {
             doomed.push(*k);
         }
     })?;

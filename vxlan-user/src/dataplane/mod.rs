@@ -171,6 +171,8 @@ pub struct Dataplane {
     journal_path: PathBuf,
     /// Where the next check of recorded next hops starts.
     neigh_cursor: usize,
+    /// Where the next check of remotes that have a next hop starts.
+    remote_cursor: usize,
     /// VTEPs whose kernel neighbour entry a sighting made us forget, and
     /// when (see [`SIGHTING_HOLDOFF`]).
     forgotten: BTreeMap<Ipv4Addr, std::time::Instant>,
@@ -197,6 +199,9 @@ pub struct Dataplane {
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
 const SIGHTING_HOLDOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Remote VTEPs checked per tick (all of them, up to this many).
+const REMOTES_PER_TICK: usize = 128;
 
 /// Next hops recorded by the datapath that are checked per tick.
 const NEIGH_CHECKS_PER_TICK: usize = 64;
@@ -230,6 +235,7 @@ impl Dataplane {
             static_remotes: BTreeSet::new(),
             journal_path,
             neigh_cursor: 0,
+            remote_cursor: 0,
             forgotten: BTreeMap::new(),
             map_max_fdb: settings_max_fdb,
             recent_static: BTreeMap::new(),
@@ -1119,7 +1125,8 @@ impl Dataplane {
     }
 
     /// Keeps NEIGH (the link-layer next hop of each remote VTEP) equal to
-    /// what the kernel's routing and neighbour tables say, every second:
+    /// what the kernel's routing and neighbour tables say, every second
+    /// (beyond [`REMOTES_PER_TICK`] remotes, each in turn):
     ///
     /// - default remotes and static remote entries: resolved (the kernel
     ///   is asked to resolve those it does not know; flood copies cannot
@@ -1154,7 +1161,20 @@ impl Dataplane {
             .collect();
         self.neigh_cursor = start + batch.len();
         self.unresolved.retain(|a| remotes.contains(a));
-        for r in remotes {
+        // Remotes: those without a next hop first (new ones), then the
+        // others in turn, at most REMOTES_PER_TICK a tick (a fleet of a
+        // thousand VTEPs must not stall the serve loop every second).
+        let (missing, known): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) = remotes
+            .iter()
+            .partition(|r| self.maps.neigh.get(&r.octets(), 0).is_err());
+        let mut todo: Vec<Ipv4Addr> = missing.into_iter().take(REMOTES_PER_TICK).collect();
+        let room = REMOTES_PER_TICK - todo.len();
+        if !known.is_empty() && room > 0 {
+            let start = self.remote_cursor % known.len();
+            todo.extend(known.iter().cycle().skip(start).take(room.min(known.len())));
+            self.remote_cursor = start + room.min(known.len());
+        }
+        for r in todo {
             let result = self.resolve(r, true).await;
             if result.is_ok() {
                 self.unresolved.remove(&r);
