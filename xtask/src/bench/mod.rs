@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// Length of each measurement window in seconds (default 5; 2 with --quick).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=600))]
     pub seconds: Option<u32>,
+    /// Only the BPF_PROG_TEST_RUN figure (5), for each round: no topology,
+    /// for comparing datapath changes quickly.
+    #[arg(long)]
+    pub testrun_only: bool,
     /// (internal) Use this vxlan-fwd instead of building it.
     #[arg(long, hide = true, value_name = "PATH")]
     pub fwd_bin: Option<PathBuf>,
@@ -94,8 +98,10 @@ pub struct Plan {
     pub seconds: u32,
     /// FDB sizes of figure 4.
     pub fdb_sizes: Vec<u64>,
-    /// BPF_PROG_TEST_RUN runs per case (figure 3).
+    /// BPF_PROG_TEST_RUN runs per case (figure 5).
     pub test_runs: u64,
+    /// Only figure 5.
+    pub testrun_only: bool,
 }
 
 impl Plan {
@@ -107,6 +113,7 @@ impl Plan {
             seconds: args.seconds.unwrap_or(if args.quick { 2 } else { 5 }),
             fdb_sizes: vec![1000, big],
             test_runs: if args.quick { 100_000 } else { 1_000_000 },
+            testrun_only: args.testrun_only,
         }
     }
 }
@@ -182,6 +189,9 @@ fn relaunch(args: &BenchArgs, fwd: &std::path::Path) -> Result<u8> {
     }
     if args.quick {
         inner.arg("--quick");
+    }
+    if args.testrun_only {
+        inner.arg("--testrun-only");
     }
     if let Some(s) = args.seconds {
         inner.arg("--seconds").arg(s.to_string());

@@ -341,6 +341,9 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
             ""
         }
     );
+    if plan.testrun_only {
+        return testrun_only(plan);
+    }
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let state_dir = out_dir.join("fwd-state");
@@ -425,6 +428,42 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
         svg_path.display(),
         total_s
     );
+    Ok(())
+}
+
+/// `--testrun-only`: figure 5 for each round, medians at the end.
+fn testrun_only(plan: &Plan) -> Result<()> {
+    let mut all: Vec<Vec<testrun::Case>> = Vec::new();
+    for r in 1..=plan.rounds {
+        section(&format!(
+            "round {r}/{}: figure 5, BPF_PROG_TEST_RUN ({} runs per case)",
+            plan.rounds, plan.test_runs
+        ));
+        let cases = testrun::run(testrun::Params {
+            runs: plan.test_runs,
+            fdb_sizes: plan.fdb_sizes.clone(),
+        })?;
+        for c in &cases {
+            outln!("{:<70} {:>9.1} ns  ({} runs)", c.what, c.ns, c.runs);
+        }
+        all.push(cases);
+    }
+    section("medians");
+    for c in all.first().into_iter().flatten() {
+        let v: Vec<f64> = all
+            .iter()
+            .filter_map(|r| r.iter().find(|x| x.key == c.key).map(|x| x.ns))
+            .collect();
+        if let Some(s) = report::Stat::of(&v) {
+            outln!(
+                "{:<70} {:>9.1} ns  ({:.1}–{:.1})",
+                c.what,
+                s.median,
+                s.min,
+                s.max
+            );
+        }
+    }
     Ok(())
 }
 
@@ -1413,14 +1452,25 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
                 .collect()
         })
         .unwrap_or_default();
-    for (key, what) in &cases {
-        let vals: Vec<f64> = rounds
+    let ns_of = |key: &str| -> Vec<f64> {
+        rounds
             .iter()
-            .filter_map(|r| r.testrun.iter().find(|c| &c.key == key).map(|c| c.ns))
-            .collect();
+            .filter_map(|r| r.testrun.iter().find(|c| c.key == key).map(|c| c.ns))
+            .collect()
+    };
+    let floor = report::Stat::of(&ns_of("floor_xdp_drop")).map(|s| s.median);
+    for (key, what) in &cases {
+        let vals = ns_of(key);
+        // Against the floor measured the same way (one run per call).
+        let times = match (floor, report::Stat::of(&vals)) {
+            (Some(f), Some(s)) if f > 0.0 && !key.starts_with("floor") => {
+                format!(" [{:.1}× the floor]", s.median / f)
+            }
+            _ => String::new(),
+        };
         rows.push(Row::new(
             &format!("testrun_{key}"),
-            &format!("5. {what}"),
+            &format!("5. {what}{times}"),
             "ns/pkt",
             Vec::new(),
             vals,
