@@ -59,9 +59,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     }
 
     if cfg.flags & CFG_F_LEARNING != 0 {
-        fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
-            bpf_ktime_get_coarse_ns()
-        })?;
+        fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, port.flags)?;
     }
 
     if is_multicast_mac(&eth.dst_addr) {
@@ -73,10 +71,8 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             if e.ifindex == ifindex {
                 return Err(Counter::DropTxHairpin);
             }
-            // SAFETY: copied out at once.
-            let flags = unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags);
             count(Counter::LocalSwitch);
-            Ok(redirect_port(e.ifindex, flags))
+            Ok(redirect_port(e.ifindex, fdb::port_flags(&e)))
         }
         Some(e) => unicast(ctx, cfg, vni, e.remote, ifindex),
         None => {
