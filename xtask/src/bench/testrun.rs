@@ -30,7 +30,7 @@ use aya::{
 use serde::Serialize;
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, Config, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey,
-    NeighEntry, PORT_F_PEER, PortInfo, VniInfo, allow_data, map, prog,
+    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, map, prog,
     wire::{Outer, build_outer},
 };
 use vxlan_user::maps::Maps;
@@ -220,6 +220,16 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
     ] {
         cases.push(dp.case(key, what, frame, which, expect, params.runs)?);
     }
+    // What the anti-spoofing trie lookup costs: the same without it.
+    dp.any_sender()?;
+    cases.push(dp.case(
+        "xdp_decap_learned_any_sender",
+        "XDP decap, learned entries, VNI open to any sender (no ALLOWED lookup)",
+        &frames.vxlan,
+        Prog::Xdp,
+        XDP_PASS,
+        params.runs,
+    )?);
     drop(dp);
 
     for &size in &params.fdb_sizes {
@@ -469,6 +479,14 @@ impl Dp {
                 .insert(FdbKey::new(VNI, super::filler_mac(i)), entry, 0)
                 .with_context(|| format!("adding FDB entry {i} of {n}"))?;
         }
+        Ok(())
+    }
+
+    /// VNI 42 accepts any sender: no ALLOWED lookup.
+    fn any_sender(&mut self) -> Result<()> {
+        let mut v = self.maps.vnis.get(&VNI, 0).context("VNIS")?;
+        v.flags |= VNI_F_ANY_SENDER;
+        self.maps.vnis.insert(VNI, v, 0).context("VNIS")?;
         Ok(())
     }
 
