@@ -29,6 +29,16 @@ use crate::{
 };
 
 const PREFIX: &str = "vxbench-";
+
+/// The namespaces' name prefix: `vxbench-`, or `XTASK_BENCH_PREFIX` (two
+/// benches on one machine must not remove each other's namespaces as
+/// leftovers).
+fn prefix() -> String {
+    std::env::var("XTASK_BENCH_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or_else(|| PREFIX.to_owned())
+}
 const VNI: u32 = 42;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SIGINT to SIGKILL: a forwarder with a million static entries needs far
@@ -282,6 +292,7 @@ fn loadavg() -> String {
 
 struct Env<'a> {
     topo: &'a TopologyGuard,
+    prefix: String,
     plan: &'a Plan,
     fwd: &'a Path,
     gen_exe: PathBuf,
@@ -294,7 +305,7 @@ impl Env<'_> {
         &self.topo.hosts[i]
     }
     fn short<'n>(&self, ns: &'n str) -> &'n str {
-        ns.strip_prefix(PREFIX).unwrap_or(ns)
+        ns.strip_prefix(self.prefix.as_str()).unwrap_or(ns)
     }
 }
 
@@ -362,9 +373,10 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
     let fwd = fwd_copy.as_path();
 
     topology::teardown_on_signal();
-    let topo = Topology::seed(PREFIX).create()?;
+    let topo = Topology::seed(&prefix()).create()?;
     let env = Env {
         topo: &topo,
+        prefix: prefix(),
         plan,
         fwd,
         gen_exe: std::env::current_exe().context("locating the xtask executable")?,
