@@ -24,16 +24,16 @@
 //! and in each:
 //!
 //! - small-packet rate: "64-byte" frames from container c1 to container
-//!    c2 across the hosts. 64 bytes is the classic minimum Ethernet frame
-//!    *with* its 4-byte FCS: the inner frame is Ethernet 14 + IPv4 20 +
-//!    UDP 8 + 18 bytes of payload = 60 bytes as the kernel sees it (veths
-//!    carry no FCS), 110 bytes once encapsulated. The generator is
-//!    `xtask bench-gen` (sendmmsg, 2 threads x 4 flows) in c1; what
-//!    arrives is read from c2's `eth0` rx counter over a fixed window.
-//!    The far end and the wire cost as little as they can, the same for
-//!    both setups: an unread socket (`xtask bench-sink`) in c2 keeps the
-//!    receiver from answering each datagram with an ICMP port unreachable,
-//!    and the netfilter hooks are as the section says;
+//!   c2 across the hosts. 64 bytes is the classic minimum Ethernet frame
+//!   *with* its 4-byte FCS: the inner frame is Ethernet 14 + IPv4 20 +
+//!   UDP 8 + 18 bytes of payload = 60 bytes as the kernel sees it (veths
+//!   carry no FCS), 110 bytes once encapsulated. The generator is
+//!   `xtask bench-gen` (sendmmsg, 2 threads x 4 flows) in c1; what
+//!   arrives is read from c2's `eth0` rx counter over a fixed window.
+//!   The far end and the wire cost as little as they can, the same for
+//!   both setups: an unread socket (`xtask bench-sink`) in c2 keeps the
+//!   receiver from answering each datagram with an ICMP port unreachable,
+//!   and the netfilter hooks are as the section says;
 //! - TCP throughput: iperf3 c1 -> c2, 1 and 4 flows.
 //!
 //! Then, for the section-1 setups only:

@@ -306,7 +306,10 @@ mod tests {
             t.contains("| rate | Mpps | 2.00 (1.00–3.00) | 4.00 (2.00–6.00) | n/a | 2.00 | – |"),
             "{t}"
         );
-        assert!(t.contains("| cost | ns | n/a | 10.0 | n/a | – | – |"), "{t}");
+        assert!(
+            t.contains("| cost | ns | n/a | 10.0 | n/a | – | – |"),
+            "{t}"
+        );
         assert!(
             t.contains("| tcp | Gbit/s | 1.00 | 3.00 | 3.00 (2.00–4.00) | 3.00 | 1.00 |"),
             "{t}"

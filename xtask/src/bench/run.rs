@@ -489,10 +489,7 @@ const NF_KEYS: [&str; 3] = [
 /// namespace of the lab (`/proc/sys/net/bridge/bridge-nf-call-*` as each
 /// namespace sees it; the files exist only while br_netfilter is loaded)
 /// and returns what the files read afterwards.
-fn set_netfilter(
-    topo: &Topology,
-    on: bool,
-) -> Result<BTreeMap<String, BTreeMap<String, u8>>> {
+fn set_netfilter(topo: &Topology, on: bool) -> Result<BTreeMap<String, BTreeMap<String, u8>>> {
     let v = u8::from(on);
     let mut seen = BTreeMap::new();
     for ns in topo.namespaces() {
@@ -1358,7 +1355,11 @@ fn tcp(env: &Env, setup: Setup, flows: u32) -> Result<Tcp> {
 
 fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     let per = |v: Variant, f: &dyn Fn(&SetupResult) -> Option<f64>| -> Vec<f64> {
-        rounds.iter().filter_map(|r| r.get(v)).filter_map(f).collect()
+        rounds
+            .iter()
+            .filter_map(|r| r.get(v))
+            .filter_map(f)
+            .collect()
     };
     let best = |s| {
         Variant::all()
@@ -1374,11 +1375,19 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     let both = |key: &str, label: &str, unit: &str, f: &dyn Fn(&SetupResult) -> Option<f64>| {
         Row::new(key, label, unit, per(kernel, f), per(fwd, f))
     };
-    type Figure = (&'static str, &'static str, &'static str, fn(&SetupResult) -> Option<f64>);
+    type Figure = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&SetupResult) -> Option<f64>,
+    );
     let figures: [Figure; 4] = [
-        ("rate_received", "64-byte frames c1→c2: received", "Mpps", |s| {
-            Some(s.rate.received_pps / 1e6)
-        }),
+        (
+            "rate_received",
+            "64-byte frames c1→c2: received",
+            "Mpps",
+            |s| Some(s.rate.received_pps / 1e6),
+        ),
         ("rate_sent", "64-byte frames c1→c2: sent", "Mpps", |s| {
             Some(s.rate.sent_pps / 1e6)
         }),
