@@ -95,6 +95,18 @@ pub const FDB_F_STATIC: u32 = 1;
 /// wire. A frame from the MAC on a local port does replace it (the
 /// endpoint moved here).
 pub const FDB_F_EXTERN: u32 = 2;
+/// Set by the datapath on local entries it learns: the port's `PORT_F_*`
+/// flags are in the upper half of `flags` (see [`FdbEntry::port_flags`]),
+/// so delivery needs no `PORTS` lookup. Entries without it (static ones
+/// userspace writes) are delivered with the flags from `PORTS`.
+pub const FDB_F_PORT_KNOWN: u32 = 1 << 8;
+/// Shift of the port's `PORT_F_*` flags within `FdbEntry::flags`.
+pub const FDB_PORT_FLAGS_SHIFT: u32 = 16;
+/// How often, in jiffies, the datapath reads the clock for an entry it
+/// sees again (`FdbEntry::seen_jiffies`): 0.1 s at HZ 1000, 0.4 s at 250,
+/// 1 s at 100; the refresh itself still happens at most every
+/// [`LEARN_REFRESH_NS`].
+pub const LEARN_CHECK_JIFFIES: u32 = 100;
 
 /// Value of the FDB: where a MAC lives. Either `ifindex != 0` (a local port)
 /// or `remote` (a remote VTEP's IPv4 address).
@@ -105,9 +117,12 @@ pub struct FdbEntry {
     pub remote: [u8; 4],
     /// Local port ifindex; zero for remote entries.
     pub ifindex: u32,
-    /// `FDB_F_*` flags.
+    /// `FDB_F_*` flags (and, with `FDB_F_PORT_KNOWN`, the port's flags).
     pub flags: u32,
-    pub _pad: u32,
+    /// The datapath's own: the low 32 bits of `jiffies` when it last read
+    /// the clock for this entry (learning reads it only every
+    /// `LEARN_CHECK_JIFFIES`); userspace writes 0.
+    pub seen_jiffies: u32,
     /// `CLOCK_MONOTONIC` nanoseconds of the last frame that refreshed it.
     pub last_seen_ns: u64,
 }
@@ -126,6 +141,14 @@ impl FdbEntry {
     /// Learned from traffic: aged, counted against the learning caps.
     pub const fn is_learned(&self) -> bool {
         self.flags & (FDB_F_STATIC | FDB_F_EXTERN) == 0
+    }
+    /// The port's `PORT_F_*` flags, if the entry carries them.
+    pub const fn port_flags(&self) -> Option<u32> {
+        if self.flags & FDB_F_PORT_KNOWN != 0 {
+            Some(self.flags >> FDB_PORT_FLAGS_SHIFT)
+        } else {
+            None
+        }
     }
 }
 

@@ -61,9 +61,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     }
 
     let wrote = cfg.flags & (CFG_F_LEARNING | CFG_F_PORT_LEARN) != 0
-        && fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, unsafe {
-            bpf_ktime_get_coarse_ns()
-        })?;
+        && fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, port.flags)?;
     if cfg.flags & (CFG_F_SNOOP | CFG_F_ARP_SUPPRESS) != 0 && !vlan::present(ctx) {
         let proto = u16::from_be(eth.ether_type);
         // IPv4 sources at most once a second per MAC (when learning
@@ -88,10 +86,8 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             if e.ifindex == ifindex {
                 return Err(Counter::DropTxHairpin);
             }
-            // SAFETY: copied out at once.
-            let flags = unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags);
             count(Counter::LocalSwitch);
-            Ok(redirect_port(e.ifindex, flags))
+            Ok(redirect_port(e.ifindex, fdb::port_flags(&e)))
         }
         Some(e) => unicast(ctx, cfg, vni, e.remote, ifindex),
         None => {

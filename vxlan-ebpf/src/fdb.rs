@@ -2,10 +2,13 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+};
 use vxlan_common::{
-    Config, Counter, EV_LEARN, EV_MOVE, FdbEntry, FdbEvent, FdbKey, LEARN_REFRESH_NS,
-    learned_key_port, learned_key_vni,
+    Config, Counter, EV_LEARN, EV_MOVE, FDB_F_PORT_KNOWN, FDB_PORT_FLAGS_SHIFT, FdbEntry, FdbEvent,
+    FdbKey, LEARN_CHECK_JIFFIES, LEARN_REFRESH_NS, learned_key_port, learned_key_vni,
     wire::{is_multicast_mac, is_zero_mac},
 };
 
@@ -15,9 +18,14 @@ use crate::{
 };
 
 /// Learns that `mac` in `vni` lives behind `remote` (remote VTEP) or on
-/// local port `ifindex`. Static entries are never touched; an unchanged
-/// entry is refreshed in place at most every [`LEARN_REFRESH_NS`]; a moved
-/// entry is rewritten at once; a new one only below the learning cap.
+/// local port `ifindex` (whose `PORT_F_*` flags are `port_flags`, kept in
+/// the entry). Static entries are never touched; an unchanged entry is
+/// refreshed in place at most every [`LEARN_REFRESH_NS`]; a moved entry is
+/// rewritten at once; a new one only below the learning cap.
+///
+/// The clock is read only when an entry is written or a refresh may be
+/// due: an entry seen again within [`LEARN_CHECK_JIFFIES`] costs one read
+/// of `jiffies` (inlined by the verifier), not a helper call.
 ///
 /// `Ok(true)` when the entry was written (new, moved or refreshed): at
 /// most about once a second per MAC, so callers hang per-sender work on
@@ -31,18 +39,18 @@ pub fn learn(
     mac: &[u8; 6],
     remote: [u8; 4],
     ifindex: u32,
-    now: u64,
+    port_flags: u32,
 ) -> Result<bool, Counter> {
     if is_multicast_mac(mac) || is_zero_mac(mac) {
         return Ok(false);
     }
     let key = FdbKey::new(vni, *mac);
-    let entry = FdbEntry {
-        remote,
-        ifindex,
-        flags: 0,
-        _pad: 0,
-        last_seen_ns: now,
+    // SAFETY: a plain helper call (inlined by the verifier on 64-bit JITs).
+    let jiffies = unsafe { bpf_jiffies64() } as u32;
+    let flags = if ifindex != 0 {
+        FDB_F_PORT_KNOWN | (port_flags << FDB_PORT_FLAGS_SHIFT)
+    } else {
+        0
     };
     if let Some(e) = FDB.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer for the duration of the program.
@@ -61,9 +69,20 @@ pub fn learn(
             if ifindex == 0 || FDB.remove(&key).is_err() {
                 return Ok(false);
             }
-            return learn_new(cfg, vni, key, &entry);
+            return learn_new(cfg, vni, key, &new_entry(remote, ifindex, flags, jiffies));
         }
         if same {
+            if e.flags != flags {
+                // The port's flags changed, or an entry written by
+                // userspace (restored) without them.
+                e.flags = flags;
+            }
+            if jiffies.wrapping_sub(e.seen_jiffies) < LEARN_CHECK_JIFFIES {
+                return Ok(false);
+            }
+            e.seen_jiffies = jiffies;
+            // SAFETY: a plain helper call.
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
             if now.wrapping_sub(e.last_seen_ns) >= LEARN_REFRESH_NS {
                 e.last_seen_ns = now;
                 return Ok(true);
@@ -71,6 +90,7 @@ pub fn learn(
             return Ok(false);
         }
         // MAC move: at once.
+        let entry = new_entry(remote, ifindex, flags, jiffies);
         if FDB.insert(&key, &entry, BPF_ANY as u64).is_ok() {
             count(Counter::Learn);
             event(EV_MOVE, &key, &entry);
@@ -78,7 +98,20 @@ pub fn learn(
         }
         return Ok(false);
     }
-    learn_new(cfg, vni, key, &entry)
+    learn_new(cfg, vni, key, &new_entry(remote, ifindex, flags, jiffies))
+}
+
+/// A learned entry as written now.
+#[inline(always)]
+fn new_entry(remote: [u8; 4], ifindex: u32, flags: u32, jiffies: u32) -> FdbEntry {
+    FdbEntry {
+        remote,
+        ifindex,
+        flags,
+        seen_jiffies: jiffies,
+        // SAFETY: a plain helper call.
+        last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
+    }
 }
 
 /// A new learned entry, below the learning caps.
@@ -184,6 +217,17 @@ fn event(kind: u32, key: &FdbKey, e: &FdbEntry) {
     };
     if EVENTS.output::<FdbEvent>(&ev, 0).is_err() {
         count(Counter::EventsLost);
+    }
+}
+
+/// The `PORT_F_*` flags of a local entry's port: from the entry when it
+/// carries them, else from `PORTS`.
+#[inline(always)]
+pub fn port_flags(e: &FdbEntry) -> u32 {
+    match e.port_flags() {
+        Some(f) => f,
+        // SAFETY: copied out at once.
+        None => unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags),
     }
 }
 

@@ -8,7 +8,7 @@
 //! checksum), vxlan's (flags, VNI), the bridge's (source MAC), learning
 //! (`vxlan_snoop`: no learning over a static entry), ECN.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
     CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, allow_data,
@@ -23,7 +23,7 @@ use crate::{
     csum,
     ecn::{self, Ecn},
     fdb,
-    maps::{ALLOWED, GROUPS, NEIGH, NEIGH_SEEN, PORTS, VNIS},
+    maps::{ALLOWED, GROUPS, NEIGH, NEIGH_SEEN, VNIS},
     pkt::{Frame, ptr_at},
 };
 
@@ -188,12 +188,10 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     }
 
     if cfg.flags & CFG_F_LEARNING != 0 {
-        // SAFETY: a plain helper call.
-        let now = unsafe { bpf_ktime_get_coarse_ns() };
         // The way back to this VTEP, unless userspace resolved it already:
         // checked when the entry is new, moved or refreshed (at most once
         // a second per MAC), not for every frame.
-        if fdb::learn(cfg, vni, &src, src_ip, 0, now)? {
+        if fdb::learn(cfg, vni, &src, src_ip, 0, 0)? {
             match NEIGH.get_ptr(src_ip) {
                 None => {
                     let n = NeighEntry {
@@ -224,11 +222,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         (0, 0)
     } else {
         match fdb::lookup(vni, &dst) {
-            Some(e) if e.is_local() => {
-                // SAFETY: copied out at once.
-                let flags = unsafe { PORTS.get(e.ifindex) }.map_or(0, |p| p.flags);
-                (e.ifindex, flags)
-            }
+            Some(e) if e.is_local() => (e.ifindex, fdb::port_flags(&e)),
             // The destination lives behind a remote VTEP: never bounce it.
             Some(_) => return Err(Counter::DropRxHairpin),
             None => (0, 0),

@@ -200,7 +200,7 @@ impl Dataplane {
             remote: v.vtep.octets(),
             ifindex: 0,
             flags: FDB_F_EXTERN,
-            _pad: 0,
+            seen_jiffies: 0,
             last_seen_ns: 0,
         };
         if let Err(e) = self.maps.fdb.insert(key, entry, 0) {

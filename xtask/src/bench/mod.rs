@@ -1,30 +1,51 @@
 //! `cargo xtask bench`: the kernel's vxlan device + Linux bridge against
 //! vxlan-fwd, on the seed's two-host topology in network namespaces.
 //!
-//! Both setups are measured alternately in one run (round 1: kernel then
-//! vxlan-fwd, round 2: vxlan-fwd then kernel, ...) on the same topology;
-//! each figure is reported as median (min–max) over the rounds:
+//! Every setup is measured in one run, in alternating order (round 1 in
+//! the order below, round 2 reversed, ...) on the same namespaces; each
+//! figure is reported as median (min–max) over the rounds. The setups:
 //!
-//! 1. small-packet rate: "64-byte" frames from container c1 to container
-//!    c2 across the hosts. 64 bytes is the classic minimum Ethernet frame
-//!    *with* its 4-byte FCS: the inner frame is Ethernet 14 + IPv4 20 +
-//!    UDP 8 + 18 bytes of payload = 60 bytes as the kernel sees it (veths
-//!    carry no FCS), 110 bytes once encapsulated. The generator is
-//!    `xtask bench-gen` (sendmmsg, 2 threads x 4 flows) in c1; what
-//!    arrives is read from c2's `eth0` rx counter over a fixed window.
-//!    The far end and the wire cost as little as they can, the same for
-//!    both setups: an unread socket (`xtask bench-sink`) in c2 keeps the
-//!    receiver from answering each datagram with an ICMP port unreachable,
-//!    and the underlay switch's bridge runs without netfilter hooks;
-//! 2. TCP throughput: iperf3 c1 -> c2, 1 and 4 flows;
-//! 3. per-packet cost of each eBPF program with BPF_PROG_TEST_RUN (see
+//! - kernel: the seed's vxlan device + Linux bridge in each host;
+//! - vxlan-fwd on both hosts (receive mode: TC, the default on a veth
+//!   uplink; skb-mode and native XDP for section 4);
+//! - no tunnel: the same hops without VXLAN, each container bridged
+//!   straight onto the underlay (host bridge with `veth0` and `eth0`).
+//!
+//! The report's sections:
+//!
+//! 1. kernel at its best: `bridge-nf-call-{iptables,ip6tables,arptables}`
+//!    = 0 in every namespace of the lab (br_netfilter is loaded on these
+//!    machines and a new namespace starts with the hooks on); the headline;
+//! 2. the same with the hooks on (= 1) in every namespace, as on Docker
+//!    and Kubernetes nodes;
+//! 3. vxlan-fwd against the no-tunnel path (hooks off);
+//! 4. vxlan-fwd per receive mode on the veth uplink (hooks off);
+//!
+//! and in each:
+//!
+//! - small-packet rate: "64-byte" frames from container c1 to container
+//!   c2 across the hosts. 64 bytes is the classic minimum Ethernet frame
+//!   *with* its 4-byte FCS: the inner frame is Ethernet 14 + IPv4 20 +
+//!   UDP 8 + 18 bytes of payload = 60 bytes as the kernel sees it (veths
+//!   carry no FCS), 110 bytes once encapsulated. The generator is
+//!   `xtask bench-gen` (sendmmsg, 2 threads x 4 flows) in c1; what
+//!   arrives is read from c2's `eth0` rx counter over a fixed window.
+//!   The far end and the wire cost as little as they can, the same for
+//!   both setups: an unread socket (`xtask bench-sink`) in c2 keeps the
+//!   receiver from answering each datagram with an ICMP port unreachable,
+//!   and the netfilter hooks are as the section says;
+//! - TCP throughput: iperf3 c1 -> c2, 1 and 4 flows.
+//!
+//! Then, for the section-1 setups only:
+//!
+//! 5. per-packet cost of each eBPF program with BPF_PROG_TEST_RUN (see
 //!    `testrun.rs`), and the floor (an XDP program that only drops);
-//! 4. FDB scale: figures 1 and 3 again with 1k and 1M FDB entries (100k
+//! 6. FDB scale: the 64-byte rate again with 1k and 1M FDB entries (100k
 //!    with `--quick`);
-//! 5. memory: vxlan-fwd's BPF map memory (the kernel's `memlock` of each
+//! 7. memory: vxlan-fwd's BPF map memory (the kernel's `memlock` of each
 //!    map) and its RSS.
 //!
-//! The parts that need the eBPF object (figure 3, filling a running
+//! The parts that need the eBPF object (figure 5, filling a running
 //! forwarder's FDB) are behind the `bench-ebpf` feature: `cargo xtask
 //! bench` (built without it, as every `cargo xtask` is) builds a release
 //! xtask with it and runs that.
@@ -51,11 +72,12 @@ use crate::{packages, tasks, util::require_root};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Rounds; each measures both setups, alternately (default 3; 1 with --quick).
+    /// Rounds; each measures every setup, in alternating order (default 3;
+    /// 2 with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: Option<u32>,
-    /// One short round for CI: 2 s windows, FDB scale 1k and 100k (not 1M),
-    /// 100k test runs per case.
+    /// Two short rounds for CI (alternating order): 2 s windows, FDB scale
+    /// 1k and 100k (not 1M), 100k test runs per case.
     #[arg(long)]
     pub quick: bool,
     /// Length of each measurement window in seconds (default 5; 2 with --quick).
@@ -64,6 +86,10 @@ pub struct BenchArgs {
     /// Only the control-plane section (etcd: convergence, churn, BUM saved).
     #[arg(long)]
     pub etcd_only: bool,
+    /// Only the BPF_PROG_TEST_RUN figure (5), for each round: no topology,
+    /// for comparing datapath changes quickly.
+    #[arg(long)]
+    pub testrun_only: bool,
     /// (internal) Use this vxlan-fwd instead of building it.
     #[arg(long, hide = true, value_name = "PATH")]
     pub fwd_bin: Option<PathBuf>,
@@ -77,19 +103,22 @@ pub struct Plan {
     pub seconds: u32,
     /// FDB sizes of figure 4.
     pub fdb_sizes: Vec<u64>,
-    /// BPF_PROG_TEST_RUN runs per case (figure 3).
+    /// BPF_PROG_TEST_RUN runs per case (figure 5).
     pub test_runs: u64,
+    /// Only figure 5.
+    pub testrun_only: bool,
 }
 
 impl Plan {
     pub fn new(args: &BenchArgs) -> Self {
         let big = if args.quick { 100_000 } else { 1_000_000 };
         Self {
-            rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
+            rounds: args.rounds.unwrap_or(if args.quick { 2 } else { 3 }),
             quick: args.quick,
             seconds: args.seconds.unwrap_or(if args.quick { 2 } else { 5 }),
             fdb_sizes: vec![1000, big],
             test_runs: if args.quick { 100_000 } else { 1_000_000 },
+            testrun_only: args.testrun_only,
         }
     }
 }
@@ -146,10 +175,12 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
         if !args.etcd_only {
             run::run(&plan, &fwd)?;
         }
-        let figs = etcd::run(&plan, &fwd)?;
-        let out = crate::util::target_dir().join("bench").join("etcd.json");
-        std::fs::write(&out, serde_json::to_string_pretty(&figs)?)?;
-        outln!("control-plane figures: {}", out.display());
+        if !args.testrun_only {
+            let figs = etcd::run(&plan, &fwd)?;
+            let out = crate::util::target_dir().join("bench").join("etcd.json");
+            std::fs::write(&out, serde_json::to_string_pretty(&figs)?)?;
+            outln!("control-plane figures: {}", out.display());
+        }
         Ok(0)
     }
     #[cfg(not(feature = "bench-ebpf"))]
@@ -179,6 +210,9 @@ fn relaunch(args: &BenchArgs, fwd: &std::path::Path) -> Result<u8> {
     }
     if args.etcd_only {
         inner.arg("--etcd-only");
+    }
+    if args.testrun_only {
+        inner.arg("--testrun-only");
     }
     if let Some(s) = args.seconds {
         inner.arg("--seconds").arg(s.to_string());

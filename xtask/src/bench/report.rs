@@ -36,7 +36,8 @@ impl Stat {
     }
 }
 
-/// One row of the results: a figure for both setups.
+/// One row of the results: a figure for the kernel, vxlan-fwd and, where
+/// measured, the no-tunnel path (containers bridged onto the underlay).
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub key: String,
@@ -45,29 +46,47 @@ pub struct Row {
     /// Values per round (in the row's unit), empty where not applicable.
     pub kernel_values: Vec<f64>,
     pub fwd_values: Vec<f64>,
+    pub no_tunnel_values: Vec<f64>,
     pub kernel: Option<Stat>,
     pub vxlan_fwd: Option<Stat>,
+    pub no_tunnel: Option<Stat>,
     /// vxlan-fwd median / kernel median.
     pub ratio: Option<f64>,
+    /// vxlan-fwd median / no-tunnel median.
+    pub ratio_no_tunnel: Option<f64>,
+}
+
+fn ratio(num: Option<Stat>, den: Option<Stat>) -> Option<f64> {
+    match (num, den) {
+        (Some(f), Some(k)) if k.median != 0.0 => Some(f.median / k.median),
+        _ => None,
+    }
 }
 
 impl Row {
     pub fn new(key: &str, label: &str, unit: &str, kernel: Vec<f64>, fwd: Vec<f64>) -> Self {
         let (k, f) = (Stat::of(&kernel), Stat::of(&fwd));
-        let ratio = match (k, f) {
-            (Some(k), Some(f)) if k.median != 0.0 => Some(f.median / k.median),
-            _ => None,
-        };
         Self {
             key: key.into(),
             label: label.into(),
             unit: unit.into(),
             kernel_values: kernel,
             fwd_values: fwd,
+            no_tunnel_values: Vec::new(),
             kernel: k,
             vxlan_fwd: f,
-            ratio,
+            no_tunnel: None,
+            ratio: ratio(f, k),
+            ratio_no_tunnel: None,
         }
+    }
+
+    /// Adds the no-tunnel column and the vxlan-fwd / no-tunnel ratio.
+    pub fn with_no_tunnel(mut self, values: Vec<f64>) -> Self {
+        self.no_tunnel = Stat::of(&values);
+        self.no_tunnel_values = values;
+        self.ratio_no_tunnel = ratio(self.vxlan_fwd, self.no_tunnel);
+        self
     }
 }
 
@@ -103,17 +122,21 @@ fn fmt_stat(s: Option<Stat>) -> String {
 /// The markdown table: median (min–max) over the rounds.
 pub fn markdown(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| figure | unit | kernel vxlan + bridge | vxlan-fwd | vxlan-fwd / kernel |\n\
-         | --- | --- | ---: | ---: | ---: |\n",
+        "| figure | unit | kernel vxlan + bridge | vxlan-fwd | no tunnel (bridged underlay) \
+         | vxlan-fwd / kernel | vxlan-fwd / no tunnel |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
+    let ratio = |x: Option<f64>| x.map_or_else(|| "–".into(), |x| format!("{x:.2}"));
     for r in rows {
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             r.label,
             r.unit,
             fmt_stat(r.kernel),
             fmt_stat(r.vxlan_fwd),
-            r.ratio.map_or_else(|| "–".into(), |x| format!("{x:.2}")),
+            fmt_stat(r.no_tunnel),
+            ratio(r.ratio),
+            ratio(r.ratio_no_tunnel),
         ));
     }
     t
@@ -124,6 +147,7 @@ pub struct Group {
     pub label: String,
     pub kernel: Option<Stat>,
     pub fwd: Option<Stat>,
+    pub no_tunnel: Option<Stat>,
 }
 
 pub struct Panel {
@@ -141,6 +165,7 @@ pub fn svg(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
 
     const KERNEL: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
     const FWD: RGBColor = RGBColor(0xdd, 0x84, 0x52);
+    const NO_TUNNEL: RGBColor = RGBColor(0x55, 0xa8, 0x68);
     let width = 520 * panels.len().max(1) as u32;
     let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
@@ -153,7 +178,7 @@ pub fn svg(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
         let top = panel
             .groups
             .iter()
-            .flat_map(|g| [g.kernel, g.fwd])
+            .flat_map(|g| [g.kernel, g.fwd, g.no_tunnel])
             .flatten()
             .map(|s| s.max)
             .fold(0.0f64, f64::max);
@@ -187,20 +212,21 @@ pub fn svg(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
         for (which, color, name) in [
             (0usize, KERNEL, "kernel vxlan + bridge"),
             (1, FWD, "vxlan-fwd"),
+            (2, NO_TUNNEL, "no tunnel (bridged underlay)"),
         ] {
             let bars: Vec<(f64, Stat)> = panel
                 .groups
                 .iter()
                 .enumerate()
                 .filter_map(|(i, g)| {
-                    let s = if which == 0 { g.kernel } else { g.fwd }?;
-                    let x0 = i as f64 + 0.12 + which as f64 * 0.38;
+                    let s = [g.kernel, g.fwd, g.no_tunnel][which]?;
+                    let x0 = i as f64 + 0.08 + which as f64 * 0.28;
                     Some((x0, s))
                 })
                 .collect();
             chart
                 .draw_series(bars.iter().map(|&(x0, s)| {
-                    Rectangle::new([(x0, 0.0), (x0 + 0.36, s.median)], color.filled())
+                    Rectangle::new([(x0, 0.0), (x0 + 0.26, s.median)], color.filled())
                 }))
                 .map_err(|e| err(&e))?
                 .label(name)
@@ -208,7 +234,7 @@ pub fn svg(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
                     Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled())
                 });
             for &(x0, s) in &bars {
-                let xc = x0 + 0.18;
+                let xc = x0 + 0.13;
                 let whisker = vec![
                     PathElement::new(vec![(xc, s.min), (xc, s.max)], BLACK.stroke_width(1)),
                     PathElement::new(
@@ -270,15 +296,24 @@ mod tests {
                 vec![2.0, 4.0, 6.0],
             ),
             Row::new("b", "cost", "ns", vec![], vec![10.0]),
+            Row::new("c", "tcp", "Gbit/s", vec![1.0], vec![3.0]).with_no_tunnel(vec![2.0, 4.0]),
         ];
         assert_eq!(rows[0].ratio, Some(2.0));
         assert_eq!(rows[1].ratio, None);
+        assert_eq!(rows[2].ratio_no_tunnel, Some(1.0));
         let t = markdown(&rows);
         assert!(
-            t.contains("| rate | Mpps | 2.00 (1.00–3.00) | 4.00 (2.00–6.00) | 2.00 |"),
+            t.contains("| rate | Mpps | 2.00 (1.00–3.00) | 4.00 (2.00–6.00) | n/a | 2.00 | – |"),
             "{t}"
         );
-        assert!(t.contains("| cost | ns | n/a | 10.0 | – |"), "{t}");
+        assert!(
+            t.contains("| cost | ns | n/a | 10.0 | n/a | – | – |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| tcp | Gbit/s | 1.00 | 3.00 | 3.00 (2.00–4.00) | 3.00 | 1.00 |"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -295,11 +330,13 @@ mod tests {
                     label: "base".into(),
                     kernel: st(1.0),
                     fwd: st(2.0),
+                    no_tunnel: st(2.1),
                 },
                 Group {
                     label: "1M".into(),
                     kernel: st(0.8),
                     fwd: None,
+                    no_tunnel: None,
                 },
             ],
         }];

@@ -29,6 +29,16 @@ use crate::{
 };
 
 const PREFIX: &str = "vxbench-";
+
+/// The namespaces' name prefix: `vxbench-`, or `XTASK_BENCH_PREFIX` (two
+/// benches on one machine must not remove each other's namespaces as
+/// leftovers).
+fn prefix() -> String {
+    std::env::var("XTASK_BENCH_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or_else(|| PREFIX.to_owned())
+}
 const VNI: u32 = 42;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SIGINT to SIGKILL: a forwarder with a million static entries needs far
@@ -45,6 +55,9 @@ const GEN_PORT: u16 = 9;
 enum Setup {
     Kernel,
     VxlanFwd,
+    /// The same hops without a tunnel: each host bridges its container's
+    /// veth straight onto the underlay.
+    NoTunnel,
 }
 
 impl Setup {
@@ -52,7 +65,97 @@ impl Setup {
         match self {
             Setup::Kernel => "kernel vxlan + bridge",
             Setup::VxlanFwd => "vxlan-fwd",
+            Setup::NoTunnel => "no tunnel (containers bridged onto the underlay)",
         }
+    }
+}
+
+/// How vxlan-fwd receives on its veth uplink (`--xdp-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum RxMode {
+    /// No XDP: the TC program decapsulates (`auto` on a veth, the default).
+    Tc,
+    /// skb-mode XDP (`--xdp-mode generic`).
+    XdpGeneric,
+    /// The veth driver's XDP (`--xdp-mode native`).
+    XdpNative,
+}
+
+impl RxMode {
+    fn name(self) -> &'static str {
+        match self {
+            RxMode::Tc => "TC (default on veth)",
+            RxMode::XdpGeneric => "skb-mode XDP",
+            RxMode::XdpNative => "native XDP",
+        }
+    }
+    fn arg(self) -> Option<&'static str> {
+        match self {
+            RxMode::Tc => None,
+            RxMode::XdpGeneric => Some("generic"),
+            RxMode::XdpNative => Some("native"),
+        }
+    }
+}
+
+/// One measured configuration: a setup, the netfilter hooks of every
+/// bridge in the lab, and vxlan-fwd's receive mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Variant {
+    setup: Setup,
+    /// `bridge-nf-call-*` in every namespace of the lab.
+    netfilter: bool,
+    /// For vxlan-fwd only.
+    rx: Option<RxMode>,
+    /// Whether the FDB-scale and memory figures (6, 7) are measured too.
+    scale: bool,
+}
+
+impl Variant {
+    const fn new(setup: Setup, netfilter: bool) -> Self {
+        Self {
+            setup,
+            netfilter,
+            rx: match setup {
+                Setup::VxlanFwd => Some(RxMode::Tc),
+                _ => None,
+            },
+            scale: false,
+        }
+    }
+
+    fn name(&self) -> String {
+        let mut n = self.setup.name().to_owned();
+        if let Some(m) = self.rx.filter(|&m| m != RxMode::Tc) {
+            n = format!("{n}, {}", m.name());
+        }
+        format!(
+            "{n}; bridge-nf-call-* = {} in every namespace",
+            u8::from(self.netfilter)
+        )
+    }
+
+    /// The variants of one round, in the order of odd rounds.
+    fn all() -> Vec<Self> {
+        let best = |s| Self {
+            scale: s != Setup::NoTunnel,
+            ..Self::new(s, false)
+        };
+        let mode = |m| Self {
+            rx: Some(m),
+            ..Self::new(Setup::VxlanFwd, false)
+        };
+        vec![
+            best(Setup::Kernel),
+            best(Setup::VxlanFwd),
+            best(Setup::NoTunnel),
+            Self::new(Setup::Kernel, true),
+            Self::new(Setup::VxlanFwd, true),
+            Self::new(Setup::NoTunnel, true),
+            mode(RxMode::XdpGeneric),
+            mode(RxMode::XdpNative),
+        ]
     }
 }
 
@@ -119,7 +222,10 @@ struct Scaled {
 
 #[derive(Debug, Clone, Serialize)]
 struct SetupResult {
-    setup: Setup,
+    variant: Variant,
+    /// What the hosts' bridge-nf-call-* files read during the run
+    /// (namespace -> key -> value), or empty if br_netfilter is not loaded.
+    netfilter_seen: BTreeMap<String, BTreeMap<String, u8>>,
     rate: Rate,
     tcp_1: Tcp,
     tcp_4: Tcp,
@@ -131,14 +237,14 @@ struct SetupResult {
 #[derive(Debug, Clone, Serialize)]
 struct Round {
     round: u32,
-    order: Vec<Setup>,
+    order: Vec<Variant>,
     setups: Vec<SetupResult>,
     testrun: Vec<testrun::Case>,
 }
 
 impl Round {
-    fn setup(&self, s: Setup) -> Option<&SetupResult> {
-        self.setups.iter().find(|r| r.setup == s)
+    fn get(&self, v: Variant) -> Option<&SetupResult> {
+        self.setups.iter().find(|r| r.variant == v)
     }
 }
 
@@ -186,6 +292,7 @@ fn loadavg() -> String {
 
 struct Env<'a> {
     topo: &'a TopologyGuard,
+    prefix: String,
     plan: &'a Plan,
     fwd: &'a Path,
     gen_exe: PathBuf,
@@ -198,7 +305,7 @@ impl Env<'_> {
         &self.topo.hosts[i]
     }
     fn short<'n>(&self, ns: &'n str) -> &'n str {
-        ns.strip_prefix(PREFIX).unwrap_or(ns)
+        ns.strip_prefix(self.prefix.as_str()).unwrap_or(ns)
     }
 }
 
@@ -245,6 +352,9 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
             ""
         }
     );
+    if plan.testrun_only {
+        return testrun_only(plan);
+    }
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let state_dir = out_dir.join("fwd-state");
@@ -263,10 +373,10 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
     let fwd = fwd_copy.as_path();
 
     topology::teardown_on_signal();
-    let topo = Topology::seed(PREFIX).create()?;
-    quiet_switch(&topo.switch_netns);
+    let topo = Topology::seed(&prefix()).create()?;
     let env = Env {
         topo: &topo,
+        prefix: prefix(),
         plan,
         fwd,
         gen_exe: std::env::current_exe().context("locating the xtask executable")?,
@@ -299,7 +409,7 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
     report::svg(
         &svg_path,
         &format!(
-            "kernel vxlan + bridge vs vxlan-fwd ({} round(s), median, min-max; {} CPUs, {})",
+            "kernel vxlan + bridge vs vxlan-fwd vs no tunnel ({} round(s), median, min-max; {} CPUs, {})",
             plan.rounds, machine.nproc, machine.kernel
         ),
         &panels(plan, &rows),
@@ -333,45 +443,99 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The underlay switch stands in for the physical network, which runs no
-/// iptables: with br_netfilter loaded (Docker loads it), every bridged
-/// frame would go through the netfilter hooks of the switch namespace.
-/// Turned off there only; the hosts keep the machine's defaults (the
-/// kernel setup's own bridge pays what it pays where it is deployed).
-fn quiet_switch(netns: &str) {
-    let keys = [
-        "bridge-nf-call-iptables",
-        "bridge-nf-call-ip6tables",
-        "bridge-nf-call-arptables",
-    ];
-    let (mut set, mut absent) = (Vec::new(), 0);
-    for k in keys {
-        // /proc/sys as the namespace sees it (the files exist only while
-        // br_netfilter is loaded). Exit 3: absent, nothing to do.
-        let f = format!("/proc/sys/net/bridge/{k}");
-        let mut cmd = netns_cmd(netns, "sh");
-        cmd.args(["-c", &format!("test -e {f} || exit 3; echo 0 > {f}")]);
-        match output_any(&mut cmd) {
-            Ok(o) if o.status.success() => set.push(k),
-            Ok(o) if o.status.code() == Some(3) => absent += 1,
-            Ok(o) => errln!(
-                "bench: warning: could not set {k} = 0 in {netns} ({}): {}",
+/// `--testrun-only`: figure 5 for each round, medians at the end.
+fn testrun_only(plan: &Plan) -> Result<()> {
+    let mut all: Vec<Vec<testrun::Case>> = Vec::new();
+    for r in 1..=plan.rounds {
+        section(&format!(
+            "round {r}/{}: figure 5, BPF_PROG_TEST_RUN ({} runs per case)",
+            plan.rounds, plan.test_runs
+        ));
+        let cases = testrun::run(testrun::Params {
+            runs: plan.test_runs,
+            fdb_sizes: plan.fdb_sizes.clone(),
+        })?;
+        for c in &cases {
+            outln!("{:<70} {:>9.1} ns  ({} runs)", c.what, c.ns, c.runs);
+        }
+        all.push(cases);
+    }
+    section("medians");
+    for c in all.first().into_iter().flatten() {
+        let v: Vec<f64> = all
+            .iter()
+            .filter_map(|r| r.iter().find(|x| x.key == c.key).map(|x| x.ns))
+            .collect();
+        if let Some(s) = report::Stat::of(&v) {
+            outln!(
+                "{:<70} {:>9.1} ns  ({:.1}–{:.1})",
+                c.what,
+                s.median,
+                s.min,
+                s.max
+            );
+        }
+    }
+    Ok(())
+}
+
+const NF_KEYS: [&str; 3] = [
+    "bridge-nf-call-iptables",
+    "bridge-nf-call-ip6tables",
+    "bridge-nf-call-arptables",
+];
+
+/// Turns br_netfilter's hooks on or off for every bridge in every
+/// namespace of the lab (`/proc/sys/net/bridge/bridge-nf-call-*` as each
+/// namespace sees it; the files exist only while br_netfilter is loaded)
+/// and returns what the files read afterwards.
+fn set_netfilter(topo: &Topology, on: bool) -> Result<BTreeMap<String, BTreeMap<String, u8>>> {
+    let v = u8::from(on);
+    let mut seen = BTreeMap::new();
+    for ns in topo.namespaces() {
+        let script = format!(
+            "for k in {keys}; do f=/proc/sys/net/bridge/$k; test -e $f || exit 3; \
+             echo {v} > $f || exit 1; echo $k $(cat $f); done",
+            keys = NF_KEYS.join(" ")
+        );
+        let mut cmd = netns_cmd(&ns, "sh");
+        cmd.args(["-c", &script]);
+        let o = output_any(&mut cmd)?;
+        match o.status.code() {
+            Some(0) => {}
+            // br_netfilter is not loaded: no bridge runs netfilter hooks.
+            Some(3) if !on => continue,
+            Some(3) => {
+                errln!(
+                    "bench: warning: br_netfilter is not loaded: the \"hooks on\" section \
+                     measures bridges without them"
+                );
+                continue;
+            }
+            _ => bail!(
+                "setting bridge-nf-call-* = {v} in {ns} failed ({}): {}",
                 o.status,
                 String::from_utf8_lossy(&o.stderr).trim()
             ),
-            Err(e) => errln!("bench: warning: could not set {k} = 0 in {netns}: {e:#}"),
         }
+        let mut keys = BTreeMap::new();
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if let Some((k, val)) = line.split_once(' ')
+                && let Ok(val) = val.trim().parse::<u8>()
+            {
+                if val != v {
+                    bail!("{ns}: {k} reads {val} after writing {v}");
+                }
+                keys.insert(k.to_owned(), val);
+            }
+        }
+        seen.insert(ns, keys);
     }
-    if absent == keys.len() {
-        outln!(
-            "topology: switch {netns}: no bridge-nf-call-* sysctl changed (br_netfilter not loaded)"
-        );
-    } else if !set.is_empty() {
-        outln!(
-            "topology: switch {netns}: {} = 0 (no netfilter on the underlay)",
-            set.join(", ")
-        );
-    }
+    outln!(
+        "netfilter: bridge-nf-call-{{iptables,ip6tables,arptables}} = {v} in {} namespace(s)",
+        seen.len()
+    );
+    Ok(seen)
 }
 
 fn measure(env: &Env) -> Result<Vec<Round>> {
@@ -388,30 +552,35 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
     }
     let mut rounds = Vec::new();
     for r in 1..=env.plan.rounds {
-        let order = if r % 2 == 1 {
-            vec![Setup::Kernel, Setup::VxlanFwd]
-        } else {
-            vec![Setup::VxlanFwd, Setup::Kernel]
-        };
+        let mut order = Variant::all();
+        if r % 2 == 0 {
+            order.reverse();
+        }
         let mut setups = Vec::new();
-        for &s in &order {
-            section(&format!("round {r}/{}: {}", env.plan.rounds, s.name()));
-            let res = match s {
-                Setup::Kernel => kernel_setup(env),
-                Setup::VxlanFwd => fwd_setup(env),
-            }
-            .with_context(|| format!("round {r}, setup {}", s.name()))?;
+        for &v in &order {
+            section(&format!("round {r}/{}: {}", env.plan.rounds, v.name()));
+            let res = (|| {
+                let netfilter_seen = set_netfilter(env.topo, v.netfilter)?;
+                let mut res = match v.setup {
+                    Setup::Kernel => kernel_setup(env, v),
+                    Setup::VxlanFwd => fwd_setup(env, v),
+                    Setup::NoTunnel => no_tunnel_setup(env, v),
+                }?;
+                res.netfilter_seen = netfilter_seen;
+                Ok::<_, anyhow::Error>(res)
+            })()
+            .with_context(|| format!("round {r}, setup {}", v.name()))?;
             setups.push(res);
         }
         section(&format!(
-            "round {r}/{}: figure 3, BPF_PROG_TEST_RUN ({} runs per case)",
+            "round {r}/{}: figure 5, BPF_PROG_TEST_RUN ({} runs per case)",
             env.plan.rounds, env.plan.test_runs
         ));
         let cases = testrun::run(testrun::Params {
             runs: env.plan.test_runs,
             fdb_sizes: env.plan.fdb_sizes.clone(),
         })
-        .with_context(|| format!("round {r}, figure 3"))?;
+        .with_context(|| format!("round {r}, figure 5"))?;
         for c in &cases {
             outln!("{:<70} {:>9.1} ns  ({} runs)", c.what, c.ns, c.runs);
         }
@@ -471,7 +640,7 @@ fn kernel_down(env: &Env) -> Result<()> {
     Ok(())
 }
 
-fn kernel_setup(env: &Env) -> Result<SetupResult> {
+fn kernel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let r = kernel_up(env).and_then(|()| {
         check_overlay(env)?;
         let rate = measure_rate(env, Setup::Kernel)?;
@@ -479,7 +648,8 @@ fn kernel_setup(env: &Env) -> Result<SetupResult> {
         let tcp_4 = tcp(env, Setup::Kernel, 4)?;
         let mut scaled = Vec::new();
         let mut have = 0;
-        for &n in &env.plan.fdb_sizes {
+        let sizes: &[u64] = if v.scale { &env.plan.fdb_sizes } else { &[] };
+        for &n in sizes {
             let fill_s = fill_kernel(env, have, n)?;
             have = n;
             outln!(
@@ -493,7 +663,8 @@ fn kernel_setup(env: &Env) -> Result<SetupResult> {
             });
         }
         Ok(SetupResult {
-            setup: Setup::Kernel,
+            variant: v,
+            netfilter_seen: BTreeMap::new(),
             rate,
             tcp_1,
             tcp_4,
@@ -503,6 +674,58 @@ fn kernel_setup(env: &Env) -> Result<SetupResult> {
         })
     });
     let down = kernel_down(env);
+    let r = r?;
+    down?;
+    Ok(r)
+}
+
+/// The no-tunnel path: in each host a bridge with the container's veth
+/// and the underlay uplink as ports, so c1 and c2 share the underlay's L2
+/// segment; the same hops as the kernel setup without the vxlan device.
+fn no_tunnel_up(env: &Env) -> Result<()> {
+    for h in [env.h(0), env.h(1)] {
+        let ns = h.netns.as_str();
+        outln!(
+            "{}: ip link add br0 type bridge; {PORT} and {UPLINK} into br0; all up",
+            h.name
+        );
+        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", ns, "link", "set", PORT, "master", "br0"])?;
+        ip(&["-n", ns, "link", "set", UPLINK, "master", "br0"])?;
+        ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        ip(&["-n", ns, "link", "set", PORT, "up"])?;
+    }
+    Ok(())
+}
+
+fn no_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
+    let r = no_tunnel_up(env).and_then(|()| {
+        check_overlay(env)?;
+        Ok(SetupResult {
+            variant: v,
+            netfilter_seen: BTreeMap::new(),
+            rate: measure_rate(env, Setup::NoTunnel)?,
+            tcp_1: tcp(env, Setup::NoTunnel, 1)?,
+            tcp_4: tcp(env, Setup::NoTunnel, 4)?,
+            scaled: Vec::new(),
+            memory: Vec::new(),
+            stops: Vec::new(),
+        })
+    });
+    // Deleting the bridge releases eth0, whose address is still there.
+    let down = kernel_down(env).and_then(|()| {
+        for (a, b) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
+            let (ok, text) = topology::ping(&a.netns, b.underlay_ip)?;
+            if !ok {
+                bail!(
+                    "the underlay does not work after the no-tunnel setup: {} cannot ping {}:\n{text}",
+                    a.name,
+                    b.underlay_ip
+                );
+            }
+        }
+        Ok(())
+    });
     let r = r?;
     down?;
     Ok(r)
@@ -552,7 +775,7 @@ fn fill_kernel(env: &Env, from: u64, to: u64) -> Result<f64> {
     result.map(|()| t.elapsed().as_secs_f64())
 }
 
-fn fwd_start(env: &Env, max_fdb: Option<u32>) -> Result<()> {
+fn fwd_start(env: &Env, max_fdb: Option<u32>, rx: Option<RxMode>) -> Result<()> {
     let _ = std::fs::remove_dir_all(&env.state_dir);
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
         // The state file (the table kept across restarts) goes to a
@@ -576,6 +799,10 @@ fn fwd_start(env: &Env, max_fdb: Option<u32>) -> Result<()> {
         if let Some(n) = max_fdb {
             args.push("--max-fdb".into());
             args.push(n.to_string().into());
+        }
+        if let Some(m) = rx.and_then(RxMode::arg) {
+            args.push("--xdp-mode".into());
+            args.push(m.into());
         }
         let p = env.topo.spawn(&h.netns, &h.name, "env", &args)?;
         p.wait_for_line("a line containing `ready`", READY_TIMEOUT, is_ready)
@@ -643,8 +870,8 @@ fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
     }
 }
 
-fn fwd_setup(env: &Env) -> Result<SetupResult> {
-    fwd_start(env, None)?;
+fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
+    fwd_start(env, None, v.rx)?;
     let mut stops = Vec::new();
     let mut have = 0;
     let r = (|| -> Result<SetupResult> {
@@ -652,10 +879,14 @@ fn fwd_setup(env: &Env) -> Result<SetupResult> {
         let rate = measure_rate(env, Setup::VxlanFwd)?;
         let tcp_1 = tcp(env, Setup::VxlanFwd, 1)?;
         let tcp_4 = tcp(env, Setup::VxlanFwd, 4)?;
-        let mut memory = vec![fwd_memory(env, "default --max-fdb", None, 0)?];
+        let mut memory = Vec::new();
+        if v.scale {
+            memory.push(fwd_memory(env, "default --max-fdb", None, 0)?);
+        }
         let mut scaled = Vec::new();
         let mut cap = None;
-        for &n in &env.plan.fdb_sizes {
+        let sizes: &[u64] = if v.scale { &env.plan.fdb_sizes } else { &[] };
+        for &n in sizes {
             let want = max_fdb_for(n);
             if want != cap {
                 let m = want.map_or_else(|| "default".into(), |m| m.to_string());
@@ -664,7 +895,7 @@ fn fwd_setup(env: &Env) -> Result<SetupResult> {
                     scale_label(n)
                 );
                 stops.push(fwd_stop(env, have)?);
-                fwd_start(env, want)?;
+                fwd_start(env, want, v.rx)?;
                 check_overlay(env)?;
                 (have, cap) = (0, want);
             }
@@ -686,7 +917,8 @@ fn fwd_setup(env: &Env) -> Result<SetupResult> {
             }
         }
         Ok(SetupResult {
-            setup: Setup::VxlanFwd,
+            variant: v,
+            netfilter_seen: BTreeMap::new(),
             rate,
             tcp_1,
             tcp_4,
@@ -1122,45 +1354,113 @@ fn tcp(env: &Env, setup: Setup, flows: u32) -> Result<Tcp> {
 // ---------------------------------------------------------------- summary
 
 fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
-    let per = |s: Setup, f: &dyn Fn(&SetupResult) -> Option<f64>| -> Vec<f64> {
+    let per = |v: Variant, f: &dyn Fn(&SetupResult) -> Option<f64>| -> Vec<f64> {
         rounds
             .iter()
-            .filter_map(|r| r.setup(s))
+            .filter_map(|r| r.get(v))
             .filter_map(f)
             .collect()
     };
-    let both = |key: &str, label: &str, unit: &str, f: &dyn Fn(&SetupResult) -> Option<f64>| {
-        Row::new(
-            key,
-            label,
-            unit,
-            per(Setup::Kernel, f),
-            per(Setup::VxlanFwd, f),
-        )
+    let best = |s| {
+        Variant::all()
+            .into_iter()
+            .find(|v| v.setup == s && !v.netfilter && v.rx.is_none_or(|m| m == RxMode::Tc))
+            .expect("every setup has a hooks-off variant")
     };
-    let mut rows = vec![
-        both(
+    let (kernel, fwd, none) = (
+        best(Setup::Kernel),
+        best(Setup::VxlanFwd),
+        best(Setup::NoTunnel),
+    );
+    let both = |key: &str, label: &str, unit: &str, f: &dyn Fn(&SetupResult) -> Option<f64>| {
+        Row::new(key, label, unit, per(kernel, f), per(fwd, f))
+    };
+    type Figure = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&SetupResult) -> Option<f64>,
+    );
+    let figures: [Figure; 4] = [
+        (
             "rate_received",
-            "1. 64-byte frames c1→c2: received",
+            "64-byte frames c1→c2: received",
             "Mpps",
-            &|s| Some(s.rate.received_pps / 1e6),
+            |s| Some(s.rate.received_pps / 1e6),
         ),
-        both(
-            "rate_sent",
-            "1. 64-byte frames c1→c2: sent",
-            "Mpps",
-            &|s| Some(s.rate.sent_pps / 1e6),
-        ),
-        both("tcp_1", "2. TCP c1→c2, 1 flow", "Gbit/s", &|s| {
+        ("rate_sent", "64-byte frames c1→c2: sent", "Mpps", |s| {
+            Some(s.rate.sent_pps / 1e6)
+        }),
+        ("tcp_1", "TCP c1→c2, 1 flow", "Gbit/s", |s| {
             Some(s.tcp_1.bits_per_second / 1e9)
         }),
-        both("tcp_4", "2. TCP c1→c2, 4 flows", "Gbit/s", &|s| {
+        ("tcp_4", "TCP c1→c2, 4 flows", "Gbit/s", |s| {
             Some(s.tcp_4.bits_per_second / 1e9)
         }),
     ];
+    let mut rows = Vec::new();
+    // 1. Headline: no netfilter hooks anywhere.
+    for (key, label, unit, f) in figures {
+        rows.push(both(
+            key,
+            &format!("1. kernel at its best (bridge-nf-call-* = 0 everywhere): {label}"),
+            unit,
+            &f,
+        ));
+    }
+    // 2. Hooks on in every namespace (Docker, Kubernetes nodes).
+    let nf = |s| Variant::new(s, true);
+    for (key, label, unit, f) in figures {
+        rows.push(
+            Row::new(
+                &format!("nf_{key}"),
+                &format!("2. br_netfilter on (bridge-nf-call-* = 1 everywhere): {label}"),
+                unit,
+                per(nf(Setup::Kernel), &f),
+                per(nf(Setup::VxlanFwd), &f),
+            )
+            .with_no_tunnel(per(nf(Setup::NoTunnel), &f)),
+        );
+    }
+    // 3. Against the same hops without a tunnel (hooks off).
+    for (key, label, unit, f) in figures {
+        rows.push(
+            Row::new(
+                &format!("no_tunnel_{key}"),
+                &format!("3. vxlan-fwd vs no tunnel (hooks off): {label}"),
+                unit,
+                Vec::new(),
+                per(fwd, &f),
+            )
+            .with_no_tunnel(per(none, &f)),
+        );
+    }
+    // 4. Receive modes on the veth uplink (hooks off), against the kernel
+    // and no-tunnel figures of sections 1 and 3.
+    for m in [RxMode::Tc, RxMode::XdpGeneric, RxMode::XdpNative] {
+        let v = Variant::all()
+            .into_iter()
+            .find(|x| x.setup == Setup::VxlanFwd && !x.netfilter && x.rx == Some(m))
+            .expect("every receive mode has a variant");
+        for (key, label, unit, f) in figures {
+            if key == "rate_sent" {
+                continue;
+            }
+            rows.push(
+                Row::new(
+                    &format!("rx_{}_{key}", m.arg().unwrap_or("tc")),
+                    &format!("4. receive mode {}: {label}", m.name()),
+                    unit,
+                    per(kernel, &f),
+                    per(v, &f),
+                )
+                .with_no_tunnel(per(none, &f)),
+            );
+        }
+    }
     rows.push(both(
         "fwd_cpu",
-        "1. vxlan-fwd processes' CPU during figure 1",
+        "1. vxlan-fwd processes' CPU during the 64-byte figure",
         "% of a CPU",
         &|s| s.rate.fwd_cpu_pct,
     ));
@@ -1173,14 +1473,25 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
                 .collect()
         })
         .unwrap_or_default();
-    for (key, what) in &cases {
-        let vals: Vec<f64> = rounds
+    let ns_of = |key: &str| -> Vec<f64> {
+        rounds
             .iter()
-            .filter_map(|r| r.testrun.iter().find(|c| &c.key == key).map(|c| c.ns))
-            .collect();
+            .filter_map(|r| r.testrun.iter().find(|c| c.key == key).map(|c| c.ns))
+            .collect()
+    };
+    let floor = report::Stat::of(&ns_of("floor_xdp_drop")).map(|s| s.median);
+    for (key, what) in &cases {
+        let vals = ns_of(key);
+        // Against the floor measured the same way (one run per call).
+        let times = match (floor, report::Stat::of(&vals)) {
+            (Some(f), Some(s)) if f > 0.0 && !key.starts_with("floor") => {
+                format!(" [{:.1}× the floor]", s.median / f)
+            }
+            _ => String::new(),
+        };
         rows.push(Row::new(
             &format!("testrun_{key}"),
-            &format!("3. {what}"),
+            &format!("5. {what}{times}"),
             "ns/pkt",
             Vec::new(),
             vals,
@@ -1189,27 +1500,30 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     for &n in &plan.fdb_sizes {
         let l = scale_label(n);
         let find = move |s: &SetupResult| s.scaled.iter().find(|x| x.fdb_entries == n).cloned();
+        let both = |key: &str, label: &str, unit: &str, f: &dyn Fn(&SetupResult) -> Option<f64>| {
+            Row::new(key, label, unit, per(kernel, f), per(fwd, f))
+        };
         rows.push(both(
             &format!("rate_received_fdb_{n}"),
-            &format!("4. 64-byte frames received, FDB {l}"),
+            &format!("6. 64-byte frames received, FDB {l}"),
             "Mpps",
             &|s| find(s).map(|x| x.rate.received_pps / 1e6),
         ));
         rows.push(both(
             &format!("rate_sent_fdb_{n}"),
-            &format!("4. 64-byte frames sent, FDB {l}"),
+            &format!("6. 64-byte frames sent, FDB {l}"),
             "Mpps",
             &|s| find(s).map(|x| x.rate.sent_pps / 1e6),
         ));
         rows.push(both(
             &format!("fwd_cpu_fdb_{n}"),
-            &format!("4. vxlan-fwd processes' CPU during figure 1, FDB {l}"),
+            &format!("6. vxlan-fwd processes' CPU during the 64-byte figure, FDB {l}"),
             "% of a CPU",
             &|s| find(s).and_then(|x| x.rate.fwd_cpu_pct),
         ));
         rows.push(both(
             &format!("fill_s_fdb_{n}"),
-            &format!("4. time to fill both hosts' FDB to {l}"),
+            &format!("6. time to fill both hosts' FDB to {l}"),
             "s",
             &|s| find(s).map(|x| x.fill_s),
         ));
@@ -1217,7 +1531,7 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     for &n in std::iter::once(&0).chain(&plan.fdb_sizes) {
         let vals: Vec<f64> = rounds
             .iter()
-            .filter_map(|r| r.setup(Setup::VxlanFwd))
+            .filter_map(|r| r.get(fwd))
             .flat_map(|s| {
                 s.stops
                     .iter()
@@ -1229,7 +1543,7 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
             rows.push(Row::new(
                 &format!("fwd_stop_s_fdb_{n}"),
                 &format!(
-                    "5. vxlan-fwd SIGINT → exit (both hosts), {}",
+                    "7. vxlan-fwd SIGINT → exit (both hosts), {}",
                     if n == 0 {
                         "no filler".into()
                     } else {
@@ -1244,7 +1558,7 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     }
     let mem_cases: Vec<String> = rounds
         .iter()
-        .filter_map(|r| r.setup(Setup::VxlanFwd))
+        .filter_map(|r| r.get(fwd))
         .flat_map(|s| s.memory.iter().map(|m| m.case.clone()))
         .fold(Vec::new(), |mut v, c| {
             if !v.contains(&c) {
@@ -1256,19 +1570,19 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
         let find = |s: &SetupResult| s.memory.iter().find(|m| m.case == case).cloned();
         let cap = rounds
             .iter()
-            .filter_map(|r| r.setup(Setup::VxlanFwd))
+            .filter_map(|r| r.get(fwd))
             .find_map(&find)
             .and_then(|m| m.max_fdb)
             .map_or_else(String::new, |c| format!(", --max-fdb {c}"));
         rows.push(both(
             &format!("map_memory_{case}"),
-            &format!("5. BPF map memory (memlock), {case}{cap}"),
+            &format!("7. BPF map memory (memlock), {case}{cap}"),
             "MiB",
             &|s| find(s).map(|m| m.map_memlock as f64 / 1048576.0),
         ));
         rows.push(both(
             &format!("rss_{case}"),
-            &format!("5. vxlan-fwd RSS, {case}{cap}"),
+            &format!("7. vxlan-fwd RSS, {case}{cap}"),
             "MiB",
             &|s| find(s).map(|m| m.rss as f64 / 1048576.0),
         ));
@@ -1277,19 +1591,31 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
 }
 
 fn panels(plan: &Plan, rows: &[Row]) -> Vec<Panel> {
-    let group = |label: &str, key: &str| {
-        let r = rows.iter().find(|r| r.key == key);
-        Group {
-            label: label.into(),
-            kernel: r.and_then(|r| r.kernel),
-            fwd: r.and_then(|r| r.vxlan_fwd),
-        }
+    let find = |key: &str| rows.iter().find(|r| r.key == key);
+    // Kernel and vxlan-fwd from `key`, no tunnel from `nt` (if any).
+    let group = |label: &str, key: &str, nt: Option<&str>| Group {
+        label: label.into(),
+        kernel: find(key).and_then(|r| r.kernel),
+        fwd: find(key).and_then(|r| r.vxlan_fwd),
+        no_tunnel: nt.and_then(find).and_then(|r| r.no_tunnel),
     };
-    let mut rate = vec![group("no filler", "rate_received")];
+    let mut rate = vec![
+        group(
+            "hooks off",
+            "rate_received",
+            Some("no_tunnel_rate_received"),
+        ),
+        group(
+            "br_netfilter on",
+            "nf_rate_received",
+            Some("nf_rate_received"),
+        ),
+    ];
     for &n in &plan.fdb_sizes {
         rate.push(group(
             &format!("FDB {}", scale_label(n)),
             &format!("rate_received_fdb_{n}"),
+            None,
         ));
     }
     vec![
@@ -1301,7 +1627,12 @@ fn panels(plan: &Plan, rows: &[Row]) -> Vec<Panel> {
         Panel {
             title: "TCP c1 -> c2 (iperf3)".into(),
             y_label: "Gbit/s".into(),
-            groups: vec![group("1 flow", "tcp_1"), group("4 flows", "tcp_4")],
+            groups: vec![
+                group("1 flow", "tcp_1", Some("no_tunnel_tcp_1")),
+                group("4 flows", "tcp_4", Some("no_tunnel_tcp_4")),
+                group("1 flow, nf on", "nf_tcp_1", Some("nf_tcp_1")),
+                group("4 flows, nf on", "nf_tcp_4", Some("nf_tcp_4")),
+            ],
         },
     ]
 }
@@ -1313,37 +1644,54 @@ fn definitions(plan: &Plan) -> Vec<String> {
         .copied()
         .map_or_else(String::new, scale_label);
     vec![
+        "setups: kernel = the seed's vxlan device (remote, local, dev eth0, dstport 4789) and a \
+         Linux bridge with vxlan0 and veth0 in each host; vxlan-fwd = vxlan-fwd --iface eth0 \
+         --vni 42 --remote PEER --port veth0 in each host, no host bridge; no tunnel = a Linux \
+         bridge with veth0 and eth0 in each host, the containers on the underlay's L2 segment \
+         (the same hops: container veth, host bridge or program, host uplink, underlay switch \
+         bridge, and back). Containers: MTU 1450 in every setup."
+            .into(),
+        "netfilter: before each setup `bridge-nf-call-{iptables,ip6tables,arptables}` is \
+         written in every namespace of the lab (switch, both hosts, both containers): 0 for \
+         sections 1, 3, 4 and figures 5-7 (kernel at its best), 1 for section 2 (as on Docker \
+         and Kubernetes nodes, where br_netfilter is loaded and on). No iptables rules exist in \
+         any namespace."
+            .into(),
         "64-byte frame: the classic minimum Ethernet frame with its 4-byte FCS, i.e. UDP payload \
          18 bytes: a 60-byte inner frame as the kernel sees it (veths carry no FCS), 110 bytes \
          once encapsulated"
             .into(),
         format!(
-            "1./4. sent: what the generator's sendmmsg calls accepted (xtask bench-gen in c1, 2 \
+            "sent: what the generator's sendmmsg calls accepted (xtask bench-gen in c1, 2 \
              threads x 4 UDP flows, batches of 64); received: c2's eth0 rx_packets over a {} s \
              window that opens {} ms after the generator starts. On this machine both the \
              generator and the whole forwarding path share {} CPUs. In c2 a UDP socket \
              (xtask bench-sink) is bound to the port and never read, so the receiver drops at \
-             a full socket queue instead of building an ICMP port unreachable per datagram; \
-             the underlay switch's bridge runs without netfilter hooks \
-             (bridge-nf-call-*=0 in its namespace only). Both are the same for both setups.",
+             a full socket queue instead of building an ICMP port unreachable per datagram \
+             (the same for every setup).",
             plan.seconds,
             WARMUP.as_millis(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ),
-        "2. iperf3 -c c2 -t S -J [-P 4] in c1, end.sum_received.bits_per_second".into(),
-        "3. BPF_PROG_TEST_RUN in a private network namespace: mean of the kernel-reported \
+        "TCP: iperf3 -c c2 -t S -J [-P 4] in c1, end.sum_received.bits_per_second".into(),
+        "4. receive modes: vxlan-fwd --xdp-mode auto (TC decapsulation on a veth uplink, the \
+         default; the same runs as section 1), generic (skb-mode XDP) and native (the veth \
+         driver's XDP), hooks off; ratios against the section-1 kernel and section-3 no-tunnel \
+         figures of the same rounds"
+            .into(),
+        "5. BPF_PROG_TEST_RUN in a private network namespace: mean of the kernel-reported \
          duration of single runs (repeat=1; the programs change the buffer, so a repeat would \
          run another path); it includes the kernel's timing overhead, shown by the floor \
          (`return XDP_DROP`) measured the same way and with one call of repeat=N. Flood copies \
          leave through a veth whose peer's stack drops them."
             .into(),
         format!(
-            "4. FDB filler: N static entries (02:fb:..) behind the peer VTEP in each host: for \
-             the kernel in vxlan0's FDB (`self permanent`) and in br0's (`master static`); for \
-             vxlan-fwd in its FDB map, written directly; {big} entries need vxlan-fwd --max-fdb \
-             N+100k, so it is restarted for that case"
+            "6. FDB filler (hooks off): N static entries (02:fb:..) behind the peer VTEP in each \
+             host: for the kernel in vxlan0's FDB (`self permanent`) and in br0's (`master \
+             static`); for vxlan-fwd in its FDB map, written directly; {big} entries need \
+             vxlan-fwd --max-fdb N+100k, so it is restarted for that case"
         ),
-        "5. vxlan-fwd on h1: sum of the kernel's `memlock` (fdinfo) of the BPF maps it holds, \
+        "7. vxlan-fwd on h1: sum of the kernel's `memlock` (fdinfo) of the BPF maps it holds, \
          and its VmRSS; the kernel setup's own memory is not measured (n/a)"
             .into(),
     ]
