@@ -314,9 +314,8 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
     assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
     let (mac2, mac3) = (lab.c("c2").mac(), lab.c("c3").mac());
     // Neither in the flood list nor behind it, nor the MAC: one `fdb show`.
-    let gone = |f: &Fwd, ip: &str, mac: &str| {
-        !rows(f).iter().any(|r| r["dst"] == ip || r["mac"] == mac)
-    };
+    let gone =
+        |f: &Fwd, ip: &str, mac: &str| !rows(f).iter().any(|r| r["dst"] == ip || r["mac"] == mac);
     assert!(!gone(&f1, H3_IP, &mac3), "h3 unknown before it died");
 
     // SIGKILL: nothing revokes the lease; it expires.
@@ -324,9 +323,11 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
     f3.kill();
     // Each host polled in turn: the time is when the last one forgot it.
     let ok = [&f1, &f2].iter().all(|f| {
-        wait_until(Duration::from_secs(TTL + 5), Duration::from_millis(20), || {
-            gone(f, H3_IP, &mac3)
-        })
+        wait_until(
+            Duration::from_secs(TTL + 5),
+            Duration::from_millis(20),
+            || gone(f, H3_IP, &mac3),
+        )
     });
     let took = t.elapsed();
     eprintln!("h3 (SIGKILL) forgotten by h1 and h2 after {took:?}");
@@ -339,9 +340,11 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
     // The uplink deleted: the forwarder stops; h2 is forgotten as well.
     let t = Instant::now();
     lab.topo.host("h2").ns.ip(["link", "del", "eth0"]);
-    let ok = wait_until(Duration::from_secs(TTL + 5), Duration::from_millis(20), || {
-        gone(&f1, vxlan_tests::H2_IP, &mac2)
-    });
+    let ok = wait_until(
+        Duration::from_secs(TTL + 5),
+        Duration::from_millis(20),
+        || gone(&f1, vxlan_tests::H2_IP, &mac2),
+    );
     let took = t.elapsed();
     let out = f2.wait_exit(Duration::from_secs(10));
     assert_eq!(out.code(), Some(1), "{out}");
