@@ -167,7 +167,14 @@ pub async fn serve(
                 }
                 Report::StaticRemotes(set) => dp.set_static_remotes(set),
             },
-            Some(u) = async { etcd.as_mut()?.updates.recv().await }, if etcd.is_some() => {
+            u = async { etcd.as_mut()?.updates.recv().await }, if etcd.is_some() => {
+                let Some(u) = u else {
+                    // The task ended (it only does when stopped, or if it
+                    // panicked): forwarding goes on with what is installed.
+                    error!("the etcd control-plane task ended; forwarding goes on without it");
+                    etcd = None;
+                    continue;
+                };
                 dp.etcd_update(u);
                 // What else is queued, then the derived tables once.
                 if let Some(h) = etcd.as_mut() {
