@@ -145,8 +145,20 @@ impl Dataplane {
             }
             (false, Some(i)) if v.remotes[i].1 == Origin::Etcd => {
                 v.remotes.remove(i);
-                self.etcd_full.remove(&vni);
                 self.etcd_touched.insert(vni);
+                // Room again: a VTEP that waited for it takes the place.
+                if self.etcd_full.remove(&vni) {
+                    let local = self.local;
+                    let waiting = self.etcd.vteps.iter().find(|(n, a)| {
+                        *n == vni && *a != local && !v.remotes.iter().any(|(r, _)| r == a)
+                    });
+                    if let Some(&(_, a)) = waiting {
+                        v.remotes.push((a, Origin::Etcd));
+                        if v.remotes.len() >= MAX_REMOTES {
+                            self.etcd_full.insert(vni);
+                        }
+                    }
+                }
             }
             _ => {}
         }

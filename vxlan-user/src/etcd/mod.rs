@@ -245,6 +245,17 @@ async fn session(st: &mut State, up: &mut Option<bool>, endpoints: &str) -> Resu
             skip(kv.key(), &e);
         }
     }
+    // Endpoints of ours that another VTEP published while we were away
+    // (they moved): not published again unless seen here after now.
+    {
+        let local = st.local.borrow();
+        let now = crate::fdb::monotonic_ns();
+        for (k, v) in &table.macs {
+            if Some(v.vtep) != local.vtep && local.endpoints.contains_key(k) {
+                st.taken.insert(*k, now);
+            }
+        }
+    }
     let mut watch = client
         .watch(
             root,

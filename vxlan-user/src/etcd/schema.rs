@@ -68,6 +68,9 @@ impl Table {
         };
         match entry {
             Entry::Vtep { vni, addr } => {
+                if !is_vtep(addr) {
+                    return Err(format!("{addr} is not a VTEP address"));
+                }
                 let v: VtepValue = parse_value(value)?;
                 if v.vtep != addr {
                     return Err(format!("the value names {} but the key {addr}", v.vtep));
@@ -83,7 +86,7 @@ impl Table {
             }
             Entry::Mac { vni, mac } => {
                 let v: MacValue = parse_value(value)?;
-                if v.vtep.is_unspecified() || v.vtep.is_multicast() || v.vtep.is_broadcast() {
+                if !is_vtep(v.vtep) {
                     return Err(format!("{} is not a VTEP address", v.vtep));
                 }
                 let old = self.macs.insert((vni, mac), v);
@@ -133,6 +136,11 @@ pub enum Change {
     },
 }
 
+/// A unicast address a VTEP can have.
+fn is_vtep(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+}
+
 /// `<prefix>/v1/` (the range every forwarder reads and watches).
 pub fn root(prefix: &str) -> String {
     format!("{}/{VERSION}/", prefix.trim_end_matches('/'))
@@ -169,11 +177,12 @@ pub fn parse_key(prefix: &str, key: &[u8]) -> Result<Option<Entry>, String> {
             "'{key}' is not <prefix>/{VERSION}/vni/<vni>/(vtep|mac)/<name>"
         ));
     };
+    // Canonical text only: two spellings of one key would alias.
     let vni: u32 = vni
         .parse()
         .ok()
-        .filter(|v| (1..=VNI_MAX).contains(v))
-        .ok_or_else(|| format!("'{vni}' is not a VNI (1..{VNI_MAX})"))?;
+        .filter(|v| (1..=VNI_MAX).contains(v) && v.to_string() == vni)
+        .ok_or_else(|| format!("'{vni}' is not a VNI (1..{VNI_MAX}, decimal)"))?;
     match kind {
         "vtep" => {
             let addr: Ipv4Addr = name
@@ -183,6 +192,9 @@ pub fn parse_key(prefix: &str, key: &[u8]) -> Result<Option<Entry>, String> {
         }
         "mac" => {
             let mac = parse_mac(name).map_err(|e| format!("{e:#}"))?;
+            if format_mac(&mac) != name {
+                return Err(format!("'{name}' is not a MAC in lower case with colons"));
+            }
             if mac[0] & 1 != 0 || mac == [0; 6] {
                 return Err(format!("'{name}' is not a unicast MAC"));
             }
@@ -234,6 +246,9 @@ mod tests {
             ("/vxlan-fwd/v1/vni/5/mac/zz:00:00:00:00:01", "MAC"),
             ("/vxlan-fwd/v1/vni/5/mac/ff:ff:ff:ff:ff:ff", "unicast"),
             ("/vxlan-fwd/v1/vni/5/mac", "is not <prefix>"),
+            ("/vxlan-fwd/v1/vni/005/vtep/10.0.0.1", "not a VNI"),
+            ("/vxlan-fwd/v1/vni/+5/vtep/10.0.0.1", "not a VNI"),
+            ("/vxlan-fwd/v1/vni/5/mac/02:00:00:00:00:0A", "lower case"),
             ("/vxlan-fwd/v1/junk", "is not <prefix>"),
         ] {
             let e = parse_key(P, key.as_bytes()).expect_err(key);
@@ -317,6 +332,11 @@ mod tests {
         }
         let vk = vtep_key(P, 5, Ipv4Addr::new(10, 0, 0, 9));
         assert!(t.put(P, vk.as_bytes(), br#"{"vtep":"10.0.0.8"}"#).is_err());
+        for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "127.0.0.1"] {
+            let k = format!("/vxlan-fwd/v1/vni/5/vtep/{a}");
+            let v = format!("{{\"vtep\":\"{a}\"}}");
+            assert!(t.put(P, k.as_bytes(), v.as_bytes()).is_err(), "{a}");
+        }
         assert_eq!(t, Table::default());
     }
 }
