@@ -389,6 +389,31 @@ impl std::fmt::Display for FdbEntry {
     }
 }
 
+/// The diagnostics (counters, FDB, links) of each of `fwds`, for a
+/// failure message.
+pub fn diag(fwds: &[&Fwd]) -> String {
+    fwds.iter()
+        .map(|f| f.diagnostics())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One warm-up ping (ARP, learning), then `count` pings from `from` to
+/// `ip` that must all be answered; the failure shows `fwds`' diagnostics.
+pub fn assert_connected(from: &crate::Container, ip: &str, count: u32, fwds: &[&Fwd]) {
+    let _ = crate::ping_result(&from.ns, ip, 1);
+    let r = crate::ping_result(&from.ns, ip, count);
+    if r.received != count {
+        panic!(
+            "ping {} -> {ip}: {} of {count} replies:\n{}\n{}",
+            from.name,
+            r.received,
+            r.output,
+            diag(fwds)
+        );
+    }
+}
+
 /// `tcpdump -l -n -Q in -i <iface> <filter>` running in a namespace.
 pub struct Capture {
     proc: Process,

@@ -14,7 +14,7 @@ use serde_json::Value;
 use vxlan_tests::{
     Container, Topology,
     etcd::{Etcd, Pki},
-    fdb_harness::{Capture, Fwd, TempDir},
+    fdb_harness::{Capture, Fwd, TempDir, assert_connected, diag},
     ping_result, wait_until,
 };
 
@@ -93,27 +93,6 @@ impl Lab {
     fn c(&self, name: &str) -> &Container {
         self.topo.container(name)
     }
-}
-
-fn diag(fwds: &[&Fwd]) -> String {
-    fwds.iter()
-        .map(|f| f.diagnostics())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// One warm-up ping, then `count` that must all be answered.
-fn assert_connected(from: &Container, ip: &str, count: u32, fwds: &[&Fwd]) {
-    let _ = ping_result(&from.ns, ip, 1);
-    let r = ping_result(&from.ns, ip, count);
-    assert!(
-        r.received == count,
-        "ping {} -> {ip}: {} of {count} replies:\n{}\n{}",
-        from.name,
-        r.received,
-        r.output,
-        diag(fwds)
-    );
 }
 
 /// `fdb show --json` rows of `f`.

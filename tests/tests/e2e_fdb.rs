@@ -20,8 +20,8 @@ use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, NetNs, Output, Process, Topology,
     fdb_harness::{
-        Capture, FdbEntry, Fwd, TempDir, experimental_frame, igmp_groups, random_unicast_macs,
-        send_raw_frames,
+        Capture, FdbEntry, Fwd, TempDir, diag, experimental_frame, igmp_groups,
+        random_unicast_macs, send_raw_frames,
     },
     ping_result, ping_strict, vxlan_fwd, vxlan_fwd_bin, wait_until,
 };
@@ -39,13 +39,6 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--iface", "eth0", "--vni", "42"];
     v.extend_from_slice(extra);
     v
-}
-
-fn diag(fwds: &[&Fwd]) -> String {
-    fwds.iter()
-        .map(|f| f.diagnostics())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Asserts that `ping -c <count>` from `from` to `ip` gets replies.

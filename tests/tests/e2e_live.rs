@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, Topology,
-    fdb_harness::{FdbEntry, Fwd, TempDir},
+    fdb_harness::{FdbEntry, Fwd, TempDir, assert_connected, diag},
     ping_result, wait_until,
 };
 
@@ -49,29 +49,6 @@ fn two_hosts(prefix: &str) -> Topology {
         .build();
     topo.check_underlay();
     topo
-}
-
-fn diag(fwds: &[&Fwd]) -> String {
-    fwds.iter()
-        .map(|f| f.diagnostics())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// One warm-up ping (ARP, learning), then `count` pings that must all be
-/// answered.
-fn assert_connected(from: &Container, ip: &str, count: u32, fwds: &[&Fwd]) {
-    let _ = ping_result(&from.ns, ip, 1);
-    let r = ping_result(&from.ns, ip, count);
-    if r.received != count {
-        panic!(
-            "ping {} -> {ip}: {} of {count} replies:\n{}\n{}",
-            from.name,
-            r.received,
-            r.output,
-            diag(fwds)
-        );
-    }
 }
 
 /// No reply at all.
