@@ -18,7 +18,6 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -26,7 +25,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
 use vxlan_common::FdbKey;
 
-use super::{Plan, run::pid_of};
+use super::{
+    Plan,
+    run::{ip, pid_of},
+};
 use crate::{
     topology::{self, Host, Topology, TopologyGuard, netns_cmd},
     util::output_any,
@@ -59,18 +61,6 @@ pub struct EtcdFigures {
 
 fn section(title: &str) {
     outln!("\n==== {title} ====");
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = output_any(Command::new("ip").args(args))?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Simulated VTEP `i` (0..VTEPS): 10.99.x.y, off-link (never sent to).

@@ -596,7 +596,7 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
 
 // ---------------------------------------------------------------- setups
 
-fn ip(args: &[&str]) -> Result<String> {
+pub(super) fn ip(args: &[&str]) -> Result<String> {
     output(Command::new("ip").args(args))
 }
 
