@@ -9,7 +9,8 @@
 //!   entered a namespace;
 //! - [`igmp_groups`]: the IGMP memberships of a namespace
 //!   (`/proc/net/igmp`);
-//! - [`FdbEntry`]: one `fdb show --json` row as a comparable value.
+//! - [`FdbEntry`]: one `fdb show --json` row as a comparable value (the
+//!   product's own row type).
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +22,9 @@ use std::{
 };
 
 use serde_json::Value;
+/// One FDB entry as `fdb show --json` gives it, comparable and sortable:
+/// the forwarder's own row type, so the tests parse what it prints.
+pub use vxlan_user::fdb::FdbRow as FdbEntry;
 
 use crate::{
     forwarder::{READY_PREFIX, READY_TIMEOUT, vxlan_fwd, vxlan_fwd_bin},
@@ -262,10 +266,9 @@ impl Fwd {
 
     /// `fdb show --json` as [`FdbEntry`] values.
     pub fn entries(&self) -> Vec<FdbEntry> {
-        self.fdb_show_json()
-            .iter()
-            .map(FdbEntry::from_json)
-            .collect()
+        let s = self.command(&["fdb", "show", "--json"]);
+        serde_json::from_str(&s)
+            .unwrap_or_else(|e| panic!("fdb show --json in {} is not FDB rows ({e}): {s}", self.ns))
     }
 
     pub fn stats_json(&self) -> Value {
@@ -335,57 +338,6 @@ impl Drop for Fwd {
         if std::thread::panicking() && self.proc.is_running() {
             eprintln!("{}", self.diagnostics());
         }
-    }
-}
-
-/// One FDB entry as `fdb show --json` gives it, comparable and sortable.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FdbEntry {
-    pub vni: u64,
-    pub mac: String,
-    pub dst: Option<String>,
-    pub dev: Option<String>,
-    pub permanent: bool,
-}
-
-impl FdbEntry {
-    pub fn from_json(v: &Value) -> Self {
-        Self {
-            vni: v["vni"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("FDB row without vni: {v}")),
-            mac: v["mac"]
-                .as_str()
-                .unwrap_or_else(|| panic!("FDB row without mac: {v}"))
-                .to_ascii_lowercase(),
-            dst: v["dst"].as_str().map(str::to_owned),
-            dev: v["dev"].as_str().map(str::to_owned),
-            permanent: v["permanent"]
-                .as_bool()
-                .unwrap_or_else(|| panic!("FDB row without permanent: {v}")),
-        }
-    }
-
-    /// An all-zeros (default remote) entry.
-    pub fn is_default(&self) -> bool {
-        self.mac == "00:00:00:00:00:00"
-    }
-}
-
-impl std::fmt::Display for FdbEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.mac)?;
-        if let Some(d) = &self.dst {
-            write!(f, " dst {d}")?;
-        }
-        if let Some(d) = &self.dev {
-            write!(f, " dev {d}")?;
-        }
-        write!(f, " vni {}", self.vni)?;
-        if self.permanent {
-            write!(f, " permanent")?;
-        }
-        Ok(())
     }
 }
 

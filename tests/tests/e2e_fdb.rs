@@ -79,24 +79,24 @@ fn ping_all(cs: &[&Container], fwds: &[&Fwd]) {
 }
 
 /// The entry for (`vni`, `mac`), if any.
-fn find<'a>(entries: &'a [FdbEntry], vni: u64, mac: &str) -> Option<&'a FdbEntry> {
+fn find<'a>(entries: &'a [FdbEntry], vni: u32, mac: &str) -> Option<&'a FdbEntry> {
     let mac = mac.to_ascii_lowercase();
     entries.iter().find(|e| e.vni == vni && e.mac == mac)
 }
 
 /// Asserts `mac` in `vni` is a learned entry behind VTEP `dst`.
-fn assert_remote(entries: &[FdbEntry], vni: u64, mac: &str, dst: &str, whose: &str) {
+fn assert_remote(entries: &[FdbEntry], vni: u32, mac: &str, dst: &str, whose: &str) {
     let e = find(entries, vni, mac).unwrap_or_else(|| {
         panic!("{whose}: no entry for {mac} in VNI {vni} (expected dst {dst}): {entries:#?}")
     });
     assert!(
-        e.dst.as_deref() == Some(dst) && e.dev.is_none() && !e.permanent,
+        e.dst.is_some_and(|d| d.to_string() == dst) && e.dev.is_none() && !e.permanent,
         "{whose}: expected `{mac} dst {dst} vni {vni}` (learned), found `{e}`"
     );
 }
 
 /// Asserts `mac` in `vni` is a learned entry on local port `dev`.
-fn assert_local(entries: &[FdbEntry], vni: u64, mac: &str, dev: &str, whose: &str) {
+fn assert_local(entries: &[FdbEntry], vni: u32, mac: &str, dev: &str, whose: &str) {
     let e = find(entries, vni, mac).unwrap_or_else(|| {
         panic!("{whose}: no entry for {mac} in VNI {vni} (expected dev {dev}): {entries:#?}")
     });
@@ -107,14 +107,14 @@ fn assert_local(entries: &[FdbEntry], vni: u64, mac: &str, dev: &str, whose: &st
 }
 
 /// The default remotes (all-zeros entries) of `vni`, sorted.
-fn defaults(entries: &[FdbEntry], vni: u64) -> Vec<String> {
+fn defaults(entries: &[FdbEntry], vni: u32) -> Vec<String> {
     let mut v: Vec<String> = entries
         .iter()
         .filter(|e| e.is_default() && e.vni == vni)
         .map(|e| {
             assert!(e.permanent, "default remote not permanent: {e}");
             e.dst
-                .clone()
+                .map(|d| d.to_string())
                 .unwrap_or_else(|| panic!("default remote without dst: {e}"))
         })
         .collect();
@@ -364,7 +364,7 @@ fn group_mode_mixed_fleet() {
     for (whose, e) in [("h1", &e1), ("h3", &e3)] {
         assert!(
             !e.iter()
-                .any(|x| x.dst.as_deref() == Some(GROUP) && !x.is_default()),
+                .any(|x| x.dst.is_some_and(|d| d.to_string() == GROUP) && !x.is_default()),
             "{whose} learned a MAC behind the group address: {e:#?}"
         );
     }
@@ -799,8 +799,9 @@ fn runtime_fdb_add_replace_append_del_flush() {
     let m = "02:00:00:00:aa:01";
     let ml = "02:00:00:00:aa:02";
     let static_remote = |e: &[FdbEntry], dst: &str| {
-        find(e, 42, m)
-            .is_some_and(|x| x.permanent && x.dst.as_deref() == Some(dst) && x.dev.is_none())
+        find(e, 42, m).is_some_and(|x| {
+            x.permanent && x.dst.is_some_and(|d| d.to_string() == dst) && x.dev.is_none()
+        })
     };
 
     // add
@@ -925,7 +926,7 @@ fn runtime_fdb_add_replace_append_del_flush() {
     let relearned = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
         let e = f1.entries();
         find(&e, 42, &m1).is_some_and(|x| x.dev.as_deref() == Some("veth0"))
-            && find(&e, 42, &m2).is_some_and(|x| x.dst.as_deref() == Some(H2_IP))
+            && find(&e, 42, &m2).is_some_and(|x| x.dst.is_some_and(|d| d.to_string() == H2_IP))
     });
     assert!(relearned, "c1/c2 not relearned after flush:\n{}", diag(&fw));
     // Some more echoes after the flush, then the background ping's tally.
@@ -1008,7 +1009,8 @@ fn ageing_with_short_ageing() {
     std::thread::sleep(Duration::from_millis(2500));
     let e = f1.entries();
     assert!(
-        find(&e, 42, st).is_some_and(|x| x.permanent && x.dst.as_deref() == Some(H2_IP)),
+        find(&e, 42, st)
+            .is_some_and(|x| x.permanent && x.dst.is_some_and(|d| d.to_string() == H2_IP)),
         "static entry aged out: {e:#?}"
     );
     // Traffic learns them again.
@@ -1068,7 +1070,7 @@ fn mac_move() {
     // And back behind h2 as soon as c2 sends again.
     let _ = ping_result(&c2.ns, "172.18.1.2", 1);
     let back = wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
-        find(&f1.entries(), 42, &m).is_some_and(|x| x.dst.as_deref() == Some(H2_IP))
+        find(&f1.entries(), 42, &m).is_some_and(|x| x.dst.is_some_and(|d| d.to_string() == H2_IP))
     });
     assert!(back, "{m} did not move back behind {H2_IP}:\n{}", diag(&fw));
     wait_event(&watch, "move", &m, Duration::from_secs(3), |v| {

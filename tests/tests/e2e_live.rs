@@ -99,11 +99,11 @@ fn assert_fails(f: &Fwd, args: &[&str], needle: &str) {
     );
 }
 
-fn defaults(entries: &[FdbEntry], vni: u64) -> Vec<String> {
+fn defaults(entries: &[FdbEntry], vni: u32) -> Vec<String> {
     let mut v: Vec<String> = entries
         .iter()
         .filter(|e| e.is_default() && e.vni == vni)
-        .filter_map(|e| e.dst.clone())
+        .filter_map(|e| e.dst.map(|d| d.to_string()))
         .collect();
     v.sort();
     v
@@ -798,7 +798,7 @@ fn tenant_limits_per_vni_and_port() {
     );
     let path = dir.write("h1.toml", &config);
     let f1 = Fwd::start(&h1.ns, &["--config", &path.to_string_lossy()], dir.path());
-    let learned = |vni: u64| {
+    let learned = |vni: u32| {
         f1.entries()
             .iter()
             .filter(|e| e.vni == vni && !e.permanent)

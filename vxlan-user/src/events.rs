@@ -4,7 +4,7 @@
 //! `fdb watch` connects to the forwarder's control socket (root only; see
 //! [`crate::control`]) and prints one event per line.
 
-use std::{collections::HashMap as StdHashMap, net::Ipv4Addr, sync::Arc};
+use std::{collections::HashMap as StdHashMap, sync::Arc};
 
 use anyhow::Result;
 use log::warn;
@@ -16,16 +16,17 @@ use tokio::{
 };
 use vxlan_common::{EV_AGE, EV_LEARN, EV_MOVE, FdbEvent};
 
-use crate::netlink::format_mac;
+use crate::fdb::FdbRow;
 
-/// One event, as `fdb watch --json` prints it.
+/// One event, as `fdb watch --json` prints it: the kind, then the entry's
+/// fields (the [`FdbRow`] of `fdb show --json`; events are of learned
+/// entries: not permanent, origin `learned`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// `learn`, `move` or `age`.
     pub event: String,
-    pub mac: String,
-    pub dst: Option<Ipv4Addr>,
-    pub dev: Option<String>,
-    pub vni: u32,
+    #[serde(flatten)]
+    pub entry: FdbRow,
 }
 
 impl Event {
@@ -38,29 +39,17 @@ impl Event {
         };
         Self {
             event: event.to_owned(),
-            mac: format_mac(&ev.mac),
-            dst: (ev.ifindex == 0).then(|| Ipv4Addr::from(ev.remote)),
-            dev: (ev.ifindex != 0).then(|| {
-                names
-                    .get(&ev.ifindex)
-                    .cloned()
-                    .unwrap_or_else(|| format!("if{}", ev.ifindex))
-            }),
-            vni: ev.vni,
+            entry: FdbRow {
+                origin: Some("learned".to_owned()),
+                ..FdbRow::at(ev.vni, &ev.mac, ev.remote, ev.ifindex, names)
+            },
         }
     }
 }
 
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.event, self.mac)?;
-        if let Some(dst) = self.dst {
-            write!(f, " dst {dst}")?;
-        }
-        if let Some(dev) = &self.dev {
-            write!(f, " dev {dev}")?;
-        }
-        write!(f, " vni {}", self.vni)
+        write!(f, "{} {}", self.event, self.entry)
     }
 }
 

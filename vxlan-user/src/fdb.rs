@@ -17,22 +17,69 @@ use crate::{
     netlink::{format_mac, parse_mac},
 };
 
-/// One line of `fdb show`, one object of `fdb show --json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One FDB entry as users and files see it: a line of `fdb show`, an
+/// object of `fdb show --json`, the entry of an `fdb watch` event
+/// ([`crate::events::Event`]), an entry of the state file
+/// ([`crate::state::Saved`]), and what the tests parse `fdb show --json`
+/// into. One type, so that the four cannot drift apart.
+///
+/// The state file is read back across upgrades: fields added since its
+/// first format have defaults, and `permanent` was `static` there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FdbRow {
+    /// Lower-case `aa:bb:cc:dd:ee:ff` ([`format_mac`]).
     pub mac: String,
     /// Remote VTEP, for entries behind one.
     pub dst: Option<Ipv4Addr>,
-    /// Local port name, for local entries.
+    /// Local port name, for local entries (by name: ifindexes change when
+    /// a port is recreated).
     pub dev: Option<String>,
     pub vni: u32,
     /// Static entry: never aged or overwritten by learning.
+    #[serde(default, alias = "static")]
     pub permanent: bool,
     /// Installed by the control plane (iproute2's word for it).
+    #[serde(default)]
     pub extern_learn: bool,
     /// Where it came from: `config`, `runtime` (a command), `learned`, or
-    /// `etcd`.
-    pub origin: String,
+    /// `etcd`. Not in the state file (the flags tell it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// `CLOCK_MONOTONIC` ns when a frame last refreshed a learned entry:
+    /// in the state file only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ns: Option<u64>,
+}
+
+impl FdbRow {
+    /// The row of `mac` in `vni` behind VTEP `remote` when `ifindex` is 0,
+    /// else on local port `ifindex` (named by `names`, or `if<N>`). Not
+    /// permanent, no origin: the caller adds what it knows.
+    pub fn at(
+        vni: u32,
+        mac: &[u8; 6],
+        remote: [u8; 4],
+        ifindex: u32,
+        names: &StdHashMap<u32, String>,
+    ) -> Self {
+        Self {
+            mac: format_mac(mac),
+            dst: (ifindex == 0).then(|| Ipv4Addr::from(remote)),
+            dev: (ifindex != 0).then(|| {
+                names
+                    .get(&ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("if{ifindex}"))
+            }),
+            vni,
+            ..Default::default()
+        }
+    }
+
+    /// A default remote (the all-zeros MAC).
+    pub fn is_default(&self) -> bool {
+        self.mac == format_mac(&[0; 6])
+    }
 }
 
 impl std::fmt::Display for FdbRow {
@@ -57,26 +104,18 @@ impl std::fmt::Display for FdbRow {
 
 /// A row for an FDB map entry; `names` maps local ifindexes to names.
 pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRow {
+    let origin = if e.is_static() {
+        "runtime"
+    } else if e.is_extern() {
+        "etcd"
+    } else {
+        "learned"
+    };
     FdbRow {
-        mac: format_mac(&key.mac),
-        dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
-        dev: e.is_local().then(|| {
-            names
-                .get(&e.ifindex)
-                .cloned()
-                .unwrap_or_else(|| format!("if{}", e.ifindex))
-        }),
-        vni: key.vni,
         permanent: e.is_static(),
         extern_learn: e.is_extern(),
-        origin: if e.is_static() {
-            "runtime"
-        } else if e.is_extern() {
-            "etcd"
-        } else {
-            "learned"
-        }
-        .to_owned(),
+        origin: Some(origin.to_owned()),
+        ..FdbRow::at(key.vni, &key.mac, e.remote, e.ifindex, names)
     }
 }
 
@@ -93,16 +132,14 @@ pub fn rows(
         let (vni, info) = item?;
         for r in remotes_of(&info) {
             out.push(FdbRow {
-                mac: format_mac(&[0; 6]),
-                dst: Some(r),
-                dev: None,
-                vni,
                 permanent: true,
-                extern_learn: false,
-                origin: origins
-                    .get(&(vni, r))
-                    .cloned()
-                    .unwrap_or_else(|| "config".to_owned()),
+                origin: Some(
+                    origins
+                        .get(&(vni, r))
+                        .cloned()
+                        .unwrap_or_else(|| "config".to_owned()),
+                ),
+                ..FdbRow::at(vni, &[0; 6], r.octets(), 0, &StdHashMap::new())
             });
         }
     }

@@ -12,7 +12,6 @@ use std::{
     collections::HashMap as StdHashMap,
     hash::{DefaultHasher, Hash as _, Hasher as _},
     io::Write as _,
-    net::Ipv4Addr,
     path::Path,
 };
 
@@ -21,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
 
 use crate::{
-    batch, fdb,
+    batch,
+    fdb::{self, FdbRow},
     maps::Maps,
-    netlink::{format_mac, parse_mac},
+    netlink::parse_mac,
 };
 
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,21 +31,10 @@ pub struct Saved {
     /// The boot the times belong to (`/proc/sys/kernel/random/boot_id`).
     #[serde(default)]
     pub boot_id: String,
-    pub entries: Vec<SavedEntry>,
-}
-
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedEntry {
-    pub vni: u32,
-    pub mac: String,
-    pub dst: Option<Ipv4Addr>,
-    /// Local port by name: ifindexes change when a port is recreated.
-    pub dev: Option<String>,
-    #[serde(rename = "static")]
-    pub is_static: bool,
-    /// `CLOCK_MONOTONIC` ns when a frame last refreshed a learned entry.
-    #[serde(default)]
-    pub last_seen_ns: u64,
+    /// Static and learned entries, each with `last_seen_ns` and no
+    /// `origin` (the file of the first format wrote `static` for
+    /// `permanent` and had no `extern_learn`: it still loads).
+    pub entries: Vec<FdbRow>,
 }
 
 /// A summary of what a state file holds: equal digests, equal files
@@ -105,16 +94,10 @@ impl Table {
         let entries = self
             .entries
             .iter()
-            .map(|(k, e)| SavedEntry {
-                vni: k.vni,
-                mac: format_mac(&k.mac),
-                dst: (!e.is_local()).then(|| Ipv4Addr::from(e.remote)),
-                dev: e
-                    .is_local()
-                    .then(|| names.get(&e.ifindex).cloned())
-                    .flatten(),
-                is_static: e.is_static(),
-                last_seen_ns: e.last_seen_ns,
+            .map(|(k, e)| FdbRow {
+                permanent: e.is_static(),
+                last_seen_ns: Some(e.last_seen_ns),
+                ..FdbRow::at(k.vni, &k.mac, e.remote, e.ifindex, names)
             })
             .collect();
         Saved {
@@ -192,13 +175,14 @@ pub fn restore(
             continue;
         }
         let Ok(mac) = parse_mac(&e.mac) else { continue };
-        let seen = if same_boot && e.last_seen_ns <= now_ns {
-            e.last_seen_ns
+        let seen = e.last_seen_ns.unwrap_or(0);
+        let seen = if same_boot && seen <= now_ns {
+            seen
         } else {
             now_ns
         };
         let mut entry = FdbEntry {
-            flags: if e.is_static { FDB_F_STATIC } else { 0 },
+            flags: if e.permanent { FDB_F_STATIC } else { 0 },
             last_seen_ns: seen,
             ..Default::default()
         };
@@ -220,11 +204,48 @@ pub fn restore(
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::net::Ipv4Addr;
+
     use aya::EbpfLoader;
     use vxlan_common::{VniInfo, map};
 
     use super::*;
     use crate::EBPF_OBJ;
+
+    /// A file of the first format (`static`, no `extern_learn`; entries
+    /// of before `last_seen_ns`) loads, and is written back in the new one.
+    #[test]
+    fn old_state_file_loads() {
+        let old = r#"{"boot_id":"b","entries":[
+            {"vni":42,"mac":"02:00:00:00:00:01","dst":"10.0.0.3","dev":null,"static":true,"last_seen_ns":7},
+            {"vni":43,"mac":"02:00:00:00:00:02","dst":null,"dev":"veth0","static":false}]}"#;
+        let saved: Saved = serde_json::from_str(old).unwrap();
+        let row = |mac: &str, dst, dev: Option<&str>, vni, permanent, last_seen_ns| FdbRow {
+            mac: mac.to_owned(),
+            dst,
+            dev: dev.map(str::to_owned),
+            vni,
+            permanent,
+            last_seen_ns,
+            ..Default::default()
+        };
+        assert_eq!(
+            saved.entries,
+            [
+                row(
+                    "02:00:00:00:00:01",
+                    Some(Ipv4Addr::new(10, 0, 0, 3)),
+                    None,
+                    42,
+                    true,
+                    Some(7)
+                ),
+                row("02:00:00:00:00:02", None, Some("veth0"), 43, false, None),
+            ]
+        );
+        let again: Saved = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+        assert_eq!(again, saved);
+    }
 
     /// The datapath's maps, created from the eBPF object (no program is
     /// loaded or attached), or None (with a message) when not root.
@@ -293,7 +314,7 @@ pub(crate) mod tests {
         let rows: Vec<_> = saved
             .entries
             .iter()
-            .map(|e| (e.vni, e.mac.as_str(), e.dst, e.dev.as_deref(), e.is_static))
+            .map(|e| (e.vni, e.mac.as_str(), e.dst, e.dev.as_deref(), e.permanent))
             .collect();
         let ip = Ipv4Addr::new;
         assert_eq!(
@@ -306,8 +327,8 @@ pub(crate) mod tests {
             ]
         );
         // Each entry with the time it was last seen.
-        let seen: Vec<u64> = saved.entries.iter().map(|e| e.last_seen_ns).collect();
-        assert_eq!(seen, [0, 100, 100, 0]);
+        let seen: Vec<_> = saved.entries.iter().map(|e| e.last_seen_ns).collect();
+        assert_eq!(seen, [Some(0), Some(100), Some(100), Some(0)]);
 
         let dir = std::env::temp_dir().join(format!("vxlan-fwd-state-test-{}", std::process::id()));
         let path = dir.join("state.json");
