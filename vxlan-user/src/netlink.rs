@@ -42,8 +42,7 @@ pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 
-/// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
-const MAX_IFNAME_LEN: usize = 15;
+use crate::config::IFNAME_MAX as MAX_IFNAME_LEN;
 
 /// A rtnetlink connection bound to the network namespace that was current when
 /// it was opened.

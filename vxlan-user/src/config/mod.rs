@@ -53,12 +53,15 @@ use vxlan_common::{MAX_PORTS, MAX_REMOTES, VNI_MAX};
 
 pub const DEFAULT_DSTPORT: u16 = 4789;
 pub const DEFAULT_AGEING: u64 = 300;
-pub const DEFAULT_MAX_FDB: u32 = 65_536;
+/// The FDB's default size: the datapath's ([`vxlan_common::FDB_CAPACITY`]
+/// is sized from it).
+pub use vxlan_common::DEFAULT_MAX_FDB;
 pub const DEFAULT_ETCD_PREFIX: &str = "/vxlan-fwd";
 pub const DEFAULT_ETCD_TTL: u64 = 10;
 
-/// Longest interface name the kernel accepts (`IFNAMSIZ - 1`).
-const IFNAME_MAX: usize = 15;
+/// Longest interface name the kernel accepts (`IFNAMSIZ - 1`). The one
+/// definition (netlink's checks use it too).
+pub const IFNAME_MAX: usize = libc::IFNAMSIZ - 1;
 /// Longest host interface name: the loader names its peer `<host_if>-fwd`.
 pub const HOST_IF_MAX: usize = IFNAME_MAX - "-fwd".len();
 
@@ -90,60 +93,14 @@ const VNI_KEYS: &[&str] = &[
     "bum_pps",
 ];
 
-/// An IPv4 prefix, `a.b.c.d/len` (a bare address is a /32); as text in
-/// JSON.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(into = "String", try_from = "String")]
-pub struct Cidr {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
+/// An IPv4 prefix (`allow_remote`); serialized as `a.b.c.d/len`.
+pub type Cidr = ipnet::Ipv4Net;
 
-impl Cidr {
-    /// The first address of the prefix.
-    pub fn network(&self) -> Ipv4Addr {
-        let mask = if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.len))
-        };
-        Ipv4Addr::from(u32::from(self.addr) & mask)
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl From<Cidr> for String {
-    fn from(c: Cidr) -> Self {
-        c.to_string()
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        parse_cidr(&s)
-    }
-}
-
-/// Parses `a.b.c.d/len` or `a.b.c.d`.
+/// Parses `a.b.c.d/len` or `a.b.c.d` (a /32).
 pub fn parse_cidr(s: &str) -> std::result::Result<Cidr, String> {
-    let bad = || format!("'{s}' is not an IPv4 prefix (like 192.168.57.0/24)");
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, l.parse::<u8>().map_err(|_| bad())?),
-        None => (s, 32),
-    };
-    let addr = addr.parse().map_err(|_| bad())?;
-    if len > 32 {
-        return Err(bad());
-    }
-    Ok(Cidr { addr, len })
+    s.parse::<Cidr>()
+        .or_else(|_| s.parse::<Ipv4Addr>().map(Cidr::from))
+        .map_err(|_| format!("'{s}' is not an IPv4 prefix (like 192.168.57.0/24)"))
 }
 
 /// One VNI: its local ports, flood list and host interface.

@@ -390,26 +390,13 @@ pub(super) fn covers(span: Range<usize>, pos: usize) -> bool {
     span.contains(&pos) || (span.is_empty() && span.start == pos)
 }
 
-/// The known key closest to a misspelt one, if close enough.
+/// The known key closest to a misspelt one (in Levenshtein distance), if
+/// close enough.
 pub(super) fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
-        .map(|k| (edit_distance(key, k), *k))
+        .map(|k| (strsim::levenshtein(key, k), *k))
         .filter(|&(d, k)| d <= 2.max(k.len() / 3) && d < k.len())
         .min_by_key(|&(d, _)| d)
         .map(|(_, k)| k)
-}
-
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

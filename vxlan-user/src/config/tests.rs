@@ -787,8 +787,8 @@ fn key_lists_match_the_file_model() {
 #[test]
 fn cidrs() {
     let c = parse_cidr("192.168.57.99/24").unwrap();
-    assert_eq!((c.len, c.network()), (24, ip("192.168.57.0")));
-    assert_eq!(parse_cidr("10.1.2.3").unwrap().len, 32);
+    assert_eq!((c.prefix_len(), c.network()), (24, ip("192.168.57.0")));
+    assert_eq!(parse_cidr("10.1.2.3").unwrap().prefix_len(), 32);
     assert_eq!(parse_cidr("0.0.0.0/0").unwrap().network(), ip("0.0.0.0"));
     assert!(parse_cidr("10.0.0.0/33").is_err());
     assert!(parse_cidr("10.0.0/8").is_err());
@@ -804,7 +804,6 @@ fn suggestions() {
     assert_eq!(suggest("hostif", VNI_KEYS), Some("host_if"));
     assert_eq!(suggest("maxfdb", TOP_KEYS), Some("max_fdb"));
     assert_eq!(suggest("colour", VNI_KEYS), None);
-    assert_eq!(edit_distance("kitten", "sitting"), 3);
 }
 
 #[test]

@@ -252,10 +252,8 @@ pub(super) fn check_max_fdb(v: i64) -> Result<u32, String> {
     }
 }
 
-pub(super) fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not an IPv4 address"))
-}
+/// The command line's parser: one message for a bad address everywhere.
+pub(super) use crate::cli::parse_ipv4;
 
 pub(super) fn check_local(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
     if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {

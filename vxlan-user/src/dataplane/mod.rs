@@ -1099,7 +1099,10 @@ impl Dataplane {
                 want.insert((32 + 32, allow_data(vni, r.octets())));
             }
             for c in self.allow_of(v) {
-                want.insert((32 + u32::from(c.len), allow_data(vni, c.network().octets())));
+                want.insert((
+                    32 + u32::from(c.prefix_len()),
+                    allow_data(vni, c.network().octets()),
+                ));
             }
         }
         for (vni, r) in self.static_remotes.iter().chain(&self.etcd_senders()) {
