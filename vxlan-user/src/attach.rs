@@ -170,27 +170,10 @@ pub async fn attach(
                          it with a short gap"
                     );
                     remove_xdp(nl, uplink.index, old_id).await?;
-                    nl.set_xdp(
-                        uplink.index,
-                        Some(fd),
-                        mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
-                        None,
-                    )
-                    .await
-                    .with_context(|| format!("attaching XDP to '{}'", uplink.name))?;
+                    attach_xdp(nl, uplink, fd, mode).await?;
                 }
             }
-            (Some(mode), None) => {
-                let fd = xdp_fd(ebpf)?;
-                nl.set_xdp(
-                    uplink.index,
-                    Some(fd),
-                    mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
-                    None,
-                )
-                .await
-                .with_context(|| format!("attaching XDP to '{}'", uplink.name))?
-            }
+            (Some(mode), None) => attach_xdp(nl, uplink, xdp_fd(ebpf)?, mode).await?,
             // Our TC program decapsulates from now on (and delivers what
             // the old XDP program still hands up).
             (None, Some(old_id)) => remove_xdp(nl, uplink.index, old_id).await?,
@@ -237,6 +220,18 @@ async fn remove_xdp(nl: &Netlink, index: u32, old_id: u32) -> Result<()> {
         anyhow::bail!("could not remove the running XDP program {old_id} from ifindex {index}");
     }
     Ok(())
+}
+
+/// Attaches XDP program `fd` to the uplink in `mode`, which must have none.
+async fn attach_xdp(nl: &Netlink, uplink: &LinkInfo, fd: i32, mode: u32) -> Result<()> {
+    nl.set_xdp(
+        uplink.index,
+        Some(fd),
+        mode | XDP_FLAGS_UPDATE_IF_NOEXIST,
+        None,
+    )
+    .await
+    .with_context(|| format!("attaching XDP to '{}'", uplink.name))
 }
 
 fn xdp_fd(ebpf: &Ebpf) -> Result<i32> {

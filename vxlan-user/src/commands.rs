@@ -19,6 +19,18 @@ use crate::{
     stats,
 };
 
+/// Prints `items` as a pretty JSON array, or one per line.
+fn print_list<T: serde::Serialize + std::fmt::Display>(items: &[T], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else {
+        for item in items {
+            println!("{item}");
+        }
+    }
+    Ok(())
+}
+
 /// The maps of the running forwarder (on `iface`, or the only one) and
 /// the names of this namespace's interfaces.
 async fn running(nl: &Netlink, iface: Option<&str>) -> Result<(Maps, HashMap<u32, String>)> {
@@ -114,15 +126,7 @@ pub async fn fdb(args: FdbArgs) -> Result<()> {
                     .collect(),
                 _ => HashMap::new(),
             };
-            let rows = fdb::rows(&maps, &names, &origins)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for r in rows {
-                    println!("{r}");
-                }
-            }
-            Ok(())
+            print_list(&fdb::rows(&maps, &names, &origins)?, json)
         }
         FdbCommand::Add { words } => change(iface, Request::Fdb { op: Op::Add, words }).await,
         FdbCommand::Replace { words } => {
@@ -189,14 +193,7 @@ pub async fn vni(args: VniArgs) -> Result<()> {
             let Response::Vnis { vnis } = control::call(iface, &Request::VniShow).await? else {
                 bail!("unexpected answer from the forwarder");
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&vnis)?);
-            } else {
-                for v in vnis {
-                    println!("{v}");
-                }
-            }
-            Ok(())
+            print_list(&vnis, json)
         }
     }
 }
@@ -210,14 +207,7 @@ pub async fn port(args: PortArgs) -> Result<()> {
             let Response::Ports { ports } = control::call(iface, &Request::PortShow).await? else {
                 bail!("unexpected answer from the forwarder");
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&ports)?);
-            } else {
-                for p in ports {
-                    println!("{p}");
-                }
-            }
-            Ok(())
+            print_list(&ports, json)
         }
     }
 }

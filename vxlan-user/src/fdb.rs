@@ -378,13 +378,13 @@ pub fn recount_learned(maps: &mut Maps) -> Result<u64> {
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC always exists on Linux: it cannot fail.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|ts| {
+            let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+            secs * 1_000_000_000 + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -403,24 +403,16 @@ mod tests {
         assert_eq!(s.vni, 42);
         let s = Spec::parse(&words("02:00:00:00:00:01 dev veth0 vni 7")).unwrap();
         assert_eq!(s.dev.as_deref(), Some("veth0"));
-        assert!(
-            Spec::parse(&words("02:00:00:00:00:01 dst 192.168.57.54")).is_err(),
-            "no vni"
-        );
-        assert!(
-            Spec::parse(&words("nope dst 1.2.3.4 vni 1")).is_err(),
-            "bad MAC"
-        );
-        assert!(
-            Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3 vni 1")).is_err(),
-            "bad IP"
-        );
-        assert!(
-            Spec::parse(&words("02:00:00:00:00:01 dst 1.2.3.4 vni 0")).is_err(),
-            "bad VNI"
-        );
-        assert!(Spec::parse(&words("02:00:00:00:00:01 via 1.2.3.4 vni 1")).is_err());
-        assert!(Spec::parse(&words("02:00:00:00:00:01 dst")).is_err());
+        for (bad, why) in [
+            ("02:00:00:00:00:01 dst 192.168.57.54", "no vni"),
+            ("nope dst 1.2.3.4 vni 1", "bad MAC"),
+            ("02:00:00:00:00:01 dst 1.2.3 vni 1", "bad IP"),
+            ("02:00:00:00:00:01 dst 1.2.3.4 vni 0", "bad VNI"),
+            ("02:00:00:00:00:01 via 1.2.3.4 vni 1", "unknown word"),
+            ("02:00:00:00:00:01 dst", "no value"),
+        ] {
+            assert!(Spec::parse(&words(bad)).is_err(), "{why}: {bad}");
+        }
     }
 }
 

@@ -126,6 +126,17 @@ impl Maps {
     pub fn config(&self) -> Result<Config> {
         Ok(self.config.get(&0, 0)?)
     }
+
+    /// The keys of ALLOWED as (prefix length, data): what
+    /// [`crate::dataplane::Dataplane::sync_allowed`] compares with what it
+    /// wants, and what tests check.
+    pub fn allowed_keys(&self) -> std::collections::BTreeSet<(u32, [u8; 8])> {
+        self.allowed
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect()
+    }
 }
 
 /// Our datapath found on an uplink.

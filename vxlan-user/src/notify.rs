@@ -110,16 +110,7 @@ fn status_message(text: &str) -> String {
 
 /// CLOCK_MONOTONIC in microseconds (the clock systemd compares with).
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC
-    // always exists on Linux, so it cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nsecs = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs * 1_000_000 + nsecs / 1_000
+    crate::fdb::monotonic_ns() / 1_000
 }
 
 #[cfg(test)]

@@ -173,18 +173,17 @@ impl InstanceLock {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: a valid open fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                bail!(
-                    "another vxlan-fwd is running on '{uplink}' in this network namespace; \
-                     stop it first"
-                );
+        // flock(2), exclusive, not waiting.
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "another vxlan-fwd is running on '{uplink}' in this network namespace; stop it \
+                 first"
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
             }
-            return Err(e).with_context(|| format!("locking {}", path.display()));
         }
-        Ok(Self { _file: file })
     }
 }
 
@@ -266,9 +265,8 @@ fn lock_held(path: &Path) -> bool {
     else {
         return false;
     };
-    // SAFETY: a valid open fd; a lock taken here goes with the fd.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    rc != 0
+    // flock(2), exclusive, not waiting; a lock taken here goes with `f`.
+    f.try_lock().is_err()
 }
 
 /// Removes the files of network namespaces that no longer exist. A file

@@ -86,6 +86,10 @@ enum Cmd {
     /// TCP throughput, per-packet program cost, FDB scale, memory. Writes
     /// target/bench/bench.json and bench.svg. Must run as root.
     Bench(bench::BenchArgs),
+    /// Check formatting (nightly rustfmt) and run clippy with warnings as
+    /// errors on every crate, the eBPF one included (installs nightly
+    /// rustfmt and clippy when missing). CI runs it before the tests.
+    Lint,
     /// Run the fuzz test at full size: 1 000 000 random and mutated frames
     /// through each eBPF program (`VXLAN_FUZZ_SEED` picks the seed). Must run
     /// as root.
@@ -138,7 +142,12 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Bench(_) => util::require_root("cargo xtask bench")?,
         Cmd::Fuzz { .. } => util::require_root("cargo xtask fuzz")?,
         Cmd::Soak(_) => util::require_root("cargo xtask soak")?,
-        Cmd::Build | Cmd::Deb | Cmd::Run { .. } | Cmd::BenchGen(_) | Cmd::BenchSink(_) => {}
+        Cmd::Build
+        | Cmd::Deb
+        | Cmd::Lint
+        | Cmd::Run { .. }
+        | Cmd::BenchGen(_)
+        | Cmd::BenchSink(_) => {}
     }
     toolchain::ensure_toolchain()?;
     match command {
@@ -148,6 +157,7 @@ fn run(command: Cmd) -> Result<u8> {
         Cmd::Test { args } => tasks::test(&args),
         Cmd::Demo { topology_only } => demo::demo(topology_only).map(|()| 0),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Lint => tasks::lint(),
         Cmd::Fuzz { frames } => tasks::fuzz(frames),
         Cmd::Soak(args) => soak::soak(&args),
         Cmd::BenchGen(_) | Cmd::BenchSink(_) => unreachable!("handled above"),

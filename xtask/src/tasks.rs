@@ -169,6 +169,67 @@ pub fn test(extra: &[OsString]) -> Result<u8> {
     Ok(exit_code(status))
 }
 
+/// `cargo xtask lint`: nightly rustfmt's check (rustfmt.toml uses nightly
+/// options) and clippy with warnings as errors, on the host crates and on
+/// the eBPF crate (nightly, its BPF target: the toolchain `main` installs
+/// first). Runs all three; returns 1 if any failed.
+pub fn lint() -> Result<u8> {
+    let nightly = |args: &[&str]| {
+        let mut cmd = Command::new("rustup");
+        cmd.current_dir(workspace_root())
+            .args(["run", "nightly", "cargo"])
+            .args(args);
+        cmd
+    };
+    let mut add = Command::new("rustup");
+    add.args([
+        "component",
+        "add",
+        "rustfmt",
+        "clippy",
+        "--toolchain",
+        "nightly",
+    ]);
+    crate::util::run(&mut add).context("installing nightly rustfmt and clippy")?;
+    let mut host = cargo();
+    host.current_dir(workspace_root()).args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "vxlan-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    let mut failed = 0;
+    for mut cmd in [
+        nightly(&["fmt", "--all", "--check"]),
+        host,
+        nightly(&[
+            "clippy",
+            "--release",
+            "-p",
+            "vxlan-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    ] {
+        outln!("xtask: {}", describe(&cmd));
+        if let Err(e) = crate::util::run(&mut cmd) {
+            errln!("xtask: {e:#}");
+            failed += 1;
+        }
+    }
+    Ok(u8::from(failed > 0))
+}
+
 /// `cargo xtask fuzz`: the fuzz test with `frames` frames per program.
 pub fn fuzz(frames: u64) -> Result<u8> {
     require_root("cargo xtask fuzz")?;

@@ -38,6 +38,24 @@ fn vni(id: u32, ports: &[&str]) -> VniConfig {
 }
 
 /// The error `parse` gives for `text`.
+/// The configuration of `iface = "eth0"` with every other key at its
+/// default but `learning`, and `vnis`.
+fn defaults_on_eth0(learning: bool, vnis: Vec<VniConfig>) -> Config {
+    Config {
+        iface: "eth0".into(),
+        local: None,
+        dstport: DEFAULT_DSTPORT,
+        ageing: DEFAULT_AGEING,
+        max_fdb: DEFAULT_MAX_FDB,
+        learning,
+        allow_remote: Vec::new(),
+        port_max_fdb: None,
+        bum_pps: None,
+        vnis,
+        etcd: None,
+    }
+}
+
 fn err(text: &str) -> String {
     let e = parse(text, "vxlan.toml").expect_err("parse should fail");
     let msg = e.to_string();
@@ -108,22 +126,7 @@ fn defaults() {
         Overrides::default(),
     )
     .unwrap();
-    assert_eq!(
-        c,
-        Config {
-            iface: "eth0".into(),
-            local: None,
-            dstport: DEFAULT_DSTPORT,
-            ageing: DEFAULT_AGEING,
-            max_fdb: DEFAULT_MAX_FDB,
-            learning: true,
-            allow_remote: Vec::new(),
-            port_max_fdb: None,
-            bum_pps: None,
-            vnis: vec![vni(7, &[])],
-            etcd: None,
-        }
-    );
+    assert_eq!(c, defaults_on_eth0(true, vec![vni(7, &[])]));
     assert_eq!(DEFAULT_MAX_FDB, 65_536);
 }
 
@@ -523,22 +526,7 @@ fn cli_only() {
         ..Overrides::default()
     };
     let c = resolve(None, cli).unwrap();
-    assert_eq!(
-        c,
-        Config {
-            iface: "eth0".into(),
-            local: None,
-            dstport: DEFAULT_DSTPORT,
-            ageing: DEFAULT_AGEING,
-            max_fdb: DEFAULT_MAX_FDB,
-            learning: false,
-            allow_remote: Vec::new(),
-            port_max_fdb: None,
-            bum_pps: None,
-            vnis: vec![vni(42, &["veth0"])],
-            etcd: None,
-        }
-    );
+    assert_eq!(c, defaults_on_eth0(false, vec![vni(42, &["veth0"])]));
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! the whole FDB run on the housekeeping thread.
 
 use std::{
-    os::fd::AsRawFd as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -278,26 +277,8 @@ fn read_request(stream: UnixStream, tx: mpsc::Sender<Pending>) {
 
 /// Only root may use the control socket (the directory is root's too).
 fn check_root(stream: &UnixStream) -> Result<()> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: valid fd, out pointer and length.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("SO_PEERCRED");
-    }
-    if cred.uid != 0 {
+    let cred = stream.peer_cred().context("SO_PEERCRED")?;
+    if cred.uid() != 0 {
         anyhow::bail!("only root may control vxlan-fwd");
     }
     Ok(())

@@ -1110,13 +1110,7 @@ impl Dataplane {
                 want.insert((32 + 32, allow_data(*vni, r.octets())));
             }
         }
-        let have: BTreeSet<(u32, [u8; 8])> = self
-            .maps
-            .allowed
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .collect();
+        let have = self.maps.allowed_keys();
         for (len, data) in have.difference(&want) {
             let _ = self.maps.allowed.remove(&Key::new(*len, *data));
         }
