@@ -12,6 +12,7 @@ use crate::{
     config::{Overrides, VniConfig, VniLimits},
     control::{self, Request, Response},
     daemon::{self, Launch},
+    dataplane::VniSpec,
     events,
     fdb::{self, Op},
     maps::{self, Maps},
@@ -176,17 +177,14 @@ pub async fn vni(args: VniArgs) -> Result<()> {
                 port_max_fdb,
                 bum_pps,
             };
-            change(
-                iface,
-                Request::VniAdd {
-                    vni,
-                    remotes,
-                    group,
-                    host_if,
-                    limits,
-                },
-            )
-            .await
+            let spec = VniSpec {
+                id: vni,
+                remotes,
+                group,
+                host_if,
+                limits,
+            };
+            change(iface, Request::VniAdd(spec)).await
         }
         VniCommand::Del { vni } => change(iface, Request::VniDel { vni }).await,
         VniCommand::Show { json } => {

@@ -17,7 +17,7 @@ use tokio::{
     net::UnixStream,
 };
 
-use crate::{config::VniLimits, fdb::Op, paths};
+use crate::{config::VniLimits, dataplane::VniSpec, fdb::Op, paths};
 
 /// How long a command waits for the forwarder's answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,14 +26,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
-    VniAdd {
-        vni: u32,
-        remotes: Vec<Ipv4Addr>,
-        group: Option<Ipv4Addr>,
-        host_if: Option<String>,
-        #[serde(default)]
-        limits: VniLimits,
-    },
+    /// The spec's fields next to the tag (`vni`, `remotes`, ...).
+    VniAdd(VniSpec),
     VniDel {
         vni: u32,
     },
@@ -221,16 +215,23 @@ pub async fn call(iface: Option<&str>, req: &Request) -> Result<Response> {
 mod tests {
     use super::*;
 
+    fn reqs_vni_add() -> Request {
+        Request::VniAdd(VniSpec {
+            id: 7,
+            ..VniSpec::default()
+        })
+    }
+
     #[test]
     fn requests_round_trip() {
         let reqs = [
-            Request::VniAdd {
-                vni: 7,
+            Request::VniAdd(VniSpec {
+                id: 7,
                 remotes: vec![Ipv4Addr::new(10, 0, 0, 1)],
                 group: None,
                 host_if: Some("vx7".into()),
                 limits: VniLimits::default(),
-            },
+            }),
             Request::PortDel {
                 name: "veth0".into(),
             },
@@ -244,6 +245,13 @@ mod tests {
             let s = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r, "{s}");
         }
+        // The wire format of `vni add` (a forwarder of another version may
+        // be the other end): the spec's fields next to the tag.
+        let s = serde_json::to_string(&reqs_vni_add()).unwrap();
+        assert_eq!(
+            s,
+            r#"{"request":"vni_add","vni":7,"remotes":[],"group":null,"host_if":null,"limits":{"max_fdb":null,"allow_remote":null,"port_max_fdb":null,"bum_pps":null}}"#
+        );
         let s = serde_json::to_string(&Response::Error { error: "x".into() }).unwrap();
         assert_eq!(s, r#"{"result":"error","error":"x"}"#);
     }

@@ -29,7 +29,7 @@ use super::{
 use crate::{
     config::Config,
     control::{Request, Response},
-    dataplane::{Dataplane, Origin, Settings, VniSpec},
+    dataplane::{Dataplane, Origin, Settings},
     etcd,
     events::{Event, Hub},
     netlink::{LinkEvent, subscribe_links},
@@ -318,20 +318,8 @@ async fn handle(dp: &mut Dataplane, hub: &mut Hub, p: Pending) {
 async fn dispatch(dp: &mut Dataplane, req: Request) -> Response {
     let changes = !matches!(req, Request::VniShow | Request::PortShow);
     let resp = match req {
-        Request::VniAdd {
-            vni,
-            remotes,
-            group,
-            host_if,
-            limits,
-        } => {
-            let spec = VniSpec {
-                id: vni,
-                remotes,
-                group,
-                host_if,
-                limits,
-            };
+        Request::VniAdd(spec) => {
+            let vni = spec.id;
             let r = if (1..=VNI_MAX).contains(&vni) {
                 dp.vni_add(&spec, Origin::Runtime).await
             } else {

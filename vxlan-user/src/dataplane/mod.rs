@@ -72,13 +72,16 @@ impl Origin {
     }
 }
 
-/// What describes a VNI besides its ports.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What describes a VNI besides its ports; also the body of a `vni add`
+/// request ([`crate::control::Request::VniAdd`]), where `id` is `vni`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VniSpec {
+    #[serde(rename = "vni")]
     pub id: u32,
     pub remotes: Vec<Ipv4Addr>,
     pub group: Option<Ipv4Addr>,
     pub host_if: Option<String>,
+    #[serde(default)]
     pub limits: VniLimits,
 }
 
