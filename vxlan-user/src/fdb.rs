@@ -24,7 +24,8 @@ use crate::{
 /// into. One type, so that the four cannot drift apart.
 ///
 /// The state file is read back across upgrades: fields added since its
-/// first format have defaults, and `permanent` was `static` there.
+/// first format (`extern_learn`, `origin`) have defaults, and `permanent`
+/// was `static` there.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FdbRow {
     /// Lower-case `aa:bb:cc:dd:ee:ff` ([`format_mac`]).
@@ -35,8 +36,10 @@ pub struct FdbRow {
     /// a port is recreated).
     pub dev: Option<String>,
     pub vni: u32,
-    /// Static entry: never aged or overwritten by learning.
-    #[serde(default, alias = "static")]
+    /// Static entry: never aged or overwritten by learning. Required (a
+    /// row without it is refused); state files of the first format say
+    /// `static`.
+    #[serde(alias = "static")]
     pub permanent: bool,
     /// Installed by the control plane (iproute2's word for it).
     #[serde(default)]

@@ -245,6 +245,9 @@ pub(crate) mod tests {
         );
         let again: Saved = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
         assert_eq!(again, saved);
+        // Whether an entry is static is never guessed.
+        let unsure = r#"{"vni":1,"mac":"02:00:00:00:00:01","dst":null,"dev":"veth0"}"#;
+        assert!(serde_json::from_str::<FdbRow>(unsure).is_err());
     }
 
     /// The datapath's maps, created from the eBPF object (no program is
