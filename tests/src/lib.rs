@@ -43,11 +43,14 @@
 pub mod bpf;
 pub mod etcd;
 
+pub mod fdb_checks;
 pub mod fdb_harness;
 pub mod forwarder;
 pub mod hostile_net;
+pub mod inject;
 pub mod netns;
 pub mod process;
+pub mod scenario;
 pub mod topo;
 pub mod util;
 pub mod xdp;

@@ -18,51 +18,28 @@ use std::{
 use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, Topology,
-    fdb_harness::{FdbEntry, Fwd, TempDir, assert_connected, diag},
-    ping_result, wait_until,
+    fdb_checks::defaults,
+    fdb_harness::{Fwd, TempDir, assert_connected, diag},
+    ping_result,
+    scenario::{C1_IP, C2_IP, Pick, Setup, assert_no_ping},
+    wait_until,
 };
-
-const C1_IP: &str = "172.18.1.2";
-const C2_IP: &str = "172.18.1.3";
 
 /// The seed's forwarder arguments: uplink eth0, VNI 42, port veth0, one
 /// remote.
-fn vtep(remote: &str) -> [&str; 8] {
-    [
-        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", remote,
-    ]
+fn vtep(remote: &str) -> Vec<&str> {
+    Setup::default().args(&["--port", "veth0", "--remote", remote])
 }
 
-/// Forwarders on h1 and h2 of [`two_hosts`], each with the other as its
+/// Forwarders on h1 and h2 of [`Setup::two_hosts`], each with the other as its
 /// remote.
 fn start_pair(topo: &Topology, dir: &TempDir) -> (Fwd, Fwd) {
-    let f1 = Fwd::start(&topo.host("h1").ns, &vtep(H2_IP), dir.path());
-    let f2 = Fwd::start(&topo.host("h2").ns, &vtep(H1_IP), dir.path());
-    (f1, f2)
+    Setup::default().pair_fwd(topo, dir, &[], &[])
 }
 
-/// Two hosts, c1 on h1 (veth0) and c2 on h2 (veth0).
-fn two_hosts(prefix: &str) -> Topology {
-    let topo = Topology::seed(prefix)
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    topo
-}
-
-/// No reply at all.
+/// No reply at all to 3 pings.
 fn assert_not_connected(from: &Container, ip: &str, why: &str, fwds: &[&Fwd]) {
-    let r = ping_result(&from.ns, ip, 3);
-    if r.received != 0 {
-        panic!(
-            "ping {} -> {ip} got {} replies, but {why}:\n{}\n{}",
-            from.name,
-            r.received,
-            r.output,
-            diag(fwds)
-        );
-    }
+    assert_no_ping(&from.ns, ip, 3, why, fwds);
 }
 
 /// `vxlan-fwd <args> --json` parsed.
@@ -99,23 +76,13 @@ fn assert_fails(f: &Fwd, args: &[&str], needle: &str) {
     );
 }
 
-fn defaults(entries: &[FdbEntry], vni: u64) -> Vec<String> {
-    let mut v: Vec<String> = entries
-        .iter()
-        .filter(|e| e.is_default() && e.vni == vni)
-        .filter_map(|e| e.dst.clone())
-        .collect();
-    v.sort();
-    v
-}
-
 // ------------------------------------------------------------ commands
 
 #[test]
 fn runtime_vnis_and_ports() {
     let dir = TempDir::new("rtv");
-    let topo = two_hosts("vxl-rtv-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().two_hosts("vxl-rtv-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     // h1 starts as an empty VTEP: no VNI, no port.
     let f1 = Fwd::start(&h1.ns, &["--iface", "eth0"], dir.path());
@@ -207,7 +174,7 @@ fn runtime_vnis_and_ports() {
 #[test]
 fn container_restart_is_reattached() {
     let dir = TempDir::new("rea");
-    let topo = two_hosts("vxl-rea-");
+    let topo = Setup::default().two_hosts("vxl-rea-");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let (f1, f2) = start_pair(&topo, &dir);
@@ -262,7 +229,7 @@ fn container_restart_is_reattached() {
 #[test]
 fn uplink_mtu_change_reaches_path_mtu() {
     let dir = TempDir::new("mtu");
-    let topo = two_hosts("vxl-mtu-");
+    let topo = Setup::default().two_hosts("vxl-mtu-");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let (f1, f2) = start_pair(&topo, &dir);
@@ -302,7 +269,7 @@ fn uplink_mtu_change_reaches_path_mtu() {
 #[test]
 fn uplink_deleted_stops_with_one_line() {
     let dir = TempDir::new("upd");
-    let topo = two_hosts("vxl-upd-");
+    let topo = Setup::default().two_hosts("vxl-upd-");
     let h1 = topo.host("h1");
     let f1 = Fwd::start(&h1.ns, &vtep(H2_IP), dir.path());
     assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
@@ -346,8 +313,8 @@ fn config_text(vnis: &[(u32, &[&str], &[&str])]) -> String {
 #[test]
 fn reload_applies_the_difference_without_loss() {
     let dir = TempDir::new("rld");
-    let topo = two_hosts("vxl-rld-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().two_hosts("vxl-rld-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     let path = dir.write("h1.toml", &config_text(&[(42, &["veth0"], &[H2_IP])]));
     let path_s = path.to_string_lossy().into_owned();
@@ -445,7 +412,7 @@ fn configuration_is_the_truth_across_stop_and_kill() {
         .container("c2", "h2", "veth0", C2_IP)
         .build();
     topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     let two = [
         "--iface",
@@ -515,7 +482,7 @@ fn configuration_is_the_truth_across_stop_and_kill() {
 #[test]
 fn files_of_gone_namespaces_are_removed() {
     let dir = TempDir::new("gone");
-    let topo = two_hosts("vxl-gone-");
+    let topo = Setup::default().two_hosts("vxl-gone-");
     let h1 = topo.host("h1");
     // A namespace that no longer exists (no inode 1 is a namespace), and
     // a file of an older version.
@@ -553,7 +520,7 @@ fn files_of_gone_namespaces_are_removed() {
 #[test]
 fn sd_notify_ready_reloading_stopping() {
     let dir = TempDir::new("sdn");
-    let topo = two_hosts("vxl-sdn-");
+    let topo = Setup::default().two_hosts("vxl-sdn-");
     let h1 = topo.host("h1");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("binding the notify socket");
@@ -607,7 +574,7 @@ fn sd_notify_ready_reloading_stopping() {
 #[test]
 fn control_socket_is_root_only_and_single_instance() {
     let dir = TempDir::new("ctl");
-    let topo = two_hosts("vxl-ctl-");
+    let topo = Setup::default().two_hosts("vxl-ctl-");
     let h1 = topo.host("h1");
     let args = vtep(H2_IP);
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
@@ -646,7 +613,7 @@ fn control_socket_is_root_only_and_single_instance() {
 fn a_watcher_that_stops_reading_stalls_nothing() {
     use vxlan_tests::fdb_harness::{experimental_frame, random_unicast_macs, send_raw_frames};
     let dir = TempDir::new("slw");
-    let topo = two_hosts("vxl-slw-");
+    let topo = Setup::default().two_hosts("vxl-slw-");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let f1 = Fwd::start(
@@ -711,7 +678,7 @@ fn metrics_bound_before_attach_and_bounded() {
 
     use vxlan_tests::hostile_net::{http_get, in_netns};
     let dir = TempDir::new("met");
-    let topo = two_hosts("vxl-met-");
+    let topo = Setup::default().two_hosts("vxl-met-");
     let h1 = topo.host("h1");
     let listen = format!("{H1_IP}:9465");
     let addr: SocketAddr = listen.parse().unwrap();
@@ -790,7 +757,7 @@ fn tenant_limits_per_vni_and_port() {
         .build();
     topo.check_underlay();
     let h1 = topo.host("h1");
-    let (c1, c3) = (topo.container("c1"), topo.container("c3"));
+    let [c1, c3] = topo.pick_containers(["c1", "c3"]);
     let config = format!(
         "iface = \"eth0\"\n\n[[vni]]\nid = 42\nports = [\"veth0\"]\nremotes = [\"{H2_IP}\"]\n\
          max_fdb = 100\nbum_pps = 200\n\n[[vni]]\nid = 43\nports = [\"veth1\"]\nremotes = \
@@ -866,9 +833,9 @@ fn tenant_limits_per_vni_and_port() {
 #[test]
 fn a_remote_vteps_new_mac_is_followed() {
     let dir = TempDir::new("nmac");
-    let topo = two_hosts("vxl-nmac-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let topo = Setup::default().two_hosts("vxl-nmac-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
     let (f1, f2) = start_pair(&topo, &dir);
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
     // h2's uplink gets a new MAC; h1's kernel still knows the old one
@@ -923,7 +890,7 @@ fn a_remote_vteps_new_mac_is_followed() {
 fn state_files_are_private_and_never_follow_links() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = TempDir::new("stf");
-    let topo = two_hosts("vxl-stf-");
+    let topo = Setup::default().two_hosts("vxl-stf-");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let args = vtep(H2_IP);
