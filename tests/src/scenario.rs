@@ -306,6 +306,18 @@ pub fn assert_cmd_error(out: &Output, what: &str, needles: &[&str]) {
     assert!(!out.timed_out, "{what}: hung: {out}");
     assert!(!out.success(), "{what}: succeeded: {out}");
     assert!(!out.combined().contains("panicked"), "{what}: panic: {out}");
+    assert_one_error_line(out, what);
+    for n in needles {
+        assert!(
+            out.stderr.contains(n),
+            "{what}: error does not mention `{n}`: {out}"
+        );
+    }
+}
+
+/// Asserts `out`'s stderr is exactly one `vxlan-fwd: error: ...` line
+/// (blank lines aside).
+pub fn assert_one_error_line(out: &Output, what: &str) {
     let lines: Vec<&str> = out
         .stderr
         .lines()
@@ -313,14 +325,8 @@ pub fn assert_cmd_error(out: &Output, what: &str, needles: &[&str]) {
         .collect();
     assert!(
         lines.len() == 1 && lines[0].starts_with("vxlan-fwd: error: "),
-        "{what}: expected one `vxlan-fwd: error: ...` line: {out}"
+        "{what}: expected one `vxlan-fwd: error: ...` line on stderr: {out}"
     );
-    for n in needles {
-        assert!(
-            out.stderr.contains(n),
-            "{what}: error does not mention `{n}`: {out}"
-        );
-    }
 }
 
 /// Gives every container of `cs` a permanent neighbour entry for every

@@ -16,8 +16,8 @@ use vxlan_tests::{
     ping_result,
     process::run_with_timeout,
     scenario::{
-        BuildChecked, Pick, Setup, ZERO_MAC, assert_ping, counters_delta, diagnostics, iperf3,
-        leftovers, ping_all,
+        BuildChecked, Pick, Setup, ZERO_MAC, assert_one_error_line, assert_ping, counters_delta,
+        diagnostics, iperf3, leftovers, ping_all,
     },
     vxlan_fwd, vxlan_fwd_bin, xdp,
 };
@@ -302,16 +302,11 @@ fn clean_teardown() {
     // The default on a veth uplink (no XDP: the TC program decapsulates),
     // then skb-mode XDP.
     for mode in ["auto", "generic"] {
-        let run_args = args(&[
-            "--host-if",
-            HOST_IF,
-            "--port",
-            "veth0",
-            "--remote",
-            H2_IP,
-            "--xdp-mode",
-            mode,
-        ]);
+        let run_args = Setup::default().peer_args(
+            "h1",
+            &["h1", "h2"],
+            &["--host-if", HOST_IF, "--xdp-mode", mode],
+        );
         teardown_round(&h1.ns, &run_args, mode == "generic");
     }
 }
@@ -432,15 +427,7 @@ fn assert_failed(out: &Output, what: &str, code: i32, needles: &[&str]) {
         "{what}: printed a ready line: {out}"
     );
     if code == 1 {
-        let lines: Vec<&str> = out
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert!(
-            lines.len() == 1 && lines[0].starts_with("vxlan-fwd: error: "),
-            "{what}: expected one `vxlan-fwd: error: ...` line on stderr: {out}"
-        );
+        assert_one_error_line(out, what);
     }
 }
 
@@ -496,14 +483,7 @@ fn errors_are_clear() {
         .ns
         .xdp_prog_id("eth0")
         .expect("foreign XDP program on eth0");
-    let out = start(&args(&[
-        "--host-if",
-        HOST_IF,
-        "--port",
-        "veth0",
-        "--remote",
-        H2_IP,
-    ]));
+    let out = start(&Setup::default().peer_args("h1", &["h1", "h2"], &["--host-if", HOST_IF]));
     assert_failed(&out, "foreign XDP program", 1, &["XDP", "eth0"]);
     assert_eq!(
         h1.ns.xdp_prog_id("eth0"),

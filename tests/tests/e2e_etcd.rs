@@ -60,18 +60,8 @@ impl Lab {
     fn fwd(&self, h: &str, extra: &[&str]) -> Fwd {
         let url = self.etcd.url();
         let ttl = TTL.to_string();
-        let mut args = vec![
-            "--iface",
-            "eth0",
-            "--vni",
-            "42",
-            "--port",
-            "veth0",
-            "--etcd",
-            &url,
-            "--etcd-ttl",
-            &ttl,
-        ];
+        let mut args =
+            Setup::default().args(&["--port", "veth0", "--etcd", &url, "--etcd-ttl", &ttl]);
         args.extend_from_slice(extra);
         Fwd::start(&self.topo.host(h).ns, &args, self.dir.path())
     }

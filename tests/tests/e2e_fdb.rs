@@ -65,6 +65,12 @@ fn broadcast<const N: usize>(
     caps.map(Capture::finish)
 }
 
+/// `fdb append 00:00:00:00:00:00 dst <dst> vni 42`: one more default
+/// remote.
+fn append_default(f: &Fwd, dst: &str) {
+    f.command(&["fdb", "append", ZERO_MAC, "dst", dst, "vni", "42"]);
+}
+
 /// tcpdump filter for the marked broadcast echo requests of `size` bytes.
 fn marker_filter(size: u32) -> String {
     format!("icmp and dst host {BCAST} and ip[2:2] == {}", size + 28)
@@ -352,7 +358,7 @@ fn head_end_replication_with_kernel_peer() {
     // Up to 64 default remotes: 62 more (unreachable) ones.
     for n in 1..=62 {
         let dst = format!("10.99.0.{n}");
-        f1.command(&["fdb", "append", ZERO_MAC, "dst", &dst, "vni", "42"]);
+        append_default(&f1, &dst);
     }
     let e1 = f1.entries();
     let d = defaults(&e1, 42);
@@ -648,15 +654,7 @@ fn runtime_fdb_add_replace_append_del_flush() {
         "after fdb add dev veth0: {e:#?}"
     );
     // append a default remote
-    f1.command(&[
-        "fdb",
-        "append",
-        ZERO_MAC,
-        "dst",
-        "192.168.57.77",
-        "vni",
-        "42",
-    ]);
+    append_default(&f1, "192.168.57.77");
     assert_eq!(
         defaults(&f1.entries(), 42),
         vec![H2_IP.to_owned(), "192.168.57.77".to_owned()],
@@ -1031,15 +1029,7 @@ fn restart_keeps_the_table() {
     let (st_remote, st_local) = ("02:00:00:00:ee:01", "02:00:00:00:ee:02");
     f1.command(&["fdb", "add", st_remote, "dst", H2_IP, "vni", "42"]);
     f1.command(&["fdb", "add", st_local, "dev", "veth0", "vni", "42"]);
-    f1.command(&[
-        "fdb",
-        "append",
-        ZERO_MAC,
-        "dst",
-        "192.168.57.77",
-        "vni",
-        "42",
-    ]);
+    append_default(&f1, "192.168.57.77");
     let t0 = table(&f1);
     let d0 = defaults(&f1.entries(), 42);
     assert_local(&f1.entries(), 42, &c1.mac(), "veth0", "h1");

@@ -414,20 +414,9 @@ fn configuration_is_the_truth_across_stop_and_kill() {
     topo.check_underlay();
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
-    let two = [
-        "--iface",
-        "eth0",
-        "--vni",
-        "42",
-        "--port",
-        "veth0",
-        "--port",
-        "veth1",
-        "--remote",
-        H2_IP,
-        "--remote",
-        "192.168.57.52",
-    ];
+    #[rustfmt::skip]
+    let two = Setup::default().args(&["--port", "veth0", "--port", "veth1", "--remote", H2_IP,
+                                      "--remote", "192.168.57.52"]);
     let one = vtep(H2_IP);
     let f2 = Fwd::start(&h2.ns, &vtep(H1_IP), dir.path());
     for how in ["SIGINT", "SIGKILL"] {
