@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     Container, Forwarder, H1_IP, H2_IP, H3_IP, Host, NetNs, Output, Topology, TopologyBuilder,
-    fdb_harness::{Fwd, TempDir},
+    fdb_harness::{Fwd, TempDir, experimental_frame, random_unicast_macs},
     ping_result, ping_strict, run_with_timeout, wait_until,
 };
 
@@ -413,4 +413,13 @@ pub fn iperf3(client: &Container, server: &Container, reverse: bool) -> (Output,
     let out = run_with_timeout(cmd, Duration::from_secs(30));
     let srv_out = srv.wait(Duration::from_secs(5));
     (out, srv_out)
+}
+
+/// `n` broadcast frames (experimental EtherType) from `n` new random
+/// unicast source MACs: a learning flood.
+pub fn flood_frames(n: usize) -> Vec<Vec<u8>> {
+    random_unicast_macs(n)
+        .iter()
+        .map(|src| experimental_frame([0xff; 6], *src))
+        .collect()
 }

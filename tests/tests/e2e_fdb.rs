@@ -20,14 +20,11 @@ use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, H3_IP, NetNs, Process, Topology,
     fdb_checks::{assert_local, assert_remote, defaults, find},
-    fdb_harness::{
-        Capture, FdbEntry, Fwd, TempDir, diag, experimental_frame, igmp_groups,
-        random_unicast_macs, send_raw_frames,
-    },
+    fdb_harness::{Capture, FdbEntry, Fwd, TempDir, diag, igmp_groups, send_raw_frames},
     ping_result,
     scenario::{
         BuildChecked, Pick, Setup, ZERO_MAC, assert_cmd_error, assert_no_ping, assert_ping, delta,
-        leftovers, pin_neighbours, ping_all, ping_summary,
+        flood_frames, leftovers, pin_neighbours, ping_all, ping_summary,
     },
     vxlan_fwd, vxlan_fwd_bin, wait_until,
 };
@@ -870,11 +867,7 @@ fn learning_cap_under_flood() {
     assert_remote(&e, 42, &m2, H2_IP, "h1");
 
     // Thousands of source MACs from c1, broadcast.
-    let frames: Vec<Vec<u8>> = random_unicast_macs(FRAMES)
-        .iter()
-        .map(|src| experimental_frame([0xff; 6], *src))
-        .collect();
-    let sent = send_raw_frames(c1.ns.name(), "eth0", frames)
+    let sent = send_raw_frames(c1.ns.name(), "eth0", flood_frames(FRAMES))
         .unwrap_or_else(|e| panic!("raw sender in {}: {e}", c1.ns.name()));
     assert_eq!(sent, FRAMES, "frames sent");
     // Let the last ones be processed (the counter stops moving).
@@ -1241,14 +1234,18 @@ fn learning_cap_exact_across_two_cpus() {
     let mut over = Vec::new();
     for round in 0..ROUNDS {
         f1.command(&["fdb", "flush"]);
-        let frames = || -> Vec<Vec<u8>> {
-            random_unicast_macs(3000)
-                .iter()
-                .map(|s| experimental_frame([0xff; 6], *s))
-                .collect()
-        };
-        let a = spawn_raw_sender(topo.container("c1").ns.name(), "eth0", frames(), 0);
-        let b = spawn_raw_sender(topo.container("c3").ns.name(), "eth0", frames(), 1);
+        let a = spawn_raw_sender(
+            topo.container("c1").ns.name(),
+            "eth0",
+            flood_frames(3000),
+            0,
+        );
+        let b = spawn_raw_sender(
+            topo.container("c3").ns.name(),
+            "eth0",
+            flood_frames(3000),
+            1,
+        );
         for (who, h) in [("c1", a), ("c3", b)] {
             let r = h.join().expect("sender thread");
             r.unwrap_or_else(|e| panic!("raw sender in {who}: {e}"));

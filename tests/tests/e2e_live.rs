@@ -600,7 +600,7 @@ fn control_socket_is_root_only_and_single_instance() {
 
 #[test]
 fn a_watcher_that_stops_reading_stalls_nothing() {
-    use vxlan_tests::fdb_harness::{experimental_frame, random_unicast_macs, send_raw_frames};
+    use vxlan_tests::{fdb_harness::send_raw_frames, scenario::flood_frames};
     let dir = TempDir::new("slw");
     let topo = Setup::default().two_hosts("vxl-slw-");
     let h1 = topo.host("h1");
@@ -632,11 +632,7 @@ fn a_watcher_that_stops_reading_stalls_nothing() {
     let mut first = [0u8; 16];
     let _ = stuck.read(&mut first);
     // 30,000 learn events (new source MACs from c1).
-    let frames: Vec<Vec<u8>> = random_unicast_macs(30_000)
-        .iter()
-        .map(|src| experimental_frame([0xff; 6], *src))
-        .collect();
-    send_raw_frames(c1.ns.name(), "eth0", frames).expect("sending the frames");
+    send_raw_frames(c1.ns.name(), "eth0", flood_frames(30_000)).expect("sending the frames");
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
             f1.counter("learn") >= 20_000
@@ -738,7 +734,7 @@ fn metrics_bound_before_attach_and_bounded() {
 
 #[test]
 fn tenant_limits_per_vni_and_port() {
-    use vxlan_tests::fdb_harness::{experimental_frame, random_unicast_macs, send_raw_frames};
+    use vxlan_tests::{fdb_harness::send_raw_frames, scenario::flood_frames};
     let dir = TempDir::new("lim");
     let topo = Topology::seed("vxl-lim-")
         .container("c1", "h1", "veth0", C1_IP)
@@ -760,22 +756,18 @@ fn tenant_limits_per_vni_and_port() {
             .filter(|e| e.vni == vni && !e.permanent)
             .count()
     };
+    // Whether VNI `vni` comes to hold exactly `n` learned entries.
+    let learns = |vni: u64, n: usize| {
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            learned(vni) == n
+        })
+    };
 
     // VNI 42: 1000 broadcast frames from new source MACs at once.
-    let frames = |n: usize| -> Vec<Vec<u8>> {
-        random_unicast_macs(n)
-            .iter()
-            .map(|src| experimental_frame([0xff; 6], *src))
-            .collect()
-    };
     let before = f1.counters();
-    send_raw_frames(c1.ns.name(), "eth0", frames(1000)).expect("sending to VNI 42");
+    send_raw_frames(c1.ns.name(), "eth0", flood_frames(1000)).expect("sending to VNI 42");
     assert!(
-        wait_until(
-            Duration::from_secs(5),
-            Duration::from_millis(100),
-            || learned(42) == 100
-        ),
+        learns(42, 100),
         "VNI 42 learned {} (its cap is 100):\n{}",
         learned(42),
         f1.diagnostics()
@@ -793,13 +785,9 @@ fn tenant_limits_per_vni_and_port() {
     assert_eq!(d("drop_bum_rate") + d("tx_flood_copy"), 1000, "{after:?}");
 
     // VNI 43 still learns (positive control), up to its port's cap.
-    send_raw_frames(c3.ns.name(), "eth0", frames(200)).expect("sending to VNI 43");
+    send_raw_frames(c3.ns.name(), "eth0", flood_frames(200)).expect("sending to VNI 43");
     assert!(
-        wait_until(
-            Duration::from_secs(5),
-            Duration::from_millis(100),
-            || learned(43) == 50
-        ),
+        learns(43, 50),
         "VNI 43 learned {} (its port's cap is 50):\n{}",
         learned(43),
         f1.diagnostics()
@@ -808,7 +796,7 @@ fn tenant_limits_per_vni_and_port() {
     // A second later the BUM budget is back.
     std::thread::sleep(Duration::from_millis(1100));
     let before = f1.counters();
-    send_raw_frames(c1.ns.name(), "eth0", frames(10)).expect("sending to VNI 42");
+    send_raw_frames(c1.ns.name(), "eth0", flood_frames(10)).expect("sending to VNI 42");
     let after = f1.counters();
     assert_eq!(
         after["tx_flood_copy"] - before["tx_flood_copy"],
