@@ -1006,6 +1006,23 @@ fn fmt_set(s: &BTreeSet<FdbEntry>) -> String {
     s.iter().map(|e| format!("  {e}\n")).collect()
 }
 
+/// Asserts `f`'s entries other than the default remotes are `want`, and
+/// (if given) its default remotes of VNI 42 are `want_defaults`; `when`
+/// names the moment.
+fn assert_table(f: &Fwd, want: &BTreeSet<FdbEntry>, want_defaults: Option<&[String]>, when: &str) {
+    let got = table(f);
+    assert_eq!(
+        &got,
+        want,
+        "table {when}:\n{}\nexpected:\n{}",
+        fmt_set(&got),
+        fmt_set(want)
+    );
+    if let Some(d) = want_defaults {
+        assert_eq!(defaults(&f.entries(), 42), d, "default remotes {when}");
+    }
+}
+
 #[test]
 fn restart_keeps_the_table() {
     let dir = TempDir::new("rst");
@@ -1050,19 +1067,7 @@ fn restart_keeps_the_table() {
         dir.path().display()
     );
     let f1 = Fwd::start(&h1.ns, &a1, dir.path());
-    let t1 = table(&f1);
-    assert_eq!(
-        t1,
-        t0,
-        "table after SIGINT + start:\n{}\nbefore:\n{}",
-        fmt_set(&t1),
-        fmt_set(&t0)
-    );
-    assert_eq!(
-        defaults(&f1.entries(), 42),
-        d0,
-        "default remotes after SIGINT + start"
-    );
+    assert_table(&f1, &t0, Some(&d0), "after SIGINT + start");
 
     // SIGKILL: the datapath stays; the next start adopts it.
     let out = f1.kill();
@@ -1072,19 +1077,7 @@ fn restart_keeps_the_table() {
         "the datapath gone after SIGKILL"
     );
     let f1 = Fwd::start(&h1.ns, &a1, dir.path());
-    let t2 = table(&f1);
-    assert_eq!(
-        t2,
-        t0,
-        "table after SIGKILL + start:\n{}\nbefore:\n{}",
-        fmt_set(&t2),
-        fmt_set(&t0)
-    );
-    assert_eq!(
-        defaults(&f1.entries(), 42),
-        d0,
-        "default remotes after SIGKILL + start"
-    );
+    assert_table(&f1, &t0, Some(&d0), "after SIGKILL + start");
 
     // flush forgets them, also across a restart.
     f1.command(&["fdb", "flush"]);
@@ -1093,21 +1086,11 @@ fn restart_keeps_the_table() {
     let out = f1.stop();
     assert_eq!(out.code(), Some(0), "exit after SIGINT: {out}");
     let f1 = Fwd::start(&h1.ns, &a1, dir.path());
-    let t4 = table(&f1);
-    assert!(
-        t4.is_empty(),
-        "flushed entries came back after a restart:\n{}",
-        fmt_set(&t4)
-    );
+    assert_table(&f1, &BTreeSet::new(), None, "after flush, SIGINT + start");
     // And after a crash and restart too.
     let _ = f1.kill();
     let f1 = Fwd::start(&h1.ns, &a1, dir.path());
-    let t5 = table(&f1);
-    assert!(
-        t5.is_empty(),
-        "flushed entries came back after SIGKILL + start:\n{}",
-        fmt_set(&t5)
-    );
+    assert_table(&f1, &BTreeSet::new(), None, "after flush, SIGKILL + start");
 
     // Still forwarding, and learning again.
     assert_ping(&c1.ns, "172.18.1.3", 2, &[&f1, &f2]);
