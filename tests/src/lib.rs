@@ -41,6 +41,7 @@
 //! ```
 
 pub mod bpf;
+pub mod checks;
 pub mod etcd;
 
 pub mod fdb_checks;
@@ -52,6 +53,7 @@ pub mod netns;
 pub mod process;
 pub mod scenario;
 pub mod topo;
+pub mod traffic;
 pub mod util;
 pub mod xdp;
 

@@ -1,7 +1,8 @@
 //! Scenarios the end-to-end test files share: the seed hosts with one
-//! container each, the forwarders on them started the same way, and the
-//! checks every file made with its own copy (strict connectivity, "no
-//! reply" with its reason, counter changes, failed one-shot commands).
+//! container each (two or three of them), the forwarders on them started
+//! the same way, and the tutorial's kernel VTEP as a peer. The checks the
+//! files share are in [`crate::checks`], traffic makers in
+//! [`crate::traffic`].
 //!
 //! Every scenario takes a [`Setup`]: how the forwarders receive on the
 //! underlay and which family the underlay speaks. Today there is one of
@@ -11,7 +12,7 @@
 //! once per [`Setup`], without copying it.
 //!
 //! ```no_run
-//! use vxlan_tests::scenario::{Setup, assert_ping};
+//! use vxlan_tests::{checks::assert_ping, scenario::Setup};
 //!
 //! let setup = Setup::default();
 //! let topo = setup.two_hosts("vxt-doc-");
@@ -19,12 +20,9 @@
 //! assert_ping(&topo.container("c1").ns, "172.18.1.3", 3, &[&f1, &f2]);
 //! ```
 
-use std::{collections::BTreeMap, time::Duration};
-
 use crate::{
-    Container, Forwarder, H1_IP, H2_IP, H3_IP, Host, NetNs, Output, Topology, TopologyBuilder,
-    fdb_harness::{Fwd, TempDir, experimental_frame, random_unicast_macs},
-    ping_result, ping_strict, run_with_timeout, wait_until,
+    Container, Forwarder, H1_IP, H2_IP, H3_IP, Host, Topology, TopologyBuilder,
+    fdb_harness::{Fwd, TempDir},
 };
 
 /// How the forwarders of a scenario receive on the underlay.
@@ -165,9 +163,7 @@ impl Setup {
         };
         (start("h1", extra1), start("h2", extra2))
     }
-}
 
-impl Setup {
     /// The tutorial's kernel VTEP on `host` instead of a forwarder:
     /// `vxlan0` (VNI 42, port 4789) towards host `remote`, bridged with
     /// the container port `veth0` in `br0`.
@@ -192,158 +188,6 @@ impl BuildChecked for TopologyBuilder {
     }
 }
 
-/// A running forwarder that can describe its state for a failure message.
-pub trait Diagnose {
-    /// Counters, FDB and links, as text.
-    fn diagnostics(&self) -> String;
-}
-
-impl Diagnose for Forwarder {
-    fn diagnostics(&self) -> String {
-        Forwarder::diagnostics(self)
-    }
-}
-
-impl Diagnose for Fwd {
-    fn diagnostics(&self) -> String {
-        Fwd::diagnostics(self)
-    }
-}
-
-/// The diagnostics of each of `fwds`, one after the other.
-pub fn diagnostics<D: Diagnose>(fwds: &[&D]) -> String {
-    fwds.iter()
-        .map(|f| f.diagnostics())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Strict connectivity: one warm-up ping, then every one of `count` pings
-/// from `from` to `ip` answered; the failure shows `fwds`' diagnostics.
-pub fn assert_ping<D: Diagnose>(from: &NetNs, ip: &str, count: u32, fwds: &[&D]) {
-    let r = ping_strict(from, ip, count);
-    if !r.ok {
-        panic!(
-            "ping {} -> {ip} failed:\n{}\n{}",
-            from.name(),
-            r.output,
-            diagnostics(fwds)
-        );
-    }
-}
-
-/// Asserts that `count` pings from `from` to `ip` get no reply at all,
-/// because `why`. Only meaningful next to a positive control (a path that
-/// does answer) in the same test.
-pub fn assert_no_ping<D: Diagnose>(from: &NetNs, ip: &str, count: u32, why: &str, fwds: &[&D]) {
-    let r = ping_result(from, ip, count);
-    if r.received != 0 || r.ok {
-        panic!(
-            "ping {} -> {ip} got {} replies, but {why}:\n{}\n{}",
-            from.name(),
-            r.received,
-            r.output,
-            diagnostics(fwds)
-        );
-    }
-}
-
-/// Every container of `cs` pings every other one ([`assert_ping`], 2
-/// pings each).
-pub fn ping_all<D: Diagnose>(cs: &[&Container], fwds: &[&D]) {
-    for a in cs {
-        for b in cs {
-            if a.name != b.name {
-                assert_ping(&a.ns, &b.ip.to_string(), 2, fwds);
-            }
-        }
-    }
-}
-
-/// Nonzero changes of the counters from `before` to `after`.
-pub fn counters_delta(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> BTreeMap<String, i128> {
-    after
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                i128::from(*v) - i128::from(before.get(k).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, d)| *d != 0)
-        .collect()
-}
-
-/// Change of counter `k` from `before` to `after` (panics if either lacks
-/// it).
-pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str) -> i128 {
-    let get = |m: &BTreeMap<String, u64>| {
-        *m.get(k)
-            .unwrap_or_else(|| panic!("no counter `{k}`: {m:?}"))
-    };
-    i128::from(get(after)) - i128::from(get(before))
-}
-
-/// `(transmitted, received)` from ping's summary line, if it printed one.
-pub fn ping_summary(text: &str) -> Option<(u32, u32)> {
-    text.lines()
-        .filter(|l| l.contains("packets transmitted"))
-        .find_map(|line| {
-            let nums: Vec<u32> = line
-                .split(',')
-                .filter_map(|p| p.split_whitespace().next()?.parse().ok())
-                .collect();
-            (nums.len() >= 2).then(|| (nums[0], nums[1]))
-        })
-}
-
-/// Asserts `out` is a failed one-shot command: non-zero exit, exactly one
-/// `vxlan-fwd: error:` line on stderr containing every needle, no panic.
-pub fn assert_cmd_error(out: &Output, what: &str, needles: &[&str]) {
-    assert!(!out.timed_out, "{what}: hung: {out}");
-    assert!(!out.success(), "{what}: succeeded: {out}");
-    assert!(!out.combined().contains("panicked"), "{what}: panic: {out}");
-    assert_one_error_line(out, what);
-    for n in needles {
-        assert!(
-            out.stderr.contains(n),
-            "{what}: error does not mention `{n}`: {out}"
-        );
-    }
-}
-
-/// Asserts `out`'s stderr is exactly one `vxlan-fwd: error: ...` line
-/// (blank lines aside).
-pub fn assert_one_error_line(out: &Output, what: &str) {
-    let lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("vxlan-fwd: error: "),
-        "{what}: expected one `vxlan-fwd: error: ...` line on stderr: {out}"
-    );
-}
-
-/// Gives every container of `cs` a permanent neighbour entry for every
-/// other one, so that no ARP (and no neighbour probe some seconds after a
-/// ping) sends frames the test did not ask for.
-pub fn pin_neighbours(cs: &[&Container]) {
-    for a in cs {
-        for b in cs {
-            if a.name != b.name {
-                let (ip, mac) = (b.ip.to_string(), b.mac());
-                #[rustfmt::skip]
-                a.ns.ip(["neigh", "replace", &ip, "lladdr", &mac, "nud", "permanent", "dev", "eth0"]);
-            }
-        }
-    }
-}
-
 /// Several hosts or containers of a topology at once, by name:
 /// `let [h1, h2] = topo.pick_hosts(["h1", "h2"]);`.
 pub trait Pick {
@@ -361,65 +205,4 @@ impl Pick for Topology {
     fn pick_containers<const N: usize>(&self, names: [&str; N]) -> [&Container; N] {
         names.map(|n| self.container(n))
     }
-}
-
-/// What a forwarder left behind in `ns`, one line each: an XDP program on
-/// the uplink `eth0`, tc ingress filters on any of `devs`. Empty when
-/// nothing (after a clean stop or a failed start).
-pub fn leftovers(ns: &NetNs, devs: &[&str]) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(id) = ns.xdp_prog_id("eth0") {
-        problems.push(format!("XDP program {id} on eth0"));
-    }
-    let details = ns.ip(["-d", "link", "show", "dev", "eth0"]);
-    if details.contains("xdp") {
-        problems.push(format!("XDP on eth0:\n{details}"));
-    }
-    for dev in devs {
-        let tc = ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
-        if !tc.trim().is_empty() {
-            problems.push(format!("tc ingress filters on {dev}:\n{tc}"));
-        }
-    }
-    problems
-}
-
-/// Runs `iperf3 -J` for 3 s from `client` to `server` (`reverse`: the
-/// server sends): starts the server (one test, bound to its address),
-/// waits until it listens, runs the client (at most 30 s) and returns the
-/// client's and the server's output.
-pub fn iperf3(client: &Container, server: &Container, reverse: bool) -> (Output, Output) {
-    let sip = server.ip.to_string();
-    let mut srv = server.ns.spawn("iperf3", ["-s", "-1", "-B", &sip]);
-    let listening = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        !server
-            .ns
-            .exec("ss", ["-Htln", "sport", "=", ":5201"])
-            .stdout
-            .trim()
-            .is_empty()
-    });
-    assert!(
-        listening,
-        "iperf3 server in {} did not listen: {}",
-        server.name,
-        srv.stderr()
-    );
-    let mut cmd = client.ns.command("iperf3");
-    cmd.args(["-c", &sip, "-t", "3", "-J", "--connect-timeout", "5000"]);
-    if reverse {
-        cmd.arg("-R");
-    }
-    let out = run_with_timeout(cmd, Duration::from_secs(30));
-    let srv_out = srv.wait(Duration::from_secs(5));
-    (out, srv_out)
-}
-
-/// `n` broadcast frames (experimental EtherType) from `n` new random
-/// unicast source MACs: a learning flood.
-pub fn flood_frames(n: usize) -> Vec<Vec<u8>> {
-    random_unicast_macs(n)
-        .iter()
-        .map(|src| experimental_frame([0xff; 6], *src))
-        .collect()
 }

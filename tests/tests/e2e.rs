@@ -11,14 +11,15 @@ use std::time::Duration;
 use serde_json::Value;
 use vxlan_tests::{
     Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf,
+    checks::{
+        assert_one_error_line, assert_ping, counters_delta, diagnostics, leftovers, ping_all,
+    },
     fdb_checks::{assert_local, assert_remote, defaults, rows},
     forwarder::{start_and_signal_on_ready, vxlan_fwd_timeout},
     ping_result,
     process::run_with_timeout,
-    scenario::{
-        BuildChecked, Pick, Setup, ZERO_MAC, assert_one_error_line, assert_ping, counters_delta,
-        diagnostics, iperf3, leftovers, ping_all,
-    },
+    scenario::{BuildChecked, Pick, Setup, ZERO_MAC},
+    traffic::iperf3,
     vxlan_fwd, vxlan_fwd_bin, xdp,
 };
 

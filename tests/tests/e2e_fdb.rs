@@ -19,13 +19,14 @@ use std::{
 use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, H3_IP, NetNs, Process, Topology,
+    checks::{
+        assert_cmd_error, assert_no_ping, assert_ping, delta, leftovers, ping_all, ping_summary,
+    },
     fdb_checks::{assert_local, assert_remote, defaults, find},
     fdb_harness::{Capture, FdbEntry, Fwd, TempDir, diag, igmp_groups, send_raw_frames},
     ping_result,
-    scenario::{
-        BuildChecked, Pick, Setup, ZERO_MAC, assert_cmd_error, assert_no_ping, assert_ping, delta,
-        flood_frames, leftovers, pin_neighbours, ping_all, ping_summary,
-    },
+    scenario::{BuildChecked, Pick, Setup, ZERO_MAC},
+    traffic::{flood_frames, pin_neighbours},
     vxlan_fwd, vxlan_fwd_bin, wait_until,
 };
 

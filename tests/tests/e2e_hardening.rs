@@ -20,7 +20,8 @@ use vxlan_tests::{
     inject::{FAKE_MAC, Injector, MARK_PORT},
     ipv4, ping_result,
     process::Process,
-    scenario::{C1_IP, C2_IP, Pick, Setup, iperf3},
+    scenario::{C1_IP, C2_IP, Pick, Setup},
+    traffic::iperf3,
     wait_until,
 };
 

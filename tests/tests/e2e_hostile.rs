@@ -23,17 +23,16 @@ use vxlan_common::{
     wire::{ETH_HLEN, OFF_UDP, OFF_VXLAN},
 };
 use vxlan_tests::{
-    Forwarder, H2_IP, NetNs, Topology, bpf, fdb_find,
+    Forwarder, H2_IP, NetNs, Topology, bpf,
+    checks::{assert_ping, counters_delta, leftovers, ping_summary},
+    fdb_find,
     hostile_net::{
         collect_udp, drain_udp, fix_ip_checksum, fix_lengths, format_mac, http_get, rx_packets,
         udp_listener, vxlan_frame,
     },
     inject::{FAKE_MAC, Injector, MARK_PORT},
     process::Process,
-    scenario::{
-        BuildChecked, C1_IP, C2_IP, Pick, Setup, ZERO_MAC, assert_ping, counters_delta, leftovers,
-        ping_summary,
-    },
+    scenario::{BuildChecked, C1_IP, C2_IP, Pick, Setup, ZERO_MAC},
     wait_until,
 };
 

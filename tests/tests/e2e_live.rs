@@ -18,10 +18,11 @@ use std::{
 use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, Topology,
+    checks::assert_no_ping,
     fdb_checks::defaults,
     fdb_harness::{Fwd, TempDir, assert_connected, diag},
     ping_result,
-    scenario::{C1_IP, C2_IP, Pick, Setup, assert_no_ping},
+    scenario::{C1_IP, C2_IP, Pick, Setup},
     wait_until,
 };
 
@@ -600,7 +601,7 @@ fn control_socket_is_root_only_and_single_instance() {
 
 #[test]
 fn a_watcher_that_stops_reading_stalls_nothing() {
-    use vxlan_tests::{fdb_harness::send_raw_frames, scenario::flood_frames};
+    use vxlan_tests::{fdb_harness::send_raw_frames, traffic::flood_frames};
     let dir = TempDir::new("slw");
     let topo = Setup::default().two_hosts("vxl-slw-");
     let h1 = topo.host("h1");
@@ -734,7 +735,7 @@ fn metrics_bound_before_attach_and_bounded() {
 
 #[test]
 fn tenant_limits_per_vni_and_port() {
-    use vxlan_tests::{fdb_harness::send_raw_frames, scenario::flood_frames};
+    use vxlan_tests::{fdb_harness::send_raw_frames, traffic::flood_frames};
     let dir = TempDir::new("lim");
     let topo = Topology::seed("vxl-lim-")
         .container("c1", "h1", "veth0", C1_IP)
