@@ -32,6 +32,13 @@ fn vtep(remote: &str) -> Vec<&str> {
     Setup::default().args(&["--port", "veth0", "--remote", remote])
 }
 
+/// The two-host set-up (namespaces `vxl-<tag>-*`) and a state directory
+/// for its forwarders.
+fn lab(tag: &str) -> (TempDir, Topology) {
+    let topo = Setup::default().two_hosts(&format!("vxl-{tag}-"));
+    (TempDir::new(tag), topo)
+}
+
 /// Forwarders on h1 and h2 of [`Setup::two_hosts`], each with the other as its
 /// remote.
 fn start_pair(topo: &Topology, dir: &TempDir) -> (Fwd, Fwd) {
@@ -81,8 +88,7 @@ fn assert_fails(f: &Fwd, args: &[&str], needle: &str) {
 
 #[test]
 fn runtime_vnis_and_ports() {
-    let dir = TempDir::new("rtv");
-    let topo = Setup::default().two_hosts("vxl-rtv-");
+    let (dir, topo) = lab("rtv");
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     // h1 starts as an empty VTEP: no VNI, no port.
@@ -174,8 +180,7 @@ fn runtime_vnis_and_ports() {
 
 #[test]
 fn container_restart_is_reattached() {
-    let dir = TempDir::new("rea");
-    let topo = Setup::default().two_hosts("vxl-rea-");
+    let (dir, topo) = lab("rea");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let (f1, f2) = start_pair(&topo, &dir);
@@ -229,8 +234,7 @@ fn container_restart_is_reattached() {
 
 #[test]
 fn uplink_mtu_change_reaches_path_mtu() {
-    let dir = TempDir::new("mtu");
-    let topo = Setup::default().two_hosts("vxl-mtu-");
+    let (dir, topo) = lab("mtu");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let (f1, f2) = start_pair(&topo, &dir);
@@ -269,8 +273,7 @@ fn uplink_mtu_change_reaches_path_mtu() {
 
 #[test]
 fn uplink_deleted_stops_with_one_line() {
-    let dir = TempDir::new("upd");
-    let topo = Setup::default().two_hosts("vxl-upd-");
+    let (dir, topo) = lab("upd");
     let h1 = topo.host("h1");
     let f1 = Fwd::start(&h1.ns, &vtep(H2_IP), dir.path());
     assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
@@ -313,8 +316,7 @@ fn config_text(vnis: &[(u32, &[&str], &[&str])]) -> String {
 
 #[test]
 fn reload_applies_the_difference_without_loss() {
-    let dir = TempDir::new("rld");
-    let topo = Setup::default().two_hosts("vxl-rld-");
+    let (dir, topo) = lab("rld");
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     let path = dir.write("h1.toml", &config_text(&[(42, &["veth0"], &[H2_IP])]));
@@ -471,8 +473,7 @@ fn configuration_is_the_truth_across_stop_and_kill() {
 
 #[test]
 fn files_of_gone_namespaces_are_removed() {
-    let dir = TempDir::new("gone");
-    let topo = Setup::default().two_hosts("vxl-gone-");
+    let (dir, topo) = lab("gone");
     let h1 = topo.host("h1");
     // A namespace that no longer exists (no inode 1 is a namespace), and
     // a file of an older version.
@@ -509,8 +510,7 @@ fn files_of_gone_namespaces_are_removed() {
 
 #[test]
 fn sd_notify_ready_reloading_stopping() {
-    let dir = TempDir::new("sdn");
-    let topo = Setup::default().two_hosts("vxl-sdn-");
+    let (dir, topo) = lab("sdn");
     let h1 = topo.host("h1");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("binding the notify socket");
@@ -563,8 +563,7 @@ fn sd_notify_ready_reloading_stopping() {
 
 #[test]
 fn control_socket_is_root_only_and_single_instance() {
-    let dir = TempDir::new("ctl");
-    let topo = Setup::default().two_hosts("vxl-ctl-");
+    let (dir, topo) = lab("ctl");
     let h1 = topo.host("h1");
     let args = vtep(H2_IP);
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
@@ -602,8 +601,7 @@ fn control_socket_is_root_only_and_single_instance() {
 #[test]
 fn a_watcher_that_stops_reading_stalls_nothing() {
     use vxlan_tests::{fdb_harness::send_raw_frames, traffic::flood_frames};
-    let dir = TempDir::new("slw");
-    let topo = Setup::default().two_hosts("vxl-slw-");
+    let (dir, topo) = lab("slw");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let f1 = Fwd::start(
@@ -663,8 +661,7 @@ fn metrics_bound_before_attach_and_bounded() {
     use std::net::{SocketAddr, TcpListener, TcpStream};
 
     use vxlan_tests::hostile_net::{http_get, in_netns};
-    let dir = TempDir::new("met");
-    let topo = Setup::default().two_hosts("vxl-met-");
+    let (dir, topo) = lab("met");
     let h1 = topo.host("h1");
     let listen = format!("{H1_IP}:9465");
     let addr: SocketAddr = listen.parse().unwrap();
@@ -810,8 +807,7 @@ fn tenant_limits_per_vni_and_port() {
 
 #[test]
 fn a_remote_vteps_new_mac_is_followed() {
-    let dir = TempDir::new("nmac");
-    let topo = Setup::default().two_hosts("vxl-nmac-");
+    let (dir, topo) = lab("nmac");
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let [c1, c2] = topo.pick_containers(["c1", "c2"]);
     let (f1, f2) = start_pair(&topo, &dir);
@@ -867,8 +863,7 @@ fn a_remote_vteps_new_mac_is_followed() {
 #[test]
 fn state_files_are_private_and_never_follow_links() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = TempDir::new("stf");
-    let topo = Setup::default().two_hosts("vxl-stf-");
+    let (dir, topo) = lab("stf");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let args = vtep(H2_IP);
