@@ -41,14 +41,19 @@
 //! ```
 
 pub mod bpf;
+pub mod checks;
 pub mod etcd;
 
+pub mod fdb_checks;
 pub mod fdb_harness;
 pub mod forwarder;
 pub mod hostile_net;
+pub mod inject;
 pub mod netns;
 pub mod process;
+pub mod scenario;
 pub mod topo;
+pub mod traffic;
 pub mod util;
 pub mod xdp;
 

@@ -6,103 +6,29 @@
 //! built). Each test builds its own namespaces (prefix `vxt-<test>-`) and
 //! removes them, also on failure.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
 use vxlan_tests::{
-    Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf, fdb_find,
+    Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf,
+    checks::{
+        assert_one_error_line, assert_ping, counters_delta, diagnostics, leftovers, ping_all,
+    },
+    fdb_checks::{assert_local, assert_remote, defaults, rows},
     forwarder::{start_and_signal_on_ready, vxlan_fwd_timeout},
-    ping_result, ping_strict,
+    ping_result,
     process::run_with_timeout,
-    vxlan_fwd, vxlan_fwd_bin, wait_until, xdp,
+    scenario::{BuildChecked, Pick, Setup, ZERO_MAC},
+    traffic::iperf3,
+    vxlan_fwd, vxlan_fwd_bin, xdp,
 };
 
-const ZERO_MAC: &str = "00:00:00:00:00:00";
 const HOST_IF: &str = "vxlan0";
 const HOST_IF_PEER: &str = "vxlan0-fwd";
 
-/// `--iface eth0 --vni 42` followed by `extra`.
+/// `--iface eth0 --vni 42` followed by `extra`, for the default [`Setup`].
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--iface", "eth0", "--vni", "42"];
-    v.extend_from_slice(extra);
-    v
-}
-
-/// Asserts that `ping -c <count>` from `from` to `ip` gets replies; on
-/// failure the message has ping's output and the forwarders' counters/FDBs.
-fn assert_ping(from: &NetNs, ip: &str, count: u32, fwds: &[&Forwarder]) {
-    let r = ping_strict(from, ip, count);
-    if !r.ok {
-        let diag: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
-        panic!(
-            "ping {} -> {ip} failed:\n{}\n{}",
-            from.name(),
-            r.output,
-            diag.join("\n")
-        );
-    }
-}
-
-fn counters_delta(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> BTreeMap<String, i128> {
-    after
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                i128::from(*v) - i128::from(before.get(k).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, d)| *d != 0)
-        .collect()
-}
-
-/// Asserts `entry` (from `fdb show --json`) is a learned entry behind
-/// remote VTEP `dst` in VNI 42.
-fn assert_remote_entry(fdb: &[Value], mac: &str, dst: &str, whose: &str) {
-    let e = fdb_find(fdb, mac).unwrap_or_else(|| {
-        panic!("{whose}: no FDB entry for {mac} (expected dst {dst}): {fdb:#?}")
-    });
-    assert_eq!(e["dst"], dst, "{whose}: entry for {mac}: {e}");
-    assert!(
-        e["dev"].is_null(),
-        "{whose}: entry for {mac} has a dev: {e}"
-    );
-    assert_eq!(e["vni"], 42, "{whose}: entry for {mac}: {e}");
-    assert_eq!(
-        e["permanent"], false,
-        "{whose}: learned entry for {mac} is permanent: {e}"
-    );
-}
-
-/// Asserts `mac` is learned on local port `dev` in VNI 42.
-fn assert_local_entry(fdb: &[Value], mac: &str, dev: &str, whose: &str) {
-    let e = fdb_find(fdb, mac).unwrap_or_else(|| {
-        panic!("{whose}: no FDB entry for {mac} (expected dev {dev}): {fdb:#?}")
-    });
-    assert_eq!(e["dev"], dev, "{whose}: entry for {mac}: {e}");
-    assert!(
-        e["dst"].is_null(),
-        "{whose}: local entry for {mac} has a dst: {e}"
-    );
-    assert_eq!(e["vni"], 42, "{whose}: entry for {mac}: {e}");
-    assert_eq!(
-        e["permanent"], false,
-        "{whose}: learned entry for {mac} is permanent: {e}"
-    );
-}
-
-/// Asserts the permanent all-zeros (flood) entry towards `dst`.
-fn assert_default_entry(fdb: &[Value], dst: &str, whose: &str) {
-    let found = fdb.iter().any(|e| {
-        e["mac"] == ZERO_MAC && e["dst"] == dst && e["vni"] == 42 && e["permanent"] == true
-    });
-    assert!(
-        found,
-        "{whose}: no permanent {ZERO_MAC} entry with dst {dst}: {fdb:#?}"
-    );
+    Setup::default().args(extra)
 }
 
 /// Text of `ip -d link show dev eth0` in `ns`.
@@ -112,9 +38,8 @@ fn uplink_details(ns: &NetNs) -> String {
 
 #[test]
 fn point_to_point_host_if() {
-    let topo = Topology::seed("vxt-p2p-").build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().hosts("vxt-p2p-", 2).build_checked();
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let f1 = Forwarder::start(&h1.ns, &args(&["--host-if", HOST_IF, "--remote", H2_IP]));
     let f2 = Forwarder::start(&h2.ns, &args(&["--host-if", HOST_IF, "--remote", H1_IP]));
     h1.addr_up(HOST_IF, "172.18.1.2/24");
@@ -132,22 +57,22 @@ fn point_to_point_host_if() {
     assert_ping(&h2.ns, "172.18.1.2", 3, &[&f1, &f2]);
 
     let (mac1, mac2) = (h1.ns.mac(HOST_IF), h2.ns.mac(HOST_IF));
-    let (fdb1, fdb2) = (f1.fdb_show_json(), f2.fdb_show_json());
+    let (fdb1, fdb2) = (rows(&f1.fdb_show_json()), rows(&f2.fdb_show_json()));
     // Each side learned the other's vxlan0 behind the other's VTEP...
-    assert_remote_entry(&fdb1, &mac2, H2_IP, "h1");
-    assert_remote_entry(&fdb2, &mac1, H1_IP, "h2");
+    assert_remote(&fdb1, 42, &mac2, H2_IP, "h1");
+    assert_remote(&fdb2, 42, &mac1, H1_IP, "h2");
     // ...has its flood entry towards the other...
-    assert_default_entry(&fdb1, H2_IP, "h1");
-    assert_default_entry(&fdb2, H1_IP, "h2");
+    assert_eq!(defaults(&fdb1, 42), [H2_IP], "h1's default remotes");
+    assert_eq!(defaults(&fdb2, 42), [H1_IP], "h2's default remotes");
     // ...and its own vxlan0 on the local port (the host interface's peer).
-    assert_local_entry(&fdb1, &mac1, HOST_IF_PEER, "h1");
-    assert_local_entry(&fdb2, &mac2, HOST_IF_PEER, "h2");
+    assert_local(&fdb1, 42, &mac1, HOST_IF_PEER, "h1");
+    assert_local(&fdb2, 42, &mac2, HOST_IF_PEER, "h2");
 
     // Isolation: `fdb show` in a namespace shows that namespace's forwarder.
     assert_ne!(fdb1, fdb2, "h1 and h2 show the same FDB");
     for (fdb, own, whose) in [(&fdb1, H1_IP, "h1"), (&fdb2, H2_IP, "h2")] {
         assert!(
-            !fdb.iter().any(|e| e["dst"] == own),
+            !fdb.iter().any(|e| e.dst.is_some_and(|d| d.to_string() == own)),
             "{whose}'s FDB has an entry pointing at its own address {own}: {fdb:#?}"
         );
     }
@@ -168,43 +93,22 @@ fn point_to_point_host_if() {
 
 #[test]
 fn bridge_setup_three_containers() {
-    let topo = Topology::seed("vxt-br3-")
-        .container("c1", "h1", "veth0", "172.18.1.2")
+    let topo = Setup::default()
+        .hosts_with_containers("vxt-br3-", 2)
         .container("c3", "h1", "veth1", "172.18.1.4")
-        .container("c2", "h2", "veth0", "172.18.1.3")
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let f1 = Forwarder::start(
-        &h1.ns,
-        &args(&["--port", "veth0", "--port", "veth1", "--remote", H2_IP]),
-    );
-    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
+        .build_checked();
+    let (f1, f2) = Setup::default().pair(&topo, &["--port", "veth1"], &[]);
 
-    let cs: Vec<&Container> = ["c1", "c2", "c3"]
-        .iter()
-        .map(|n| topo.container(n))
-        .collect();
-    for a in &cs {
-        for b in &cs {
-            if a.name != b.name {
-                assert_ping(&a.ns, &b.ip.to_string(), 2, &[&f1, &f2]);
-            }
-        }
-    }
+    let [c1, c2, c3] = topo.pick_containers(["c1", "c2", "c3"]);
+    ping_all(&[c1, c2, c3], &[&f1, &f2]);
 
-    let (c1, c2, c3) = (
-        topo.container("c1"),
-        topo.container("c2"),
-        topo.container("c3"),
-    );
-    let (fdb1, fdb2) = (f1.fdb_show_json(), f2.fdb_show_json());
-    assert_local_entry(&fdb1, &c1.mac(), "veth0", "h1");
-    assert_local_entry(&fdb1, &c3.mac(), "veth1", "h1");
-    assert_remote_entry(&fdb1, &c2.mac(), H2_IP, "h1");
-    assert_local_entry(&fdb2, &c2.mac(), "veth0", "h2");
-    assert_remote_entry(&fdb2, &c1.mac(), H1_IP, "h2");
-    assert_remote_entry(&fdb2, &c3.mac(), H1_IP, "h2");
+    let (fdb1, fdb2) = (rows(&f1.fdb_show_json()), rows(&f2.fdb_show_json()));
+    assert_local(&fdb1, 42, &c1.mac(), "veth0", "h1");
+    assert_local(&fdb1, 42, &c3.mac(), "veth1", "h1");
+    assert_remote(&fdb1, 42, &c2.mac(), H2_IP, "h1");
+    assert_local(&fdb2, 42, &c2.mac(), "veth0", "h2");
+    assert_remote(&fdb2, 42, &c1.mac(), H1_IP, "h2");
+    assert_remote(&fdb2, 42, &c3.mac(), H1_IP, "h2");
 
     // c1 <-> c3 (both behind h1, ARP done) is switched on h1: nothing is
     // encapsulated, nothing reaches h2.
@@ -239,23 +143,18 @@ fn bridge_setup_three_containers() {
 
 #[test]
 fn interop_kernel_peer_bridge() {
-    let topo = Topology::seed("vxt-kbr-")
-        .container("c1", "h1", "veth0", "172.18.1.2")
-        .container("c2", "h2", "veth0", "172.18.1.3")
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let topo = Setup::default().two_hosts("vxt-kbr-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
     let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
     // The tutorial's bridge setup on h2, with the kernel's vxlan.
-    h2.add_kernel_vxlan(HOST_IF, H1_IP);
-    h2.add_bridge("br0", &[HOST_IF, "veth0"]);
+    Setup::default().kernel_bridge_peer(h2, "h1");
 
     assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
     assert_ping(&c2.ns, "172.18.1.2", 3, &[&f1]);
 
-    let fdb1 = f1.fdb_show_json();
-    assert_remote_entry(&fdb1, &c2.mac(), H2_IP, "h1 (vxlan-fwd)");
+    let fdb1 = rows(&f1.fdb_show_json());
+    assert_remote(&fdb1, 42, &c2.mac(), H2_IP, "h1 (vxlan-fwd)");
     let kfdb = h2.ns.run("bridge", ["fdb", "show", "dev", HOST_IF]);
     let c1_mac = c1.mac();
     assert!(
@@ -267,9 +166,8 @@ fn interop_kernel_peer_bridge() {
 
 #[test]
 fn interop_kernel_peer_point_to_point() {
-    let topo = Topology::seed("vxt-kp2p-").build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().hosts("vxt-kp2p-", 2).build_checked();
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let f1 = Forwarder::start(&h1.ns, &args(&["--host-if", HOST_IF, "--remote", H2_IP]));
     h1.addr_up(HOST_IF, "172.18.1.2/24");
     // The tutorial's point-to-point setup on h2, with the kernel's vxlan.
@@ -279,8 +177,9 @@ fn interop_kernel_peer_point_to_point() {
     assert_ping(&h1.ns, "172.18.1.3", 3, &[&f1]);
     assert_ping(&h2.ns, "172.18.1.2", 3, &[&f1]);
 
-    assert_remote_entry(
-        &f1.fdb_show_json(),
+    assert_remote(
+        &rows(&f1.fdb_show_json()),
+        42,
         &h2.ns.mac(HOST_IF),
         H2_IP,
         "h1 (vxlan-fwd)",
@@ -304,34 +203,8 @@ fn iperf(
     fwds: &[&Forwarder],
     what: &str,
 ) -> Value {
-    let sip = server.ip.to_string();
-    let mut srv = server.ns.spawn("iperf3", ["-s", "-1", "-B", &sip]);
-    let listening = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        !server
-            .ns
-            .exec("ss", ["-Htln", "sport", "=", ":5201"])
-            .stdout
-            .trim()
-            .is_empty()
-    });
-    assert!(
-        listening,
-        "iperf3 server in {} did not listen: {}",
-        server.name,
-        srv.stderr()
-    );
-    let mut cargs = vec!["-c", &sip, "-t", "3", "-J", "--connect-timeout", "5000"];
-    if reverse {
-        cargs.push("-R");
-    }
-    let mut cmd = client.ns.command("iperf3");
-    cmd.args(&cargs);
-    let out = run_with_timeout(cmd, Duration::from_secs(30));
-    let srv_out = srv.wait(Duration::from_secs(5));
-    let diag = || {
-        let d: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
-        format!("client: {out}\nserver: {srv_out}\n{}", d.join("\n"))
-    };
+    let (out, srv_out) = iperf3(client, server, reverse);
+    let diag = || format!("client: {out}\nserver: {srv_out}\n{}", diagnostics(fwds));
     let report: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{what}: iperf3 did not print JSON ({e}):\n{}", diag()));
     assert!(
@@ -362,27 +235,21 @@ fn assert_full_size_ping(from: &Container, to: &Container, fwds: &[&Forwarder]) 
     .arg(to.ip.to_string());
     let out = run_with_timeout(cmd, Duration::from_secs(20));
     if !(out.success() && out.stdout.contains(" 0% packet loss")) {
-        let d: Vec<String> = fwds.iter().map(|f| f.diagnostics()).collect();
         panic!(
             "full-size DF ping {} -> {} failed: {out}\n{}",
             from.name,
             to.name,
-            d.join("\n")
+            diagnostics(fwds)
         );
     }
 }
 
 #[test]
 fn tcp_full_size_segments() {
-    let topo = Topology::seed("vxt-tcp-")
-        .container("c1", "h1", "veth0", "172.18.1.2")
-        .container("c2", "h2", "veth0", "172.18.1.3")
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
-    let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
-    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
+    let topo = Setup::default().two_hosts("vxt-tcp-");
+    let h2 = topo.host("h2");
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
+    let (f1, f2) = Setup::default().pair(&topo, &[], &[]);
     assert_ping(&c1.ns, "172.18.1.3", 2, &[&f1, &f2]);
 
     // vxlan-fwd <-> vxlan-fwd, both directions.
@@ -418,8 +285,7 @@ fn tcp_full_size_segments() {
     // vxlan-fwd <-> the kernel's vxlan (bridge setup on h2).
     let out = f2.stop();
     assert!(out.success(), "vxlan-fwd on h2 did not stop cleanly: {out}");
-    h2.add_kernel_vxlan(HOST_IF, H1_IP);
-    h2.add_bridge("br0", &[HOST_IF, "veth0"]);
+    Setup::default().kernel_bridge_peer(h2, "h1");
     assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
     iperf(c1, c2, false, &[&f1], "c1 -> c2 (kernel vxlan on h2)");
     iperf(c1, c2, true, &[&f1], "c2 -> c1 (kernel vxlan on h2)");
@@ -437,16 +303,11 @@ fn clean_teardown() {
     // The default on a veth uplink (no XDP: the TC program decapsulates),
     // then skb-mode XDP.
     for mode in ["auto", "generic"] {
-        let run_args = args(&[
-            "--host-if",
-            HOST_IF,
-            "--port",
-            "veth0",
-            "--remote",
-            H2_IP,
-            "--xdp-mode",
-            mode,
-        ]);
+        let run_args = Setup::default().peer_args(
+            "h1",
+            &["h1", "h2"],
+            &["--host-if", HOST_IF, "--xdp-mode", mode],
+        );
         teardown_round(&h1.ns, &run_args, mode == "generic");
     }
 }
@@ -567,46 +428,26 @@ fn assert_failed(out: &Output, what: &str, code: i32, needles: &[&str]) {
         "{what}: printed a ready line: {out}"
     );
     if code == 1 {
-        let lines: Vec<&str> = out
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert!(
-            lines.len() == 1 && lines[0].starts_with("vxlan-fwd: error: "),
-            "{what}: expected one `vxlan-fwd: error: ...` line on stderr: {out}"
-        );
+        assert_one_error_line(out, what);
     }
 }
 
 /// Asserts nothing of a forwarder is left in `ns`: no XDP on eth0, no host
 /// interface pair named `host_if`, no tc ingress filter on eth0 or veth0.
 fn assert_nothing_attached(ns: &NetNs, what: &str, host_if: &str) {
-    let details = uplink_details(ns);
-    assert!(
-        !details.contains("xdp"),
-        "{what}: XDP left on eth0:\n{details}"
-    );
+    let mut problems = leftovers(ns, &["eth0", "veth0"]);
     for dev in [host_if.to_owned(), format!("{host_if}-fwd")] {
-        assert!(!ns.has_link(&dev), "{what}: interface {dev} left behind");
+        if ns.has_link(&dev) {
+            problems.push(format!("interface {dev}"));
+        }
     }
-    for dev in ["eth0", "veth0"] {
-        let tc = ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
-        assert!(
-            tc.trim().is_empty(),
-            "{what}: tc ingress filters left on {dev}:\n{tc}"
-        );
-    }
+    assert!(problems.is_empty(), "{what}: left behind: {problems:#?}");
 }
 
 #[test]
 fn errors_are_clear() {
-    let topo = Topology::seed("vxt-err-")
-        .container("c1", "h1", "veth0", "172.18.1.2")
-        .container("c2", "h2", "veth0", "172.18.1.3")
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().two_hosts("vxt-err-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let timeout = Duration::from_secs(20);
     let start = |a: &[&str]| vxlan_fwd_timeout(&h1.ns, a, timeout);
 
@@ -643,14 +484,7 @@ fn errors_are_clear() {
         .ns
         .xdp_prog_id("eth0")
         .expect("foreign XDP program on eth0");
-    let out = start(&args(&[
-        "--host-if",
-        HOST_IF,
-        "--port",
-        "veth0",
-        "--remote",
-        H2_IP,
-    ]));
+    let out = start(&Setup::default().peer_args("h1", &["h1", "h2"], &["--host-if", HOST_IF]));
     assert_failed(&out, "foreign XDP program", 1, &["XDP", "eth0"]);
     assert_eq!(
         h1.ns.xdp_prog_id("eth0"),

@@ -12,19 +12,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vxlan_tests::{
-    Container, Topology,
+    Container, H3_IP, Topology,
     etcd::{Etcd, Pki},
     fdb_harness::{Capture, Fwd, TempDir, assert_connected, diag},
-    ping_result, wait_until,
+    ping_result,
+    scenario::{BuildChecked, C1_IP, C2_IP, C3_IP, Setup},
+    wait_until,
 };
 
 const ETCD_IP: &str = "192.168.57.1";
-const H3_IP: &str = "192.168.57.58";
-const H4_IP: &str = "192.168.57.62";
-const C1_IP: &str = "172.18.1.2";
-const C2_IP: &str = "172.18.1.3";
-const C3_IP: &str = "172.18.1.4";
-const C4_IP: &str = "172.18.1.5";
 /// The lease TTL the tests use (seconds).
 const TTL: u64 = 3;
 
@@ -44,19 +40,9 @@ fn lab(prefix: &str, hosts: usize) -> Lab {
 /// [`lab`]; `tls`: etcd over TLS with client certificates (made in the
 /// lab's directory).
 fn lab_with(prefix: &str, hosts: usize, tls: bool) -> Lab {
-    let ips = [
-        (vxlan_tests::H1_IP, C1_IP),
-        (vxlan_tests::H2_IP, C2_IP),
-        (H3_IP, C3_IP),
-        (H4_IP, C4_IP),
-    ];
-    let mut b = Topology::builder(prefix);
-    for (i, (h, c)) in ips.iter().take(hosts).enumerate() {
-        let (hn, cn) = (format!("h{}", i + 1), format!("c{}", i + 1));
-        b = b.host(&hn, h).container(&cn, &hn, "veth0", c);
-    }
-    let topo = b.build();
-    topo.check_underlay();
+    let topo = Setup::default()
+        .hosts_with_containers(prefix, hosts)
+        .build_checked();
     topo.switch
         .ip(["addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"]);
     let dir = TempDir::new(prefix);
@@ -74,20 +60,24 @@ impl Lab {
     fn fwd(&self, h: &str, extra: &[&str]) -> Fwd {
         let url = self.etcd.url();
         let ttl = TTL.to_string();
-        let mut args = vec![
-            "--iface",
-            "eth0",
-            "--vni",
-            "42",
-            "--port",
-            "veth0",
-            "--etcd",
-            &url,
-            "--etcd-ttl",
-            &ttl,
-        ];
+        let mut args =
+            Setup::default().args(&["--port", "veth0", "--etcd", &url, "--etcd-ttl", &ttl]);
         args.extend_from_slice(extra);
         Fwd::start(&self.topo.host(h).ns, &args, self.dir.path())
+    }
+
+    /// Forwarders on `h1`..`h<N>` with `extra` flags, returned once each
+    /// one's flood list is exactly the other hosts.
+    fn fleet<const N: usize>(&self, extra: &[&str]) -> [Fwd; N] {
+        let fwds: [Fwd; N] = std::array::from_fn(|i| self.fwd(&format!("h{}", i + 1), extra));
+        let setup = Setup::default();
+        let pairs: Vec<(&Fwd, &str)> = fwds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f, setup.host_ip(&format!("h{}", i + 1))))
+            .collect();
+        wait_flood_lists(&pairs);
+        fwds
     }
 
     fn c(&self, name: &str) -> &Container {
@@ -148,15 +138,8 @@ fn wait_flood_lists(fwds: &[(&Fwd, &str)]) {
 fn etcd_all_pairs_ping_without_remotes_or_learning() {
     vxlan_tests::require_root();
     let lab = lab("vxe-pairs-", 3);
-    let f1 = lab.fwd("h1", &["--no-learning"]);
-    let f2 = lab.fwd("h2", &["--no-learning"]);
-    let f3 = lab.fwd("h3", &["--no-learning"]);
+    let [f1, f2, f3] = lab.fleet(&["--no-learning"]);
     let all = [&f1, &f2, &f3];
-    wait_flood_lists(&[
-        (&f1, vxlan_tests::H1_IP),
-        (&f2, vxlan_tests::H2_IP),
-        (&f3, H3_IP),
-    ]);
     let cs = [("c1", C1_IP), ("c2", C2_IP), ("c3", C3_IP)];
     for (from, _) in cs {
         for (to, ip) in cs {
@@ -227,9 +210,7 @@ fn etcd_all_pairs_ping_without_remotes_or_learning() {
 fn etcd_arp_for_known_addresses_never_reaches_the_underlay() {
     vxlan_tests::require_root();
     let lab = lab("vxe-arp-", 2);
-    let f1 = lab.fwd("h1", &[]);
-    let f2 = lab.fwd("h2", &[]);
-    wait_flood_lists(&[(&f1, vxlan_tests::H1_IP), (&f2, vxlan_tests::H2_IP)]);
+    let [f1, f2] = lab.fleet(&[]);
     // c2's address becomes known (published with its IP).
     assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
     let mac2 = lab.c("c2").mac();
@@ -281,14 +262,7 @@ fn etcd_arp_for_known_addresses_never_reaches_the_underlay() {
 fn etcd_dead_hosts_are_forgotten_within_ttl() {
     vxlan_tests::require_root();
     let lab = lab("vxe-death-", 3);
-    let f1 = lab.fwd("h1", &[]);
-    let f2 = lab.fwd("h2", &[]);
-    let f3 = lab.fwd("h3", &[]);
-    wait_flood_lists(&[
-        (&f1, vxlan_tests::H1_IP),
-        (&f2, vxlan_tests::H2_IP),
-        (&f3, H3_IP),
-    ]);
+    let [f1, f2, f3] = lab.fleet(&[]);
     assert_connected(lab.c("c1"), C3_IP, 3, &[&f1, &f3]);
     assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
     let (mac2, mac3) = (lab.c("c2").mac(), lab.c("c3").mac());
@@ -340,9 +314,7 @@ fn etcd_dead_hosts_are_forgotten_within_ttl() {
 fn etcd_outage_keeps_forwarding_and_a_new_host_joins_after() {
     vxlan_tests::require_root();
     let mut lab = lab("vxe-outage-", 3);
-    let f1 = lab.fwd("h1", &["--no-learning"]);
-    let f2 = lab.fwd("h2", &["--no-learning"]);
-    wait_flood_lists(&[(&f1, vxlan_tests::H1_IP), (&f2, vxlan_tests::H2_IP)]);
+    let [f1, f2] = lab.fleet(&["--no-learning"]);
     assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
 
     lab.etcd.kill();
@@ -387,9 +359,7 @@ fn etcd_outage_keeps_forwarding_and_a_new_host_joins_after() {
 fn etcd_bad_values_are_skipped() {
     vxlan_tests::require_root();
     let lab = lab("vxe-bad-", 2);
-    let f1 = lab.fwd("h1", &[]);
-    let f2 = lab.fwd("h2", &[]);
-    wait_flood_lists(&[(&f1, vxlan_tests::H1_IP), (&f2, vxlan_tests::H2_IP)]);
+    let [f1, f2] = lab.fleet(&[]);
     let bad = [
         (
             "/vxlan-fwd/v1/vni/42/mac/zz:zz:zz:zz:zz:zz",
@@ -452,14 +422,7 @@ fn etcd_bad_values_are_skipped() {
 fn etcd_a_mac_that_moves_is_followed() {
     vxlan_tests::require_root();
     let lab = lab("vxe-move-", 3);
-    let f1 = lab.fwd("h1", &[]);
-    let f2 = lab.fwd("h2", &[]);
-    let f3 = lab.fwd("h3", &[]);
-    wait_flood_lists(&[
-        (&f1, vxlan_tests::H1_IP),
-        (&f2, vxlan_tests::H2_IP),
-        (&f3, H3_IP),
-    ]);
+    let [f1, f2, f3] = lab.fleet(&[]);
     assert_connected(lab.c("c1"), C2_IP, 3, &[&f1, &f2]);
     let mac = lab.c("c2").mac();
     let r = row_of(&f1, &mac).expect("c2 known on h1");
@@ -542,14 +505,7 @@ fn etcd_over_tls_with_client_certificates() {
 fn etcd_a_forwarder_that_was_away_catches_up() {
     vxlan_tests::require_root();
     let lab = lab("vxe-away-", 3);
-    let mut f1 = lab.fwd("h1", &[]);
-    let f2 = lab.fwd("h2", &[]);
-    let f3 = lab.fwd("h3", &[]);
-    wait_flood_lists(&[
-        (&f1, vxlan_tests::H1_IP),
-        (&f2, vxlan_tests::H2_IP),
-        (&f3, H3_IP),
-    ]);
+    let [mut f1, f2, f3] = lab.fleet(&[]);
     assert_connected(lab.c("c1"), C3_IP, 3, &[&f1, &f3]);
     let mac3 = lab.c("c3").mac();
     assert!(row_of(&f1, &mac3).is_some());

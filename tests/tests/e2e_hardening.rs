@@ -9,27 +9,23 @@
 //! Run as root, serially (`cargo xtask test -- e2e_hardening`, or the
 //! binary with `--test-threads=1` and `VXLAN_FWD_BIN`). Needs `tcpdump`.
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use vxlan_common::wire::{ETH_HLEN, OFF_IP, OFF_UDP, Outer};
+use vxlan_common::wire::{ETH_HLEN, OFF_IP, OFF_UDP};
 use vxlan_tests::{
     Forwarder, H1_IP, H2_IP, NetNs, Topology, fdb_find,
     hostile_net::{
         RawSender, collect_udp, fix_ip_checksum, parse_mac, udp_frame, udp_listener, vxlan_frame,
     },
-    ping_result,
+    inject::{FAKE_MAC, Injector, MARK_PORT},
+    ipv4, ping_result,
     process::Process,
+    scenario::{C1_IP, C2_IP, Pick, Setup},
+    traffic::iperf3,
     wait_until,
 };
 
-const C1_IP: &str = "172.18.1.2";
-const C2_IP: &str = "172.18.1.3";
 const VID: u16 = 100;
-const MARK_PORT: u16 = 9999;
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("IPv4 literal")
-}
 
 /// Pings until one reply came (warm-up: ARP, learning), then requires
 /// every reply of `count`.
@@ -151,8 +147,8 @@ fn tagged_frame(dst: [u8; 6], src: [u8; 6], from: &str, to: &str, marker: &str) 
     let mut f = udp_frame(
         dst,
         src,
-        ip(from),
-        ip(to),
+        ipv4(from),
+        ipv4(to),
         40_000,
         MARK_PORT,
         marker.as_bytes(),
@@ -177,22 +173,15 @@ fn vxlan_inner(f: &[u8]) -> Option<&[u8]> {
 
 #[test]
 fn vlan_tag_travels_inside_the_tunnel_both_ways() {
-    let topo = Topology::seed("vxhd-vlan-")
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let topo = Setup::default().two_hosts("vxhd-vlan-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
     let f1 = Forwarder::start(
         &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
+        &Setup::default().peer_args("h1", &["h1", "h2"], &[]),
     );
     // The kernel's vxlan and a bridge on h2 (the tutorial's setup).
-    h2.add_kernel_vxlan("vxlan0", H1_IP);
-    h2.add_bridge("br0", &["vxlan0", "veth0"]);
+    Setup::default().kernel_bridge_peer(h2, "h1");
     // Untagged connectivity, which also teaches both sides the MACs.
     assert_connected(&c1.ns, C2_IP, &f1);
     assert_connected(&c2.ns, C1_IP, &f1);
@@ -236,7 +225,7 @@ fn vlan_tag_travels_inside_the_tunnel_both_ways() {
                 let src_ip = if from_h1 { H1_IP } else { H2_IP };
                 vxlan_inner(f)
                     .is_some_and(|inner| tagged_100(inner) && contains(inner, marker.as_bytes()))
-                    && f[OFF_IP + 12..OFF_IP + 16] == ip(src_ip).octets()
+                    && f[OFF_IP + 12..OFF_IP + 16] == ipv4(src_ip).octets()
             });
             assert!(
                 found,
@@ -269,60 +258,24 @@ fn vlan_tag_travels_inside_the_tunnel_both_ways() {
 
 // -------------------------------------------------- injected from underlay
 
-/// Crafts VXLAN as h2 would send it to h1 and injects it from the switch's
-/// port towards h1.
-struct Injector {
-    raw: RawSender,
-    h1_mac: [u8; 6],
-    h2_mac: [u8; 6],
-    c1_mac: [u8; 6],
-}
-
-const FAKE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
-
-impl Injector {
-    fn outer(&self, src_ip: &str, tos: u8) -> Outer {
-        Outer {
-            src_mac: self.h2_mac,
-            dst_mac: self.h1_mac,
-            src_ip: ip(src_ip).octets(),
-            dst_ip: ip(H1_IP).octets(),
-            src_port: 50_000,
-            dst_port: 4789,
-            vni: 42,
-            ttl: 64,
-            tos,
-            ip_id: 7,
-        }
-    }
-
-    /// VXLAN from `src_ip` (outer TOS `tos`) carrying UDP from `inner_src`
-    /// (inner TOS `inner_tos`) to c1's listener, with `marker`.
-    fn frame(
-        &self,
-        src_ip: &str,
-        tos: u8,
-        inner_src: [u8; 6],
-        inner_tos: u8,
-        marker: &str,
-    ) -> Vec<u8> {
-        let mut inner = udp_frame(
-            self.c1_mac,
-            inner_src,
-            ip("172.18.1.99"),
-            ip(C1_IP),
-            40_000,
-            MARK_PORT,
-            marker.as_bytes(),
-        );
-        inner[ETH_HLEN + 1] = inner_tos;
-        let mut hdr: [u8; 20] = inner[ETH_HLEN..ETH_HLEN + 20].try_into().unwrap();
-        hdr[10] = 0;
-        hdr[11] = 0;
-        let c = vxlan_common::wire::ipv4_checksum(&hdr);
-        inner[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c);
-        vxlan_frame(&self.outer(src_ip, tos), &inner)
-    }
+/// VXLAN from `src_ip` (outer TOS `tos`) carrying UDP from `inner_src`
+/// (inner TOS `inner_tos`) to c1's listener, with `marker`.
+fn frame(
+    inj: &Injector,
+    src_ip: &str,
+    tos: u8,
+    inner_src: [u8; 6],
+    inner_tos: u8,
+    marker: &str,
+) -> Vec<u8> {
+    let mut inner = inj.udp_to_c1(inner_src, marker);
+    inner[ETH_HLEN + 1] = inner_tos;
+    let mut hdr: [u8; 20] = inner[ETH_HLEN..ETH_HLEN + 20].try_into().unwrap();
+    hdr[10] = 0;
+    hdr[11] = 0;
+    let c = vxlan_common::wire::ipv4_checksum(&hdr);
+    inner[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c);
+    vxlan_frame(&inj.outer(src_ip, 42, tos), &inner)
 }
 
 /// Sets a correct outer UDP checksum (or a wrong one when `wrong`).
@@ -359,21 +312,9 @@ fn crafted_frames_from_the_underlay_are_refused_and_counted() {
     let (h1, c1) = (topo.host("h1"), topo.container("c1"));
     // The allowed prefix covers h1's own address: only the source check
     // can stop a reflected frame.
-    let f1 = Forwarder::start(
-        &h1.ns,
-        &[
-            "--iface",
-            "eth0",
-            "--vni",
-            "42",
-            "--port",
-            "veth0",
-            "--remote",
-            H2_IP,
-            "--allow-remote",
-            "192.168.57.0/24",
-        ],
-    );
+    let run =
+        Setup::default().peer_args("h1", &["h1", "h2"], &["--allow-remote", "192.168.57.0/24"]);
+    let f1 = Forwarder::start(&h1.ns, &run);
     let c1_mac = c1.mac();
     // c1's MAC is learned on its port (its ARP requests are flooded).
     let learned = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
@@ -382,12 +323,7 @@ fn crafted_frames_from_the_underlay_are_refused_and_counted() {
     });
     assert!(learned, "c1 not learned on veth0:\n{}", f1.diagnostics());
 
-    let inj = Injector {
-        raw: RawSender::open(&topo.switch, "h1"),
-        h1_mac: parse_mac(&h1.ns.mac("eth0")),
-        h2_mac: parse_mac(&topo.host("h2").ns.mac("eth0")),
-        c1_mac: parse_mac(&c1_mac),
-    };
+    let inj = Injector::new(&topo);
     let sock = udp_listener(&c1.ns, MARK_PORT);
     let c1m = parse_mac(&c1_mac);
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
@@ -402,126 +338,33 @@ fn crafted_frames_from_the_underlay_are_refused_and_counted() {
         Edit,
         Result<(), &'static str>,
     );
+    // No edit of the crafted frame.
+    let none = || -> Edit { Box::new(|_| {}) };
+    #[rustfmt::skip]
     let cases: Vec<Case> = vec![
-        (
-            "positive control",
-            H2_IP,
-            0,
-            FAKE_MAC,
-            0,
-            Box::new(|_| {}),
-            Ok(()),
-        ),
-        (
-            "reflected: our own outer source, c1's MAC inside",
-            H1_IP,
-            0,
-            c1m,
-            0,
-            Box::new(|_| {}),
-            Err("drop_bad_outer_src"),
-        ),
-        (
-            "multicast outer source",
-            "224.0.0.5",
-            0,
-            c1m,
-            0,
-            Box::new(|_| {}),
-            Err("drop_bad_outer_src"),
-        ),
-        (
-            "0.0.0.0 outer source",
-            "0.0.0.0",
-            0,
-            c1m,
-            0,
-            Box::new(|_| {}),
-            Err("drop_bad_outer_src"),
-        ),
-        (
-            "another host's destination MAC",
-            H2_IP,
-            0,
-            FAKE_MAC,
-            0,
-            Box::new(|f: &mut Vec<u8>| f[..6].copy_from_slice(&[0x02, 0xbb, 0, 0, 0, 1])),
-            Err("drop_other_host"),
-        ),
-        (
-            "wrong non-zero UDP checksum",
-            H2_IP,
-            0,
-            FAKE_MAC,
-            0,
-            Box::new(|f: &mut Vec<u8>| set_udp_checksum(f, true)),
-            Err("drop_udp_csum"),
-        ),
-        (
-            "right non-zero UDP checksum",
-            H2_IP,
-            0,
-            FAKE_MAC,
-            0,
-            Box::new(|f: &mut Vec<u8>| set_udp_checksum(f, false)),
-            Ok(()),
-        ),
-        (
-            "multicast inner source MAC",
-            H2_IP,
-            0,
-            [0x01, 0, 0x5e, 0, 0, 1],
-            0,
-            Box::new(|_| {}),
-            Err("drop_bad_src_mac"),
-        ),
-        (
-            "all-zeros inner source MAC",
-            H2_IP,
-            0,
-            [0; 6],
-            0,
-            Box::new(|_| {}),
-            Err("drop_bad_src_mac"),
-        ),
-        (
-            "outer CE over Not-ECT",
-            H2_IP,
-            0x03,
-            FAKE_MAC,
-            0x00,
-            Box::new(|_| {}),
-            Err("drop_ecn"),
-        ),
-        (
-            "outer CE over ECT(0)",
-            H2_IP,
-            0x03,
-            FAKE_MAC,
-            0x02,
-            Box::new(|_| {}),
-            Ok(()),
-        ),
-        (
-            "positive control, again",
-            H2_IP,
-            0,
-            FAKE_MAC,
-            0,
-            Box::new(|_| {}),
-            Ok(()),
-        ),
+        ("positive control", H2_IP, 0, FAKE_MAC, 0, none(), Ok(())),
+        ("reflected: our own outer source, c1's MAC inside", H1_IP, 0, c1m, 0, none(), Err("drop_bad_outer_src")),
+        ("multicast outer source", "224.0.0.5", 0, c1m, 0, none(), Err("drop_bad_outer_src")),
+        ("0.0.0.0 outer source", "0.0.0.0", 0, c1m, 0, none(), Err("drop_bad_outer_src")),
+        ("another host's destination MAC", H2_IP, 0, FAKE_MAC, 0, Box::new(|f: &mut Vec<u8>| f[..6].copy_from_slice(&[0x02, 0xbb, 0, 0, 0, 1])), Err("drop_other_host")),
+        ("wrong non-zero UDP checksum", H2_IP, 0, FAKE_MAC, 0, Box::new(|f: &mut Vec<u8>| set_udp_checksum(f, true)), Err("drop_udp_csum")),
+        ("right non-zero UDP checksum", H2_IP, 0, FAKE_MAC, 0, Box::new(|f: &mut Vec<u8>| set_udp_checksum(f, false)), Ok(())),
+        ("multicast inner source MAC", H2_IP, 0, [0x01, 0, 0x5e, 0, 0, 1], 0, none(), Err("drop_bad_src_mac")),
+        ("all-zeros inner source MAC", H2_IP, 0, [0; 6], 0, none(), Err("drop_bad_src_mac")),
+        ("outer CE over Not-ECT", H2_IP, 0x03, FAKE_MAC, 0x00, none(), Err("drop_ecn")),
+        ("outer CE over ECT(0)", H2_IP, 0x03, FAKE_MAC, 0x02, none(), Ok(())),
+        ("positive control, again", H2_IP, 0, FAKE_MAC, 0, none(), Ok(())),
     ];
     let mut problems = Vec::new();
     for (i, (what, src, tos, smac, itos, edit, expect)) in cases.iter().enumerate() {
         let marker = format!("vxhd-case-{i}");
-        let mut f = inj.frame(src, *tos, *smac, *itos, &marker);
+        let mut f = frame(&inj, src, *tos, *smac, *itos, &marker);
         edit(&mut f);
-        if f[OFF_IP + 12..OFF_IP + 16] != ip(src).octets() {
+        if f[OFF_IP + 12..OFF_IP + 16] != ipv4(src).octets() {
             fix_ip_checksum(&mut f);
         }
         let before = f1.counters();
-        inj.raw.send(&f);
+        inj.send(&f, 1);
         let counted = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
             let now = f1.counters();
             let key = match expect {
@@ -565,18 +408,12 @@ fn crafted_frames_from_the_underlay_are_refused_and_counted() {
 /// super-packets): none is refused, and TCP keeps its throughput.
 #[test]
 fn udp_checksums_from_a_kernel_peer_are_accepted_and_tcp_flows() {
-    let topo = Topology::seed("vxhd-csum-")
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let topo = Setup::default().two_hosts("vxhd-csum-");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
     let f1 = Forwarder::start(
         &h1.ns,
-        &[
-            "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", H2_IP,
-        ],
+        &Setup::default().peer_args("h1", &["h1", "h2"], &[]),
     );
     #[rustfmt::skip]
     h2.ns.ip(["link", "add", "vxlan0", "type", "vxlan", "id", "42", "dstport", "4789",
@@ -590,7 +427,7 @@ fn udp_checksums_from_a_kernel_peer_are_accepted_and_tcp_flows() {
     let sw = underlay.frames();
     let from_h2: Vec<&Vec<u8>> = sw
         .iter()
-        .filter(|f| vxlan_inner(f).is_some() && f[OFF_IP + 12..OFF_IP + 16] == ip(H2_IP).octets())
+        .filter(|f| vxlan_inner(f).is_some() && f[OFF_IP + 12..OFF_IP + 16] == ipv4(H2_IP).octets())
         .collect();
     assert!(!from_h2.is_empty(), "no VXLAN from h2 captured");
     assert!(
@@ -601,21 +438,7 @@ fn udp_checksums_from_a_kernel_peer_are_accepted_and_tcp_flows() {
     );
 
     // TCP, c2 -> c1 (received through vxlan-fwd's decapsulation).
-    let sip = C1_IP;
-    let mut srv = c1.ns.spawn("iperf3", ["-s", "-1", "-B", sip]);
-    let listening = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        !c1.ns
-            .exec("ss", ["-Htln", "sport", "=", ":5201"])
-            .stdout
-            .trim()
-            .is_empty()
-    });
-    assert!(listening, "iperf3 server did not listen: {}", srv.stderr());
-    let out = c2.ns.exec(
-        "iperf3",
-        ["-c", sip, "-t", "3", "-J", "--connect-timeout", "5000"],
-    );
-    let _ = srv.wait(Duration::from_secs(5));
+    let (out, _) = iperf3(c2, c1, false);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "iperf3 did not print JSON ({e}): {out}\n{}",

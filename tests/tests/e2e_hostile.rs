@@ -13,47 +13,31 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use vxlan_common::{
     Counter,
-    wire::{ETH_HLEN, OFF_UDP, OFF_VXLAN, Outer},
+    wire::{ETH_HLEN, OFF_UDP, OFF_VXLAN},
 };
 use vxlan_tests::{
-    Forwarder, H1_IP, H2_IP, NetNs, Topology, bpf, fdb_find,
+    Forwarder, H2_IP, NetNs, Topology, bpf,
+    checks::{assert_ping, counters_delta, leftovers, ping_summary},
+    fdb_find,
     hostile_net::{
-        RawSender, collect_udp, drain_udp, fix_ip_checksum, fix_lengths, format_mac, http_get,
-        parse_mac, rx_packets, udp_frame, udp_listener, vxlan_frame,
+        collect_udp, drain_udp, fix_ip_checksum, fix_lengths, format_mac, http_get, rx_packets,
+        udp_listener, vxlan_frame,
     },
-    ping_strict,
+    inject::{FAKE_MAC, Injector, MARK_PORT},
     process::Process,
+    scenario::{BuildChecked, C1_IP, C2_IP, Pick, Setup, ZERO_MAC},
     wait_until,
 };
 
-const C1_IP: &str = "172.18.1.2";
-const C2_IP: &str = "172.18.1.3";
-/// Inner source of crafted frames: a "container" behind the remote VTEP.
-const FAKE_IP: &str = "172.18.1.99";
-const FAKE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x99];
-/// UDP port the listener in c1 counts datagrams on.
-const MARK_PORT: u16 = 9999;
 /// A VTEP address on the underlay that is not a configured remote.
 const SPOOF_IP: &str = "192.168.57.99";
-const ZERO_MAC: &str = "00:00:00:00:00:00";
-
-/// `--iface eth0 --vni 42` followed by `extra`.
-fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--iface", "eth0", "--vni", "42"];
-    v.extend_from_slice(extra);
-    v
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().expect("IPv4 literal")
-}
 
 // ---------------------------------------------------------------- counters
 
@@ -105,19 +89,6 @@ impl Snap {
     }
 }
 
-/// Nonzero changes from `a` to `b`.
-fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, i128> {
-    b.iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                i128::from(*v) - i128::from(a.get(k).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, d)| *d != 0)
-        .collect()
-}
-
 /// Polls `stats --json` until `cond` holds (at most `timeout`); returns
 /// whether it did.
 fn wait_stats(f: &Forwarder, timeout: Duration, cond: impl Fn(&Snap) -> bool) -> bool {
@@ -125,72 +96,6 @@ fn wait_stats(f: &Forwarder, timeout: Duration, cond: impl Fn(&Snap) -> bool) ->
 }
 
 // ----------------------------------------------------------------- frames
-
-/// Crafts frames as the remote VTEP h2 (or a spoofer) would send them to
-/// h1, and injects them from the switch's port towards h1.
-struct Injector {
-    raw: RawSender,
-    h1_mac: [u8; 6],
-    h2_mac: [u8; 6],
-    c1_mac: [u8; 6],
-}
-
-impl Injector {
-    fn new(topo: &Topology) -> Self {
-        let c1_mac = topo
-            .containers
-            .iter()
-            .find(|c| c.name == "c1")
-            .map_or([0x02, 0, 0, 0, 0, 0x01], |c| parse_mac(&c.mac()));
-        Self {
-            raw: RawSender::open(&topo.switch, "h1"),
-            h1_mac: parse_mac(&topo.host("h1").ns.mac("eth0")),
-            h2_mac: parse_mac(&topo.host("h2").ns.mac("eth0")),
-            c1_mac,
-        }
-    }
-
-    fn outer(&self, src_ip: &str, vni: u32) -> Outer {
-        Outer {
-            src_mac: self.h2_mac,
-            dst_mac: self.h1_mac,
-            src_ip: ip(src_ip).octets(),
-            dst_ip: ip(H1_IP).octets(),
-            src_port: 50_000,
-            dst_port: 4789,
-            vni,
-            ttl: 64,
-            tos: 0,
-            ip_id: 7,
-        }
-    }
-
-    /// Inner frame: UDP from the fake container to c1:MARK_PORT carrying
-    /// `marker`.
-    fn inner_to_c1(&self, marker: &str) -> Vec<u8> {
-        udp_frame(
-            self.c1_mac,
-            FAKE_MAC,
-            ip(FAKE_IP),
-            ip(C1_IP),
-            40_000,
-            MARK_PORT,
-            marker.as_bytes(),
-        )
-    }
-
-    /// A valid VXLAN frame (VNI 42) from `src_ip` with an inner UDP
-    /// datagram to c1 carrying `marker`.
-    fn valid(&self, src_ip: &str, marker: &str) -> Vec<u8> {
-        vxlan_frame(&self.outer(src_ip, 42), &self.inner_to_c1(marker))
-    }
-
-    fn send(&self, frame: &[u8], n: usize) {
-        for _ in 0..n {
-            self.raw.send(frame);
-        }
-    }
-}
 
 /// Datagrams from `got` that carry `marker`.
 fn count_marker(got: &[Vec<u8>], marker: &str) -> usize {
@@ -253,7 +158,10 @@ fn bad_input_on_the_uplink_is_dropped_and_counted() {
         .build();
     topo.check_underlay();
     let (h1, c1) = (topo.host("h1"), topo.container("c1"));
-    let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
+    let f1 = Forwarder::start(
+        &h1.ns,
+        &Setup::default().peer_args("h1", &["h1", "h2"], &[]),
+    );
     let inj = Injector::new(&topo);
     let c1_sock = udp_listener(&c1.ns, MARK_PORT);
     let h1_sock = udp_listener(&h1.ns, 4790);
@@ -425,8 +333,8 @@ fn bad_input_on_the_uplink_is_dropped_and_counted() {
         let rx_after = rx_packets(&c1.ns, "eth0");
         let mib_after = ip_mib(&h1.ns);
 
-        let dc = delta(&before.counters, &after.counters);
-        let dd = delta(&before.drops, &after.drops);
+        let dc = counters_delta(&before.counters, &after.counters);
+        let dd = counters_delta(&before.drops, &after.drops);
         let ctx = format!(
             "case `{}` ({} frame(s) of {} bytes, expected {:?}): counter changes {dc:?}, drop changes {dd:?}, \
              c1 eth0 rx packets +{}, datagrams in c1: {}, in h1 on 4790: {}\nframe: {:02x?}",
@@ -547,7 +455,7 @@ fn spoofed_vtep_is_dropped() {
         .build();
     topo.check_underlay();
     let (h1, c1) = (topo.host("h1"), topo.container("c1"));
-    let run = args(&["--port", "veth0", "--remote", H2_IP]);
+    let run = Setup::default().peer_args("h1", &["h1", "h2"], &[]);
     let f1 = Forwarder::start(&h1.ns, &run);
     let inj = Injector::new(&topo);
     let sock = udp_listener(&c1.ns, MARK_PORT);
@@ -567,7 +475,7 @@ fn spoofed_vtep_is_dropped() {
     let fdb = f1.fdb_show_json();
     let ctx = format!(
         "counter changes {:?}, c1 eth0 rx +{}, datagrams in c1 {}\n{}",
-        delta(&before.counters, &after.counters),
+        counters_delta(&before.counters, &after.counters),
         rx_after - rx_before,
         got.len(),
         f1.diagnostics()
@@ -614,7 +522,7 @@ fn spoofed_vtep_is_dropped() {
     let after = snap(&f1);
     let ctx = format!(
         "counter changes {:?}, datagrams in c1 {}\n{}",
-        delta(&before.counters, &after.counters),
+        counters_delta(&before.counters, &after.counters),
         got.len(),
         f1.diagnostics()
     );
@@ -646,25 +554,10 @@ fn spoofed_vtep_is_dropped() {
 
 #[test]
 fn learning_flood_respects_the_cap() {
-    let topo = Topology::seed("vxh-cap-")
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
-    let f1 = Forwarder::start(
-        &h1.ns,
-        &args(&["--port", "veth0", "--remote", H2_IP, "--max-fdb", "50"]),
-    );
-    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_strict(&c1.ns, C2_IP, 2);
-    assert!(
-        r.ok,
-        "ping before the flood: {}\n{}",
-        r.output,
-        f1.diagnostics()
-    );
+    let topo = Setup::default().two_hosts("vxh-cap-");
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
+    let (f1, f2) = Setup::default().pair(&topo, &["--max-fdb", "50"], &[]);
+    assert_ping(&c1.ns, C2_IP, 2, &[&f1]);
 
     let inj = Injector::new(&topo);
     let before = snap(&f1);
@@ -680,7 +573,7 @@ fn learning_flood_respects_the_cap() {
         inner.extend_from_slice(&src);
         inner.extend_from_slice(&0x88b5u16.to_be_bytes());
         inner.extend_from_slice(&[0x55; 46]);
-        inj.send(&vxlan_frame(&inj.outer(H2_IP, 42), &inner), 1);
+        inj.send(&vxlan_frame(&inj.outer(H2_IP, 42, 0), &inner), 1);
         if i % 50 == 49 {
             std::thread::sleep(Duration::from_millis(3));
         }
@@ -694,7 +587,7 @@ fn learning_flood_respects_the_cap() {
     let flooded = macs.iter().filter(|m| fdb_find(&fdb, m).is_some()).count();
     let ctx = format!(
         "counter changes {:?}; {} learned entries ({flooded} of the flood's MACs)\n{}",
-        delta(&before.counters, &after.counters),
+        counters_delta(&before.counters, &after.counters),
         learned.len(),
         f1.diagnostics()
     );
@@ -718,15 +611,7 @@ fn learning_flood_respects_the_cap() {
         f1.output_so_far()
     );
     for (from, to) in [(c1, C2_IP), (c2, C1_IP)] {
-        let r = ping_strict(&from.ns, to, 3);
-        assert!(
-            r.ok,
-            "ping {} -> {to} after the flood: {}\n{}\n{}",
-            from.name,
-            r.output,
-            f1.diagnostics(),
-            f2.diagnostics()
-        );
+        assert_ping(&from.ns, to, 3, &[&f1, &f2]);
     }
     eprintln!("learning flood: {ctx}");
 }
@@ -735,17 +620,14 @@ fn learning_flood_respects_the_cap() {
 
 #[test]
 fn pmtu_discovery() {
-    let topo = Topology::seed("vxh-mtu-")
+    let topo = Setup::default()
+        .hosts("vxh-mtu-", 2)
         .container_with_mtu("c1", "h1", "veth0", C1_IP, 1500)
         .container_with_mtu("c2", "h2", "veth0", C2_IP, 1500)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+        .build_checked();
     let c1 = topo.container("c1");
-    let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
-    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_strict(&c1.ns, C2_IP, 2);
-    assert!(r.ok, "small ping: {}\n{}", r.output, f1.diagnostics());
+    let (f1, f2) = Setup::default().pair(&topo, &[], &[]);
+    assert_ping(&c1.ns, C2_IP, 2, &[&f1]);
     assert_eq!(c1.ns.mtu("eth0"), 1500);
     let route = c1.ns.ip(["route", "get", C2_IP]);
     assert!(
@@ -761,7 +643,7 @@ fn pmtu_discovery() {
     let after = snap(&f1);
     let ctx = format!(
         "ping -M do -s 1472: {big}\nh1 counter changes {:?}\n{}\n{}",
-        delta(&before.counters, &after.counters),
+        counters_delta(&before.counters, &after.counters),
         f1.diagnostics(),
         f2.diagnostics()
     );
@@ -803,37 +685,15 @@ fn pmtu_discovery() {
 
 // -------------------------------------------------- 5. crash and adopt
 
-/// (transmitted, received) from ping's summary line.
-fn ping_summary(out: &str) -> Option<(u32, u32)> {
-    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
-    let nums: Vec<u32> = line
-        .split(',')
-        .filter_map(|p| p.split_whitespace().next()?.parse().ok())
-        .collect();
-    (nums.len() >= 2).then(|| (nums[0], nums[1]))
-}
-
 /// Panics unless nothing of a forwarder is left on `dev` in `ns`: no XDP,
 /// no ingress filter, no clsact qdisc.
 fn assert_dev_clean(ns: &NetNs, dev: &str, what: &str) {
-    if dev == "eth0" {
-        assert_eq!(ns.xdp_prog_id(dev), None, "{what}: XDP left on {dev}");
-        let details = ns.ip(["-d", "link", "show", "dev", dev]);
-        assert!(
-            !details.contains("xdp"),
-            "{what}: XDP left on {dev}:\n{details}"
-        );
-    }
-    let tc = ns.run("tc", ["filter", "show", "dev", dev, "ingress"]);
-    assert!(
-        tc.trim().is_empty(),
-        "{what}: tc ingress filters left on {dev}:\n{tc}"
-    );
+    let mut problems = leftovers(ns, &[dev]);
     let q = ns.run("tc", ["qdisc", "show", "dev", dev]);
-    assert!(
-        !q.contains("clsact"),
-        "{what}: clsact qdisc left on {dev}:\n{q}"
-    );
+    if q.contains("clsact") {
+        problems.push(format!("clsact qdisc on {dev}:\n{q}"));
+    }
+    assert!(problems.is_empty(), "{what}: left behind: {problems:#?}");
 }
 
 #[test]
@@ -857,38 +717,13 @@ fn crash_and_adopt_native_to_skb_mode_xdp() {
 }
 
 fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str, max_lost: u32) {
-    let topo = Topology::seed(prefix)
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
-    let run1 = args(&[
-        "--port",
-        "veth0",
-        "--remote",
-        H2_IP,
-        "--xdp-mode",
-        first_mode,
-    ]);
-    let run2 = args(&[
-        "--port",
-        "veth0",
-        "--remote",
-        H2_IP,
-        "--xdp-mode",
-        second_mode,
-    ]);
-    let f1 = Forwarder::start(&h1.ns, &run1);
-    let f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_strict(&c1.ns, C2_IP, 2);
-    assert!(
-        r.ok,
-        "ping before the crash: {}\n{}",
-        r.output,
-        f1.diagnostics()
-    );
+    let topo = Setup::default().two_hosts(prefix);
+    let h1 = topo.host("h1");
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
+    let setup = Setup::default();
+    let run2 = setup.peer_args("h1", &["h1", "h2"], &["--xdp-mode", second_mode]);
+    let (f1, f2) = setup.pair(&topo, &["--xdp-mode", first_mode], &[]);
+    assert_ping(&c1.ns, C2_IP, 2, &[&f1]);
     let (mac1, mac2) = (c1.mac(), c2.mac());
     let old_prog = h1
         .ns
@@ -993,8 +828,7 @@ fn crash_and_adopt_case(prefix: &str, first_mode: &str, second_mode: &str, max_l
         f1.diagnostics(),
         f2.diagnostics()
     );
-    let r = ping_strict(&c2.ns, C1_IP, 2);
-    assert!(r.ok, "ping c2 -> c1 after adoption: {}", r.output);
+    assert_ping(&c2.ns, C1_IP, 2, &[&f1, &f2]);
 
     // A clean stop removes everything, including what the killed instance
     // attached.
@@ -1042,24 +876,15 @@ fn prom_samples(body: &str) -> BTreeMap<String, u64> {
 
 #[test]
 fn stats_json_and_metrics_endpoint() {
-    let topo = Topology::seed("vxh-met-")
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().two_hosts("vxh-met-");
+    let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let port = 9464u16;
     let listen = format!("127.0.0.1:{port}");
-    let f1 = Forwarder::start(
-        &h1.ns,
-        &args(&["--port", "veth0", "--remote", H2_IP, "--metrics", &listen]),
-    );
-    let _f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
+    let (f1, _f2) = Setup::default().pair(&topo, &["--metrics", &listen], &[]);
 
     let s0 = snap(&f1);
-    let r = ping_strict(&c1.ns, C2_IP, 5);
-    assert!(r.ok, "ping: {}\n{}", r.output, f1.diagnostics());
+    assert_ping(&c1.ns, C2_IP, 5, &[&f1]);
     // Two spoofed frames, for a known drop count.
     let inj = Injector::new(&topo);
     inj.send(&inj.valid(SPOOF_IP, "vxh-metrics-spoofed"), 2);
@@ -1159,25 +984,13 @@ fn ebpf_log_lines(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn debug_log_flag() {
-    let topo = Topology::seed("vxh-dbg-")
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let topo = Setup::default().two_hosts("vxh-dbg-");
+    let h1 = topo.host("h1");
     let c1 = topo.container("c1");
-    let run = args(&["--port", "veth0", "--remote", H2_IP]);
-    let mut with = run.clone();
-    with.push("--debug-log");
-    let f1 = Forwarder::start(&h1.ns, &with);
-    let _f2 = Forwarder::start(&h2.ns, &args(&["--port", "veth0", "--remote", H1_IP]));
-    let r = ping_strict(&c1.ns, C2_IP, 3);
-    assert!(
-        r.ok,
-        "ping with --debug-log: {}\n{}",
-        r.output,
-        f1.diagnostics()
-    );
+    let setup = Setup::default();
+    let run = setup.peer_args("h1", &["h1", "h2"], &[]);
+    let (f1, _f2) = setup.pair(&topo, &["--debug-log"], &[]);
+    assert_ping(&c1.ns, C2_IP, 3, &[&f1]);
     let logged = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
         let err = f1.output_so_far().1;
         err.contains("xdp: action") || err.contains("tc uplink: action")
@@ -1190,13 +1003,7 @@ fn debug_log_flag() {
     assert!(out.success(), "stop: {out}");
 
     let f1 = Forwarder::start(&h1.ns, &run);
-    let r = ping_strict(&c1.ns, C2_IP, 3);
-    assert!(
-        r.ok,
-        "ping without --debug-log: {}\n{}",
-        r.output,
-        f1.diagnostics()
-    );
+    assert_ping(&c1.ns, C2_IP, 3, &[&f1]);
     std::thread::sleep(Duration::from_millis(500));
     let out = f1.stop();
     assert!(out.success(), "stop: {out}");

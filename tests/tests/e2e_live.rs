@@ -18,51 +18,36 @@ use std::{
 use serde_json::Value;
 use vxlan_tests::{
     Container, H1_IP, H2_IP, Topology,
-    fdb_harness::{FdbEntry, Fwd, TempDir, assert_connected, diag},
-    ping_result, wait_until,
+    checks::assert_no_ping,
+    fdb_checks::defaults,
+    fdb_harness::{Fwd, TempDir, assert_connected, diag},
+    ping_result,
+    scenario::{C1_IP, C2_IP, Pick, Setup},
+    wait_until,
 };
-
-const C1_IP: &str = "172.18.1.2";
-const C2_IP: &str = "172.18.1.3";
 
 /// The seed's forwarder arguments: uplink eth0, VNI 42, port veth0, one
 /// remote.
-fn vtep(remote: &str) -> [&str; 8] {
-    [
-        "--iface", "eth0", "--vni", "42", "--port", "veth0", "--remote", remote,
-    ]
+fn vtep(remote: &str) -> Vec<&str> {
+    Setup::default().args(&["--port", "veth0", "--remote", remote])
 }
 
-/// Forwarders on h1 and h2 of [`two_hosts`], each with the other as its
+/// The two-host set-up (namespaces `vxl-<tag>-*`) and a state directory
+/// for its forwarders.
+fn lab(tag: &str) -> (TempDir, Topology) {
+    let topo = Setup::default().two_hosts(&format!("vxl-{tag}-"));
+    (TempDir::new(tag), topo)
+}
+
+/// Forwarders on h1 and h2 of [`Setup::two_hosts`], each with the other as its
 /// remote.
 fn start_pair(topo: &Topology, dir: &TempDir) -> (Fwd, Fwd) {
-    let f1 = Fwd::start(&topo.host("h1").ns, &vtep(H2_IP), dir.path());
-    let f2 = Fwd::start(&topo.host("h2").ns, &vtep(H1_IP), dir.path());
-    (f1, f2)
+    Setup::default().pair_fwd(topo, dir, &[], &[])
 }
 
-/// Two hosts, c1 on h1 (veth0) and c2 on h2 (veth0).
-fn two_hosts(prefix: &str) -> Topology {
-    let topo = Topology::seed(prefix)
-        .container("c1", "h1", "veth0", C1_IP)
-        .container("c2", "h2", "veth0", C2_IP)
-        .build();
-    topo.check_underlay();
-    topo
-}
-
-/// No reply at all.
+/// No reply at all to 3 pings.
 fn assert_not_connected(from: &Container, ip: &str, why: &str, fwds: &[&Fwd]) {
-    let r = ping_result(&from.ns, ip, 3);
-    if r.received != 0 {
-        panic!(
-            "ping {} -> {ip} got {} replies, but {why}:\n{}\n{}",
-            from.name,
-            r.received,
-            r.output,
-            diag(fwds)
-        );
-    }
+    assert_no_ping(&from.ns, ip, 3, why, fwds);
 }
 
 /// `vxlan-fwd <args> --json` parsed.
@@ -99,23 +84,12 @@ fn assert_fails(f: &Fwd, args: &[&str], needle: &str) {
     );
 }
 
-fn defaults(entries: &[FdbEntry], vni: u32) -> Vec<String> {
-    let mut v: Vec<String> = entries
-        .iter()
-        .filter(|e| e.is_default() && e.vni == vni)
-        .filter_map(|e| e.dst.map(|d| d.to_string()))
-        .collect();
-    v.sort();
-    v
-}
-
 // ------------------------------------------------------------ commands
 
 #[test]
 fn runtime_vnis_and_ports() {
-    let dir = TempDir::new("rtv");
-    let topo = two_hosts("vxl-rtv-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let (dir, topo) = lab("rtv");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     // h1 starts as an empty VTEP: no VNI, no port.
     let f1 = Fwd::start(&h1.ns, &["--iface", "eth0"], dir.path());
@@ -206,8 +180,7 @@ fn runtime_vnis_and_ports() {
 
 #[test]
 fn container_restart_is_reattached() {
-    let dir = TempDir::new("rea");
-    let topo = two_hosts("vxl-rea-");
+    let (dir, topo) = lab("rea");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let (f1, f2) = start_pair(&topo, &dir);
@@ -261,8 +234,7 @@ fn container_restart_is_reattached() {
 
 #[test]
 fn uplink_mtu_change_reaches_path_mtu() {
-    let dir = TempDir::new("mtu");
-    let topo = two_hosts("vxl-mtu-");
+    let (dir, topo) = lab("mtu");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let (f1, f2) = start_pair(&topo, &dir);
@@ -301,8 +273,7 @@ fn uplink_mtu_change_reaches_path_mtu() {
 
 #[test]
 fn uplink_deleted_stops_with_one_line() {
-    let dir = TempDir::new("upd");
-    let topo = two_hosts("vxl-upd-");
+    let (dir, topo) = lab("upd");
     let h1 = topo.host("h1");
     let f1 = Fwd::start(&h1.ns, &vtep(H2_IP), dir.path());
     assert!(h1.ns.tc_ingress_prog_id("veth0", "vxlan_tc_port").is_some());
@@ -345,9 +316,8 @@ fn config_text(vnis: &[(u32, &[&str], &[&str])]) -> String {
 
 #[test]
 fn reload_applies_the_difference_without_loss() {
-    let dir = TempDir::new("rld");
-    let topo = two_hosts("vxl-rld-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let (dir, topo) = lab("rld");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
     let path = dir.write("h1.toml", &config_text(&[(42, &["veth0"], &[H2_IP])]));
     let path_s = path.to_string_lossy().into_owned();
@@ -445,22 +415,11 @@ fn configuration_is_the_truth_across_stop_and_kill() {
         .container("c2", "h2", "veth0", C2_IP)
         .build();
     topo.check_underlay();
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let c1 = topo.container("c1");
-    let two = [
-        "--iface",
-        "eth0",
-        "--vni",
-        "42",
-        "--port",
-        "veth0",
-        "--port",
-        "veth1",
-        "--remote",
-        H2_IP,
-        "--remote",
-        "192.168.57.52",
-    ];
+    #[rustfmt::skip]
+    let two = Setup::default().args(&["--port", "veth0", "--port", "veth1", "--remote", H2_IP,
+                                      "--remote", "192.168.57.52"]);
     let one = vtep(H2_IP);
     let f2 = Fwd::start(&h2.ns, &vtep(H1_IP), dir.path());
     for how in ["SIGINT", "SIGKILL"] {
@@ -514,8 +473,7 @@ fn configuration_is_the_truth_across_stop_and_kill() {
 
 #[test]
 fn files_of_gone_namespaces_are_removed() {
-    let dir = TempDir::new("gone");
-    let topo = two_hosts("vxl-gone-");
+    let (dir, topo) = lab("gone");
     let h1 = topo.host("h1");
     // A namespace that no longer exists (no inode 1 is a namespace), and
     // a file of an older version.
@@ -552,8 +510,7 @@ fn files_of_gone_namespaces_are_removed() {
 
 #[test]
 fn sd_notify_ready_reloading_stopping() {
-    let dir = TempDir::new("sdn");
-    let topo = two_hosts("vxl-sdn-");
+    let (dir, topo) = lab("sdn");
     let h1 = topo.host("h1");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("binding the notify socket");
@@ -606,8 +563,7 @@ fn sd_notify_ready_reloading_stopping() {
 
 #[test]
 fn control_socket_is_root_only_and_single_instance() {
-    let dir = TempDir::new("ctl");
-    let topo = two_hosts("vxl-ctl-");
+    let (dir, topo) = lab("ctl");
     let h1 = topo.host("h1");
     let args = vtep(H2_IP);
     let f1 = Fwd::start(&h1.ns, &args, dir.path());
@@ -644,9 +600,8 @@ fn control_socket_is_root_only_and_single_instance() {
 
 #[test]
 fn a_watcher_that_stops_reading_stalls_nothing() {
-    use vxlan_tests::fdb_harness::{experimental_frame, random_unicast_macs, send_raw_frames};
-    let dir = TempDir::new("slw");
-    let topo = two_hosts("vxl-slw-");
+    use vxlan_tests::{fdb_harness::send_raw_frames, traffic::flood_frames};
+    let (dir, topo) = lab("slw");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let f1 = Fwd::start(
@@ -676,11 +631,7 @@ fn a_watcher_that_stops_reading_stalls_nothing() {
     let mut first = [0u8; 16];
     let _ = stuck.read(&mut first);
     // 30,000 learn events (new source MACs from c1).
-    let frames: Vec<Vec<u8>> = random_unicast_macs(30_000)
-        .iter()
-        .map(|src| experimental_frame([0xff; 6], *src))
-        .collect();
-    send_raw_frames(c1.ns.name(), "eth0", frames).expect("sending the frames");
+    send_raw_frames(c1.ns.name(), "eth0", flood_frames(30_000)).expect("sending the frames");
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
             f1.counter("learn") >= 20_000
@@ -710,8 +661,7 @@ fn metrics_bound_before_attach_and_bounded() {
     use std::net::{SocketAddr, TcpListener, TcpStream};
 
     use vxlan_tests::hostile_net::{http_get, in_netns};
-    let dir = TempDir::new("met");
-    let topo = two_hosts("vxl-met-");
+    let (dir, topo) = lab("met");
     let h1 = topo.host("h1");
     let listen = format!("{H1_IP}:9465");
     let addr: SocketAddr = listen.parse().unwrap();
@@ -782,7 +732,7 @@ fn metrics_bound_before_attach_and_bounded() {
 
 #[test]
 fn tenant_limits_per_vni_and_port() {
-    use vxlan_tests::fdb_harness::{experimental_frame, random_unicast_macs, send_raw_frames};
+    use vxlan_tests::{fdb_harness::send_raw_frames, traffic::flood_frames};
     let dir = TempDir::new("lim");
     let topo = Topology::seed("vxl-lim-")
         .container("c1", "h1", "veth0", C1_IP)
@@ -790,7 +740,7 @@ fn tenant_limits_per_vni_and_port() {
         .build();
     topo.check_underlay();
     let h1 = topo.host("h1");
-    let (c1, c3) = (topo.container("c1"), topo.container("c3"));
+    let [c1, c3] = topo.pick_containers(["c1", "c3"]);
     let config = format!(
         "iface = \"eth0\"\n\n[[vni]]\nid = 42\nports = [\"veth0\"]\nremotes = [\"{H2_IP}\"]\n\
          max_fdb = 100\nbum_pps = 200\n\n[[vni]]\nid = 43\nports = [\"veth1\"]\nremotes = \
@@ -804,22 +754,18 @@ fn tenant_limits_per_vni_and_port() {
             .filter(|e| e.vni == vni && !e.permanent)
             .count()
     };
+    // Whether VNI `vni` comes to hold exactly `n` learned entries.
+    let learns = |vni: u32, n: usize| {
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            learned(vni) == n
+        })
+    };
 
     // VNI 42: 1000 broadcast frames from new source MACs at once.
-    let frames = |n: usize| -> Vec<Vec<u8>> {
-        random_unicast_macs(n)
-            .iter()
-            .map(|src| experimental_frame([0xff; 6], *src))
-            .collect()
-    };
     let before = f1.counters();
-    send_raw_frames(c1.ns.name(), "eth0", frames(1000)).expect("sending to VNI 42");
+    send_raw_frames(c1.ns.name(), "eth0", flood_frames(1000)).expect("sending to VNI 42");
     assert!(
-        wait_until(
-            Duration::from_secs(5),
-            Duration::from_millis(100),
-            || learned(42) == 100
-        ),
+        learns(42, 100),
         "VNI 42 learned {} (its cap is 100):\n{}",
         learned(42),
         f1.diagnostics()
@@ -837,13 +783,9 @@ fn tenant_limits_per_vni_and_port() {
     assert_eq!(d("drop_bum_rate") + d("tx_flood_copy"), 1000, "{after:?}");
 
     // VNI 43 still learns (positive control), up to its port's cap.
-    send_raw_frames(c3.ns.name(), "eth0", frames(200)).expect("sending to VNI 43");
+    send_raw_frames(c3.ns.name(), "eth0", flood_frames(200)).expect("sending to VNI 43");
     assert!(
-        wait_until(
-            Duration::from_secs(5),
-            Duration::from_millis(100),
-            || learned(43) == 50
-        ),
+        learns(43, 50),
         "VNI 43 learned {} (its port's cap is 50):\n{}",
         learned(43),
         f1.diagnostics()
@@ -852,7 +794,7 @@ fn tenant_limits_per_vni_and_port() {
     // A second later the BUM budget is back.
     std::thread::sleep(Duration::from_millis(1100));
     let before = f1.counters();
-    send_raw_frames(c1.ns.name(), "eth0", frames(10)).expect("sending to VNI 42");
+    send_raw_frames(c1.ns.name(), "eth0", flood_frames(10)).expect("sending to VNI 42");
     let after = f1.counters();
     assert_eq!(
         after["tx_flood_copy"] - before["tx_flood_copy"],
@@ -865,10 +807,9 @@ fn tenant_limits_per_vni_and_port() {
 
 #[test]
 fn a_remote_vteps_new_mac_is_followed() {
-    let dir = TempDir::new("nmac");
-    let topo = two_hosts("vxl-nmac-");
-    let (h1, h2) = (topo.host("h1"), topo.host("h2"));
-    let (c1, c2) = (topo.container("c1"), topo.container("c2"));
+    let (dir, topo) = lab("nmac");
+    let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
+    let [c1, c2] = topo.pick_containers(["c1", "c2"]);
     let (f1, f2) = start_pair(&topo, &dir);
     assert_connected(c1, C2_IP, 3, &[&f1, &f2]);
     // h2's uplink gets a new MAC; h1's kernel still knows the old one
@@ -922,8 +863,7 @@ fn a_remote_vteps_new_mac_is_followed() {
 #[test]
 fn state_files_are_private_and_never_follow_links() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = TempDir::new("stf");
-    let topo = two_hosts("vxl-stf-");
+    let (dir, topo) = lab("stf");
     let h1 = topo.host("h1");
     let c1 = topo.container("c1");
     let args = vtep(H2_IP);
