@@ -72,7 +72,8 @@ fn point_to_point_host_if() {
     assert_ne!(fdb1, fdb2, "h1 and h2 show the same FDB");
     for (fdb, own, whose) in [(&fdb1, H1_IP, "h1"), (&fdb2, H2_IP, "h2")] {
         assert!(
-            !fdb.iter().any(|e| e.dst.is_some_and(|d| d.to_string() == own)),
+            !fdb.iter()
+                .any(|e| e.dst.is_some_and(|d| d.to_string() == own)),
             "{whose}'s FDB has an entry pointing at its own address {own}: {fdb:#?}"
         );
     }
