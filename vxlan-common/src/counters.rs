@@ -129,6 +129,9 @@ counters! {
     /// Port: an ARP request for an address in the control plane's table,
     /// answered on the port itself instead of flooded (ARP suppression).
     ArpSuppressed = "arp_suppressed",
+    /// Port: ICMPv6 "Packet Too Big" sent back for a too-big IPv6 frame
+    /// (path MTU discovery of inner IPv6 senders).
+    TxIcmp6TooBig = "tx_icmp6_too_big",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

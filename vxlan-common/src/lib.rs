@@ -8,6 +8,7 @@
 
 pub mod counters;
 pub mod wire;
+pub mod wire6;
 
 pub use counters::Counter;
 

@@ -1,4 +1,5 @@
-//! Outer UDP checksum verification, for XDP and TC.
+//! Outer UDP checksum verification, for XDP and TC; the ICMPv6 checksum of
+//! a Packet Too Big built on a port.
 //!
 //! The datagram is copied in chunks of 512 bytes into a per-CPU scratch
 //! buffer (`bpf_xdp_load_bytes` / `bpf_skb_load_bytes`, which also read an
@@ -58,6 +59,45 @@ pub fn udp4_ok<F: Frame>(
         return None;
     }
     Some(fold(sum as u64) == 0xffff)
+}
+
+/// The ICMPv6 checksum field's bytes for the `len`-byte ICMPv6 message at
+/// offset `off` of the frame (its checksum field zero), from `src` to
+/// `dst`. `None` when it cannot be read.
+#[inline(always)]
+pub fn icmp6<F: Frame>(
+    f: &F,
+    off: usize,
+    len: usize,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> Option<[u8; 2]> {
+    if len > 0xffff {
+        return None;
+    }
+    let l = (len as u16).to_be_bytes();
+    let mut pseudo = u64::from(u32::from_le_bytes([0, 0, l[0], l[1]]))
+        + u64::from(u32::from_le_bytes([0, 0, 0, 58]));
+    let mut i = 0;
+    while i < 16 {
+        pseudo += u64::from(u32::from_le_bytes([
+            src[i],
+            src[i + 1],
+            src[i + 2],
+            src[i + 3],
+        ])) + u64::from(u32::from_le_bytes([
+            dst[i],
+            dst[i + 1],
+            dst[i + 2],
+            dst[i + 3],
+        ]));
+        i += 4;
+    }
+    let sum = sum::<F>(f.raw(), off as u32, len as u32, u32::from(fold(pseudo)));
+    if sum < 0 {
+        return None;
+    }
+    Some((!fold(sum as u64)).to_le_bytes())
 }
 
 /// One's complement sum (unfolded, or negative on failure) of `len` bytes

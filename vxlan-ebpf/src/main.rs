@@ -35,6 +35,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
+use vxlan_common::Counter;
 
 use crate::stats::count;
 
@@ -92,7 +93,13 @@ pub fn vxlan_tc_uplink(ctx: TcContext) -> i32 {
 pub fn vxlan_tc_port(ctx: TcContext) -> i32 {
     // Only drops are logged here: logging every outcome after the flood
     // loops multiplies the verifier's states past its limit.
-    match encap::run(&ctx) {
+    let outcome = match encap::run(&ctx) {
+        // Too big for the tunnel, from an IPv6 sender: the Packet Too Big is
+        // built here, outside `run`'s stack frame.
+        Err(Counter::TxIcmp6TooBig) => pmtu::reject6(&ctx),
+        other => other,
+    };
+    match outcome {
         Ok(action) => action,
         Err(reason) => {
             count(reason);

@@ -1,9 +1,11 @@
 //! Path MTU: frames that would not fit the uplink once encapsulated are
 //! dropped and counted; for an IPv4 sender that set DF, an ICMP
-//! "fragmentation needed" goes back with the overlay MTU (uplink − 50), as
-//! the kernel's vxlan does, so its path MTU discovery converges.
+//! "fragmentation needed" goes back with the overlay MTU (uplink − 50), and
+//! for an IPv6 sender an ICMPv6 "Packet Too Big", as the kernel's vxlan does
+//! (`skb_tunnel_check_pmtu`), so its path MTU discovery converges.
 
 use aya_ebpf::{
+    bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     helpers::{bpf_redirect, bpf_skb_change_tail},
     programs::TcContext,
 };
@@ -13,9 +15,13 @@ use vxlan_common::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, IPV4_HLEN, OVERHEAD, icmp_error_allowed,
         icmp_frag_needed,
     },
+    wire6::{
+        ICMP6_PACKET_TOO_BIG, IPPROTO_ICMPV6, IPV6_HLEN, IPV6_MIN_MTU, PTB_HDR_LEN,
+        PTB_PAYLOAD_LEN, PTB_QUOTE, icmp6_error_allowed,
+    },
 };
 
-use crate::stats::count;
+use crate::{csum, maps::config, stats::count};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -59,10 +65,15 @@ pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16, extra: usize) -> bool 
 }
 
 /// Drops a too-big frame; for IPv4 with DF (and no IP options), turns it
-/// into the ICMP "fragmentation needed" and sends that back out of the
-/// port it came from.
+/// into the ICMP "fragmentation needed", for IPv6 into the ICMPv6 "Packet
+/// Too Big", and sends that back out of the port it came from.
 #[inline(always)]
 pub fn reject(ctx: &TcContext, cfg: &Config, proto: u16, in_ifindex: u32) -> Result<i32, Counter> {
+    if proto == ETH_P_IPV6 {
+        // Built by the program's entry point with [`reject6`], outside this
+        // call chain: the verifier limits a chain's stack to 512 bytes.
+        return Err(Counter::TxIcmp6TooBig);
+    }
     if proto != ETH_P_IP {
         return Err(Counter::DropTooBig);
     }
@@ -82,6 +93,80 @@ pub fn reject(ctx: &TcContext, cfg: &Config, proto: u16, in_ifindex: u32) -> Res
     ctx.store(0, &icmp, 0).map_err(|_| Counter::DropTooBig)?;
     count(Counter::DropTooBig);
     count(Counter::TxIcmpFragNeeded);
+    // SAFETY: plain helper call.
+    Ok(unsafe { bpf_redirect(in_ifindex, 0) } as i32)
+}
+
+/// The IPv6 half of [`reject`], called by the port program's entry point
+/// when [`reject`] asked for it (`Err(Counter::TxIcmp6TooBig)`): the frame
+/// is cut to the quote (its first 1232 bytes of IPv6: what fits the minimum
+/// MTU with the new headers), 48 bytes of room are opened after its
+/// Ethernet header for the new IPv6 and ICMPv6 headers, and the checksum
+/// is summed over the message in place. Back to the sender's MAC from the
+/// MAC it sent to, hop limit of the original, as the kernel's
+/// `iptunnel_pmtud_build_icmpv6`. Not sent when the overlay MTU is
+/// below the IPv6 minimum (the sender could not use it), as the kernel's
+/// `iptunnel_pmtud_check_icmpv6`. Sent back out of the port it came from.
+#[inline(never)]
+pub fn reject6(ctx: &TcContext) -> Result<i32, Counter> {
+    let cfg = config().ok_or(Counter::DropTooBig)?;
+    // SAFETY: reading a field of our skb context.
+    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mtu = cfg.uplink_mtu.saturating_sub(OVERHEAD);
+    if mtu < IPV6_MIN_MTU || (ctx.len() as usize) < ETH_HLEN + PTB_QUOTE {
+        return Err(Counter::DropTooBig);
+    }
+    let orig: [u8; ETH_HLEN + IPV6_HLEN] = ctx.load(0).map_err(|_| Counter::DropTooBig)?;
+    let next: [u8; 8] = ctx
+        .load(ETH_HLEN + IPV6_HLEN)
+        .map_err(|_| Counter::DropTooBig)?;
+    if !icmp6_error_allowed(&orig, &next) {
+        return Err(Counter::DropTooBig);
+    }
+    let hop = orig[ETH_HLEN + 7];
+    // SAFETY: helper calls on our own skb; they also drop GSO state (the
+    // reply is one small packet).
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (ETH_HLEN + PTB_QUOTE) as u32, 0) } != 0 {
+        return Err(Counter::DropTooBig);
+    }
+    ctx.adjust_room((PTB_HDR_LEN - ETH_HLEN) as i32, BPF_ADJ_ROOM_MAC, 0)
+        .map_err(|_| Counter::DropTooBig)?;
+    // Written field by field from the packet (the original headers are
+    // still in front of the quote): whole header arrays on the stack would
+    // not fit the program's 512 bytes along this call chain.
+    let e = |_| Counter::DropTooBig;
+    let (to, from): ([u8; 6], [u8; 6]) = (ctx.load(0).map_err(e)?, ctx.load(6).map_err(e)?);
+    ctx.store(0, &from, 0).map_err(e)?;
+    ctx.store(6, &to, 0).map_err(e)?;
+    let quote = PTB_HDR_LEN;
+    let (src, dst): ([u8; 16], [u8; 16]) = (
+        ctx.load(quote + 8).map_err(e)?,
+        ctx.load(quote + 24).map_err(e)?,
+    );
+    let ip = ETH_HLEN;
+    let len = (PTB_PAYLOAD_LEN as u16).to_be_bytes();
+    ctx.store(
+        ip,
+        &[0x60u8, 0, 0, 0, len[0], len[1], IPPROTO_ICMPV6, hop],
+        0,
+    )
+    .map_err(e)?;
+    // From the original destination (so the sender's socket takes it) to the
+    // original source.
+    ctx.store(ip + 8, &dst, 0).map_err(e)?;
+    ctx.store(ip + 24, &src, 0).map_err(e)?;
+    let icmp = ip + IPV6_HLEN;
+    let m = mtu.to_be_bytes();
+    ctx.store(
+        icmp,
+        &[ICMP6_PACKET_TOO_BIG, 0, 0, 0, m[0], m[1], m[2], m[3]],
+        0,
+    )
+    .map_err(e)?;
+    let c = csum::icmp6(ctx, icmp, PTB_PAYLOAD_LEN, &src, &dst).ok_or(Counter::DropTooBig)?;
+    ctx.store(icmp + 2, &c, 0).map_err(e)?;
+    count(Counter::DropTooBig);
+    count(Counter::TxIcmp6TooBig);
     // SAFETY: plain helper call.
     Ok(unsafe { bpf_redirect(in_ifindex, 0) } as i32)
 }
