@@ -25,8 +25,8 @@ where
         return None;
     }
     std::thread::spawn(move || {
-        // SAFETY: plain syscall; CLONE_NEWNET only affects this thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        // CLONE_NEWNET only affects this thread.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
