@@ -40,16 +40,21 @@
 //! assert!(ping(&topo.container("c1").ns, "172.18.1.3", 3));
 //! ```
 
+#[cfg(feature = "datapath")]
 pub mod bpf;
 pub mod etcd;
 
 pub mod fdb_harness;
+#[cfg(feature = "datapath")]
+pub mod fixture;
 pub mod forwarder;
+pub mod frames;
 pub mod hostile_net;
 pub mod netns;
 pub mod process;
 pub mod topo;
 pub mod util;
+#[cfg(feature = "datapath")]
 pub mod xdp;
 
 pub use forwarder::{Forwarder, fdb_find, vxlan_fwd, vxlan_fwd_bin};
