@@ -100,7 +100,10 @@ pub fn private_netns(lo_mac: Option<[u8; 6]>, veths: &[Veth<'_>]) -> Result<Vec<
     cmds += "link set lo up\n";
     for v in veths {
         let mtu = v.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
-        cmds += &format!("link add {}{mtu} type veth peer name {}{mtu}\n", v.name, v.peer);
+        cmds += &format!(
+            "link add {}{mtu} type veth peer name {}{mtu}\n",
+            v.name, v.peer
+        );
         if let Some(mac) = v.mac {
             cmds += &format!("link set {} address {}\n", v.name, format_mac(&mac));
         }
@@ -269,7 +272,9 @@ impl Datapath {
     /// frame).
     pub fn counters(&self) -> Result<Vec<u64>> {
         let n = Counter::ALL.len();
-        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("possible CPUs")?;
+        let ncpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("possible CPUs")?;
         let mut keys = vec![0u32; n];
         let mut vals = vec![0u64; n * ncpus];
         let mut out_batch = 0u32;

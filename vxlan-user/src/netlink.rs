@@ -278,17 +278,26 @@ impl Netlink {
     /// Sets the link administratively up (`ip link set dev X up`).
     pub async fn set_up(&self, index: u32) -> anyhow::Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
+        self.change_link(msg, || format!("failed to set ifindex {index} up"))
+            .await
+    }
+
+    /// Sends one link change (`RTM_SETLINK`); `what` says what failed.
+    async fn change_link(
+        &self,
+        msg: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
         ack(self.handle.link().change(msg).execute())
             .await
-            .with_context(|| format!("failed to set ifindex {index} up"))
+            .with_context(what)
     }
 
     /// Sets the MTU of a link.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> anyhow::Result<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        ack(self.handle.link().change(msg).execute())
+        self.change_link(msg, || format!("failed to set the MTU of ifindex {index}"))
             .await
-            .with_context(|| format!("failed to set the MTU of ifindex {index}"))
     }
 
     /// Sets the XDP program of a link through netlink (`IFLA_XDP`): `fd`
@@ -313,9 +322,10 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index)
             .append_extra_attribute(LinkAttribute::Xdp(nlas))
             .build();
-        ack(self.handle.link().change(msg).execute())
-            .await
-            .with_context(|| format!("setting the XDP program of ifindex {index}"))
+        self.change_link(msg, || {
+            format!("setting the XDP program of ifindex {index}")
+        })
+        .await
     }
 
     /// How many tc filters a link has on its ingress and egress hooks.
@@ -410,9 +420,10 @@ impl Netlink {
                 vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
             )]))
             .build();
-        ack(self.handle.link().change(msg).execute())
-            .await
-            .with_context(|| format!("failed to set IPv6 addrgenmode none on ifindex {index}"))
+        self.change_link(msg, || {
+            format!("failed to set IPv6 addrgenmode none on ifindex {index}")
+        })
+        .await
     }
 
     /// Route lookup (RTM_GETROUTE for a /32, like `ip route get`): returns
@@ -486,11 +497,9 @@ impl Netlink {
             .flags(NeighbourFlags::Use)
             .replace()
             .execute();
-        ack(request)
-            .await
-            .with_context(|| {
-                format!("failed to trigger ARP resolution of {ip} on ifindex {ifindex}")
-            })
+        ack(request).await.with_context(|| {
+            format!("failed to trigger ARP resolution of {ip} on ifindex {ifindex}")
+        })
     }
 
     /// Link-layer address of a neighbour if the kernel has a valid

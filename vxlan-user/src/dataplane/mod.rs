@@ -1090,6 +1090,16 @@ impl Dataplane {
     // -----------------------------------------------------------------
     // Derived tables
 
+    /// ALLOWED's keys now: (prefix length, `allow_data`).
+    fn allowed_keys(&self) -> BTreeSet<(u32, [u8; 8])> {
+        self.maps
+            .allowed
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect()
+    }
+
     /// ALLOWED = for each VNI: its default remotes and static remote
     /// entries (/32), and the `allow_remote` prefixes.
     pub fn sync_allowed(&mut self) {
@@ -1107,13 +1117,7 @@ impl Dataplane {
                 want.insert((32 + 32, allow_data(*vni, r.octets())));
             }
         }
-        let have: BTreeSet<(u32, [u8; 8])> = self
-            .maps
-            .allowed
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .collect();
+        let have = self.allowed_keys();
         for (len, data) in have.difference(&want) {
             let _ = self.maps.allowed.remove(&Key::new(*len, *data));
         }

@@ -287,13 +287,7 @@ fn config_runtime_journal_and_links() {
         let pb = idx(&fresh, "pb").unwrap();
         let p = fresh.maps.ports.get(&pb, 0).unwrap();
         assert_eq!((p.max_learned, p.bum_pps), (0, 0));
-        let allowed: std::collections::BTreeSet<(u32, [u8; 8])> = fresh
-            .maps
-            .allowed
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .collect();
+        let allowed = fresh.allowed_keys();
         assert!(allowed.contains(&(48, vxlan_common::allow_data(42, [10, 9, 0, 0]))));
         assert!(!allowed.contains(&(56, vxlan_common::allow_data(42, [10, 8, 0, 0]))));
         assert!(allowed.contains(&(56, vxlan_common::allow_data(43, [10, 8, 0, 0]))));

@@ -21,14 +21,14 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::lpm_trie::Key;
 use serde::Serialize;
 use vxlan_common::{
-    CFG_F_LEARNING, CFG_F_TC_DECAP, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey,
-    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data,
-    wire::Outer,
+    CFG_F_LEARNING, CFG_F_TC_DECAP, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey, NeighEntry,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::Outer,
 };
 use vxlan_tests::{
     fixture::{
-        C1_MAC, C2_MAC, DSTPORT, Datapath, LOCAL, Prog, REMOTE, REMOTE_MAC, RawXdp, TC_ACT_REDIRECT,
-        TC_ACT_SHOT, UPLINK_MAC, VNI, Veth, XDP_DROP, XDP_PASS, config, private_netns,
+        C1_MAC, C2_MAC, DSTPORT, Datapath, LOCAL, Prog, REMOTE, REMOTE_MAC, RawXdp,
+        TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_MAC, VNI, Veth, XDP_DROP, XDP_PASS, config,
+        private_netns,
     },
     frames::{C1_IP, C2_IP, arp_request, inner_udp, vxlan_frame},
 };
@@ -100,62 +100,71 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
     let devs = private_devs()?;
     let mut cases = Vec::new();
     let frames = Frames::new();
+    let (vxlan, inner, arp) = (
+        &frames.vxlan[..],
+        &frames.inner_to_remote[..],
+        &frames.arp[..],
+    );
+    let runs = params.runs;
 
     // The floor, both ways.
     let floor = Floor(RawXdp::load(XDP_DROP, "xdp_floor")?);
-    let (ns, runs) = floor.per_call(&frames.vxlan, params.runs)?;
+    let (ns, done) = floor.per_call(vxlan, runs)?;
     cases.push(Case {
         key: "floor_xdp_drop".into(),
         what: "floor: XDP program `return XDP_DROP`, one run per call (as the cases below)".into(),
         ns,
-        runs,
-        retval: 1,
+        runs: done,
+        retval: XDP_DROP,
     });
-    let ns = floor.repeated(&frames.vxlan, params.runs)?;
     cases.push(Case {
         key: "floor_xdp_drop_repeat".into(),
-        what: format!("floor: same program, repeat={} in one call", params.runs),
-        ns,
-        runs: params.runs,
-        retval: 1,
+        what: format!("floor: same program, repeat={runs} in one call"),
+        ns: floor.repeated(vxlan, runs)?,
+        runs,
+        retval: XDP_DROP,
     });
     drop(floor);
 
     let mut dp = Dp::new(&devs, None)?;
-    cases.push(dp.case(
-        "xdp_decap",
-        "XDP decap, known unicast (to a local port)",
-        &frames.vxlan,
-        Prog::Xdp,
-        XDP_PASS,
-        params.runs,
-    )?);
-    cases.push(dp.case(
-        "tc_decap",
-        "TC decap (no XDP: the default on veth uplinks), known unicast",
-        &frames.vxlan,
-        Prog::TcUplink,
-        TC_ACT_REDIRECT,
-        params.runs,
-    )?);
-    cases.push(dp.case(
-        "tc_encap",
-        "TC encap, known unicast (to a remote VTEP)",
-        &frames.inner_to_remote,
-        Prog::TcPort,
-        TC_ACT_REDIRECT,
-        params.runs,
-    )?);
+    dp.cases(
+        &mut cases,
+        runs,
+        [
+            (
+                "xdp_decap".into(),
+                "XDP decap, known unicast (to a local port)".into(),
+                vxlan,
+                Prog::Xdp,
+                XDP_PASS,
+            ),
+            (
+                "tc_decap".into(),
+                "TC decap (no XDP: the default on veth uplinks), known unicast".into(),
+                vxlan,
+                Prog::TcUplink,
+                TC_ACT_REDIRECT,
+            ),
+            (
+                "tc_encap".into(),
+                "TC encap, known unicast (to a remote VTEP)".into(),
+                inner,
+                Prog::TcPort,
+                TC_ACT_REDIRECT,
+            ),
+        ],
+    )?;
     for n in [1usize, 8, 64] {
         dp.set_remotes(n)?;
-        cases.push(dp.case(
-            &format!("tc_flood_{n}"),
-            &format!("TC flood (ARP broadcast) to {n} remote(s), no local copy"),
-            &frames.arp,
+        let what = format!("TC flood (ARP broadcast) to {n} remote(s), no local copy");
+        let case = (
+            format!("tc_flood_{n}"),
+            what,
+            arp,
             Prog::TcPort,
             TC_ACT_SHOT,
-            params.runs,
-        )?);
+        );
+        dp.cases(&mut cases, runs, [case])?;
     }
     drop(dp);
 
@@ -163,43 +172,26 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
     // with real traffic (learning refreshes, the entries' own fields).
     let mut dp = Dp::new(&devs, None)?;
     dp.unpin()?;
-    dp.warm(&frames.vxlan, Prog::Xdp)?;
-    dp.warm(&frames.inner_to_remote, Prog::TcPort)?;
-    for (key, what, frame, which, expect) in [
-        (
-            "xdp_decap_learned",
-            "XDP decap, known unicast, learned entries",
-            &frames.vxlan,
-            Prog::Xdp,
-            XDP_PASS,
-        ),
-        (
-            "tc_decap_learned",
-            "TC decap, known unicast, learned entries",
-            &frames.vxlan,
-            Prog::TcUplink,
-            TC_ACT_REDIRECT,
-        ),
-        (
-            "tc_encap_learned",
-            "TC encap, known unicast, learned entries",
-            &frames.inner_to_remote,
-            Prog::TcPort,
-            TC_ACT_REDIRECT,
-        ),
-    ] {
-        cases.push(dp.case(key, what, frame, which, expect, params.runs)?);
-    }
+    dp.warm(vxlan, Prog::Xdp)?;
+    dp.warm(inner, Prog::TcPort)?;
+    dp.cases(
+        &mut cases,
+        runs,
+        known_unicast("_learned", "learned entries", &frames),
+    )?;
     // What the anti-spoofing trie lookup costs: the same without it.
     dp.any_sender()?;
-    cases.push(dp.case(
-        "xdp_decap_learned_any_sender",
-        "XDP decap, learned entries, VNI open to any sender (no ALLOWED lookup)",
-        &frames.vxlan,
-        Prog::Xdp,
-        XDP_PASS,
-        params.runs,
-    )?);
+    dp.cases(
+        &mut cases,
+        runs,
+        [(
+            "xdp_decap_learned_any_sender".into(),
+            "XDP decap, learned entries, VNI open to any sender (no ALLOWED lookup)".into(),
+            vxlan,
+            Prog::Xdp,
+            XDP_PASS,
+        )],
+    )?;
     drop(dp);
 
     for &size in &params.fdb_sizes {
@@ -209,33 +201,45 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
             super::max_fdb_for(size).unwrap_or(vxlan_common::DEFAULT_MAX_FDB) + FDB_STATIC_RESERVE;
         let mut dp = Dp::new(&devs, Some(capacity))?;
         dp.fill(size)?;
-        let label = super::scale_label(size);
-        cases.push(dp.case(
-            &format!("xdp_decap_fdb_{size}"),
-            &format!("XDP decap, known unicast, FDB {label}"),
-            &frames.vxlan,
-            Prog::Xdp,
-            XDP_PASS,
-            params.runs,
-        )?);
-        cases.push(dp.case(
-            &format!("tc_decap_fdb_{size}"),
-            &format!("TC decap, known unicast, FDB {label}"),
+        let label = format!("FDB {}", super::scale_label(size));
+        let list = known_unicast(&format!("_fdb_{size}"), &label, &frames);
+        dp.cases(&mut cases, runs, list)?;
+    }
+    Ok(cases)
+}
+
+/// One case: key, description, frame, program, expected action.
+type CaseSpec<'a> = (String, String, &'a [u8], Prog, u32);
+
+/// XDP decap, TC decap and TC encap of known unicast, keys with `suffix`,
+/// descriptions ending with `label`.
+fn known_unicast<'a>(suffix: &str, label: &str, frames: &'a Frames) -> [CaseSpec<'a>; 3] {
+    let case = |key: &str, what: &str, frame: &'a [u8], which, expect| {
+        (
+            format!("{key}{suffix}"),
+            format!("{what}, known unicast, {label}"),
+            frame,
+            which,
+            expect,
+        )
+    };
+    [
+        case("xdp_decap", "XDP decap", &frames.vxlan, Prog::Xdp, XDP_PASS),
+        case(
+            "tc_decap",
+            "TC decap",
             &frames.vxlan,
             Prog::TcUplink,
             TC_ACT_REDIRECT,
-            params.runs,
-        )?);
-        cases.push(dp.case(
-            &format!("tc_encap_fdb_{size}"),
-            &format!("TC encap, known unicast, FDB {label}"),
+        ),
+        case(
+            "tc_encap",
+            "TC encap",
             &frames.inner_to_remote,
             Prog::TcPort,
             TC_ACT_REDIRECT,
-            params.runs,
-        )?);
-    }
-    Ok(cases)
+        ),
+    ]
 }
 
 struct Frames {
@@ -417,16 +421,17 @@ impl Dp {
             .map(drop)
     }
 
-    fn case(
+    /// Measures `list`, `runs` runs each, into `out`.
+    fn cases<'a>(
         &mut self,
-        key: &str,
-        what: &str,
-        frame: &[u8],
-        which: Prog,
-        expect: u32,
+        out: &mut Vec<Case>,
         runs: u64,
-    ) -> Result<Case> {
-        self.run_case(key, what, frame, which, Some(expect), runs)
+        list: impl IntoIterator<Item = CaseSpec<'a>>,
+    ) -> Result<()> {
+        for (key, what, frame, which, expect) in list {
+            out.push(self.run_case(&key, &what, frame, which, Some(expect), runs)?);
+        }
+        Ok(())
     }
 
     fn run_case(
