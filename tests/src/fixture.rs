@@ -83,9 +83,9 @@ impl<'a> Veth<'a> {
     }
 }
 
-/// Moves the calling thread into a network namespace of its own with `lo`
-/// up (with MAC `lo_mac`, if given) and the veth pairs `veths`; returns
-/// the ifindex of each pair's `name` end.
+/// Moves the calling thread into a network namespace of its own, without
+/// IPv6, with `lo` up (with MAC `lo_mac`, if given) and the veth pairs
+/// `veths`; returns the ifindex of each pair's `name` end.
 ///
 /// `lo_mac`: a TC program's test-run skb is received on `lo`; with the
 /// uplink's MAC, frames to the uplink MAC are PACKET_HOST there, not
@@ -93,6 +93,11 @@ impl<'a> Veth<'a> {
 pub fn private_netns(lo_mac: Option<[u8; 6]>, veths: &[Veth<'_>]) -> Result<Vec<u32>> {
     // CLONE_NEWNET only affects this thread.
     unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    // No IPv6: nothing but the programs' copies leaves the devices (no
+    // DAD, router or MLD solicitations), so a capture sees only those.
+    for f in ["all", "default"] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
+    }
     let mut cmds = String::new();
     if let Some(mac) = lo_mac {
         cmds += &format!("link set lo address {}\n", format_mac(&mac));

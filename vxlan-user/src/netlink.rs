@@ -171,18 +171,8 @@ impl Netlink {
     /// there is no such link in this namespace.
     pub async fn link_by_name(&self, name: &str) -> anyhow::Result<LinkInfo> {
         check_ifname(name)?;
-        let request = self.handle.link().get().match_name(name).execute();
-        let reply = timed(async {
-            futures::pin_mut!(request);
-            request.try_next().await.map_err(nl_error)
-        })
-        .await;
-        match reply {
-            Ok(Some(msg)) => Ok(link_info(msg)),
-            Ok(None) => bail!("interface '{name}' not found"),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => bail!("interface '{name}' not found"),
-            Err(e) => Err(e.context(format!("failed to look up interface '{name}'"))),
-        }
+        let request = self.handle.link().get().match_name(name);
+        link_reply(request, || format!("interface '{name}'")).await
     }
 
     /// Looks a link up by interface index.
@@ -190,20 +180,8 @@ impl Netlink {
         if index == 0 {
             bail!("invalid interface index 0");
         }
-        let request = self.handle.link().get().match_index(index).execute();
-        let reply = timed(async {
-            futures::pin_mut!(request);
-            request.try_next().await.map_err(nl_error)
-        })
-        .await;
-        match reply {
-            Ok(Some(msg)) => Ok(link_info(msg)),
-            Ok(None) => bail!("interface with index {index} not found"),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => {
-                bail!("interface with index {index} not found")
-            }
-            Err(e) => Err(e.context(format!("failed to look up interface index {index}"))),
-        }
+        let request = self.handle.link().get().match_index(index);
+        link_reply(request, || format!("interface with index {index}")).await
     }
 
     /// Lists all links of this network namespace.
@@ -769,6 +747,26 @@ async fn timed<T>(request: impl Future<Output = anyhow::Result<T>>) -> anyhow::R
              decode; see the netlink_proto log target)"
             ))
         })
+}
+
+/// The one link `request` asks for; `which` names it in the errors
+/// (`{which} not found`, `failed to look up {which}`).
+async fn link_reply(
+    request: rtnetlink::LinkGetRequest,
+    which: impl Fn() -> String,
+) -> anyhow::Result<LinkInfo> {
+    let request = request.execute();
+    let reply = timed(async {
+        futures::pin_mut!(request);
+        request.try_next().await.map_err(nl_error)
+    })
+    .await;
+    match reply {
+        Ok(Some(msg)) => Ok(link_info(msg)),
+        Ok(None) => bail!("{} not found", which()),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => bail!("{} not found", which()),
+        Err(e) => Err(e.context(format!("failed to look up {}", which()))),
+    }
 }
 
 /// Sends one request whose only answer is an acknowledgement.
