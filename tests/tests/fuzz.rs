@@ -1355,6 +1355,41 @@ struct Tally {
     group_copies: u64,
 }
 
+impl Tally {
+    /// Counts run `r` of program `name`: `None` when the kernel refused
+    /// the frame, as it must when `refused` (with `quiet`: and nothing
+    /// moved or left a device); else its action and output.
+    fn run<'a>(
+        &mut self,
+        r: &'a Run,
+        name: &str,
+        refused: bool,
+        quiet: bool,
+    ) -> Result<Option<(&'a u32, &'a Vec<u8>)>, Fail> {
+        if refused {
+            ensure!(
+                r.result.is_err(),
+                format!("{name}: test_run accepted a frame it should refuse"),
+                "expected EINVAL"
+            );
+            ensure!(
+                !quiet || (r.delta.iter().all(|d| *d == 0) && r.copies.is_empty()),
+                format!("{name}: counters moved or frames sent without a run"),
+                ""
+            );
+            self.einval += 1;
+            return Ok(None);
+        }
+        let (action, out) = match &r.result {
+            Ok((a, o)) => (a, o),
+            Err(e) => return Err((format!("{name}: BPF_PROG_TEST_RUN failed"), e.clone())),
+        };
+        self.runs += 1;
+        *self.actions.entry(*action).or_default() += 1;
+        Ok(Some((action, out)))
+    }
+}
+
 impl Lab {
     fn set_cfg_flags(&mut self, flags: u32) {
         self.dp.set_cfg_flags(flags).unwrap();
@@ -1480,21 +1515,9 @@ impl Lab {
     /// (padding gone, ECN as RFC 6040 says).
     fn check_tc_decap(&self, r: &Run, t: &mut Tally) -> Result<(), Fail> {
         let f = &r.input;
-        if skb_refused(f) {
-            ensure!(
-                r.result.is_err(),
-                "tc_decap: test_run accepted a frame it should refuse",
-                "expected EINVAL"
-            );
-            t.einval += 1;
+        let Some((action, out)) = t.run(r, "tc_decap", skb_refused(f), false)? else {
             return Ok(());
-        }
-        let (action, out) = match &r.result {
-            Ok(x) => x,
-            Err(e) => return Err(("tc_decap: BPF_PROG_TEST_RUN failed".into(), e.clone())),
         };
-        t.runs += 1;
-        *t.actions.entry(*action).or_default() += 1;
         let mut outcome = None;
         for (i, d) in r.delta.iter().enumerate() {
             let c = Counter::ALL[i];
@@ -1562,26 +1585,9 @@ impl Lab {
             "xdp: a frame left a device",
             "XDP test runs send nothing"
         );
-        if f.len() < ETH_HLEN {
-            ensure!(
-                r.result.is_err(),
-                "xdp: test_run accepted a frame below 14 bytes",
-                "expected EINVAL"
-            );
-            ensure!(
-                r.delta.iter().all(|d| *d == 0),
-                "xdp: counters moved without a run",
-                ""
-            );
-            t.einval += 1;
+        let Some((action, out)) = t.run(r, "xdp", f.len() < ETH_HLEN, true)? else {
             return Ok(());
-        }
-        let (action, out) = match &r.result {
-            Ok(x) => x,
-            Err(e) => return Err(("xdp: BPF_PROG_TEST_RUN failed".into(), e.clone())),
         };
-        t.runs += 1;
-        *t.actions.entry(*action).or_default() += 1;
         ensure!(
             *action == XDP_PASS || *action == XDP_DROP,
             format!("xdp: action {}", action_name(Prog::Xdp, *action)),
@@ -1789,26 +1795,9 @@ impl Lab {
     /// The invariants of `vxlan_tc_port` for one run.
     fn check_tc_port(&self, r: &Run, t: &mut Tally) -> Result<(), Fail> {
         let f = &r.input;
-        if skb_refused(f) {
-            ensure!(
-                r.result.is_err(),
-                "tc_port: test_run accepted a frame it should refuse",
-                "expected EINVAL"
-            );
-            ensure!(
-                r.delta.iter().all(|d| *d == 0) && r.copies.is_empty(),
-                "tc_port: counters moved or frames sent without a run",
-                ""
-            );
-            t.einval += 1;
+        let Some((action, out)) = t.run(r, "tc_port", skb_refused(f), true)? else {
             return Ok(());
-        }
-        let (action, out) = match &r.result {
-            Ok(x) => x,
-            Err(e) => return Err(("tc_port: BPF_PROG_TEST_RUN failed".into(), e.clone())),
         };
-        t.runs += 1;
-        *t.actions.entry(*action).or_default() += 1;
         let an = action_name(Prog::TcPort, *action);
 
         let Some(&(vni, _)) = self.ports.get(&r.ifindex) else {
@@ -2078,21 +2067,9 @@ impl Lab {
             "tc_uplink: counters moved or frames sent without metadata",
             ""
         );
-        if skb_refused(&r.input) {
-            ensure!(
-                r.result.is_err(),
-                "tc_uplink: test_run accepted a frame it should refuse",
-                ""
-            );
-            t.einval += 1;
+        let Some((action, out)) = t.run(r, "tc_uplink", skb_refused(&r.input), false)? else {
             return Ok(());
-        }
-        let (action, out) = match &r.result {
-            Ok(x) => x,
-            Err(e) => return Err(("tc_uplink: BPF_PROG_TEST_RUN failed".into(), e.clone())),
         };
-        t.runs += 1;
-        *t.actions.entry(*action).or_default() += 1;
         ensure!(
             *action == TC_ACT_UNSPEC,
             format!(
