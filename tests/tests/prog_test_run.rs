@@ -264,52 +264,47 @@ fn xdp_drops_i_flag_clear_and_truncated() {
 
 type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
 
+/// A damage case: what, the counter it must be counted under, the damage.
+fn case(
+    what: &'static str,
+    counter: Counter,
+    damage: impl Fn(&mut Vec<u8>) + 'static,
+) -> (&'static str, Mutation, Counter) {
+    (what, Box::new(damage), counter)
+}
+
 /// Damaged outer IPv4/UDP headers, each with the counter it must be
 /// dropped under (by XDP and by TC decapsulation alike).
 fn bad_outer_headers() -> Vec<(&'static str, Mutation, Counter)> {
     vec![
-        (
-            "bad checksum",
-            Box::new(|f| f[OFF_IP + 10] ^= 0xff),
-            Counter::DropIpChecksum,
-        ),
-        (
+        case("bad checksum", Counter::DropIpChecksum, |f| {
+            f[OFF_IP + 10] ^= 0xff
+        }),
+        case(
             "total length beyond the frame",
-            Box::new(|f| {
+            Counter::DropIpLength,
+            |f| {
                 f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&2000u16.to_be_bytes());
                 fix_ip_checksum(f);
-            }),
-            Counter::DropIpLength,
+            },
         ),
-        (
-            "TTL 0",
-            Box::new(|f| {
-                f[OFF_IP + 8] = 0;
-                fix_ip_checksum(f);
-            }),
-            Counter::DropIpTtl,
-        ),
-        (
-            "UDP length inconsistent",
-            Box::new(|f| f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)),
-            Counter::DropUdpLength,
-        ),
-        (
-            "IHL below 5",
-            Box::new(|f| f[OFF_IP] = 0x44),
-            Counter::DropIpMalformed,
-        ),
-        (
-            "IPv4 options",
-            Box::new(|f| {
-                // 4 bytes of options (NOPs + EOL) inserted after the header.
-                f[OFF_IP] = 0x46;
-                f.splice(OFF_UDP..OFF_UDP, [1, 1, 1, 0]);
-                let l = (f.len() - OFF_IP) as u16;
-                f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&l.to_be_bytes());
-            }),
-            Counter::DropIpOptions,
-        ),
+        case("TTL 0", Counter::DropIpTtl, |f| {
+            f[OFF_IP + 8] = 0;
+            fix_ip_checksum(f);
+        }),
+        case("UDP length inconsistent", Counter::DropUdpLength, |f| {
+            f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)
+        }),
+        case("IHL below 5", Counter::DropIpMalformed, |f| {
+            f[OFF_IP] = 0x44
+        }),
+        case("IPv4 options", Counter::DropIpOptions, |f| {
+            // 4 bytes of options (NOPs + EOL) inserted after the header.
+            f[OFF_IP] = 0x46;
+            f.splice(OFF_UDP..OFF_UDP, [1, 1, 1, 0]);
+            let l = (f.len() - OFF_IP) as u16;
+            f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&l.to_be_bytes());
+        }),
     ]
 }
 
@@ -704,47 +699,29 @@ fn tc_decap_floods_broadcast_and_trims_padding() {
 fn tc_decap_validates_exactly_like_xdp() {
     let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
     let mut cases: Vec<(&str, Mutation, Counter)> = vec![
-        ("good", Box::new(|_| {}), Counter::RxDecap),
-        (
-            "I flag clear",
-            Box::new(|f| f[OFF_VXLAN] = 0),
-            Counter::DropVxlanFlags,
-        ),
-        (
-            "unknown VNI",
-            Box::new(|f| f[OFF_VXLAN + 6] ^= 0x40),
-            Counter::DropUnknownVni,
-        ),
-        (
-            "spoofed sender",
-            Box::new(|f| {
-                f[OFF_IP + 15] = 99;
-                fix_ip_checksum(f);
-            }),
-            Counter::DropSpoofed,
-        ),
-        (
-            "inner Ethernet cut",
-            Box::new(|f| {
-                f.truncate(OFF_INNER + 10);
-                fix_lengths(f);
-                f.resize(f.len() + 20, 0);
-            }),
-            Counter::DropInnerTruncated,
-        ),
-        (
-            "another UDP port: not ours",
-            Box::new(|f| f[OFF_UDP + 3] ^= 1),
-            Counter::RxPass,
-        ),
-        (
-            "a fragment: the kernel's",
-            Box::new(|f| {
-                f[OFF_IP + 6] = 0x20;
-                fix_ip_checksum(f);
-            }),
-            Counter::RxPass,
-        ),
+        case("good", Counter::RxDecap, |_| {}),
+        case("I flag clear", Counter::DropVxlanFlags, |f| {
+            f[OFF_VXLAN] = 0
+        }),
+        case("unknown VNI", Counter::DropUnknownVni, |f| {
+            f[OFF_VXLAN + 6] ^= 0x40
+        }),
+        case("spoofed sender", Counter::DropSpoofed, |f| {
+            f[OFF_IP + 15] = 99;
+            fix_ip_checksum(f);
+        }),
+        case("inner Ethernet cut", Counter::DropInnerTruncated, |f| {
+            f.truncate(OFF_INNER + 10);
+            fix_lengths(f);
+            f.resize(f.len() + 20, 0);
+        }),
+        case("another UDP port: not ours", Counter::RxPass, |f| {
+            f[OFF_UDP + 3] ^= 1
+        }),
+        case("a fragment: the kernel's", Counter::RxPass, |f| {
+            f[OFF_IP + 6] = 0x20;
+            fix_ip_checksum(f);
+        }),
     ];
     cases.extend(bad_outer_headers());
     for (what, mutate, counter) in &cases {
