@@ -100,6 +100,30 @@ impl Dp {
     fn add_static(&mut self, mac: [u8; 6], entry: FdbEntry) {
         self.fdb().insert(FdbKey::new(VNI, mac), entry, 0).unwrap();
     }
+    /// A static entry: `mac` on local port `ifindex`.
+    fn pin_port(&mut self, mac: [u8; 6], ifindex: u32) {
+        let flags = FDB_F_STATIC;
+        self.add_static(
+            mac,
+            FdbEntry {
+                ifindex,
+                flags,
+                ..Default::default()
+            },
+        );
+    }
+    /// A static entry: `mac` behind VTEP `remote`.
+    fn pin_remote(&mut self, mac: [u8; 6], remote: [u8; 4]) {
+        let flags = FDB_F_STATIC;
+        self.add_static(
+            mac,
+            FdbEntry {
+                remote,
+                flags,
+                ..Default::default()
+            },
+        );
+    }
 
     fn run_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
         self.dp.run(Prog::Xdp, frame, 0).expect("BPF_PROG_TEST_RUN")
@@ -148,14 +172,7 @@ fn meta_of(out: &[u8]) -> XdpMeta {
 fn xdp_decap_exact_output_to_known_port() {
     let mut dp = Dp::new();
     let port_a = dp.port_a;
-    dp.add_static(
-        C1_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C1_MAC, port_a);
     let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
     let (action, out) = dp.run_xdp(&vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08));
     assert_eq!(action, XDP_PASS);
@@ -475,14 +492,7 @@ fn assert_outer(out: &[u8], inner: &[u8], tos: u8) {
 #[test]
 fn tc_encap_exact_headers_to_known_remote() {
     let mut dp = Dp::new();
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            remote: REMOTE,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_remote(C2_MAC, REMOTE);
     dp.neigh()
         .insert(
             REMOTE,
@@ -551,14 +561,7 @@ fn tc_flood_without_neighbour_counts_and_sends_nothing_remote() {
 fn tc_local_destination_is_switched_not_encapsulated() {
     let mut dp = Dp::new();
     let port_a = dp.port_a;
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C2_MAC, port_a);
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0);
     let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(action, TC_ACT_REDIRECT);
@@ -567,14 +570,7 @@ fn tc_local_destination_is_switched_not_encapsulated() {
     assert_eq!(dp.counter(Counter::TxEncap), 0);
 
     // Back to the port it came from: dropped, counted.
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            ifindex: LO,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C2_MAC, LO);
     assert_eq!(dp.run_tc(Prog::TcPort, &inner, LO).0, TC_ACT_SHOT);
     assert_eq!(dp.counter(Counter::DropTxHairpin), 1);
 }
@@ -641,14 +637,7 @@ fn tc_decap_exact_output_to_known_port_and_learns() {
     let mut dp = Dp::new();
     dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
     let port_a = dp.port_a;
-    dp.add_static(
-        C1_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C1_MAC, port_a);
     let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
     let (action, out) = dp.run_tc(
         Prog::TcUplink,
@@ -1009,14 +998,7 @@ fn inner_ipv4_len(len: usize) -> Vec<u8> {
 fn outer_udp_checksum_is_verified_when_not_zero() {
     let to_c1 = |dp: &mut Dp| {
         let port_a = dp.port_a;
-        dp.add_static(
-            C1_MAC,
-            FdbEntry {
-                ifindex: port_a,
-                flags: FDB_F_STATIC,
-                ..Default::default()
-            },
-        );
+        dp.pin_port(C1_MAC, port_a);
     };
     // Lengths around the 512-byte chunks and the 4-byte words of the sum:
     // odd and even, whole chunks and tails.
@@ -1088,14 +1070,7 @@ fn bad_inner_source_macs_are_dropped_on_both_ingress_points() {
     // Positive control on the port: a unicast source is switched.
     let mut dp = Dp::new();
     let port_a = dp.port_a;
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C2_MAC, port_a);
     let (action, _) = dp.run_tc(Prog::TcPort, &inner_ipv4(C2_MAC, C1_MAC, 0), LO);
     assert_eq!(action, TC_ACT_REDIRECT);
     assert_eq!(dp.counter(Counter::LocalSwitch), 1);
@@ -1121,16 +1096,7 @@ fn a_source_pinned_elsewhere_by_a_static_entry_is_dropped() {
         );
     }
     // Pinned behind the VTEP it comes from: fine.
-    let here = move |dp: &mut Dp| {
-        dp.add_static(
-            C2_MAC,
-            FdbEntry {
-                remote: REMOTE,
-                flags: FDB_F_STATIC,
-                ..Default::default()
-            },
-        )
-    };
+    let here = move |dp: &mut Dp| dp.pin_remote(C2_MAC, REMOTE);
     assert_delivered_both(&here, &f, "pinned where it comes from");
     // Without learning, nothing is checked (as the kernel: no vxlan_snoop).
     let no_learning = move |dp: &mut Dp| {
