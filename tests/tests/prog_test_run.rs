@@ -100,6 +100,16 @@ impl Dp {
     fn add_static(&mut self, mac: [u8; 6], entry: FdbEntry) {
         self.fdb().insert(FdbKey::new(VNI, mac), entry, 0).unwrap();
     }
+    /// REMOTE's next hop: REMOTE_MAC out of `LO`.
+    fn neigh_remote(&mut self) {
+        let (dmac, smac, ifindex) = (REMOTE_MAC, UPLINK_MAC, LO);
+        let n = NeighEntry {
+            dmac,
+            smac,
+            ifindex,
+        };
+        self.neigh().insert(REMOTE, n, 0).unwrap();
+    }
     /// A static entry: `mac` on local port `ifindex`.
     fn pin_port(&mut self, mac: [u8; 6], ifindex: u32) {
         let flags = FDB_F_STATIC;
@@ -493,17 +503,7 @@ fn assert_outer(out: &[u8], inner: &[u8], tos: u8) {
 fn tc_encap_exact_headers_to_known_remote() {
     let mut dp = Dp::new();
     dp.pin_remote(C2_MAC, REMOTE);
-    dp.neigh()
-        .insert(
-            REMOTE,
-            NeighEntry {
-                dmac: REMOTE_MAC,
-                smac: UPLINK_MAC,
-                ifindex: LO,
-            },
-            0,
-        )
-        .unwrap();
+    dp.neigh_remote();
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0xb9); // DSCP 46, ECT(1)
     let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(action, TC_ACT_REDIRECT);
@@ -521,17 +521,7 @@ fn tc_encap_exact_headers_to_known_remote() {
 #[test]
 fn tc_flood_broadcast_encapsulates_non_ip() {
     let mut dp = Dp::new();
-    dp.neigh()
-        .insert(
-            REMOTE,
-            NeighEntry {
-                dmac: REMOTE_MAC,
-                smac: UPLINK_MAC,
-                ifindex: LO,
-            },
-            0,
-        )
-        .unwrap();
+    dp.neigh_remote();
     let inner = inner_arp(C1_MAC);
     let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     // Copies leave by clone_redirect; the original is consumed.
@@ -607,17 +597,7 @@ fn vni_flood_list_is_per_vni() {
     };
     other.remotes[0] = Ipv4Addr::new(192, 168, 57, 77).octets();
     dp.vnis().insert(43, other, 0).unwrap();
-    dp.neigh()
-        .insert(
-            REMOTE,
-            NeighEntry {
-                dmac: REMOTE_MAC,
-                smac: UPLINK_MAC,
-                ifindex: LO,
-            },
-            0,
-        )
-        .unwrap();
+    dp.neigh_remote();
     let (_, out) = dp.run_tc(Prog::TcPort, &inner_arp(C1_MAC), LO);
     assert_eq!(&out[OFF_IP + 16..OFF_IP + 20], &REMOTE);
     assert_eq!(&out[OFF_VXLAN + 4..OFF_VXLAN + 7], &[0, 0, VNI as u8]);
