@@ -32,46 +32,50 @@ pub fn header_checksum(hdr: &[u8]) -> [u8; 2] {
     (!(sum as u16)).to_be_bytes()
 }
 
-/// The fields of an IPv4 header that the frames here vary.
+/// An IPv4 header (IHL 5) being built: TTL 64 and everything else zero
+/// unless set; lengths and checksum are written by [`Ipv4::header`].
 #[derive(Clone, Copy, Debug)]
-pub struct Ipv4 {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
-    pub proto: u8,
-    pub tos: u8,
-    pub id: u16,
-    /// Flags and fragment offset (e.g. [`IP_DF`]).
-    pub frag: u16,
-    pub ttl: u8,
-}
+pub struct Ipv4([u8; IPV4_HLEN]);
 
 impl Ipv4 {
-    /// UDP from `src` to `dst`, TTL 64, everything else zero.
-    pub fn udp(src: [u8; 4], dst: [u8; 4]) -> Self {
-        Self {
-            src,
-            dst,
-            proto: UDP,
-            tos: 0,
-            id: 0,
-            frag: 0,
-            ttl: 64,
-        }
-    }
-
-    /// The 20-byte header (IHL 5) for `payload_len` bytes of payload, with
-    /// its checksum.
-    pub fn header(&self, payload_len: usize) -> [u8; IPV4_HLEN] {
+    /// From `src` to `dst`, carrying protocol `proto`.
+    pub fn new(proto: u8, src: [u8; 4], dst: [u8; 4]) -> Self {
         let mut ip = [0u8; IPV4_HLEN];
         ip[0] = 0x45;
-        ip[1] = self.tos;
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        Self(ip)
+    }
+
+    /// DSCP and ECN.
+    pub fn tos(mut self, tos: u8) -> Self {
+        self.0[1] = tos;
+        self
+    }
+
+    /// Identification.
+    pub fn id(mut self, id: u16) -> Self {
+        self.0[4..6].copy_from_slice(&id.to_be_bytes());
+        self
+    }
+
+    /// Flags and fragment offset (e.g. [`IP_DF`]).
+    pub fn frag(mut self, frag: u16) -> Self {
+        self.0[6..8].copy_from_slice(&frag.to_be_bytes());
+        self
+    }
+
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.0[8] = ttl;
+        self
+    }
+
+    /// The header for `payload_len` bytes of payload, with its checksum.
+    pub fn header(&self, payload_len: usize) -> [u8; IPV4_HLEN] {
+        let mut ip = self.0;
         ip[2..4].copy_from_slice(&((IPV4_HLEN + payload_len) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&self.id.to_be_bytes());
-        ip[6..8].copy_from_slice(&self.frag.to_be_bytes());
-        ip[8] = self.ttl;
-        ip[9] = self.proto;
-        ip[12..16].copy_from_slice(&self.src);
-        ip[16..20].copy_from_slice(&self.dst);
         let c = wire::ipv4_checksum(&ip);
         ip[10..12].copy_from_slice(&c);
         ip
@@ -87,8 +91,8 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
     f
 }
 
-/// An Ethernet frame carrying the IPv4/UDP datagram `ip` (its `proto` is
-/// taken as UDP), UDP checksum 0.
+/// An Ethernet frame carrying the IPv4/UDP datagram `ip` (made with
+/// protocol UDP), UDP checksum 0.
 pub fn udp4(
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
@@ -118,22 +122,14 @@ pub fn udp_frame(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let ip = Ipv4 {
-        id: 0x1234,
-        ..Ipv4::udp(src.octets(), dst.octets())
-    };
+    let ip = Ipv4::new(UDP, src.octets(), dst.octets()).id(0x1234);
     udp4(dst_mac, src_mac, &ip, sport, dport, payload)
 }
 
 /// An inner frame c1 -> c2 as a container sends it: IPv4 (id 1, DF, TOS
 /// `tos`) / UDP from port 12345 to `dport`.
 pub fn inner_udp(dst: [u8; 6], src: [u8; 6], tos: u8, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let ip = Ipv4 {
-        tos,
-        id: 1,
-        frag: IP_DF,
-        ..Ipv4::udp(C1_IP, C2_IP)
-    };
+    let ip = Ipv4::new(UDP, C1_IP, C2_IP).tos(tos).id(1).frag(IP_DF);
     udp4(dst, src, &ip, 12345, dport, payload)
 }
 

@@ -253,15 +253,11 @@ fn ipv4_header(rng: &mut Rng, payload_len: usize, proto: u8) -> Vec<u8> {
     let frag = if rng.chance(50) { IP_DF } else { 0 };
     let ttl = rng.u8();
     let (src, dst) = ([172, 18, 1, rng.u8()], [172, 18, 1, rng.u8()]);
-    let ip = Ipv4 {
-        src,
-        dst,
-        proto,
-        tos,
-        id,
-        frag,
-        ttl,
-    };
+    let ip = Ipv4::new(proto, src, dst)
+        .tos(tos)
+        .id(id)
+        .frag(frag)
+        .ttl(ttl);
     ip.header(payload_len).to_vec()
 }
 
