@@ -455,7 +455,7 @@ impl Dp {
             let r = self
                 .dp
                 .test_run(which, frame, ifindex, &mut out)
-                .with_context(|| key.to_owned())?;
+                .with_context(|| format!("BPF_PROG_TEST_RUN of {key}"))?;
             retval = r.return_value;
             if let Some(expect) = expect
                 && retval != expect
