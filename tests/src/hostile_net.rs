@@ -1,7 +1,8 @@
 //! Helpers for the hostile-input tests (`tests/tests/e2e_hostile.rs`):
 //! sockets opened inside a namespace (a raw AF_PACKET socket to inject
 //! crafted frames, UDP listeners that count datagrams, a tiny HTTP GET),
-//! crafted VXLAN frames, and interface statistics.
+//! and interface statistics; the crafted frames themselves are
+//! [`crate::frames`]' (re-exported here).
 //!
 //! A socket keeps the network namespace it was created in: each one is
 //! created on a short-lived thread that has entered the namespace with
@@ -11,13 +12,14 @@
 use std::{
     fs::File,
     io::{self, Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use vxlan_common::wire::{self, ETH_HLEN, IPV4_HLEN, Outer, UDP_HLEN};
-
+pub use crate::frames::{
+    fix_ip_checksum, fix_lengths, format_mac, header_checksum, parse_mac, udp_frame, vxlan_frame,
+};
 use crate::netns::NetNs;
 
 /// Runs `f` on a new thread that has entered network namespace `ns` and
@@ -120,23 +122,29 @@ pub fn udp_listener(ns: &NetNs, port: u16) -> UdpSocket {
 
 /// Every datagram that arrives on `sock` until none has come for `quiet`.
 pub fn drain_udp(sock: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
-    sock.set_read_timeout(Some(quiet))
-        .expect("set_read_timeout");
     let mut got = Vec::new();
+    while let Some(d) = recv_within(sock, quiet) {
+        got.push(d);
+    }
+    got
+}
+
+/// One datagram from `sock` if one comes within `timeout`.
+fn recv_within(sock: &UdpSocket, timeout: Duration) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(timeout))
+        .expect("set_read_timeout");
     let mut buf = [0u8; 65536];
-    loop {
-        match sock.recv(&mut buf) {
-            Ok(n) => got.push(buf[..n].to_vec()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return got;
-            }
-            Err(e) => panic!("UDP recv: {e}"),
+    match sock.recv(&mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
         }
+        Err(e) => panic!("UDP recv: {e}"),
     }
 }
 
@@ -150,24 +158,14 @@ pub fn collect_udp(
 ) -> Vec<Vec<u8>> {
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
-    let mut buf = [0u8; 65536];
     while got.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        sock.set_read_timeout(Some(left)).expect("set_read_timeout");
-        match sock.recv(&mut buf) {
-            Ok(n) => got.push(buf[..n].to_vec()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break;
-            }
-            Err(e) => panic!("UDP recv: {e}"),
+        match recv_within(sock, left) {
+            Some(d) => got.push(d),
+            None => break,
         }
     }
     got.extend(drain_udp(sock, quiet));
@@ -237,96 +235,4 @@ pub fn rx_packets(ns: &NetNs, dev: &str) -> u64 {
     v[0]["stats64"]["rx"]["packets"]
         .as_u64()
         .unwrap_or_else(|| panic!("no rx packets for {dev} in {}: {v}", ns.name()))
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16).unwrap_or_else(|_| panic!("bad MAC {s}")))
-        .collect();
-    v.try_into().unwrap_or_else(|_| panic!("bad MAC {s}"))
-}
-
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Internet checksum of a header of any even length (its checksum field
-/// must be zero), network byte order.
-pub fn header_checksum(hdr: &[u8]) -> [u8; 2] {
-    let mut sum: u32 = hdr
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    (!(sum as u16)).to_be_bytes()
-}
-
-/// An Ethernet frame carrying an IPv4/UDP datagram (UDP checksum 0).
-pub fn udp_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(ETH_HLEN + IPV4_HLEN + UDP_HLEN + payload.len());
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&wire::ETH_P_IP.to_be_bytes());
-    let tot = (IPV4_HLEN + UDP_HLEN + payload.len()) as u16;
-    let mut ip = [0u8; IPV4_HLEN];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&tot.to_be_bytes());
-    ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = wire::IPPROTO_UDP;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&dst.octets());
-    let c = wire::ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&((UDP_HLEN + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A VXLAN frame: `build_outer`'s 50 bytes of headers (as a VTEP sends
-/// them), then `inner`.
-pub fn vxlan_frame(outer: &Outer, inner: &[u8]) -> Vec<u8> {
-    let mut f = wire::build_outer(outer, inner.len() as u16).to_vec();
-    f.extend_from_slice(inner);
-    f
-}
-
-/// Recomputes the outer IPv4 header checksum of `frame` (header at offset
-/// 14, its length from the IHL field, at least 20 bytes).
-pub fn fix_ip_checksum(frame: &mut [u8]) {
-    let ihl = usize::from(frame[ETH_HLEN] & 0x0f).max(5) * 4;
-    frame[ETH_HLEN + 10] = 0;
-    frame[ETH_HLEN + 11] = 0;
-    let c = header_checksum(&frame[ETH_HLEN..ETH_HLEN + ihl]);
-    frame[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c);
-}
-
-/// Sets the outer IPv4 total length and UDP length of a VXLAN frame (IHL
-/// 5) to match the frame's length, and fixes the checksum.
-pub fn fix_lengths(frame: &mut [u8]) {
-    let tot = (frame.len() - ETH_HLEN) as u16;
-    frame[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&tot.to_be_bytes());
-    let udp = tot - IPV4_HLEN as u16;
-    frame[wire::OFF_UDP + 4..wire::OFF_UDP + 6].copy_from_slice(&udp.to_be_bytes());
-    fix_ip_checksum(frame);
 }

@@ -40,13 +40,17 @@
 //! assert!(ping(&topo.container("c1").ns, "172.18.1.3", 3));
 //! ```
 
+#[cfg(feature = "datapath")]
 pub mod bpf;
 pub mod checks;
 pub mod etcd;
 
 pub mod fdb_checks;
 pub mod fdb_harness;
+#[cfg(feature = "datapath")]
+pub mod fixture;
 pub mod forwarder;
+pub mod frames;
 pub mod hostile_net;
 pub mod inject;
 pub mod netns;
@@ -55,6 +59,7 @@ pub mod scenario;
 pub mod topo;
 pub mod traffic;
 pub mod util;
+#[cfg(feature = "datapath")]
 pub mod xdp;
 
 pub use forwarder::{Forwarder, fdb_find, vxlan_fwd, vxlan_fwd_bin};

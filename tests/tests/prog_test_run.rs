@@ -4,116 +4,43 @@
 
 use std::net::Ipv4Addr;
 
-use aya::{
-    Ebpf,
-    maps::{
-        Array, HashMap, MapData, PerCpuArray,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
-};
+use aya::maps::{HashMap, MapData, lpm_trie::Key};
 use vxlan_common::{
     ArpEntry, ArpKey, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
-    CFG_F_TC_DECAP, Config, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp,
-    META_MAGIC, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data,
-    map, prog,
-    wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN},
+    CFG_F_TC_DECAP, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp, META_MAGIC,
+    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data,
+    wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN, Outer},
+};
+use vxlan_tests::{
+    fixture::{
+        C1_MAC, C2_MAC, Datapath, LO, LOCAL, Prog, REMOTE, REMOTE_MAC, TC_ACT_REDIRECT,
+        TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_MAC, VNI, Veth, XDP_DROP, XDP_PASS, config,
+        private_netns,
+    },
+    frames::{self, C1_IP, C2_IP, fix_ip_checksum, fix_lengths, inner_udp, set_udp_checksum},
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
-
-const LOCAL: [u8; 4] = [192, 168, 57, 50];
-const REMOTE: [u8; 4] = [192, 168, 57, 54];
-const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x50];
-const REMOTE_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x54];
-const C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
-const C2_MAC: [u8; 6] = [0x02, 0xc2, 0, 0, 0, 0x02];
-const VNI: u32 = 42;
-/// Port ifindex used in TC tests: loopback (BPF_PROG_TEST_RUN needs a real
-/// device for `ifindex`).
-const LO: u32 = 1;
-
-/// Moves the calling test thread into a network namespace of its own, with
-/// a veth pair `pa`/`pb`, and returns the ifindex of `pa`. Copies that the
-/// programs really send (`bpf_clone_redirect`) go out of these devices,
-/// never out of an interface of the root namespace. The namespace goes away
-/// with the thread.
-fn private_netns() -> u32 {
-    // SAFETY: unshare(2) of the network namespace affects this thread only.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-    // BPF_PROG_TEST_RUN builds a TC program's skb as received on `lo`
-    // (the ctx's ifindex 1): `lo` gets the uplink's MAC, so that frames to
-    // the uplink MAC are PACKET_HOST, not PACKET_OTHERHOST.
-    let uplink_mac = UPLINK_MAC.map(|b| format!("{b:02x}")).join(":");
-    for args in [
-        &["link", "set", "lo", "address", &uplink_mac][..],
-        &["link", "set", "lo", "up"],
-        &["link", "add", "pa", "type", "veth", "peer", "name", "pb"],
-        &["link", "set", "pa", "up"],
-        &["link", "set", "pb", "up"],
-    ] {
-        let st = std::process::Command::new("ip")
-            .args(args)
-            .status()
-            .expect("run ip");
-        assert!(st.success(), "ip {args:?}");
-    }
-    // SAFETY: a NUL-terminated name.
-    let idx = unsafe { libc::if_nametoindex(c"pa".as_ptr()) };
-    assert_ne!(idx, 0, "pa exists in the private namespace");
-    idx
-}
-
+/// A datapath of its own, in a network namespace of its own (the calling
+/// test thread's), with a veth pair `pa`/`pb`: copies that the programs
+/// really send (`bpf_clone_redirect`) go out of these devices, never out
+/// of an interface of the root namespace. Configured as host h1: VNI 42
+/// with the remote h2 (allowed to send), the local ports `pa` (peer
+/// delivery) and `lo`.
 struct Dp {
-    ebpf: Ebpf,
+    dp: Datapath,
     /// A local port (veth) of the VNI besides `LO`.
     port_a: u32,
 }
 
 impl Dp {
     fn new() -> Self {
-        let port_a = private_netns();
-        let mut ebpf = Ebpf::load(vxlan_user::EBPF_OBJ).expect("load eBPF object");
-        let xdp: &mut Xdp = ebpf
-            .program_mut(prog::XDP_UPLINK)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        xdp.load().expect("load XDP program");
-        for name in [prog::TC_UPLINK, prog::TC_PORT] {
-            let tc: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            tc.load().unwrap_or_else(|e| panic!("load {name}: {e}"));
-        }
-        let mut dp = Self { ebpf, port_a };
-        let cfg = Config {
-            local_ip: LOCAL,
-            uplink_ifindex: LO,
-            dstport: 4789,
-            port_lo: 32768,
-            port_hi: 60999,
-            ttl: 64,
-            mcast_ttl: 1,
-            flags: CFG_F_LEARNING,
-            max_learned: 1000,
-            uplink_mac: UPLINK_MAC,
-            _pad: [0; 2],
-            uplink_mtu: 1500,
-            _pad2: 0,
+        let port_a = private_netns(Some(UPLINK_MAC), &[Veth::new("pa", "pb")])
+            .expect("private network namespace")[0];
+        let mut dp = Self {
+            dp: Datapath::load(None).expect("load the datapath"),
+            port_a,
         };
-        Array::<_, Config>::try_from(dp.ebpf.map_mut(map::CONFIG).unwrap())
-            .unwrap()
-            .set(0, cfg, 0)
-            .unwrap();
+        dp.dp.set_config(config(LO, 1000)).expect("CONFIG");
         let mut vni = VniInfo {
             n_remotes: 1,
             n_ports: 2,
@@ -123,63 +50,49 @@ impl Dp {
         vni.ports[0] = port_a;
         vni.ports[1] = LO;
         dp.vnis().insert(VNI, vni, 0).unwrap();
-        dp.ports()
-            .insert(
-                port_a,
-                PortInfo {
-                    vni: VNI,
-                    flags: PORT_F_PEER,
-                    ..Default::default()
-                },
-                0,
-            )
-            .unwrap();
-        dp.ports()
-            .insert(
-                LO,
-                PortInfo {
-                    vni: VNI,
-                    ..Default::default()
-                },
-                0,
-            )
-            .unwrap();
+        for (port, flags) in [(port_a, PORT_F_PEER), (LO, 0)] {
+            let info = PortInfo {
+                vni: VNI,
+                flags,
+                ..Default::default()
+            };
+            dp.ports().insert(port, info, 0).unwrap();
+        }
         dp.allow(VNI, REMOTE, 32);
         dp
     }
 
     /// Lets `addr/len` send VXLAN into `vni` (anti-spoofing).
     fn allow(&mut self, vni: u32, addr: [u8; 4], len: u32) {
-        let mut t: LpmTrie<&mut MapData, [u8; 8], u32> =
-            LpmTrie::try_from(self.ebpf.map_mut(map::ALLOWED).unwrap()).unwrap();
-        t.insert(&Key::new(32 + len, allow_data(vni, addr)), 1, 0)
-            .unwrap();
+        let key = Key::new(32 + len, allow_data(vni, addr));
+        self.dp.maps.allowed.insert(&key, 1, 0).unwrap();
     }
 
     /// Sets `Config::flags` (e.g. `CFG_F_TC_DECAP`: no XDP on the uplink).
     fn set_cfg_flags(&mut self, flags: u32) {
-        let mut a = Array::<_, Config>::try_from(self.ebpf.map_mut(map::CONFIG).unwrap()).unwrap();
-        let mut cfg = a.get(&0, 0).unwrap();
-        cfg.flags = flags;
-        a.set(0, cfg, 0).unwrap();
+        self.dp.set_cfg_flags(flags).unwrap();
     }
 
-    fn fdb(&mut self) -> HashMap<&mut MapData, FdbKey, FdbEntry> {
-        HashMap::try_from(self.ebpf.map_mut(map::FDB).unwrap()).unwrap()
+    fn fdb(&mut self) -> &mut HashMap<MapData, FdbKey, FdbEntry> {
+        &mut self.dp.maps.fdb
     }
-    fn vnis(&mut self) -> HashMap<&mut MapData, u32, VniInfo> {
-        HashMap::try_from(self.ebpf.map_mut(map::VNIS).unwrap()).unwrap()
+    fn vnis(&mut self) -> &mut HashMap<MapData, u32, VniInfo> {
+        &mut self.dp.maps.vnis
     }
-    fn ports(&mut self) -> HashMap<&mut MapData, u32, PortInfo> {
-        HashMap::try_from(self.ebpf.map_mut(map::PORTS).unwrap()).unwrap()
+    fn ports(&mut self) -> &mut HashMap<MapData, u32, PortInfo> {
+        &mut self.dp.maps.ports
     }
-    fn neigh(&mut self) -> HashMap<&mut MapData, [u8; 4], NeighEntry> {
-        HashMap::try_from(self.ebpf.map_mut(map::NEIGH).unwrap()).unwrap()
+    fn neigh(&mut self) -> &mut HashMap<MapData, [u8; 4], NeighEntry> {
+        &mut self.dp.maps.neigh
+    }
+    fn arp(&mut self) -> &mut HashMap<MapData, ArpKey, ArpEntry> {
+        self.dp.maps.arp.as_mut().expect("ARP map")
+    }
+    fn local_ip(&mut self) -> &mut HashMap<MapData, FdbKey, LocalIp> {
+        self.dp.maps.local_ip.as_mut().expect("LOCAL_IP map")
     }
     fn counter(&mut self, c: Counter) -> u64 {
-        let a: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map_mut(map::COUNTERS).unwrap()).unwrap();
-        a.get(&(c as u32), 0).unwrap().iter().sum()
+        self.dp.counter(c).unwrap()
     }
     fn fdb_get(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
         self.fdb().get(&FdbKey::new(VNI, mac), 0).ok()
@@ -187,81 +100,64 @@ impl Dp {
     fn add_static(&mut self, mac: [u8; 6], entry: FdbEntry) {
         self.fdb().insert(FdbKey::new(VNI, mac), entry, 0).unwrap();
     }
+    /// REMOTE's next hop: REMOTE_MAC out of `LO`.
+    fn neigh_remote(&mut self) {
+        let (dmac, smac, ifindex) = (REMOTE_MAC, UPLINK_MAC, LO);
+        let n = NeighEntry {
+            dmac,
+            smac,
+            ifindex,
+        };
+        self.neigh().insert(REMOTE, n, 0).unwrap();
+    }
+    /// A static entry: `mac` on local port `ifindex`.
+    fn pin_port(&mut self, mac: [u8; 6], ifindex: u32) {
+        let flags = FDB_F_STATIC;
+        self.add_static(
+            mac,
+            FdbEntry {
+                ifindex,
+                flags,
+                ..Default::default()
+            },
+        );
+    }
+    /// A static entry: `mac` behind VTEP `remote`.
+    fn pin_remote(&mut self, mac: [u8; 6], remote: [u8; 4]) {
+        let flags = FDB_F_STATIC;
+        self.add_static(
+            mac,
+            FdbEntry {
+                remote,
+                flags,
+                ..Default::default()
+            },
+        );
+    }
 
     fn run_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(prog::XDP_UPLINK)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        run(|o| xdp.test_run(o).expect("BPF_PROG_TEST_RUN"), frame, None)
+        self.dp.run(Prog::Xdp, frame, 0).expect("BPF_PROG_TEST_RUN")
     }
-    fn run_tc(&mut self, name: &str, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        let tc: &mut SchedClassifier = self.ebpf.program_mut(name).unwrap().try_into().unwrap();
-        // struct __sk_buff is 192 bytes; `ifindex` is at offset 40.
-        let mut ctx = [0u8; 192];
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        run(
-            |o| tc.test_run(o).expect("BPF_PROG_TEST_RUN"),
-            frame,
-            Some(&ctx),
-        )
+    fn run_tc(&mut self, which: Prog, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        self.dp
+            .run(which, frame, ifindex)
+            .expect("BPF_PROG_TEST_RUN")
     }
-}
-
-fn run(
-    test_run: impl FnOnce(TestRunOptions<'_>) -> TestRunResult,
-    frame: &[u8],
-    ctx: Option<&[u8]>,
-) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ctx_in: ctx,
-        ..Default::default()
-    };
-    let r = test_run(opts);
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
 }
 
 /// An inner IPv4/UDP frame from `src` to `dst` with a recognisable payload.
 fn inner_ipv4(dst: [u8; 6], src: [u8; 6], tos: u8) -> Vec<u8> {
-    let payload = b"vxlan-fwd test payload";
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, tos];
-    ip.extend_from_slice(&tot.to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 172, 18, 1, 2, 172, 18, 1, 3]);
-    let c = vxlan_common::wire::ipv4_checksum(&ip.clone().try_into().unwrap());
-    ip[10] = c[0];
-    ip[11] = c[1];
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
+    inner_udp(dst, src, tos, 53, b"vxlan-fwd test payload")
 }
 
-/// A broadcast ARP request from `src`.
+/// A broadcast ARP request from `src` (for c2's address).
 fn inner_arp(src: [u8; 6]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[172, 18, 1, 2, 0, 0, 0, 0, 0, 0, 172, 18, 1, 3]);
-    f
+    frames::arp_request(src, C1_IP, C2_IP)
 }
 
 /// Outer Ethernet/IPv4/UDP/VXLAN around `inner`, as a remote VTEP sends it.
 fn vxlan_frame(inner: &[u8], vni: u32, dst_ip: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
-    let o = vxlan_common::wire::Outer {
+    let o = Outer {
         src_mac: REMOTE_MAC,
         dst_mac: UPLINK_MAC,
         src_ip: REMOTE,
@@ -273,9 +169,8 @@ fn vxlan_frame(inner: &[u8], vni: u32, dst_ip: [u8; 4], dport: u16, flags: u8) -
         tos: 0,
         ip_id: 7,
     };
-    let mut f = vxlan_common::wire::build_outer(&o, inner.len() as u16).to_vec();
+    let mut f = frames::vxlan_frame(&o, inner);
     f[OFF_VXLAN] = flags;
-    f.extend_from_slice(inner);
     f
 }
 
@@ -287,14 +182,7 @@ fn meta_of(out: &[u8]) -> XdpMeta {
 fn xdp_decap_exact_output_to_known_port() {
     let mut dp = Dp::new();
     let port_a = dp.port_a;
-    dp.add_static(
-        C1_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C1_MAC, port_a);
     let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
     let (action, out) = dp.run_xdp(&vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08));
     assert_eq!(action, XDP_PASS);
@@ -380,20 +268,6 @@ fn xdp_drops_vxlan_for_unknown_vni_and_learns_nothing() {
     assert!(dp.fdb_get(C2_MAC).is_none());
 }
 
-/// Makes the outer IPv4 total length, UDP length and IPv4 checksum agree
-/// with the frame's length.
-fn fix_lengths(f: &mut [u8]) {
-    let ip_len = (f.len() - OFF_IP) as u16;
-    f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&ip_len.to_be_bytes());
-    f[OFF_UDP + 4..OFF_UDP + 6].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    fix_ip_checksum(f);
-}
-
-fn fix_ip_checksum(f: &mut [u8]) {
-    let c = vxlan_common::wire::ipv4_checksum(&f[OFF_IP..OFF_UDP].try_into().unwrap());
-    f[OFF_IP + 10..OFF_IP + 12].copy_from_slice(&c);
-}
-
 #[test]
 fn xdp_drops_i_flag_clear_and_truncated() {
     let mut dp = Dp::new();
@@ -417,52 +291,47 @@ fn xdp_drops_i_flag_clear_and_truncated() {
 
 type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
 
+/// A damage case: what, the counter it must be counted under, the damage.
+fn case(
+    what: &'static str,
+    counter: Counter,
+    damage: impl Fn(&mut Vec<u8>) + 'static,
+) -> (&'static str, Mutation, Counter) {
+    (what, Box::new(damage), counter)
+}
+
 /// Damaged outer IPv4/UDP headers, each with the counter it must be
 /// dropped under (by XDP and by TC decapsulation alike).
 fn bad_outer_headers() -> Vec<(&'static str, Mutation, Counter)> {
     vec![
-        (
-            "bad checksum",
-            Box::new(|f| f[OFF_IP + 10] ^= 0xff),
-            Counter::DropIpChecksum,
-        ),
-        (
+        case("bad checksum", Counter::DropIpChecksum, |f| {
+            f[OFF_IP + 10] ^= 0xff
+        }),
+        case(
             "total length beyond the frame",
-            Box::new(|f| {
+            Counter::DropIpLength,
+            |f| {
                 f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&2000u16.to_be_bytes());
                 fix_ip_checksum(f);
-            }),
-            Counter::DropIpLength,
+            },
         ),
-        (
-            "TTL 0",
-            Box::new(|f| {
-                f[OFF_IP + 8] = 0;
-                fix_ip_checksum(f);
-            }),
-            Counter::DropIpTtl,
-        ),
-        (
-            "UDP length inconsistent",
-            Box::new(|f| f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)),
-            Counter::DropUdpLength,
-        ),
-        (
-            "IHL below 5",
-            Box::new(|f| f[OFF_IP] = 0x44),
-            Counter::DropIpMalformed,
-        ),
-        (
-            "IPv4 options",
-            Box::new(|f| {
-                // 4 bytes of options (NOPs + EOL) inserted after the header.
-                f[OFF_IP] = 0x46;
-                f.splice(OFF_UDP..OFF_UDP, [1, 1, 1, 0]);
-                let l = (f.len() - OFF_IP) as u16;
-                f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&l.to_be_bytes());
-            }),
-            Counter::DropIpOptions,
-        ),
+        case("TTL 0", Counter::DropIpTtl, |f| {
+            f[OFF_IP + 8] = 0;
+            fix_ip_checksum(f);
+        }),
+        case("UDP length inconsistent", Counter::DropUdpLength, |f| {
+            f[OFF_UDP + 5] = f[OFF_UDP + 5].wrapping_add(3)
+        }),
+        case("IHL below 5", Counter::DropIpMalformed, |f| {
+            f[OFF_IP] = 0x44
+        }),
+        case("IPv4 options", Counter::DropIpOptions, |f| {
+            // 4 bytes of options (NOPs + EOL) inserted after the header.
+            f[OFF_IP] = 0x46;
+            f.splice(OFF_UDP..OFF_UDP, [1, 1, 1, 0]);
+            let l = (f.len() - OFF_IP) as u16;
+            f[OFF_IP + 2..OFF_IP + 4].copy_from_slice(&l.to_be_bytes());
+        }),
     ]
 }
 
@@ -633,33 +502,16 @@ fn assert_outer(out: &[u8], inner: &[u8], tos: u8) {
 #[test]
 fn tc_encap_exact_headers_to_known_remote() {
     let mut dp = Dp::new();
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            remote: REMOTE,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
-    dp.neigh()
-        .insert(
-            REMOTE,
-            NeighEntry {
-                dmac: REMOTE_MAC,
-                smac: UPLINK_MAC,
-                ifindex: LO,
-            },
-            0,
-        )
-        .unwrap();
+    dp.pin_remote(C2_MAC, REMOTE);
+    dp.neigh_remote();
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0xb9); // DSCP 46, ECT(1)
-    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(action, TC_ACT_REDIRECT);
     assert_outer(&out, &inner, 0x01);
     assert_eq!(dp.counter(Counter::TxEncap), 1);
 
     // The same flow always gets the same source port (flow hash).
-    let (_, again) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    let (_, again) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(&again[OFF_UDP..OFF_UDP + 2], &out[OFF_UDP..OFF_UDP + 2]);
 
     let learned = dp.fdb_get(C1_MAC).expect("source MAC learned on the port");
@@ -669,19 +521,9 @@ fn tc_encap_exact_headers_to_known_remote() {
 #[test]
 fn tc_flood_broadcast_encapsulates_non_ip() {
     let mut dp = Dp::new();
-    dp.neigh()
-        .insert(
-            REMOTE,
-            NeighEntry {
-                dmac: REMOTE_MAC,
-                smac: UPLINK_MAC,
-                ifindex: LO,
-            },
-            0,
-        )
-        .unwrap();
+    dp.neigh_remote();
     let inner = inner_arp(C1_MAC);
-    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     // Copies leave by clone_redirect; the original is consumed.
     assert_eq!(action, TC_ACT_SHOT);
     assert_outer(&out, &inner, 0);
@@ -700,7 +542,7 @@ fn tc_flood_broadcast_encapsulates_non_ip() {
 #[test]
 fn tc_flood_without_neighbour_counts_and_sends_nothing_remote() {
     let mut dp = Dp::new();
-    let (_, _) = dp.run_tc(prog::TC_PORT, &inner_arp(C1_MAC), LO);
+    let (_, _) = dp.run_tc(Prog::TcPort, &inner_arp(C1_MAC), LO);
     assert_eq!(dp.counter(Counter::TxFloodCopy), 0);
     assert_eq!(dp.counter(Counter::DropNoNeigh), 1);
 }
@@ -709,31 +551,17 @@ fn tc_flood_without_neighbour_counts_and_sends_nothing_remote() {
 fn tc_local_destination_is_switched_not_encapsulated() {
     let mut dp = Dp::new();
     let port_a = dp.port_a;
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C2_MAC, port_a);
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0);
-    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(action, TC_ACT_REDIRECT);
     assert_eq!(out, inner, "frame unchanged");
     assert_eq!(dp.counter(Counter::LocalSwitch), 1);
     assert_eq!(dp.counter(Counter::TxEncap), 0);
 
     // Back to the port it came from: dropped, counted.
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            ifindex: LO,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
-    assert_eq!(dp.run_tc(prog::TC_PORT, &inner, LO).0, TC_ACT_SHOT);
+    dp.pin_port(C2_MAC, LO);
+    assert_eq!(dp.run_tc(Prog::TcPort, &inner, LO).0, TC_ACT_SHOT);
     assert_eq!(dp.counter(Counter::DropTxHairpin), 1);
 }
 
@@ -742,7 +570,7 @@ fn tc_ignores_frames_of_unknown_ports_and_uplink_frames_without_metadata() {
     let mut dp = Dp::new();
     dp.ports().remove(&LO).unwrap();
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0);
-    let (action, out) = dp.run_tc(prog::TC_PORT, &inner, LO);
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(
         (action, &out),
         (TC_ACT_UNSPEC, &inner),
@@ -750,7 +578,7 @@ fn tc_ignores_frames_of_unknown_ports_and_uplink_frames_without_metadata() {
     );
     assert!(dp.fdb_get(C1_MAC).is_none());
 
-    let (action, out) = dp.run_tc(prog::TC_UPLINK, &inner, LO);
+    let (action, out) = dp.run_tc(Prog::TcUplink, &inner, LO);
     assert_eq!(
         (action, &out),
         (TC_ACT_UNSPEC, &inner),
@@ -769,18 +597,8 @@ fn vni_flood_list_is_per_vni() {
     };
     other.remotes[0] = Ipv4Addr::new(192, 168, 57, 77).octets();
     dp.vnis().insert(43, other, 0).unwrap();
-    dp.neigh()
-        .insert(
-            REMOTE,
-            NeighEntry {
-                dmac: REMOTE_MAC,
-                smac: UPLINK_MAC,
-                ifindex: LO,
-            },
-            0,
-        )
-        .unwrap();
-    let (_, out) = dp.run_tc(prog::TC_PORT, &inner_arp(C1_MAC), LO);
+    dp.neigh_remote();
+    let (_, out) = dp.run_tc(Prog::TcPort, &inner_arp(C1_MAC), LO);
     assert_eq!(&out[OFF_IP + 16..OFF_IP + 20], &REMOTE);
     assert_eq!(&out[OFF_VXLAN + 4..OFF_VXLAN + 7], &[0, 0, VNI as u8]);
     assert_eq!(
@@ -799,17 +617,10 @@ fn tc_decap_exact_output_to_known_port_and_learns() {
     let mut dp = Dp::new();
     dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
     let port_a = dp.port_a;
-    dp.add_static(
-        C1_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
+    dp.pin_port(C1_MAC, port_a);
     let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
     let (action, out) = dp.run_tc(
-        prog::TC_UPLINK,
+        Prog::TcUplink,
         &vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08),
         LO,
     );
@@ -829,7 +640,7 @@ fn tc_decap_exact_output_to_known_port_and_learns() {
     // the TC program's to decapsulate.
     dp.set_cfg_flags(CFG_F_LEARNING);
     let f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
-    let (action, out) = dp.run_tc(prog::TC_UPLINK, &f, LO);
+    let (action, out) = dp.run_tc(Prog::TcUplink, &f, LO);
     assert_eq!((action, out), (TC_ACT_UNSPEC, f), "untouched");
     assert_eq!(dp.counter(Counter::RxDecap), 1);
 }
@@ -841,7 +652,7 @@ fn tc_decap_floods_broadcast_and_trims_padding() {
     let inner = inner_arp(C2_MAC);
     let mut f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
     f.extend_from_slice(&[0xee; 6]);
-    let (action, out) = dp.run_tc(prog::TC_UPLINK, &f, LO);
+    let (action, out) = dp.run_tc(Prog::TcUplink, &f, LO);
     assert_eq!(action, TC_ACT_REDIRECT, "the last copy takes the original");
     assert_eq!(out, inner, "inner frame, padding gone");
     assert_eq!(
@@ -857,47 +668,29 @@ fn tc_decap_floods_broadcast_and_trims_padding() {
 fn tc_decap_validates_exactly_like_xdp() {
     let good = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
     let mut cases: Vec<(&str, Mutation, Counter)> = vec![
-        ("good", Box::new(|_| {}), Counter::RxDecap),
-        (
-            "I flag clear",
-            Box::new(|f| f[OFF_VXLAN] = 0),
-            Counter::DropVxlanFlags,
-        ),
-        (
-            "unknown VNI",
-            Box::new(|f| f[OFF_VXLAN + 6] ^= 0x40),
-            Counter::DropUnknownVni,
-        ),
-        (
-            "spoofed sender",
-            Box::new(|f| {
-                f[OFF_IP + 15] = 99;
-                fix_ip_checksum(f);
-            }),
-            Counter::DropSpoofed,
-        ),
-        (
-            "inner Ethernet cut",
-            Box::new(|f| {
-                f.truncate(OFF_INNER + 10);
-                fix_lengths(f);
-                f.resize(f.len() + 20, 0);
-            }),
-            Counter::DropInnerTruncated,
-        ),
-        (
-            "another UDP port: not ours",
-            Box::new(|f| f[OFF_UDP + 3] ^= 1),
-            Counter::RxPass,
-        ),
-        (
-            "a fragment: the kernel's",
-            Box::new(|f| {
-                f[OFF_IP + 6] = 0x20;
-                fix_ip_checksum(f);
-            }),
-            Counter::RxPass,
-        ),
+        case("good", Counter::RxDecap, |_| {}),
+        case("I flag clear", Counter::DropVxlanFlags, |f| {
+            f[OFF_VXLAN] = 0
+        }),
+        case("unknown VNI", Counter::DropUnknownVni, |f| {
+            f[OFF_VXLAN + 6] ^= 0x40
+        }),
+        case("spoofed sender", Counter::DropSpoofed, |f| {
+            f[OFF_IP + 15] = 99;
+            fix_ip_checksum(f);
+        }),
+        case("inner Ethernet cut", Counter::DropInnerTruncated, |f| {
+            f.truncate(OFF_INNER + 10);
+            fix_lengths(f);
+            f.resize(f.len() + 20, 0);
+        }),
+        case("another UDP port: not ours", Counter::RxPass, |f| {
+            f[OFF_UDP + 3] ^= 1
+        }),
+        case("a fragment: the kernel's", Counter::RxPass, |f| {
+            f[OFF_IP + 6] = 0x20;
+            fix_ip_checksum(f);
+        }),
     ];
     cases.extend(bad_outer_headers());
     for (what, mutate, counter) in &cases {
@@ -907,7 +700,7 @@ fn tc_decap_validates_exactly_like_xdp() {
         let (xa, xout) = xdp.run_xdp(&f);
         let mut tc = Dp::new();
         tc.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
-        let (ta, tout) = tc.run_tc(prog::TC_UPLINK, &f, LO);
+        let (ta, tout) = tc.run_tc(Prog::TcUplink, &f, LO);
         let want_tc = match xa {
             XDP_DROP => TC_ACT_SHOT,
             XDP_PASS if *counter == Counter::RxPass => TC_ACT_UNSPEC,
@@ -995,7 +788,7 @@ fn tc_decap_agrees_with_xdp_on_damaged_frames() {
         let cx: Vec<u64> = compared.iter().map(|c| xdp.counter(*c)).collect();
         let ct: Vec<u64> = compared.iter().map(|c| tc.counter(*c)).collect();
         let (xa, xout) = xdp.run_xdp(&f);
-        let (ta, tout) = tc.run_tc(prog::TC_UPLINK, &f, LO);
+        let (ta, tout) = tc.run_tc(Prog::TcUplink, &f, LO);
         let dx: Vec<u64> = compared
             .iter()
             .zip(&cx)
@@ -1067,7 +860,7 @@ fn decap_both(setup: &dyn Fn(&mut Dp), frame: &[u8]) -> Vec<(&'static str, bool,
     let mut tc = Dp::new();
     setup(&mut tc);
     tc.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
-    let (ta, tout) = tc.run_tc(prog::TC_UPLINK, frame, LO);
+    let (ta, tout) = tc.run_tc(Prog::TcUplink, frame, LO);
     assert!(
         matches!(ta, TC_ACT_REDIRECT | TC_ACT_SHOT | TC_ACT_UNSPEC),
         "TC action {ta}"
@@ -1166,31 +959,6 @@ fn vxlan_to_another_hosts_mac_is_not_decapsulated() {
     assert_delivered_both(&|_| {}, &bcast, "broadcast MAC");
 }
 
-/// Sets a correct outer UDP checksum.
-fn set_udp_checksum(f: &mut [u8]) {
-    f[OFF_UDP + 6] = 0;
-    f[OFF_UDP + 7] = 0;
-    let ulen = usize::from(u16::from_be_bytes([f[OFF_UDP + 4], f[OFF_UDP + 5]]));
-    let mut sum: u32 = 0;
-    let mut add = |b: &[u8]| {
-        for c in b.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&f[OFF_IP + 12..OFF_IP + 20]);
-    add(&[0, 17]);
-    add(&(ulen as u16).to_be_bytes());
-    add(&f[OFF_UDP..OFF_UDP + ulen]);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let c = match !(sum as u16) {
-        0 => 0xffff,
-        c => c,
-    };
-    f[OFF_UDP + 6..OFF_UDP + 8].copy_from_slice(&c.to_be_bytes());
-}
-
 /// An inner IPv4/UDP frame of exactly `len` bytes.
 fn inner_ipv4_len(len: usize) -> Vec<u8> {
     let mut f = inner_ipv4(C1_MAC, C2_MAC, 0);
@@ -1210,14 +978,7 @@ fn inner_ipv4_len(len: usize) -> Vec<u8> {
 fn outer_udp_checksum_is_verified_when_not_zero() {
     let to_c1 = |dp: &mut Dp| {
         let port_a = dp.port_a;
-        dp.add_static(
-            C1_MAC,
-            FdbEntry {
-                ifindex: port_a,
-                flags: FDB_F_STATIC,
-                ..Default::default()
-            },
-        );
+        dp.pin_port(C1_MAC, port_a);
     };
     // Lengths around the 512-byte chunks and the 4-byte words of the sum:
     // odd and even, whole chunks and tails.
@@ -1277,7 +1038,7 @@ fn bad_inner_source_macs_are_dropped_on_both_ingress_points() {
         }
         // Port: frames from a container.
         let mut dp = Dp::new();
-        let (action, _) = dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, src, 0), LO);
+        let (action, _) = dp.run_tc(Prog::TcPort, &inner_ipv4(C2_MAC, src, 0), LO);
         assert_eq!(action, TC_ACT_SHOT, "port: {what}");
         assert_eq!(dp.counter(Counter::DropBadSrcMac), 1, "port: {what}");
         assert_eq!(
@@ -1289,15 +1050,8 @@ fn bad_inner_source_macs_are_dropped_on_both_ingress_points() {
     // Positive control on the port: a unicast source is switched.
     let mut dp = Dp::new();
     let port_a = dp.port_a;
-    dp.add_static(
-        C2_MAC,
-        FdbEntry {
-            ifindex: port_a,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-    );
-    let (action, _) = dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, C1_MAC, 0), LO);
+    dp.pin_port(C2_MAC, port_a);
+    let (action, _) = dp.run_tc(Prog::TcPort, &inner_ipv4(C2_MAC, C1_MAC, 0), LO);
     assert_eq!(action, TC_ACT_REDIRECT);
     assert_eq!(dp.counter(Counter::LocalSwitch), 1);
 }
@@ -1322,16 +1076,7 @@ fn a_source_pinned_elsewhere_by_a_static_entry_is_dropped() {
         );
     }
     // Pinned behind the VTEP it comes from: fine.
-    let here = move |dp: &mut Dp| {
-        dp.add_static(
-            C2_MAC,
-            FdbEntry {
-                remote: REMOTE,
-                flags: FDB_F_STATIC,
-                ..Default::default()
-            },
-        )
-    };
+    let here = move |dp: &mut Dp| dp.pin_remote(C2_MAC, REMOTE);
     assert_delivered_both(&here, &f, "pinned where it comes from");
     // Without learning, nothing is checked (as the kernel: no vxlan_snoop).
     let no_learning = move |dp: &mut Dp| {
@@ -1352,12 +1097,12 @@ fn a_source_pinned_elsewhere_by_a_static_entry_is_dropped() {
     };
     dp.add_static(C1_MAC, on_a);
     let frame = inner_arp(C1_MAC);
-    assert_eq!(dp.run_tc(prog::TC_PORT, &frame, LO).0, TC_ACT_SHOT);
+    assert_eq!(dp.run_tc(Prog::TcPort, &frame, LO).0, TC_ACT_SHOT);
     assert_eq!(dp.counter(Counter::DropStaticConflict), 1);
     assert_eq!(dp.counter(Counter::TxLocalFloodCopy), 0, "not flooded");
     assert_eq!(dp.fdb_get(C1_MAC), Some(on_a));
     // From the port it is pinned to: flooded as usual.
-    dp.run_tc(prog::TC_PORT, &frame, port_a);
+    dp.run_tc(Prog::TcPort, &frame, port_a);
     assert_eq!(dp.counter(Counter::DropStaticConflict), 1);
     assert_eq!(dp.counter(Counter::TxLocalFloodCopy), 1, "flooded to LO");
 }
@@ -1466,24 +1211,9 @@ fn short_ipv6_inner_frame_is_delivered_by_both_paths() {
 // The control plane's datapath: ARP suppression, address snooping and
 // `extern_learn` entries.
 
-const C2_IP: [u8; 4] = [172, 18, 1, 3];
-const C1_IP: [u8; 4] = [172, 18, 1, 2];
-
-impl Dp {
-    fn arp(&mut self) -> HashMap<&mut MapData, ArpKey, ArpEntry> {
-        HashMap::try_from(self.ebpf.map_mut(map::ARP).unwrap()).unwrap()
-    }
-    fn local_ip(&mut self) -> HashMap<&mut MapData, FdbKey, LocalIp> {
-        HashMap::try_from(self.ebpf.map_mut(map::LOCAL_IP).unwrap()).unwrap()
-    }
-}
-
-/// `inner_arp` (C1 asks for 172.18.1.3) with sender `spa`.
+/// An ARP request of C1 from `spa` for `tpa`.
 fn arp_request(spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
-    let mut f = inner_arp(C1_MAC);
-    f[28..32].copy_from_slice(&spa);
-    f[38..42].copy_from_slice(&tpa);
-    f
+    frames::arp_request(C1_MAC, spa, tpa)
 }
 
 #[test]
@@ -1503,7 +1233,7 @@ fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
             0,
         )
         .unwrap();
-    let (action, out) = dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    let (action, out) = dp.run_tc(Prog::TcPort, &arp_request(C1_IP, C2_IP), LO);
     assert_eq!(action, TC_ACT_REDIRECT);
     let mut want = Vec::new();
     want.extend_from_slice(&C1_MAC); // to the requester
@@ -1539,7 +1269,7 @@ fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
         ("own MAC", arp_request(C1_IP, own)),
     ] {
         let before = dp.counter(Counter::DropNoNeigh);
-        dp.run_tc(prog::TC_PORT, &frame, LO);
+        dp.run_tc(Prog::TcPort, &frame, LO);
         assert_eq!(dp.counter(Counter::ArpSuppressed), 1, "{what}: answered");
         // The flood reached the remote copy (which waits for a neighbour).
         assert_eq!(
@@ -1550,7 +1280,7 @@ fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
     }
     dp.set_cfg_flags(CFG_F_LEARNING);
     let before = dp.counter(Counter::DropNoNeigh);
-    dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    dp.run_tc(Prog::TcPort, &arp_request(C1_IP, C2_IP), LO);
     assert_eq!(
         dp.counter(Counter::ArpSuppressed),
         1,
@@ -1567,7 +1297,7 @@ fn tc_arp_suppression_answers_on_the_port_with_the_exact_reply() {
 fn tc_snoops_local_addresses_only_when_asked() {
     let mut dp = Dp::new();
     let key = FdbKey::new(VNI, C1_MAC);
-    dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    dp.run_tc(Prog::TcPort, &arp_request(C1_IP, C2_IP), LO);
     assert!(
         dp.local_ip().get(&key, 0).is_err(),
         "snooped without CFG_F_SNOOP"
@@ -1575,20 +1305,20 @@ fn tc_snoops_local_addresses_only_when_asked() {
     // Without learning from the wire, the port's endpoints are still
     // learned for the control plane, and their addresses recorded.
     dp.set_cfg_flags(CFG_F_PORT_LEARN | CFG_F_SNOOP);
-    dp.run_tc(prog::TC_PORT, &arp_request(C1_IP, C2_IP), LO);
+    dp.run_tc(Prog::TcPort, &arp_request(C1_IP, C2_IP), LO);
     assert_eq!(dp.local_ip().get(&key, 0).ok().map(|l| l.ip), Some(C1_IP));
     assert_eq!(dp.fdb_get(C1_MAC).map(|e| e.ifindex), Some(LO));
     // An ARP probe (0.0.0.0) changes nothing; a new address replaces it.
-    dp.run_tc(prog::TC_PORT, &arp_request([0; 4], C2_IP), LO);
+    dp.run_tc(Prog::TcPort, &arp_request([0; 4], C2_IP), LO);
     assert_eq!(dp.local_ip().get(&key, 0).ok().map(|l| l.ip), Some(C1_IP));
-    dp.run_tc(prog::TC_PORT, &arp_request([172, 18, 1, 7], C2_IP), LO);
+    dp.run_tc(Prog::TcPort, &arp_request([172, 18, 1, 7], C2_IP), LO);
     assert_eq!(
         dp.local_ip().get(&key, 0).ok().map(|l| l.ip),
         Some([172, 18, 1, 7])
     );
     // IPv4 sources count when the entry is (re)learned: a new MAC.
     let other = [0x02, 0xc1, 0, 0, 0, 0x77];
-    dp.run_tc(prog::TC_PORT, &inner_ipv4(C2_MAC, other, 0), LO);
+    dp.run_tc(Prog::TcPort, &inner_ipv4(C2_MAC, other, 0), LO);
     assert_eq!(
         dp.local_ip()
             .get(&FdbKey::new(VNI, other), 0)
@@ -1620,7 +1350,7 @@ fn extern_entries_resist_the_wire_but_follow_a_local_port() {
     assert_eq!((e.remote, e.flags), (other_vtep, FDB_F_EXTERN));
     assert_eq!(dp.counter(Counter::DropStaticConflict), 0);
     // On a local port: the endpoint moved here; learned anew.
-    dp.run_tc(prog::TC_PORT, &inner_ipv4(C1_MAC, C2_MAC, 0), LO);
+    dp.run_tc(Prog::TcPort, &inner_ipv4(C1_MAC, C2_MAC, 0), LO);
     let e = dp.fdb_get(C2_MAC).unwrap();
     assert_eq!(e.ifindex, LO);
     assert!(e.is_learned() && !e.is_extern(), "flags {:#x}", e.flags);

@@ -30,11 +30,11 @@ use aya::{
     Pod,
     maps::{HashMap, IterableMap as _, MapData, MapError},
 };
+use aya_obj::generated::bpf_attr__bindgen_ty_3;
 use log::warn;
 
-/// bpf(2) commands (`enum bpf_cmd`).
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+use crate::sys_bpf::{bpf, bpf_cmd, zeroed_attr};
+
 /// The kernel's internal "operation not supported" (not in libc), which
 /// bpf(2) returns for a map type without batch operations.
 const ENOTSUPP: i32 = 524;
@@ -51,48 +51,24 @@ const RETRIES: u32 = 16;
 
 /// The `batch` member of the kernel's `union bpf_attr`, used by the
 /// `BPF_MAP_*_BATCH` commands.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct BatchAttr {
-    /// Where to resume: the previous call's `out_batch`; null to start.
-    in_batch: u64,
-    /// Where the kernel writes the position to resume from (for hash maps
-    /// a u32 bucket index; for other maps a key).
-    out_batch: u64,
-    /// `count` keys, packed (`key_size` bytes each).
-    keys: u64,
-    /// `count` values, packed (`value_size` bytes each).
-    values: u64,
-    /// In: room in `keys` and `values`. Out: entries copied (or deleted).
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
+type BatchAttr = bpf_attr__bindgen_ty_3;
 
 /// The kernel said it has no batch lookups (or deletes) for this map.
 static NO_LOOKUP_BATCH: AtomicBool = AtomicBool::new(false);
 static NO_DELETE_BATCH: AtomicBool = AtomicBool::new(false);
 
-/// bpf(2) with a batch attr: `Ok(())` or the errno.
-fn sys_bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), i32> {
-    // SAFETY: `attr` is a valid `union bpf_attr` prefix of the size given;
-    // the callers make its pointers valid for `count` keys and values and
-    // for a resume token of at least the kernel's size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    match rc {
-        0.. => Ok(()),
-        _ => Err(io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)),
-    }
+/// bpf(2) with a batch attr: `Ok(())` or the errno. On return
+/// `batch.count` says how many entries the kernel copied (or deleted).
+fn sys_bpf(cmd: bpf_cmd, batch: &mut BatchAttr) -> Result<(), i32> {
+    let mut attr = zeroed_attr();
+    attr.batch = *batch;
+    // SAFETY: the callers make the pointers of `batch` valid for `count`
+    // keys and values and for a resume token of at least the kernel's size.
+    let rc = unsafe { bpf(cmd, &mut attr) };
+    // SAFETY: the member just written, which the kernel updates in place.
+    *batch = unsafe { attr.batch };
+    rc.map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 fn unsupported(errno: i32) -> bool {
@@ -142,7 +118,7 @@ fn lookup_batch<K: Pod, V: Pod>(
             elem_flags: 0,
             flags: 0,
         };
-        let end = match sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        let end = match sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) {
             Ok(()) => false,
             // The last buckets; the entries copied with it count.
             Err(libc::ENOENT) => true,
@@ -209,21 +185,39 @@ where
     K: Pod,
     V: Pod,
 {
-    if !NO_LOOKUP_BATCH.load(Ordering::Relaxed) {
-        match lookup_batch(map.map().fd().as_fd(), chunk, f) {
-            Ok(n) => return Ok(n),
-            Err(BatchError::Unsupported(e)) => {
-                if !NO_LOOKUP_BATCH.swap(true, Ordering::Relaxed) {
-                    warn!(
-                        "the kernel has no batched map lookups ({}): walking maps entry by entry",
-                        io::Error::from_raw_os_error(e)
-                    );
-                }
-            }
-            Err(BatchError::Failed(e)) => return Err(e).context("BPF_MAP_LOOKUP_BATCH"),
-        }
+    let batched = batched(&NO_LOOKUP_BATCH, "BPF_MAP_LOOKUP_BATCH", || {
+        lookup_batch(map.map().fd().as_fd(), chunk, f)
+    })?;
+    match batched {
+        Some(n) => Ok(n),
+        None => for_each_per_entry(map, f),
     }
-    for_each_per_entry(map, f)
+}
+
+/// Runs the batched operation `op` (named `what`) unless the kernel said
+/// before that it has none (`missing`); `Ok(None)`: fall back to the
+/// per-entry syscalls. The first refusal is logged and remembered.
+fn batched<R>(
+    missing: &AtomicBool,
+    what: &str,
+    op: impl FnOnce() -> Result<R, BatchError>,
+) -> Result<Option<R>> {
+    if missing.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    match op() {
+        Ok(r) => Ok(Some(r)),
+        Err(BatchError::Unsupported(e)) => {
+            if !missing.swap(true, Ordering::Relaxed) {
+                warn!(
+                    "the kernel has no {what} ({}): falling back to one syscall per entry",
+                    io::Error::from_raw_os_error(e)
+                );
+            }
+            Ok(None)
+        }
+        Err(BatchError::Failed(e)) => Err(e).context(what.to_owned()),
+    }
 }
 
 /// aya's iteration: two syscalls per entry.
@@ -277,19 +271,11 @@ where
     V: Pod,
 {
     let mut deleted = vec![false; keys.len()];
-    if !NO_DELETE_BATCH.load(Ordering::Relaxed) {
-        match delete_batch(map.map().fd().as_fd(), keys, chunk, &mut deleted) {
-            Ok(()) => return Ok(deleted),
-            Err(BatchError::Unsupported(e)) => {
-                if !NO_DELETE_BATCH.swap(true, Ordering::Relaxed) {
-                    warn!(
-                        "the kernel has no batched map deletes ({}): deleting entry by entry",
-                        io::Error::from_raw_os_error(e)
-                    );
-                }
-            }
-            Err(BatchError::Failed(e)) => return Err(e).context("BPF_MAP_DELETE_BATCH"),
-        }
+    let batched = batched(&NO_DELETE_BATCH, "BPF_MAP_DELETE_BATCH", || {
+        delete_batch(map.map().fd().as_fd(), keys, chunk, &mut deleted)
+    })?;
+    if batched.is_some() {
+        return Ok(deleted);
     }
     for (k, d) in keys.iter().zip(&mut deleted) {
         *d = match map.remove(k) {
@@ -318,12 +304,16 @@ fn delete_batch<K: Pod>(
     while pos < keys.len() {
         let n = (keys.len() - pos).min(chunk);
         let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
             keys: keys[pos..].as_ptr() as u64,
+            values: 0,
             count: n as u32,
             map_fd: fd.as_raw_fd() as u32,
-            ..Default::default()
+            elem_flags: 0,
+            flags: 0,
         };
-        let res = sys_bpf(BPF_MAP_DELETE_BATCH, &mut attr);
+        let res = sys_bpf(bpf_cmd::BPF_MAP_DELETE_BATCH, &mut attr);
         // Once the kernel started deleting, `count` is the keys deleted
         // (before the one that failed).
         let done = match res {
@@ -444,11 +434,16 @@ mod tests {
 
     /// bpf(BPF_MAP_CREATE) of a map aya gives no fd of.
     fn raw_map_create(map_type: u32, key_size: u32, value_size: u32, max: u32) -> OwnedFd {
-        const BPF_MAP_CREATE: libc::c_long = 0;
-        let attr: [u32; 5] = [map_type, key_size, value_size, max, 0];
-        // SAFETY: a valid `union bpf_attr` prefix of the size given.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_ptr(), 20usize) };
-        assert!(fd >= 0, "BPF_MAP_CREATE: {}", io::Error::last_os_error());
+        let mut attr = zeroed_attr();
+        // SAFETY: writing the `BPF_MAP_CREATE` member of a zeroed union.
+        let create = unsafe { &mut attr.__bindgen_anon_1 };
+        create.map_type = map_type;
+        create.key_size = key_size;
+        create.value_size = value_size;
+        create.max_entries = max;
+        // SAFETY: no pointers in this member.
+        let fd = unsafe { bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr) }
+            .unwrap_or_else(|e| panic!("BPF_MAP_CREATE: {e}"));
         // SAFETY: a new fd, owned by nobody else.
         unsafe { OwnedFd::from_raw_fd(fd as i32) }
     }

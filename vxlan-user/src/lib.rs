@@ -28,6 +28,7 @@ pub mod notify;
 pub mod paths;
 pub mod state;
 pub mod stats;
+pub mod sys_bpf;
 
 /// The compiled eBPF object (`vxlan-ebpf`), built by `build.rs`.
 pub static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vxlan-ebpf"));

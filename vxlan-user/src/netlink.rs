@@ -36,11 +36,10 @@ use rtnetlink::{
 /// dump).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `XDP_FLAGS_*` of linux/if_link.h.
-pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
-pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+/// `XDP_FLAGS_*` of linux/if_link.h, from aya's generated bindings.
+pub use aya_obj::generated::{
+    XDP_FLAGS_DRV_MODE, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST,
+};
 
 use crate::config::IFNAME_MAX as MAX_IFNAME_LEN;
 
@@ -171,18 +170,8 @@ impl Netlink {
     /// there is no such link in this namespace.
     pub async fn link_by_name(&self, name: &str) -> anyhow::Result<LinkInfo> {
         check_ifname(name)?;
-        let request = self.handle.link().get().match_name(name).execute();
-        let reply = timed(async {
-            futures::pin_mut!(request);
-            request.try_next().await.map_err(nl_error)
-        })
-        .await;
-        match reply {
-            Ok(Some(msg)) => Ok(link_info(msg)),
-            Ok(None) => bail!("interface '{name}' not found"),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => bail!("interface '{name}' not found"),
-            Err(e) => Err(e.context(format!("failed to look up interface '{name}'"))),
-        }
+        let request = self.handle.link().get().match_name(name);
+        link_reply(request, || format!("interface '{name}'")).await
     }
 
     /// Looks a link up by interface index.
@@ -190,20 +179,8 @@ impl Netlink {
         if index == 0 {
             bail!("invalid interface index 0");
         }
-        let request = self.handle.link().get().match_index(index).execute();
-        let reply = timed(async {
-            futures::pin_mut!(request);
-            request.try_next().await.map_err(nl_error)
-        })
-        .await;
-        match reply {
-            Ok(Some(msg)) => Ok(link_info(msg)),
-            Ok(None) => bail!("interface with index {index} not found"),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => {
-                bail!("interface with index {index} not found")
-            }
-            Err(e) => Err(e.context(format!("failed to look up interface index {index}"))),
-        }
+        let request = self.handle.link().get().match_index(index);
+        link_reply(request, || format!("interface with index {index}")).await
     }
 
     /// Lists all links of this network namespace.
@@ -263,8 +240,7 @@ impl Netlink {
             .mtu(mtu)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        let request = self.handle.link().add(msg).execute();
-        match timed(async { request.await.map_err(nl_error) }).await {
+        match ack(self.handle.link().add(msg).execute()).await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Err(e.context(format!(
                 "cannot create veth pair '{name}' <-> '{peer}': an interface with one of these \
@@ -279,19 +255,26 @@ impl Netlink {
     /// Sets the link administratively up (`ip link set dev X up`).
     pub async fn set_up(&self, index: u32) -> anyhow::Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
-        let request = self.handle.link().change(msg).execute();
-        timed(async { request.await.map_err(nl_error) })
+        self.change_link(msg, || format!("failed to set ifindex {index} up"))
             .await
-            .with_context(|| format!("failed to set ifindex {index} up"))
+    }
+
+    /// Sends one link change (`RTM_SETLINK`); `what` says what failed.
+    async fn change_link(
+        &self,
+        msg: LinkMessage,
+        what: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        ack(self.handle.link().change(msg).execute())
+            .await
+            .with_context(what)
     }
 
     /// Sets the MTU of a link.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> anyhow::Result<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        let request = self.handle.link().change(msg).execute();
-        timed(async { request.await.map_err(nl_error) })
+        self.change_link(msg, || format!("failed to set the MTU of ifindex {index}"))
             .await
-            .with_context(|| format!("failed to set the MTU of ifindex {index}"))
     }
 
     /// Sets the XDP program of a link through netlink (`IFLA_XDP`): `fd`
@@ -316,10 +299,10 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index)
             .append_extra_attribute(LinkAttribute::Xdp(nlas))
             .build();
-        let request = self.handle.link().change(msg).execute();
-        timed(async { request.await.map_err(nl_error) })
-            .await
-            .with_context(|| format!("setting the XDP program of ifindex {index}"))
+        self.change_link(msg, || {
+            format!("setting the XDP program of ifindex {index}")
+        })
+        .await
     }
 
     /// How many tc filters a link has on its ingress and egress hooks.
@@ -389,15 +372,14 @@ impl Netlink {
             minor: 0,
         };
         msg.attributes.push(TcAttribute::Kind("clsact".to_owned()));
-        timed(async { req.execute().await.map_err(nl_error) })
+        ack(req.execute())
             .await
             .with_context(|| format!("removing clsact from ifindex {index}"))
     }
 
     /// Deletes a link (for a veth, both ends go away).
     pub async fn delete_link(&self, index: u32) -> anyhow::Result<()> {
-        let request = self.handle.link().del(index).execute();
-        timed(async { request.await.map_err(nl_error) })
+        ack(self.handle.link().del(index).execute())
             .await
             .with_context(|| format!("failed to delete ifindex {index}"))
     }
@@ -415,10 +397,10 @@ impl Netlink {
                 vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
             )]))
             .build();
-        let request = self.handle.link().change(msg).execute();
-        timed(async { request.await.map_err(nl_error) })
-            .await
-            .with_context(|| format!("failed to set IPv6 addrgenmode none on ifindex {index}"))
+        self.change_link(msg, || {
+            format!("failed to set IPv6 addrgenmode none on ifindex {index}")
+        })
+        .await
     }
 
     /// Route lookup (RTM_GETROUTE for a /32, like `ip route get`): returns
@@ -492,11 +474,9 @@ impl Netlink {
             .flags(NeighbourFlags::Use)
             .replace()
             .execute();
-        timed(async { request.await.map_err(nl_error) })
-            .await
-            .with_context(|| {
-                format!("failed to trigger ARP resolution of {ip} on ifindex {ifindex}")
-            })
+        ack(request).await.with_context(|| {
+            format!("failed to trigger ARP resolution of {ip} on ifindex {ifindex}")
+        })
     }
 
     /// Link-layer address of a neighbour if the kernel has a valid
@@ -530,8 +510,7 @@ impl Netlink {
         ) {
             return Ok(());
         }
-        let request = self.handle.neighbours().del(entry).execute();
-        timed(async { request.await.map_err(nl_error) })
+        ack(self.handle.neighbours().del(entry).execute())
             .await
             .with_context(|| format!("failed to delete neighbour {ip} on ifindex {ifindex}"))
     }
@@ -769,6 +748,31 @@ async fn timed<T>(request: impl Future<Output = anyhow::Result<T>>) -> anyhow::R
         })
 }
 
+/// The one link `request` asks for; `which` names it in the errors
+/// (`{which} not found`, `failed to look up {which}`).
+async fn link_reply(
+    request: rtnetlink::LinkGetRequest,
+    which: impl Fn() -> String,
+) -> anyhow::Result<LinkInfo> {
+    let request = request.execute();
+    let reply = timed(async {
+        futures::pin_mut!(request);
+        request.try_next().await.map_err(nl_error)
+    })
+    .await;
+    match reply {
+        Ok(Some(msg)) => Ok(link_info(msg)),
+        Ok(None) => bail!("{} not found", which()),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => bail!("{} not found", which()),
+        Err(e) => Err(e.context(format!("failed to look up {}", which()))),
+    }
+}
+
+/// Sends one request whose only answer is an acknowledgement.
+async fn ack(request: impl Future<Output = Result<(), rtnetlink::Error>>) -> anyhow::Result<()> {
+    timed(async { request.await.map_err(nl_error) }).await
+}
+
 /// Converts an rtnetlink error; kernel errors become [`io::Error`]s so that
 /// they read like `No such device (os error 19)` and keep their errno.
 fn nl_error(err: rtnetlink::Error) -> anyhow::Error {
@@ -786,6 +790,8 @@ fn errno(err: &anyhow::Error) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use nix::sched::{CloneFlags, setns, unshare};
+
     use super::*;
 
     #[test]
@@ -841,12 +847,8 @@ mod tests {
     /// when the thread ends, whether `f` succeeded or panicked.
     fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let thread = std::thread::spawn(move || {
-            // SAFETY: plain syscall; CLONE_NEWNET only affects this thread.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                eprintln!(
-                    "skipping: unshare(CLONE_NEWNET) failed: {}",
-                    io::Error::last_os_error()
-                );
+            if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+                eprintln!("skipping: unshare(CLONE_NEWNET) failed: {e}");
                 return None;
             }
             Some(f())
@@ -859,63 +861,6 @@ mod tests {
     /// Opens the network namespace of the calling thread.
     fn current_netns() -> std::fs::File {
         std::fs::File::open("/proc/thread-self/ns/net").expect("open /proc/thread-self/ns/net")
-    }
-
-    /// Moves the calling thread into the network namespace `ns`.
-    fn enter_netns(ns: &std::fs::File) {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: plain syscall on a valid namespace fd.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-    }
-
-    /// Loads `r0 = XDP_PASS; exit` as an XDP program.
-    fn load_xdp_pass() -> io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::FromRawFd as _;
-        #[repr(C)]
-        struct ProgLoadAttr {
-            prog_type: u32,
-            insn_cnt: u32,
-            insns: u64,
-            license: u64,
-            log_level: u32,
-            log_size: u32,
-            log_buf: u64,
-            kern_version: u32,
-            prog_flags: u32,
-            rest: [u8; 80],
-        }
-        const BPF_PROG_LOAD: libc::c_long = 5;
-        const BPF_PROG_TYPE_XDP: u32 = 6;
-        let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
-        let license = c"GPL";
-        let attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 0,
-            log_size: 0,
-            log_buf: 0,
-            kern_version: 0,
-            prog_flags: 0,
-            rest: [0; 80],
-        };
-        // SAFETY: `attr` is a valid, fully initialised bpf_attr prefix that
-        // outlives the call; the pointers in it point to live data.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &attr as *const ProgLoadAttr,
-                size_of::<ProgLoadAttr>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this fd to us.
-        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
     }
 
     async fn neighbour_state(nl: &Netlink, ifindex: u32, ip: Ipv4Addr) -> Option<NeighbourState> {
@@ -945,11 +890,10 @@ mod tests {
         // Namespace B: a second private namespace, with its own socket. The
         // socket keeps the namespace it was created in.
         let ns_a = current_netns();
-        // SAFETY: plain syscall; only affects this (private) thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         let ns_b = current_netns();
         let nl_b = Netlink::new().unwrap();
-        enter_netns(&ns_a);
+        setns(&ns_a, CloneFlags::CLONE_NEWNET).expect("setns back to A");
         let nl = Netlink::new().unwrap();
 
         // Links.
@@ -1144,17 +1088,12 @@ mod tests {
         assert!(nl.neighbour_mac(9999, static_ip).await.is_err());
 
         // XDP program id.
-        match load_xdp_pass() {
+        match crate::sys_bpf::load_xdp_returning(2, "nlt_pass") {
             Ok(prog) => {
                 use std::os::fd::AsRawFd as _;
-                const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-                let msg = LinkUnspec::new_with_index(veth.index)
-                    .append_extra_attribute(LinkAttribute::Xdp(vec![
-                        LinkXdp::Fd(prog.as_raw_fd()),
-                        LinkXdp::Flags(XDP_FLAGS_SKB_MODE),
-                    ]))
-                    .build();
-                nl.handle.link().change(msg).execute().await.unwrap();
+                nl.set_xdp(veth.index, Some(prog.as_raw_fd()), XDP_FLAGS_SKB_MODE, None)
+                    .await
+                    .unwrap();
                 let id = nl.link_by_index(veth.index).await.unwrap().xdp_prog_id;
                 eprintln!("xdp prog id: {id:?}");
                 assert!(id.is_some());

@@ -25,8 +25,8 @@ where
         return None;
     }
     std::thread::spawn(move || {
-        // SAFETY: plain syscall; CLONE_NEWNET only affects this thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        // CLONE_NEWNET only affects this thread.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -287,13 +287,7 @@ fn config_runtime_journal_and_links() {
         let pb = idx(&fresh, "pb").unwrap();
         let p = fresh.maps.ports.get(&pb, 0).unwrap();
         assert_eq!((p.max_learned, p.bum_pps), (0, 0));
-        let allowed: std::collections::BTreeSet<(u32, [u8; 8])> = fresh
-            .maps
-            .allowed
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .collect();
+        let allowed = fresh.maps.allowed_keys();
         assert!(allowed.contains(&(48, vxlan_common::allow_data(42, [10, 9, 0, 0]))));
         assert!(!allowed.contains(&(56, vxlan_common::allow_data(42, [10, 8, 0, 0]))));
         assert!(allowed.contains(&(56, vxlan_common::allow_data(43, [10, 8, 0, 0]))));

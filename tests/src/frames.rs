@@ -1,0 +1,256 @@
+//! Crafted frames for the tests and the bench: Ethernet, IPv4, UDP,
+//! VXLAN and ARP, with correct checksums unless a test breaks them on
+//! purpose, and the fix-ups a test applies after damaging a frame.
+//!
+//! The VXLAN outer headers are vxlan-common's [`wire::build_outer`] (what
+//! the datapath itself writes); everything else is built here, once.
+
+use std::net::Ipv4Addr;
+
+use vxlan_common::wire::{self, IPV4_HLEN, OFF_IP, OFF_UDP, Outer, UDP_HLEN};
+
+/// A container's inner address in the seed topology (c1), the source of
+/// [`inner_udp`] and [`arp_request`] frames.
+pub const C1_IP: [u8; 4] = [172, 18, 1, 2];
+/// c2's inner address, their destination.
+pub const C2_IP: [u8; 4] = [172, 18, 1, 3];
+/// The "don't fragment" bit of the IPv4 flags/fragment-offset field.
+pub const IP_DF: u16 = 0x4000;
+/// `IPPROTO_UDP`.
+pub const UDP: u8 = wire::IPPROTO_UDP;
+
+/// Internet checksum (RFC 1071) of a header of any length (its checksum
+/// field must be zero), network byte order.
+pub fn header_checksum(hdr: &[u8]) -> [u8; 2] {
+    let mut sum: u32 = hdr
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// An IPv4 header (IHL 5) being built: TTL 64 and everything else zero
+/// unless set; lengths and checksum are written by [`Ipv4::header`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4([u8; IPV4_HLEN]);
+
+impl Ipv4 {
+    /// From `src` to `dst`, carrying protocol `proto`.
+    pub fn new(proto: u8, src: [u8; 4], dst: [u8; 4]) -> Self {
+        let mut ip = [0u8; IPV4_HLEN];
+        ip[0] = 0x45;
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        Self(ip)
+    }
+
+    /// DSCP and ECN.
+    pub fn tos(mut self, tos: u8) -> Self {
+        self.0[1] = tos;
+        self
+    }
+
+    /// Identification.
+    pub fn id(mut self, id: u16) -> Self {
+        self.0[4..6].copy_from_slice(&id.to_be_bytes());
+        self
+    }
+
+    /// Flags and fragment offset (e.g. [`IP_DF`]).
+    pub fn frag(mut self, frag: u16) -> Self {
+        self.0[6..8].copy_from_slice(&frag.to_be_bytes());
+        self
+    }
+
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.0[8] = ttl;
+        self
+    }
+
+    /// The header for `payload_len` bytes of payload, with its checksum.
+    pub fn header(&self, payload_len: usize) -> [u8; IPV4_HLEN] {
+        let mut ip = self.0;
+        ip[2..4].copy_from_slice(&((IPV4_HLEN + payload_len) as u16).to_be_bytes());
+        let c = wire::ipv4_checksum(&ip);
+        ip[10..12].copy_from_slice(&c);
+        ip
+    }
+}
+
+/// An Ethernet header: `dst`, `src`, `ethertype`.
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// An Ethernet frame carrying the IPv4/UDP datagram `ip` (made with
+/// protocol UDP), UDP checksum 0.
+pub fn udp4(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    ip: &Ipv4,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = eth(dst_mac, src_mac, wire::ETH_P_IP);
+    f.extend_from_slice(&ip.header(UDP_HLEN + payload.len()));
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((UDP_HLEN + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An Ethernet frame carrying an IPv4/UDP datagram (IP id 0x1234, TTL 64,
+/// UDP checksum 0), as a host would send it.
+pub fn udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = Ipv4::new(UDP, src.octets(), dst.octets()).id(0x1234);
+    udp4(dst_mac, src_mac, &ip, sport, dport, payload)
+}
+
+/// An inner frame c1 -> c2 as a container sends it: IPv4 (id 1, DF, TOS
+/// `tos`) / UDP from port 12345 to `dport`.
+pub fn inner_udp(dst: [u8; 6], src: [u8; 6], tos: u8, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let ip = Ipv4::new(UDP, C1_IP, C2_IP).tos(tos).id(1).frag(IP_DF);
+    udp4(dst, src, &ip, 12345, dport, payload)
+}
+
+/// A broadcast ARP request from `sha`/`spa` for `tpa` (no padding).
+pub fn arp_request(sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = eth([0xff; 6], sha, 0x0806);
+    // Ethernet/IPv4, 6/4 address lengths, opcode 1 (request).
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+/// A VXLAN frame: `build_outer`'s 50 bytes of headers (as a VTEP sends
+/// them), then `inner`.
+pub fn vxlan_frame(outer: &Outer, inner: &[u8]) -> Vec<u8> {
+    let mut f = wire::build_outer(outer, inner.len() as u16).to_vec();
+    f.extend_from_slice(inner);
+    f
+}
+
+/// Writes `bytes` at `off`, as far as the frame goes (fuzzed frames may
+/// be cut anywhere).
+pub fn set(f: &mut [u8], off: usize, bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        if let Some(x) = f.get_mut(off + i) {
+            *x = *b;
+        }
+    }
+}
+
+/// Recomputes the outer IPv4 header checksum of `f` (header at offset 14,
+/// as long as its IHL says, at least 20 bytes, at most what the frame
+/// holds). A frame cut inside the first 20 bytes is left alone.
+pub fn fix_ip_checksum(f: &mut [u8]) {
+    if f.len() < OFF_UDP {
+        return;
+    }
+    let ihl = (usize::from(f[OFF_IP] & 0x0f).max(5) * 4).min(f.len() - OFF_IP);
+    f[OFF_IP + 10..OFF_IP + 12].fill(0);
+    let c = header_checksum(&f[OFF_IP..OFF_IP + ihl]);
+    f[OFF_IP + 10..OFF_IP + 12].copy_from_slice(&c);
+}
+
+/// Makes the outer IPv4 total length and UDP length agree with the
+/// frame's length (the UDP length only when the UDP header is there),
+/// then fixes the IPv4 checksum.
+pub fn fix_lengths(f: &mut [u8]) {
+    if f.len() < OFF_UDP {
+        return;
+    }
+    let ihl = usize::from(f[OFF_IP] & 0x0f).max(5) * 4;
+    let tot = (f.len() - OFF_IP) as u16;
+    set(f, OFF_IP + 2, &tot.to_be_bytes());
+    if f.len() >= OFF_IP + ihl + UDP_HLEN {
+        let ulen = (f.len() - OFF_IP - ihl) as u16;
+        set(f, OFF_IP + ihl + 4, &ulen.to_be_bytes());
+    }
+    fix_ip_checksum(f);
+}
+
+/// The ones'-complement sum (folded, not inverted) of the IPv4/UDP
+/// pseudo-header and the `ulen` bytes of UDP header and payload of `f`
+/// (outer IPv4 header of 20 bytes): 0xffff when a checksum in it is right.
+pub fn udp_sum(f: &[u8], ulen: usize) -> u16 {
+    let udp = &f[OFF_UDP..OFF_UDP + ulen];
+    let mut sum: u64 = 0;
+    for c in f[OFF_IP + 12..OFF_IP + 20].chunks(2).chain(udp.chunks(2)) {
+        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum += u64::from(UDP) + ulen as u64;
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Sets a correct outer UDP checksum (as long as the UDP length says).
+pub fn set_udp_checksum(f: &mut [u8]) {
+    f[OFF_UDP + 6..OFF_UDP + 8].fill(0);
+    let ulen = usize::from(u16::from_be_bytes([f[OFF_UDP + 4], f[OFF_UDP + 5]]));
+    let c = match !udp_sum(f, ulen) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[OFF_UDP + 6..OFF_UDP + 8].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16).unwrap_or_else(|_| panic!("bad MAC {s}")))
+        .collect();
+    v.try_into().unwrap_or_else(|_| panic!("bad MAC {s}"))
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_verify() {
+        let mut f = inner_udp([2; 6], [4; 6], 0, 53, b"payload");
+        assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
+        f[OFF_UDP + 4..OFF_UDP + 6].copy_from_slice(&15u16.to_be_bytes());
+        set_udp_checksum(&mut f);
+        assert_eq!(udp_sum(&f, 15), 0xffff);
+        f.truncate(OFF_UDP + 4);
+        fix_lengths(&mut f);
+        assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
+        assert_eq!(arp_request([1; 6], C1_IP, C2_IP).len(), 42);
+    }
+}

@@ -1,0 +1,69 @@
+//! The bpf(2) calls aya has no API for (batched map operations; loading a
+//! one-instruction program in tests), with aya's generated kernel ABI
+//! (`aya_obj::generated`) instead of private copies of `union bpf_attr`.
+
+use std::{
+    io,
+    os::fd::{FromRawFd as _, OwnedFd},
+};
+
+pub use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_type};
+
+/// An all-zero `union bpf_attr`: what the kernel expects in every field a
+/// command does not use.
+pub fn zeroed_attr() -> bpf_attr {
+    // SAFETY: `bpf_attr` is a union of plain integer structs; all-zero is
+    // a valid value of each.
+    unsafe { std::mem::zeroed() }
+}
+
+/// bpf(2): the syscall's return value (a new descriptor for the commands
+/// that create one).
+///
+/// # Safety
+/// Every pointer in the member of `attr` that `cmd` uses must be valid for
+/// the sizes given there (the kernel reads and writes through them).
+pub unsafe fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+    // SAFETY: the caller vouches for the pointers in `attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            size_of::<bpf_attr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Loads `r0 = action; exit` as an XDP program named `name` (at most 15
+/// bytes): no object file needed. For tests that need an XDP program of
+/// "someone else" (attachment, replacement) and for the bench's floor.
+pub fn load_xdp_returning(action: u32, name: &str) -> io::Result<OwnedFd> {
+    // BPF_ALU64 | BPF_MOV | BPF_K into r0 with the immediate `action`;
+    // BPF_JMP | BPF_EXIT.
+    let a = action.to_le_bytes();
+    let insns: [[u8; 8]; 2] = [
+        [0xb7, 0, 0, 0, a[0], a[1], a[2], a[3]],
+        [0x95, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    let license = c"GPL";
+    let mut attr = zeroed_attr();
+    // SAFETY: writing the `BPF_PROG_LOAD` member of a zeroed union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_XDP as u32;
+    load.insn_cnt = insns.len() as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.license = license.as_ptr() as u64;
+    for (d, s) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: `insns` and `license` outlive the call.
+    let fd = unsafe { bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }?;
+    // SAFETY: a new descriptor the kernel just returned to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
