@@ -29,9 +29,38 @@ use crate::{
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RxMode {
-    /// No `--xdp-mode` flag: the forwarder picks per interface.
+    /// No `--xdp-mode` flag: the forwarder picks per interface (on the
+    /// tests' veth uplinks: no XDP, decapsulation in TC).
     #[default]
     Auto,
+    /// `--xdp-mode native`: XDP in the veth driver.
+    Native,
+    /// `--xdp-mode generic`: skb-mode XDP.
+    Generic,
+}
+
+impl RxMode {
+    /// Every receive mode, for tests that run once per mode: TC (what
+    /// `auto` picks on veth, the same as `off`), native and skb-mode XDP.
+    pub const MATRIX: [RxMode; 3] = [RxMode::Auto, RxMode::Native, RxMode::Generic];
+
+    /// The `--xdp-mode` flags of this mode.
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            RxMode::Auto => &[],
+            RxMode::Native => &["--xdp-mode", "native"],
+            RxMode::Generic => &["--xdp-mode", "generic"],
+        }
+    }
+
+    /// A short name for namespace prefixes and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            RxMode::Auto => "tc",
+            RxMode::Native => "native",
+            RxMode::Generic => "generic",
+        }
+    }
 }
 
 /// The underlay's address family.
@@ -44,11 +73,28 @@ pub enum Family {
 }
 
 /// What a scenario is run with; threaded through every builder below so
-/// that one test body can later run once per receive mode and family.
+/// that one test body can run once per receive mode and family.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Setup {
     pub mode: RxMode,
     pub family: Family,
+}
+
+impl Setup {
+    /// The set-ups of the mode matrix: every [`RxMode::MATRIX`] mode on an
+    /// IPv4 underlay.
+    pub fn matrix() -> impl Iterator<Item = Setup> {
+        RxMode::MATRIX.into_iter().map(|mode| Setup {
+            mode,
+            family: Family::V4,
+        })
+    }
+
+    /// `base` with the mode's name, for namespace prefixes (`vxt-kbr-` ->
+    /// `vxt-kbr-native-`): each mode's run gets namespaces of its own.
+    pub fn prefix(&self, base: &str) -> String {
+        format!("{base}{}-", self.mode.name())
+    }
 }
 
 /// Underlay address of a fourth host (`h4`), next to the topology's three.
@@ -78,9 +124,7 @@ impl Setup {
     /// 42`, then those of the receive mode, then `extra`.
     pub fn args<'a>(&self, extra: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec!["--iface", "eth0", "--vni", "42"];
-        match self.mode {
-            RxMode::Auto => {}
-        }
+        v.extend_from_slice(self.mode.flags());
         v.extend_from_slice(extra);
         v
     }

@@ -18,7 +18,7 @@ use vxlan_tests::{
     forwarder::{start_and_signal_on_ready, vxlan_fwd_timeout},
     ping_result,
     process::run_with_timeout,
-    scenario::{BuildChecked, Pick, Setup, ZERO_MAC},
+    scenario::{BuildChecked, Pick, RxMode, Setup, ZERO_MAC},
     traffic::iperf3,
     vxlan_fwd, vxlan_fwd_bin, xdp,
 };
@@ -29,6 +29,28 @@ const HOST_IF_PEER: &str = "vxlan0-fwd";
 /// `--iface eth0 --vni 42` followed by `extra`, for the default [`Setup`].
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     Setup::default().args(extra)
+}
+
+/// The forwarder in `ns` receives in the mode `setup` asks for: native
+/// (`ip -j link`'s `xdp.mode` 1) or skb-mode XDP (2) on `eth0`, or no XDP
+/// at all (TC decapsulation).
+fn assert_mode(ns: &NetNs, setup: Setup) {
+    let link = ns
+        .link("eth0")
+        .unwrap_or_else(|| panic!("no eth0 in {}", ns.name()));
+    let xdp = link["xdp"]["mode"].as_u64();
+    let want = match setup.mode {
+        RxMode::Auto => None,
+        RxMode::Native => Some(1),
+        RxMode::Generic => Some(2),
+        _ => panic!("mode {:?} not in the matrix", setup.mode),
+    };
+    assert_eq!(
+        xdp,
+        want,
+        "{}: eth0 is not in the mode asked for: {link}",
+        setup.mode.name()
+    );
 }
 
 /// Text of `ip -d link show dev eth0` in `ns`.
@@ -142,26 +164,43 @@ fn bridge_setup_three_containers() {
     }
 }
 
+/// vxlan-fwd on h1, the tutorial's kernel bridge setup on h2: pings both
+/// ways, each side learned the other's container behind the right VTEP.
+/// Run in every receive mode of h1 (the mode matrix).
 #[test]
 fn interop_kernel_peer_bridge() {
-    let topo = Setup::default().two_hosts("vxt-kbr-");
+    for setup in Setup::matrix() {
+        interop_kernel_peer_bridge_in(setup);
+    }
+}
+
+fn interop_kernel_peer_bridge_in(setup: Setup) {
+    let mode = setup.mode.name();
+    let topo = setup.two_hosts(&setup.prefix("vxt-kbr-"));
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let [c1, c2] = topo.pick_containers(["c1", "c2"]);
-    let f1 = Forwarder::start(&h1.ns, &args(&["--port", "veth0", "--remote", H2_IP]));
+    let f1 = Forwarder::start(&h1.ns, &setup.args(&["--port", "veth0", "--remote", H2_IP]));
     // The tutorial's bridge setup on h2, with the kernel's vxlan.
-    Setup::default().kernel_bridge_peer(h2, "h1");
+    setup.kernel_bridge_peer(h2, "h1");
 
     assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
     assert_ping(&c2.ns, "172.18.1.2", 3, &[&f1]);
+    assert_mode(&h1.ns, setup);
 
     let fdb1 = rows(&f1.fdb_show_json());
-    assert_remote(&fdb1, 42, &c2.mac(), H2_IP, "h1 (vxlan-fwd)");
+    assert_remote(
+        &fdb1,
+        42,
+        &c2.mac(),
+        H2_IP,
+        &format!("h1 (vxlan-fwd, {mode})"),
+    );
     let kfdb = h2.ns.run("bridge", ["fdb", "show", "dev", HOST_IF]);
     let c1_mac = c1.mac();
     assert!(
         kfdb.lines()
             .any(|l| l.starts_with(&c1_mac) && l.contains(&format!("dst {H1_IP}"))),
-        "h2's kernel vxlan did not learn c1 ({c1_mac}) with dst {H1_IP}:\n{kfdb}"
+        "{mode}: h2's kernel vxlan did not learn c1 ({c1_mac}) with dst {H1_IP}:\n{kfdb}"
     );
 }
 
@@ -245,54 +284,92 @@ fn assert_full_size_ping(from: &Container, to: &Container, fwds: &[&Forwarder]) 
     }
 }
 
+/// TCP at full segment size and full-size DF pings, vxlan-fwd against
+/// itself and against the kernel's vxlan, both directions; in every receive
+/// mode (the mode matrix).
 #[test]
 fn tcp_full_size_segments() {
-    let topo = Setup::default().two_hosts("vxt-tcp-");
+    for setup in Setup::matrix() {
+        tcp_full_size_segments_in(setup);
+    }
+}
+
+fn tcp_full_size_segments_in(setup: Setup) {
+    let mode = setup.mode.name();
+    let topo = setup.two_hosts(&setup.prefix("vxt-tcp-"));
     let h2 = topo.host("h2");
     let [c1, c2] = topo.pick_containers(["c1", "c2"]);
-    let (f1, f2) = Setup::default().pair(&topo, &[], &[]);
+    let (f1, f2) = setup.pair(&topo, &[], &[]);
     assert_ping(&c1.ns, "172.18.1.3", 2, &[&f1, &f2]);
+    assert_mode(&topo.host("h1").ns, setup);
 
     // vxlan-fwd <-> vxlan-fwd, both directions.
     let encap_before = f1.counter("tx_encap");
-    let report = iperf(c1, c2, false, &[&f1, &f2], "c1 -> c2 (vxlan-fwd both ends)");
+    let report = iperf(
+        c1,
+        c2,
+        false,
+        &[&f1, &f2],
+        &format!("{mode}: c1 -> c2 (vxlan-fwd both ends)"),
+    );
     let mss = report["start"]["tcp_mss_default"].as_u64().unwrap_or(0);
     assert!(
         mss >= 1380,
-        "c1's TCP MSS {mss}: segments are not full-size for MTU 1450"
+        "{mode}: c1's TCP MSS {mss}: segments are not full-size for MTU 1450"
     );
     let encap_after = f1.counter("tx_encap");
     assert!(
         encap_after > encap_before,
-        "h1 tx_encap did not grow ({encap_before} -> {encap_after})"
+        "{mode}: h1 tx_encap did not grow ({encap_before} -> {encap_after})"
     );
     let decap_before = f1.counter("rx_decap");
-    iperf(c1, c2, true, &[&f1, &f2], "c2 -> c1 (vxlan-fwd both ends)");
+    iperf(
+        c1,
+        c2,
+        true,
+        &[&f1, &f2],
+        &format!("{mode}: c2 -> c1 (vxlan-fwd both ends)"),
+    );
     let decap_after = f1.counter("rx_decap");
     assert!(
         decap_after > decap_before,
-        "h1 rx_decap did not grow ({decap_before} -> {decap_after})"
+        "{mode}: h1 rx_decap did not grow ({decap_before} -> {decap_after})"
     );
     // Full-size packets with DF set cross the tunnel unfragmented both ways:
     // 1422 bytes of ICMP payload + 28 = 1450, the containers' MTU.
     assert_full_size_ping(c1, c2, &[&f1, &f2]);
     assert_full_size_ping(c2, c1, &[&f1, &f2]);
     eprintln!(
-        "h1 counters: {:?}\nh2 counters: {:?}",
+        "{mode}: h1 counters: {:?}\nh2 counters: {:?}",
         f1.counters(),
         f2.counters()
     );
 
     // vxlan-fwd <-> the kernel's vxlan (bridge setup on h2).
     let out = f2.stop();
-    assert!(out.success(), "vxlan-fwd on h2 did not stop cleanly: {out}");
-    Setup::default().kernel_bridge_peer(h2, "h1");
+    assert!(
+        out.success(),
+        "{mode}: vxlan-fwd on h2 did not stop cleanly: {out}"
+    );
+    setup.kernel_bridge_peer(h2, "h1");
     assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
-    iperf(c1, c2, false, &[&f1], "c1 -> c2 (kernel vxlan on h2)");
-    iperf(c1, c2, true, &[&f1], "c2 -> c1 (kernel vxlan on h2)");
+    iperf(
+        c1,
+        c2,
+        false,
+        &[&f1],
+        &format!("{mode}: c1 -> c2 (kernel vxlan on h2)"),
+    );
+    iperf(
+        c1,
+        c2,
+        true,
+        &[&f1],
+        &format!("{mode}: c2 -> c1 (kernel vxlan on h2)"),
+    );
     assert_full_size_ping(c1, c2, &[&f1]);
     assert_full_size_ping(c2, c1, &[&f1]);
-    eprintln!("h1 counters: {:?}", f1.counters());
+    eprintln!("{mode}: h1 counters: {:?}", f1.counters());
 }
 
 #[test]

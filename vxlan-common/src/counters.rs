@@ -132,6 +132,11 @@ counters! {
     /// Port: ICMPv6 "Packet Too Big" sent back for a too-big IPv6 frame
     /// (path MTU discovery of inner IPv6 senders).
     TxIcmp6TooBig = "tx_icmp6_too_big",
+    /// Uplink (XDP): VXLAN frames whose outer UDP checksum XDP could not
+    /// confirm, handed to TC to decapsulate (a checksum left for offload by
+    /// a sender on the same host; TC verifies it when the kernel does not
+    /// vouch for it, and drops it as `drop_udp_csum` if wrong).
+    RxCsumDeferred = "rx_csum_deferred",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

@@ -342,6 +342,12 @@ pub struct LocalIp {
 
 /// `XdpMeta::magic`: "VXLN".
 pub const META_MAGIC: u32 = 0x5658_4c4e;
+/// `XdpMeta::magic` of a frame XDP left encapsulated, for the TC program to
+/// decapsulate ("VXLC"): its outer UDP checksum did not add up, which on a
+/// veth uplink means a checksum the sending host's stack left for offload
+/// (`CHECKSUM_PARTIAL`, invisible to XDP). TC knows whether the kernel
+/// trusts it, and verifies it otherwise.
+pub const META_MAGIC_TC_DECAP: u32 = 0x5658_4c43;
 
 /// Metadata the XDP program puts in front of a decapsulated frame (the
 /// `data_meta` area) for the TC program on the uplink, which delivers it.

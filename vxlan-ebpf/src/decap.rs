@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vxlan_common::{
-    Counter, META_MAGIC, XdpMeta,
+    Counter, META_MAGIC, META_MAGIC_TC_DECAP, XdpMeta,
     wire::{ENCAP_LEN, ETH_HLEN},
 };
 
@@ -20,7 +20,11 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     let Some(cfg) = config() else {
         return Ok(XDP_PASS);
     };
-    let Some(rx) = rx::classify(ctx, cfg, ctx.ingress_ifindex() as u32)? else {
+    let rx = match rx::classify(ctx, cfg, ctx.ingress_ifindex() as u32) {
+        Err(Counter::RxCsumDeferred) => return defer(ctx),
+        other => other?,
+    };
+    let Some(rx) = rx else {
         count(Counter::RxPass);
         return Ok(XDP_PASS);
     };
@@ -32,6 +36,38 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_LEN as i32) } != 0 {
         return Err(Counter::DropDecapFailed);
     }
+    put_meta(
+        ctx,
+        XdpMeta {
+            magic: META_MAGIC,
+            vni: rx.vni,
+            ifindex: rx.ifindex,
+            flags: rx.port_flags,
+        },
+    )?;
+    count(Counter::RxDecap);
+    Ok(XDP_PASS)
+}
+
+/// Hands a frame whose outer UDP checksum XDP could not confirm to the TC
+/// program, still encapsulated ([`META_MAGIC_TC_DECAP`]).
+#[inline(always)]
+fn defer(ctx: &XdpContext) -> Result<u32, Counter> {
+    put_meta(
+        ctx,
+        XdpMeta {
+            magic: META_MAGIC_TC_DECAP,
+            ..XdpMeta::default()
+        },
+    )?;
+    count(Counter::RxCsumDeferred);
+    Ok(XDP_PASS)
+}
+
+/// Puts `m` in the frame's metadata area, for the TC program.
+#[inline(always)]
+fn put_meta(ctx: &XdpContext, m: XdpMeta) -> Result<(), Counter> {
+    // SAFETY: plain helper call on our own context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size_of::<XdpMeta>() as i32)) } != 0 {
         return Err(Counter::DropDecapFailed);
     }
@@ -40,14 +76,6 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         return Err(Counter::DropDecapFailed);
     }
     // SAFETY: bounds checked just above.
-    unsafe {
-        *(meta as *mut XdpMeta) = XdpMeta {
-            magic: META_MAGIC,
-            vni: rx.vni,
-            ifindex: rx.ifindex,
-            flags: rx.port_flags,
-        };
-    }
-    count(Counter::RxDecap);
-    Ok(XDP_PASS)
+    unsafe { *(meta as *mut XdpMeta) = m };
+    Ok(())
 }

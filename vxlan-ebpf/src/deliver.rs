@@ -4,7 +4,9 @@
 //! - with XDP on the uplink, XDP has decapsulated the frame and put an
 //!   [`XdpMeta`] in front of it (XDP cannot hand a frame to a veth whose
 //!   peer does not accept XDP frames, the default): only delivery is left;
-//! - without XDP (`CFG_F_TC_DECAP`, the default on veth uplinks), the frame
+//! - without XDP (`CFG_F_TC_DECAP`, the default on veth uplinks), or when
+//!   XDP could not confirm the outer UDP checksum (`META_MAGIC_TC_DECAP`: a
+//!   checksum left for offload by a sender on the same host), the frame
 //!   is decapsulated here: [`rx::classify`], then `bpf_skb_adjust_room`,
 //!   which keeps a GSO super-packet whole (skb-mode XDP would copy it into
 //!   one linear buffer first).
@@ -25,7 +27,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use vxlan_common::{
-    CFG_F_TC_DECAP, Config, Counter, MAX_PORTS, META_MAGIC, PORT_F_PEER, XdpMeta,
+    CFG_F_TC_DECAP, Config, Counter, MAX_PORTS, META_MAGIC, META_MAGIC_TC_DECAP, PORT_F_PEER,
+    XdpMeta,
     wire::{ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, OFF_INNER},
 };
 
@@ -65,6 +68,11 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
         let m = unsafe { *(meta as *const XdpMeta) };
         if m.magic == META_MAGIC {
             return deliver(ctx, m.vni, m.ifindex, m.flags);
+        }
+        if m.magic == META_MAGIC_TC_DECAP
+            && let Some(cfg) = config()
+        {
+            return decap(ctx, cfg);
         }
     }
     match config() {

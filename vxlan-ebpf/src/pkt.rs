@@ -28,6 +28,9 @@ pub trait Frame {
     /// Whether the outer UDP checksum needs no check here: the kernel
     /// already trusts it (see the TC implementation).
     fn udp_csum_trusted(&self) -> bool;
+    /// Whether a wrong-looking outer UDP checksum is handed on to TC
+    /// instead of dropped: XDP cannot see a checksum left for offload.
+    fn defers_bad_csum(&self) -> bool;
     /// The context pointer the program was given.
     fn raw(&self) -> *mut c_void;
     /// Copies `len` bytes at `off` of the frame (also from an skb's paged
@@ -61,6 +64,10 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn udp_csum_trusted(&self) -> bool {
         false
+    }
+    #[inline(always)]
+    fn defers_bad_csum(&self) -> bool {
+        true
     }
     #[inline(always)]
     fn raw(&self) -> *mut c_void {
@@ -126,6 +133,10 @@ impl Frame for TcContext {
             }
             true
         }
+    }
+    #[inline(always)]
+    fn defers_bad_csum(&self) -> bool {
+        false
     }
     #[inline(always)]
     fn raw(&self) -> *mut c_void {
