@@ -7,7 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use vxlan_common::wire::{self, IPV4_HLEN, OFF_IP, OFF_UDP, Outer, UDP_HLEN};
+use vxlan_common::wire::{self, ETH_HLEN, IPV4_HLEN, OFF_IP, OFF_UDP, Outer, UDP_HLEN};
 
 /// A container's inner address in the seed topology (c1), the source of
 /// [`inner_udp`] and [`arp_request`] frames.
@@ -253,4 +253,42 @@ mod tests {
         assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
         assert_eq!(arp_request([1; 6], C1_IP, C2_IP).len(), 42);
     }
+}
+
+/// The ICMPv6 Packet Too Big (RFC 4443 §3.2) a tunnel sends back for the
+/// too-big IPv6 frame `f`, telling its sender to use `mtu`, built here
+/// independently of the datapath: back to the sender's MAC from the MAC it
+/// sent to, from the original destination to the original source, the
+/// original's hop limit, the first 1232 bytes of the original IPv6 packet
+/// quoted (what fits 1280), checksum over the pseudo-header and message.
+/// `None` when `f` is shorter than Ethernet + 1232 bytes.
+pub fn icmp6_too_big(f: &[u8], mtu: u32) -> Option<Vec<u8>> {
+    const QUOTE: usize = 1280 - 48;
+    let ip = f.get(ETH_HLEN..ETH_HLEN + QUOTE)?;
+    let mut out = eth(
+        f[6..12].try_into().ok()?,
+        f[0..6].try_into().ok()?,
+        wire::ETH_P_IPV6,
+    );
+    let len = (8 + QUOTE) as u16;
+    out.extend_from_slice(&[0x60, 0, 0, 0]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[58, ip[7]]);
+    out.extend_from_slice(&ip[24..40]);
+    out.extend_from_slice(&ip[8..24]);
+    let mut msg = vec![2, 0, 0, 0];
+    msg.extend_from_slice(&mtu.to_be_bytes());
+    msg.extend_from_slice(ip);
+    let mut sum: u64 = out[ETH_HLEN + 8..ETH_HLEN + 40]
+        .chunks(2)
+        .chain(msg.chunks(2))
+        .map(|c| u64::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    sum += u64::from(len) + 58;
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    out.extend_from_slice(&msg);
+    Some(out)
 }

@@ -70,7 +70,8 @@ use std::{
 use aya::maps::{IterableMap as _, lpm_trie::Key};
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC,
-    NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta, allow_data,
+    META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta,
+    allow_data,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, OFF_INNER, OFF_IP, OFF_UDP,
         OFF_VXLAN, OVERHEAD, Outer, build_outer, ecn_encap, inet_checksum, ipv4_checksum,
@@ -82,7 +83,7 @@ use vxlan_tests::{
         self, DSTPORT, Datapath, LOCAL, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
         UPLINK_MAC, Veth, XDP_ABORTED, XDP_DROP, XDP_PASS, private_netns,
     },
-    frames::{IP_DF, Ipv4, fix_ip_checksum, fix_lengths, set},
+    frames::{self, IP_DF, Ipv4, fix_ip_checksum, fix_lengths, set},
 };
 
 // ---------------------------------------------------------------------------
@@ -934,7 +935,7 @@ const PORT_DROPS: &[Counter] = &[
     DropNoFloodTarget,
 ];
 /// Counters of the port program that are not drops.
-const PORT_OUTCOMES: &[Counter] = &[LocalSwitch, TxEncap, TxIcmpFragNeeded];
+const PORT_OUTCOMES: &[Counter] = &[LocalSwitch, TxEncap, TxIcmpFragNeeded, TxIcmp6TooBig];
 const UPLINK_DROPS: &[Counter] = &[DropUnknownVni, DropNoLocalPort];
 const FLOOD_COPIES: &[Counter] = &[TxLocalFloodCopy, TxFloodCopy, TxGroupCopy];
 
@@ -1243,6 +1244,46 @@ fn check_encap(out: &[u8], inner: &[u8], vni: u32, what: &str) -> Result<[u8; 4]
 /// (and the kernel's tunnels send one: `iptunnel_pmtud_check_icmp`), and
 /// well-formed: swapped addresses, valid checksums, the overlay MTU, the
 /// offending header quoted.
+/// A Packet Too Big the port program sent for IPv6 frame `f`: only for a
+/// frame that does not fit, from an address that may get one, and exactly
+/// the frame [`frames::icmp6_too_big`] builds (checksum included).
+fn check_icmp6_too_big(f: &[u8], out: &[u8]) -> Result<(), Fail> {
+    let k = |s: &str| format!("tc_port: ICMPv6 Packet Too Big {s}");
+    ensure!(
+        f.len() - ETH_HLEN + OVERHEAD as usize > UPLINK_MTU as usize,
+        k("for a frame that fits"),
+        "{} bytes",
+        f.len()
+    );
+    ensure!(
+        f[12..14] == ETH_P_IPV6.to_be_bytes() && f[ETH_HLEN] >> 4 == 6,
+        k("for a frame that is not IPv6"),
+        ""
+    );
+    let src = &f[ETH_HLEN + 8..ETH_HLEN + 24];
+    ensure!(
+        src[0] != 0xff && src[..15].iter().any(|b| *b != 0),
+        k("to an unspecified, loopback or multicast source (RFC 4443 2.4)"),
+        "source {}",
+        hex(src)
+    );
+    let (next, after) = (f[ETH_HLEN + 6], f[ETH_HLEN + 40]);
+    ensure!(
+        !(next == 58 && (after < 128 || after == 137)),
+        k("about an ICMPv6 error or redirect (RFC 4443 2.4)"),
+        "ICMPv6 type {after}"
+    );
+    let want = frames::icmp6_too_big(f, UPLINK_MTU - OVERHEAD);
+    ensure!(
+        want.as_deref() == Some(out),
+        k("is not the expected message"),
+        "got {}\nwant {}",
+        hex(out),
+        want.as_deref().map(hex).unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn check_icmp_frag_needed(f: &[u8], out: &[u8]) -> Result<(), Fail> {
     let k = |s: &str| format!("tc_port: ICMP frag needed {s}");
     ensure!(
@@ -1489,6 +1530,9 @@ impl Lab {
         let got = match outcome {
             RxPass => Verdict::Pass,
             RxDecap => Verdict::Decap,
+            // XDP hands a checksum it cannot confirm to TC, which drops it
+            // unless the kernel vouches for it (never in a test run).
+            RxCsumDeferred => Verdict::Drop(DropUdpCsum),
             c => Verdict::Drop(c),
         };
         ensure!(
@@ -1593,7 +1637,7 @@ impl Lab {
             if SIDE.contains(&c) {
                 continue;
             }
-            let is_outcome = c == RxPass || c == RxDecap || xdp_drop(i);
+            let is_outcome = c == RxPass || c == RxDecap || c == RxCsumDeferred || xdp_drop(i);
             ensure!(
                 is_outcome,
                 format!("xdp: counter {} moved", c.name()),
@@ -1638,6 +1682,29 @@ impl Lab {
                     "xdp: VXLAN for our port passed to the kernel",
                     "rx_pass of a frame to our address and UDP port (v4, IHL 5, no fragment)"
                 );
+            }
+            RxCsumDeferred => {
+                const ML: usize = size_of::<XdpMeta>();
+                ensure!(
+                    *action == XDP_PASS,
+                    "xdp: rx_csum_deferred with XDP_DROP",
+                    ""
+                );
+                ensure!(
+                    out.len() == ML + f.len() && out[ML..] == f[..],
+                    "xdp: deferred frame modified",
+                    "rx_csum_deferred: the output must be the metadata and the input"
+                );
+                let m = *bytemuck::from_bytes::<XdpMeta>(&out[..ML]);
+                ensure!(
+                    m == XdpMeta {
+                        magic: META_MAGIC_TC_DECAP,
+                        ..XdpMeta::default()
+                    },
+                    "xdp: deferred frame without the TC-decap metadata",
+                    "{m:?}"
+                );
+                ensure!(!learned, "xdp: learned from a deferred frame", "");
             }
             RxDecap => {
                 ensure!(*action == XDP_PASS, "xdp: rx_decap with XDP_DROP", "");
@@ -1844,7 +1911,11 @@ impl Lab {
         }
         let dst: [u8; 6] = f[0..6].try_into().unwrap();
         let flood_copies: u64 = FLOOD_COPIES.iter().map(|c| r.d(*c)).sum();
-        let (sw, enc, icmp) = (r.d(LocalSwitch), r.d(TxEncap), r.d(TxIcmpFragNeeded));
+        let (sw, enc, icmp) = (
+            r.d(LocalSwitch),
+            r.d(TxEncap),
+            r.d(TxIcmpFragNeeded) + r.d(TxIcmp6TooBig),
+        );
         let too_big = f.len() - ETH_HLEN + OVERHEAD as usize > UPLINK_MTU as usize;
         ensure!(
             r.d(DropTooBig) == 0 || too_big,
@@ -1937,7 +2008,7 @@ impl Lab {
                     && drops.iter().all(|c| icmp == 1 && *c == DropTooBig)
                     && (icmp == 0 || r.d(DropTooBig) == 1),
                 "tc_port: TC_ACT_REDIRECT is not exactly one switch, encap or ICMP",
-                "local_switch +{sw}, tx_encap +{enc}, tx_icmp_frag_needed +{icmp}, drops {drops:?}, flood copies {flood_copies}"
+                "local_switch +{sw}, tx_encap +{enc}, ICMP errors +{icmp}, drops {drops:?}, flood copies {flood_copies}"
             );
             ensure!(
                 !is_multicast_mac(&dst),
@@ -1977,7 +2048,11 @@ impl Lab {
                     "FDB ({vni}, {}) = {e:?}",
                     hex(&dst)
                 );
-                check_icmp_frag_needed(f, out)?;
+                if r.d(TxIcmp6TooBig) == 1 {
+                    check_icmp6_too_big(f, out)?;
+                } else {
+                    check_icmp_frag_needed(f, out)?;
+                }
             }
             ensure!(r.copies.is_empty(), "tc_port: copies sent by a unicast", "");
         } else {
@@ -1985,7 +2060,7 @@ impl Lab {
             ensure!(
                 sw + enc + icmp == 0,
                 "tc_port: TC_ACT_SHOT after counting a switch, encap or ICMP",
-                "local_switch +{sw}, tx_encap +{enc}, tx_icmp_frag_needed +{icmp}"
+                "local_switch +{sw}, tx_encap +{enc}, ICMP errors +{icmp}"
             );
             ensure!(
                 r.d(DropTooBig) == 0 || remotes_seen.is_empty(),
@@ -2505,13 +2580,14 @@ fn fuzz(which: Prog, frames_scale: u64) {
     };
     let act = |a: u32| t.actions.get(&a).copied().unwrap_or(0);
     // Decapsulation: every run passed, decapsulated or dropped.
+    // rx_csum_deferred: XDP's fourth outcome (0 in TC).
     let decap_sum = |drops: u64| {
-        let (pass, decap) = (tot(RxPass), tot(RxDecap));
+        let (pass, decap, deferred) = (tot(RxPass), tot(RxDecap), tot(RxCsumDeferred));
         let what = format!(
-            "rx_pass {pass} + rx_decap {decap} + drops {drops} != runs {}",
+            "rx_pass {pass} + rx_decap {decap} + rx_csum_deferred {deferred} + drops {drops} != runs {}",
             t.runs
         );
-        (pass + decap + drops == t.runs, what)
+        (pass + decap + deferred + drops == t.runs, what)
     };
     match which {
         Prog::Xdp => {
@@ -2519,26 +2595,31 @@ fn fuzz(which: Prog, frames_scale: u64) {
             let (ok, what) = decap_sum(drops);
             check(ok, what);
             check(
-                tot(RxPass) + tot(RxDecap) == act(XDP_PASS),
-                format!("rx_pass + rx_decap != XDP_PASS {}", act(XDP_PASS)),
+                tot(RxPass) + tot(RxDecap) + tot(RxCsumDeferred) == act(XDP_PASS),
+                format!(
+                    "rx_pass + rx_decap + rx_csum_deferred != XDP_PASS {}",
+                    act(XDP_PASS)
+                ),
             );
             check(
                 drops == act(XDP_DROP),
                 format!("drops {drops} != XDP_DROP {}", act(XDP_DROP)),
             );
-            let seen = [RxPass, RxDecap].iter().chain(HEADER_DROPS);
+            let seen = [RxPass, RxDecap, RxCsumDeferred].iter().chain(HEADER_DROPS);
             for &c in seen.chain(&[DropRxHairpin, Learn]) {
                 check(tot(c) > 0, format!("coverage: {} never counted", c.name()));
             }
         }
         Prog::TcPort => {
             check(
-                tot(LocalSwitch) + tot(TxEncap) + tot(TxIcmpFragNeeded) == act(TC_ACT_REDIRECT),
+                tot(LocalSwitch) + tot(TxEncap) + tot(TxIcmpFragNeeded) + tot(TxIcmp6TooBig)
+                    == act(TC_ACT_REDIRECT),
                 format!(
-                    "local_switch {} + tx_encap {} + tx_icmp_frag_needed {} != TC_ACT_REDIRECT {}",
+                    "local_switch {} + tx_encap {} + tx_icmp_frag_needed {} + tx_icmp6_too_big {} != TC_ACT_REDIRECT {}",
                     tot(LocalSwitch),
                     tot(TxEncap),
                     tot(TxIcmpFragNeeded),
+                    tot(TxIcmp6TooBig),
                     act(TC_ACT_REDIRECT)
                 ),
             );
@@ -2573,6 +2654,7 @@ fn fuzz(which: Prog, frames_scale: u64) {
                 DropNoNeigh,
                 DropTooBig,
                 TxIcmpFragNeeded,
+                TxIcmp6TooBig,
                 DropNoFloodTarget,
                 Learn,
             ] {
