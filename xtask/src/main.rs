@@ -23,7 +23,6 @@ mod signals;
 mod soak;
 mod tasks;
 mod toolchain;
-mod topology;
 mod util;
 
 use std::{ffi::OsString, process::ExitCode};

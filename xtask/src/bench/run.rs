@@ -2,8 +2,8 @@
 //! outputs. Built only with the `bench-ebpf` feature (see `mod.rs`).
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
-    ffi::OsString,
     io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -15,6 +15,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
+use vxlan_tests::{
+    Forwarder, Topology,
+    netns::netns_command as netns_cmd,
+    ping_result,
+    topo::{CONTAINER_IFACE, KERNEL_VXLAN, PORT, Site, UPLINK},
+};
 use vxlan_user::maps::Maps;
 
 use super::{
@@ -23,9 +29,8 @@ use super::{
     scale_label, testrun,
 };
 use crate::{
-    signals::unblock_in_child,
-    topology::{self, Host, PORT, Topology, TopologyGuard, UPLINK, netns_cmd},
-    util::{describe, output, output_any, target_dir},
+    signals::{self, unblock_in_child},
+    util::{describe, output, output_any, start_fwd, stop_fwds, target_dir},
 };
 
 const PREFIX: &str = "vxbench-";
@@ -40,7 +45,6 @@ fn prefix() -> String {
         .unwrap_or_else(|| PREFIX.to_owned())
 }
 const VNI: u32 = 42;
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SIGINT to SIGKILL: a forwarder with a million static entries needs far
 /// more than the topology's usual 10 s (see `Stop`).
 const FWD_STOP_GRACE: Duration = Duration::from_secs(120);
@@ -291,7 +295,10 @@ fn loadavg() -> String {
 }
 
 struct Env<'a> {
-    topo: &'a TopologyGuard,
+    topo: &'a Topology,
+    sites: Vec<Site>,
+    /// The running forwarders (vxlan-fwd setup), stopped by `fwd_stop`.
+    fwds: RefCell<Vec<Forwarder>>,
     prefix: String,
     plan: &'a Plan,
     fwd: &'a Path,
@@ -301,8 +308,8 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
-    fn h(&self, i: usize) -> &Host {
-        &self.topo.hosts[i]
+    fn h(&self, i: usize) -> &Site {
+        &self.sites[i]
     }
     fn short<'n>(&self, ns: &'n str) -> &'n str {
         ns.strip_prefix(self.prefix.as_str()).unwrap_or(ns)
@@ -372,10 +379,14 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
         .with_context(|| format!("copying {} to {}", fwd.display(), fwd_copy.display()))?;
     let fwd = fwd_copy.as_path();
 
-    topology::teardown_on_signal();
-    let topo = Topology::seed(&prefix()).create()?;
+    signals::teardown_lab_on_signal();
+    let topo = Topology::point_to_point(&prefix())
+        .announce(true)
+        .try_build()?;
     let env = Env {
         topo: &topo,
+        sites: topo.sites(),
+        fwds: RefCell::new(Vec::new()),
         prefix: prefix(),
         plan,
         fwd,
@@ -541,7 +552,7 @@ fn set_netfilter(topo: &Topology, on: bool) -> Result<BTreeMap<String, BTreeMap<
 fn measure(env: &Env) -> Result<Vec<Round>> {
     let [h1, h2] = [env.h(0), env.h(1)];
     for (a, b) in [(h1, h2), (h2, h1)] {
-        let (ok, text) = topology::ping(&a.netns, b.underlay_ip)?;
+        let (ok, text) = ping(&a.netns, b.underlay_ip);
         if !ok {
             bail!(
                 "the underlay does not work: {} cannot ping {}:\n{text}",
@@ -600,27 +611,24 @@ pub(super) fn ip(args: &[&str]) -> Result<String> {
     output(Command::new("ip").args(args))
 }
 
+/// `ping -c 3` from `netns` (at least one reply): whether it worked, and
+/// its output.
+fn ping(netns: &str, to: std::net::Ipv4Addr) -> (bool, String) {
+    let r = ping_result(netns, to.to_string(), 3);
+    (r.ok, r.output)
+}
+
 fn kernel_up(env: &Env) -> Result<()> {
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
-        let (ns, local, remote) = (
-            h.netns.as_str(),
-            h.underlay_ip.to_string(),
-            peer.underlay_ip.to_string(),
-        );
-        outln!(
-            "{}: ip link add vxlan0 type vxlan id {VNI} dstport 4789 remote {remote} local {local} \
-             dev {UPLINK}; ip link add br0 type bridge; vxlan0 and {PORT} into br0; all up",
-            h.name
-        );
-        #[rustfmt::skip]
-        ip(&["-n", ns, "link", "add", "vxlan0", "type", "vxlan", "id", &VNI.to_string(),
-             "dstport", "4789", "remote", &remote, "local", &local, "dev", UPLINK])?;
-        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", ns, "link", "set", "vxlan0", "master", "br0"])?;
-        ip(&["-n", ns, "link", "set", PORT, "master", "br0"])?;
-        ip(&["-n", ns, "link", "set", "vxlan0", "up"])?;
-        ip(&["-n", ns, "link", "set", "br0", "up"])?;
-        ip(&["-n", ns, "link", "set", PORT, "up"])?;
+        let vtep = env
+            .topo
+            .host(&h.name)
+            .kernel_vtep(KERNEL_VXLAN)
+            .vni(VNI)
+            .remote(peer.underlay_ip)
+            .bridge("br0", &[PORT]);
+        outln!("{}: {}", h.name, vtep.describe());
+        vtep.try_create()?;
     }
     Ok(())
 }
@@ -715,7 +723,7 @@ fn no_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     // Deleting the bridge releases eth0, whose address is still there.
     let down = kernel_down(env).and_then(|()| {
         for (a, b) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
-            let (ok, text) = topology::ping(&a.netns, b.underlay_ip)?;
+            let (ok, text) = ping(&a.netns, b.underlay_ip);
             if !ok {
                 bail!(
                     "the underlay does not work after the no-tunnel setup: {} cannot ping {}:\n{text}",
@@ -780,40 +788,18 @@ fn fwd_start(env: &Env, max_fdb: Option<u32>, rx: Option<RxMode>) -> Result<()> 
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
         // The state file (the table kept across restarts) goes to a
         // directory of our own, removed between runs: every start is fresh.
-        let mut args: Vec<OsString> = vec![
-            format!("VXLAN_FWD_STATE_DIR={}", env.state_dir.display()).into(),
-            env.fwd.into(),
-        ];
-        for a in [
-            "--iface",
-            UPLINK,
-            "--vni",
-            &VNI.to_string(),
-            "--remote",
-            &peer.underlay_ip.to_string(),
-            "--port",
-            PORT,
-        ] {
-            args.push(a.into());
-        }
-        if let Some(n) = max_fdb {
-            args.push("--max-fdb".into());
-            args.push(n.to_string().into());
+        let max = max_fdb.map(|n| n.to_string());
+        let mut extra = Vec::new();
+        if let Some(n) = &max {
+            extra.extend(["--max-fdb", n.as_str()]);
         }
         if let Some(m) = rx.and_then(RxMode::arg) {
-            args.push("--xdp-mode".into());
-            args.push(m.into());
+            extra.extend(["--xdp-mode", m]);
         }
-        let p = env.topo.spawn(&h.netns, &h.name, "env", &args)?;
-        p.wait_for_line("a line containing `ready`", READY_TIMEOUT, is_ready)
-            .with_context(|| format!("vxlan-fwd on {} did not become ready", h.name))?;
+        let f = start_fwd(h, peer, env.fwd, &env.state_dir, &extra)?;
+        env.fwds.borrow_mut().push(f);
     }
     Ok(())
-}
-
-fn is_ready(line: &str) -> bool {
-    line.split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|w| w.eq_ignore_ascii_case("ready"))
 }
 
 /// SIGINT to both forwarders; each must exit 0 and leave nothing attached.
@@ -821,7 +807,7 @@ fn is_ready(line: &str) -> bool {
 fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
     let mut failures = Vec::new();
     let t = Instant::now();
-    let results = topology::stop_processes_within(FWD_STOP_GRACE);
+    let problems = stop_fwds(env.fwds.take(), FWD_STOP_GRACE);
     let stop = Stop {
         fdb_entries: entries,
         seconds: t.elapsed().as_secs_f64(),
@@ -831,13 +817,7 @@ fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
         stop.seconds,
         scale_label(entries)
     );
-    for (label, status) in results {
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => failures.push(format!("vxlan-fwd on {label} exited with {s}")),
-            Err(e) => failures.push(format!("vxlan-fwd on {label}: {e:#}")),
-        }
-    }
+    failures.extend(problems);
     for h in [env.h(0), env.h(1)] {
         if xdp_prog_id(&h.netns).unwrap_or(None).is_some() {
             failures.push(format!(
@@ -964,7 +944,7 @@ fn tc_uplink_prog_id(netns: &str) -> Option<u32> {
     })
 }
 
-pub(super) fn fwd_maps(h: &Host) -> Result<Maps> {
+pub(super) fn fwd_maps(h: &Site) -> Result<Maps> {
     // Our XDP program, or without XDP (the default on a veth uplink) the TC
     // uplink program: either uses every map.
     let id = xdp_prog_id(&h.netns)?
@@ -1074,7 +1054,7 @@ fn fwd_memory(env: &Env, case: &str, max_fdb: Option<u32>, entries: u64) -> Resu
 /// c1 reaches c2 (this also makes both paths learn the containers' MACs).
 fn check_overlay(env: &Env) -> Result<()> {
     let (c1, c2) = (&env.h(0).container_netns, env.h(1).container_ip);
-    let (ok, text) = topology::ping(c1, c2)?;
+    let (ok, text) = ping(c1, c2);
     if !ok {
         bail!("the overlay does not work: c1 cannot ping {c2}:\n{text}");
     }
@@ -1123,7 +1103,7 @@ fn path_counters(env: &Env, setup: Setup) -> Result<BTreeMap<String, u64>> {
     for ns in [
         &h1.container_netns,
         &h1.netns,
-        &env.topo.switch_netns,
+        env.topo.switch.name(),
         &h2.netns,
         &h2.container_netns,
     ] {
@@ -1233,7 +1213,7 @@ fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
     let c2 = &h2.container_netns;
     let sample = || -> Result<(Instant, u64)> {
         let t0 = Instant::now();
-        let n = rx_packets(c2, topology::CONTAINER_IFACE)?;
+        let n = rx_packets(c2, CONTAINER_IFACE)?;
         Ok((t0 + t0.elapsed() / 2, n))
     };
     let (t0, rx0) = sample()?;
