@@ -96,17 +96,18 @@ impl NetNs {
     ) -> String {
         let mut c = self.command(program);
         c.args(args);
-        let what = describe(&c);
-        let out = run_with_timeout(c, CMD_TIMEOUT);
-        assert!(out.success(), "`{what}` failed: {out}");
-        out.stdout
+        checked(c).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `ip -n <name> args...`, whatever its exit status.
     pub fn try_ip<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        run_with_timeout(self.ip_command(args), CMD_TIMEOUT)
+    }
+
+    fn ip_command<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
         let mut c = Command::new("ip");
         c.args(["-n", &self.name]).args(args);
-        run_with_timeout(c, CMD_TIMEOUT)
+        c
     }
 
     /// `ip -n <name> args...`; panics unless it succeeds; returns stdout.
@@ -116,14 +117,7 @@ impl NetNs {
 
     /// `ip -n <name> args...`; an error unless it succeeds; returns stdout.
     pub fn try_ip_ok<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Result<String> {
-        let mut c = Command::new("ip");
-        c.args(["-n", &self.name]).args(args);
-        let what = describe(&c);
-        let out = run_with_timeout(c, CMD_TIMEOUT);
-        if !out.success() {
-            bail!("`{what}` failed: {out}");
-        }
-        Ok(out.stdout)
+        checked(self.ip_command(args))
     }
 
     /// Sets sysctl `key` (e.g. `net.ipv6.conf.all.disable_ipv6`) to `value`.
@@ -298,6 +292,17 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     })
     .join()
     .unwrap_or_else(|_| bail!("the thread in namespace {ns} panicked"))
+}
+
+/// Runs `c` (at most [`CMD_TIMEOUT`]); an error unless it succeeds;
+/// returns stdout.
+fn checked(c: Command) -> Result<String> {
+    let what = describe(&c);
+    let out = run_with_timeout(c, CMD_TIMEOUT);
+    if !out.success() {
+        bail!("`{what}` failed: {out}");
+    }
+    Ok(out.stdout)
 }
 
 fn cmd<const N: usize>(program: &str, args: [&str; N]) -> Command {

@@ -4,11 +4,11 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail};
-use vxlan_tests::{Topology, ping_result, topo::Site};
+use vxlan_tests::{ping_result, topo::Site};
 
 use crate::{
-    packages, signals, tasks,
-    util::{StateDir, start_fwd, stop_fwds},
+    packages, tasks,
+    util::{p2p_lab, start_fwd, stop_fwds},
 };
 
 const PREFIX: &str = "vxdemo-";
@@ -37,13 +37,9 @@ pub fn demo(topology_only: bool) -> Result<()> {
         Some(tasks::build()?)
     };
 
-    signals::teardown_lab_on_signal();
-    // Declared before the topology, so dropped after it: the forwarders
-    // have stopped (and written their state) before the directory goes.
-    let state = StateDir::new("demo");
-    let topo = Topology::point_to_point(PREFIX)
-        .announce(true)
-        .try_build()?;
+    // Dropped in reverse: the forwarders have stopped (and written their
+    // state) before the state directory goes.
+    let (state, topo) = p2p_lab(PREFIX, "demo")?;
     let sites = topo.sites();
     let [h1, h2]: [&Site; 2] = [&sites[0], &sites[1]];
     let mut failures = Vec::new();

@@ -9,11 +9,11 @@ use std::{net::Ipv4Addr, time::Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use serde_json::Value;
-use vxlan_tests::{Forwarder, Topology, netns::netns_command, ping_result};
+use vxlan_tests::{Forwarder, netns::netns_command, ping_result};
 
 use crate::{
-    signals, tasks,
-    util::{FWD_STOP_GRACE, StateDir, require_root, start_fwd, stop_fwds},
+    tasks,
+    util::{FWD_STOP_GRACE, p2p_lab, require_root, start_fwd, stop_fwds},
 };
 
 const PREFIX: &str = "vxsoak-";
@@ -59,13 +59,9 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
     require_root("cargo xtask soak")?;
     let bin = tasks::build()?;
     let gen_bin = std::env::current_exe().context("locating xtask for the generator")?;
-    signals::teardown_lab_on_signal();
-    // Declared before the topology, so dropped after it: the forwarders
-    // have stopped (and written their state) before the directory goes.
-    let state = StateDir::new("soak");
-    let topo = Topology::point_to_point(PREFIX)
-        .announce(true)
-        .try_build()?;
+    // Dropped in reverse: the forwarders have stopped (and written their
+    // state) before the state directory goes.
+    let (state, topo) = p2p_lab(PREFIX, "soak")?;
     let sites = topo.sites();
     let [h1, h2] = [&sites[0], &sites[1]];
     let mut fwds = Vec::new();

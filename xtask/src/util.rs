@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use vxlan_tests::{
-    Forwarder, StartOpts,
+    Forwarder, StartOpts, Topology,
     topo::{PORT, Site, UPLINK, VNI},
 };
 
@@ -186,4 +186,18 @@ pub fn stop_fwds(fwds: Vec<Forwarder>, grace: Duration) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The point-to-point lab of the demo and the soak: Ctrl-C tears it down,
+/// leftovers of an earlier run with `prefix` are removed first, and what
+/// is created is printed. Bind it as `let (state, topo) = ...`: then the
+/// topology (with the forwarders in it) goes first and the forwarders'
+/// state directory after it.
+pub fn p2p_lab(prefix: &str, state_name: &str) -> Result<(StateDir, Topology)> {
+    crate::signals::teardown_lab_on_signal();
+    let state = StateDir::new(state_name);
+    let topo = Topology::point_to_point(prefix)
+        .announce(true)
+        .try_build()?;
+    Ok((state, topo))
 }

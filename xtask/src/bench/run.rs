@@ -238,6 +238,24 @@ struct SetupResult {
     stops: Vec<Stop>,
 }
 
+impl SetupResult {
+    /// Figures 1 and 2 (the rate, then TCP with 1 and 4 flows) of `setup`,
+    /// as variant `v`; the scaled and memory figures and stops are added
+    /// by the caller.
+    fn measure(env: &Env, v: Variant, setup: Setup) -> Result<Self> {
+        Ok(Self {
+            variant: v,
+            netfilter_seen: BTreeMap::new(),
+            rate: measure_rate(env, setup)?,
+            tcp_1: tcp(env, setup, 1)?,
+            tcp_4: tcp(env, setup, 4)?,
+            scaled: Vec::new(),
+            memory: Vec::new(),
+            stops: Vec::new(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Round {
     round: u32,
@@ -651,10 +669,7 @@ fn kernel_down(env: &Env) -> Result<()> {
 fn kernel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let r = kernel_up(env).and_then(|()| {
         check_overlay(env)?;
-        let rate = measure_rate(env, Setup::Kernel)?;
-        let tcp_1 = tcp(env, Setup::Kernel, 1)?;
-        let tcp_4 = tcp(env, Setup::Kernel, 4)?;
-        let mut scaled = Vec::new();
+        let mut r = SetupResult::measure(env, v, Setup::Kernel)?;
         let mut have = 0;
         let sizes: &[u64] = if v.scale { &env.plan.fdb_sizes } else { &[] };
         for &n in sizes {
@@ -664,22 +679,13 @@ fn kernel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
                 "FDB: {} entries in each host's vxlan0 and br0 ({fill_s:.1} s)",
                 scale_label(n)
             );
-            scaled.push(Scaled {
+            r.scaled.push(Scaled {
                 fdb_entries: n,
                 fill_s,
                 rate: measure_rate(env, Setup::Kernel)?,
             });
         }
-        Ok(SetupResult {
-            variant: v,
-            netfilter_seen: BTreeMap::new(),
-            rate,
-            tcp_1,
-            tcp_4,
-            scaled,
-            memory: Vec::new(),
-            stops: Vec::new(),
-        })
+        Ok(r)
     });
     let down = kernel_down(env);
     let r = r?;
@@ -709,16 +715,7 @@ fn no_tunnel_up(env: &Env) -> Result<()> {
 fn no_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let r = no_tunnel_up(env).and_then(|()| {
         check_overlay(env)?;
-        Ok(SetupResult {
-            variant: v,
-            netfilter_seen: BTreeMap::new(),
-            rate: measure_rate(env, Setup::NoTunnel)?,
-            tcp_1: tcp(env, Setup::NoTunnel, 1)?,
-            tcp_4: tcp(env, Setup::NoTunnel, 4)?,
-            scaled: Vec::new(),
-            memory: Vec::new(),
-            stops: Vec::new(),
-        })
+        SetupResult::measure(env, v, Setup::NoTunnel)
     });
     // Deleting the bridge releases eth0, whose address is still there.
     let down = kernel_down(env).and_then(|()| {
@@ -856,14 +853,11 @@ fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let mut have = 0;
     let r = (|| -> Result<SetupResult> {
         check_overlay(env)?;
-        let rate = measure_rate(env, Setup::VxlanFwd)?;
-        let tcp_1 = tcp(env, Setup::VxlanFwd, 1)?;
-        let tcp_4 = tcp(env, Setup::VxlanFwd, 4)?;
-        let mut memory = Vec::new();
+        let mut r = SetupResult::measure(env, v, Setup::VxlanFwd)?;
         if v.scale {
-            memory.push(fwd_memory(env, "default --max-fdb", None, 0)?);
+            r.memory
+                .push(fwd_memory(env, "default --max-fdb", None, 0)?);
         }
-        let mut scaled = Vec::new();
         let mut cap = None;
         let sizes: &[u64] = if v.scale { &env.plan.fdb_sizes } else { &[] };
         for &n in sizes {
@@ -887,25 +881,17 @@ fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
                 "FDB: {} static entries in each host's vxlan-fwd ({fill_s:.1} s)",
                 scale_label(n)
             );
-            scaled.push(Scaled {
+            r.scaled.push(Scaled {
                 fdb_entries: n,
                 fill_s,
                 rate: measure_rate(env, Setup::VxlanFwd)?,
             });
             if cap.is_some() {
-                memory.push(fwd_memory(env, &format!("FDB {}", scale_label(n)), cap, n)?);
+                r.memory
+                    .push(fwd_memory(env, &format!("FDB {}", scale_label(n)), cap, n)?);
             }
         }
-        Ok(SetupResult {
-            variant: v,
-            netfilter_seen: BTreeMap::new(),
-            rate,
-            tcp_1,
-            tcp_4,
-            scaled,
-            memory,
-            stops: Vec::new(),
-        })
+        Ok(r)
     })();
     let stopped = fwd_stop(env, have);
     let mut r = r?;
