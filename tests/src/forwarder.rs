@@ -532,3 +532,17 @@ pub fn start_and_signal_on_ready(ns: impl AsRef<str>, args: &[&str], sig: libc::
         timed_out: killed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_ready_line;
+
+    #[test]
+    fn ready_line() {
+        assert!(is_ready_line("vxlan-fwd: ready: eth0 -> veth0 (vni 42)"));
+        assert!(is_ready_line("vxlan-fwd: ready"));
+        assert!(!is_ready_line("vxlan-fwd: already attached"));
+        assert!(!is_ready_line("[INFO] ready"));
+        assert!(!is_ready_line("starting"));
+    }
+}

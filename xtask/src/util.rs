@@ -70,8 +70,7 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 pub fn require_root(what: &str) -> Result<()> {
