@@ -83,9 +83,17 @@ impl NetNs {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = S>,
     ) -> Output {
+        run_with_timeout(self.command_with(program, args), CMD_TIMEOUT)
+    }
+
+    fn command_with<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Command {
         let mut c = self.command(program);
         c.args(args);
-        run_with_timeout(c, CMD_TIMEOUT)
+        c
     }
 
     /// Like [`NetNs::exec`] but panics unless it succeeds; returns stdout.
@@ -94,9 +102,7 @@ impl NetNs {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = S>,
     ) -> String {
-        let mut c = self.command(program);
-        c.args(args);
-        checked(c).unwrap_or_else(|e| panic!("{e:#}"))
+        checked(self.command_with(program, args)).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `ip -n <name> args...`, whatever its exit status.

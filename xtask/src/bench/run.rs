@@ -254,6 +254,18 @@ impl SetupResult {
             stops: Vec::new(),
         })
     }
+
+    /// Figure 3 at FDB scale `n` (filled in `fill_s` s; `what` they are):
+    /// the rate again.
+    fn add_scaled(&mut self, env: &Env, n: u64, fill_s: f64, what: &str) -> Result<()> {
+        outln!("FDB: {} {what} ({fill_s:.1} s)", scale_label(n));
+        self.scaled.push(Scaled {
+            fdb_entries: n,
+            fill_s,
+            rate: measure_rate(env, self.variant.setup)?,
+        });
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -675,15 +687,7 @@ fn kernel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
         for &n in sizes {
             let fill_s = fill_kernel(env, have, n)?;
             have = n;
-            outln!(
-                "FDB: {} entries in each host's vxlan0 and br0 ({fill_s:.1} s)",
-                scale_label(n)
-            );
-            r.scaled.push(Scaled {
-                fdb_entries: n,
-                fill_s,
-                rate: measure_rate(env, Setup::Kernel)?,
-            });
+            r.add_scaled(env, n, fill_s, "entries in each host's vxlan0 and br0")?;
         }
         Ok(r)
     });
@@ -877,15 +881,7 @@ fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
             fill_fwd(env, have, n)?;
             let fill_s = t.elapsed().as_secs_f64();
             have = n;
-            outln!(
-                "FDB: {} static entries in each host's vxlan-fwd ({fill_s:.1} s)",
-                scale_label(n)
-            );
-            r.scaled.push(Scaled {
-                fdb_entries: n,
-                fill_s,
-                rate: measure_rate(env, Setup::VxlanFwd)?,
-            });
+            r.add_scaled(env, n, fill_s, "static entries in each host's vxlan-fwd")?;
             if cap.is_some() {
                 r.memory
                     .push(fwd_memory(env, &format!("FDB {}", scale_label(n)), cap, n)?);
