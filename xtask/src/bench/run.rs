@@ -4,10 +4,8 @@
 use std::{
     cell::RefCell,
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::{Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -16,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
 use vxlan_tests::{
-    Forwarder, Topology,
+    Forwarder, Process, Topology,
     netns::netns_command as netns_cmd,
     ping_result,
     topo::{CONTAINER_IFACE, KERNEL_VXLAN, PORT, Site, UPLINK},
@@ -29,8 +27,8 @@ use super::{
     scale_label, testrun,
 };
 use crate::{
-    signals::{self, unblock_in_child},
-    util::{describe, output, output_any, start_fwd, stop_fwds, target_dir},
+    signals,
+    util::{output, output_any, start_fwd, stop_fwds, target_dir},
 };
 
 const PREFIX: &str = "vxbench-";
@@ -770,7 +768,7 @@ fn fill_kernel(env: &Env, from: u64, to: u64) -> Result<f64> {
         drop(f);
         let mut cmd = netns_cmd(&h.netns, "bridge");
         cmd.arg("-batch").arg(&path);
-        jobs.push(Bg::spawn(&mut cmd, &format!("bridge -batch ({})", h.name))?);
+        jobs.push(Bg::spawn(cmd, &format!("bridge -batch ({})", h.name))?);
     }
     let mut result = Ok(());
     for job in jobs {
@@ -1167,7 +1165,7 @@ fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
         "--seconds",
         &format!("{:.3}", gen_s + 5.0),
     ]);
-    let sink = Bg::spawn(&mut sink_cmd, "bench-sink")?;
+    let mut sink = Bg::spawn(sink_cmd, "bench-sink")?;
     sink.wait_line(Duration::from_secs(10), |l| l.starts_with("ready"))
         .context("bench-sink did not bind its port")?;
     let gen_started = Instant::now();
@@ -1189,7 +1187,7 @@ fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
             "--seconds",
             &format!("{gen_s:.3}"),
         ]);
-    let mut gen_proc = Bg::spawn(&mut cmd, "bench-gen")?;
+    let mut gen_proc = Bg::spawn(cmd, "bench-gen")?;
     std::thread::sleep(WARMUP);
     gen_proc.check_running()?;
     let c2 = &h2.container_netns;
@@ -1271,13 +1269,13 @@ fn tcp(env: &Env, setup: Setup, flows: u32) -> Result<Tcp> {
     // --forceflush: stdout is a pipe; the "Server listening" line must not wait in a buffer.
     server_cmd.args(["-s", "-1", "--forceflush", "-B", &dst]);
     let before = path_counters(env, setup)?;
-    let server = Bg::spawn(&mut server_cmd, "iperf3 -s")?;
+    let mut server = Bg::spawn(server_cmd, "iperf3 -s")?;
     server.wait_line(Duration::from_secs(10), |l| l.contains("Server listening"))?;
     let mut client_cmd = netns_cmd(c1, "iperf3");
     client_cmd
         .args(["-c", &dst, "-t", &env.plan.seconds.to_string(), "-J"])
         .args(["-P", &flows.to_string()]);
-    let client = Bg::spawn(&mut client_cmd, "iperf3 -c")?;
+    let client = Bg::spawn(client_cmd, "iperf3 -c")?;
     let (status, lines, stderr) =
         client.finish_any(Duration::from_secs(u64::from(env.plan.seconds) + 60))?;
     let text = lines.join("\n");
@@ -1661,140 +1659,61 @@ fn definitions(plan: &Plan) -> Vec<String> {
 
 // ---------------------------------------------------------------- processes
 
-/// A child process with its stdout lines on a channel and its stderr
-/// collected; killed (SIGKILL) if still running when dropped.
-struct Bg {
-    child: Option<Child>,
-    what: String,
-    lines: mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
+/// A helper process of the bench (generator, sink, iperf3, `bridge
+/// -batch`): the lab's [`Process`] (output captured, stopped when
+/// dropped), with errors for `?`.
+struct Bg(Process);
 
 impl Bg {
-    fn spawn(cmd: &mut Command, what: &str) -> Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = unblock_in_child(cmd)
-            .spawn()
-            .with_context(|| format!("failed to start `{}`", describe(cmd)))?;
-        let (tx, rx) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let buf = stderr.clone();
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = err.read_to_string(&mut s);
-                if let Ok(mut b) = buf.lock() {
-                    b.push_str(&s);
-                }
-            });
-        }
-        Ok(Self {
-            child: Some(child),
-            what: what.into(),
-            lines: rx,
-            stderr,
-        })
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
+    fn spawn(cmd: Command, what: &str) -> Result<Self> {
+        Process::try_spawn(cmd, what).map(Self)
     }
 
     fn check_running(&mut self) -> Result<()> {
-        if let Some(c) = self.child.as_mut()
-            && let Some(status) = c.try_wait()?
-        {
-            std::thread::sleep(Duration::from_millis(100));
+        if !self.0.is_running() {
+            let out = self.0.wait(Duration::ZERO);
             bail!(
-                "{} exited early ({status}): {}",
-                self.what,
-                self.stderr_text()
+                "{} exited early ({}): {}",
+                self.0.label(),
+                out.status,
+                out.stderr.trim()
             );
         }
         Ok(())
     }
 
-    fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) if pred(&l) => return Ok(l),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!("{} did not start within {} s", self.what, timeout.as_secs())
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!(
-                        "{} exited before it was ready: {}",
-                        self.what,
-                        self.stderr_text()
-                    )
-                }
-            }
-        }
+    fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+        self.0.wait_for_line(timeout, pred).map_err(|why| {
+            anyhow!(
+                "{} was not ready ({why}): {}",
+                self.0.label(),
+                self.0.stderr().trim()
+            )
+        })
     }
 
-    /// Waits for the exit (killing it after `limit`), whatever the status.
+    /// Waits for the exit (stopping it after `limit`: an error), whatever
+    /// the status; returns it, the stdout lines and stderr.
     fn finish_any(mut self, limit: Duration) -> Result<(ExitStatus, Vec<String>, String)> {
-        let mut child = self.child.take().expect("child present until finished");
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} still running after {} s; killed it",
-                    self.what,
-                    limit.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader threads end when the pipes close.
-        let lines: Vec<String> = self.lines.iter().collect();
-        std::thread::sleep(Duration::from_millis(20));
-        Ok((status, lines, self.stderr_text()))
+        let out = self.0.wait(limit);
+        if out.timed_out {
+            bail!(
+                "{} still running after {} s; stopped it",
+                self.0.label(),
+                limit.as_secs()
+            );
+        }
+        let lines = out.stdout.lines().map(str::to_owned).collect();
+        Ok((out.status, lines, out.stderr.trim().to_owned()))
     }
 
     /// Waits for the exit; an error unless it exits 0.
     fn finish(self, limit: Duration) -> Result<(ExitStatus, Vec<String>, String)> {
-        let what = self.what.clone();
+        let what = self.0.label().to_owned();
         let (status, lines, stderr) = self.finish_any(limit)?;
         if !status.success() {
             bail!("{what} exited with {status}: {stderr}");
         }
         Ok((status, lines, stderr))
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take()
-            && matches!(c.try_wait(), Ok(None))
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
