@@ -4,15 +4,19 @@
 //! Guards ([`crate::NetNs`], [`crate::Process`]) clean up when dropped; a
 //! signal, though, ends the process without running them. So every
 //! namespace created and every process started is also recorded here, and
-//! [`teardown`] stops those processes (SIGINT, then SIGKILL) and deletes
+//! [`teardown_and_exit`] stops those processes (SIGINT, then SIGKILL) and deletes
 //! those namespaces plus every namespace whose name starts with a claimed
 //! prefix. Namespaces are created under the record's lock and not at all
 //! after a teardown, so nothing is left behind by a run that is torn down
-//! while it is still building.
+//! while it is still building; and every other thread that reaches the lab
+//! (starting or reaping a process, deleting a namespace: see [`checkpoint`])
+//! waits there until the teardown has exited the process, so it neither
+//! races the teardown nor ends the process before it is done.
 
 use std::{
     collections::BTreeSet,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Mutex, MutexGuard, OnceLock, PoisonError},
+    thread::ThreadId,
     time::{Duration, Instant},
 };
 
@@ -33,6 +37,23 @@ static CREATED: Mutex<Created> = Mutex::new(Created {
     namespaces: BTreeSet::new(),
     torn_down: false,
 });
+/// The thread running [`teardown_and_exit`], once one does.
+static TEARDOWN: OnceLock<ThreadId> = OnceLock::new();
+
+/// Where the lab's operations stop once a teardown runs on another thread:
+/// the calling thread waits for the process to exit. A no-op otherwise
+/// (always, in the tests). `cargo xtask` also calls it before exiting.
+pub fn checkpoint() {
+    if TEARDOWN
+        .get()
+        .is_some_and(|t| *t != std::thread::current().id())
+    {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 /// Processes started and not reaped yet: (pid, label). A lock of its own:
 /// processes are started (helper commands) while `CREATED` is held.
 static PROCESSES: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
@@ -42,7 +63,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Runs `create` (which creates namespace `name`) under the lock and
-/// records the name; fails without running it after a [`teardown`].
+/// records the name; fails without running it after a [`teardown_and_exit`].
 pub(crate) fn create_namespace<T>(name: &str, create: impl FnOnce() -> Result<T>) -> Result<T> {
     let mut c = lock(&CREATED);
     if c.torn_down {
@@ -59,7 +80,7 @@ pub(crate) fn forget_namespace(name: &str) {
 }
 
 /// Records that every namespace named `<prefix>...` belongs to this run:
-/// [`teardown`] deletes them all, also ones a helper created directly.
+/// [`teardown_and_exit`] deletes them all, also ones a helper created directly.
 pub fn claim_prefix(prefix: &str) {
     assert!(!prefix.is_empty(), "refusing to claim every namespace");
     lock(&CREATED).prefixes.insert(prefix.to_owned());
@@ -73,16 +94,21 @@ pub(crate) fn untrack_process(pid: u32) {
     lock(&PROCESSES).retain(|(p, _)| *p != pid);
 }
 
-/// Whether [`teardown`] has run.
-pub fn torn_down() -> bool {
-    lock(&CREATED).torn_down
+/// Stops every recorded process (SIGINT, SIGKILL after `grace`), deletes
+/// every recorded namespace and every namespace with a claimed prefix
+/// (killing what still runs inside), then exits with `128 + sig` (what a
+/// signal handler does). Meanwhile other threads wait at their next
+/// [`checkpoint`]; no namespace is created any more. Never panics.
+pub fn teardown_and_exit(sig: i32, grace: Duration) -> ! {
+    if TEARDOWN.set(std::thread::current().id()).is_err() {
+        // A second signal while the first teardown runs: that one exits.
+        checkpoint();
+    }
+    teardown(grace);
+    std::process::exit(128 + sig)
 }
 
-/// Stops every recorded process (SIGINT, SIGKILL after `grace`) and deletes
-/// every recorded namespace and every namespace with a claimed prefix
-/// (killing what still runs inside). After it, no namespace is created.
-/// Idempotent; never panics.
-pub fn teardown(grace: Duration) {
+fn teardown(grace: Duration) {
     let (prefixes, mut names) = {
         let mut c = lock(&CREATED);
         c.torn_down = true;
@@ -106,12 +132,6 @@ pub fn teardown(grace: Duration) {
     for n in &names {
         delete_netns(n);
     }
-}
-
-/// [`teardown`], then exits with `128 + sig` (what a signal handler does).
-pub fn teardown_and_exit(sig: i32, grace: Duration) -> ! {
-    teardown(grace);
-    std::process::exit(128 + sig)
 }
 
 fn stop_pids(procs: &[(u32, String)], grace: Duration) {

@@ -48,7 +48,7 @@ impl NetNs {
     }
 
     /// [`NetNs::create`], failing instead of panicking (also after a
-    /// [`lab::teardown`]: then nothing is created any more).
+    /// [`lab::teardown_and_exit`]: then nothing is created any more).
     pub fn try_create(name: &str) -> Result<Self> {
         if list_netns().iter().any(|n| n == name) {
             delete_netns(name);
@@ -364,6 +364,7 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// Kills the processes inside `ns` (SIGTERM, 3 s, SIGKILL), then deletes it.
 /// Never panics (it runs from `Drop`); problems are printed.
 pub fn delete_netns(ns: &str) {
+    lab::checkpoint();
     let pids = netns_pids(ns);
     for (sig, grace) in [
         (Signal::SIGTERM, Duration::from_secs(3)),

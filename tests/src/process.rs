@@ -166,6 +166,7 @@ impl Process {
     }
 
     fn start(mut cmd: Command, label: &str, echo: bool) -> Result<Self> {
+        lab::checkpoint();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -351,6 +352,7 @@ impl Process {
             .wait()
             .unwrap_or_else(|e| panic!("[{}] waiting: {e}", self.label));
         lab::untrack_process(self.pid);
+        lab::checkpoint();
         // The pipes close when the process exits, unless a child of it
         // inherited them: wait a little, then leave the readers behind.
         let deadline = Instant::now() + Duration::from_secs(2);

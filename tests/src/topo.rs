@@ -292,7 +292,7 @@ impl TopologyBuilder {
 
     /// [`TopologyBuilder::build`], failing instead of panicking (what was
     /// created is removed again by the guards). Claims the prefix for
-    /// [`lab::teardown`]; leftovers of an earlier run with the same prefix
+    /// [`lab::teardown_and_exit`]; leftovers of an earlier run with the same prefix
     /// are removed first.
     pub fn try_build(self) -> Result<Topology> {
         lab::claim_prefix(&self.prefix);

@@ -114,7 +114,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    match run(cli.command) {
+    let result = run(cli.command);
+    // A Ctrl-C teardown of the lab may be running: let it finish (it exits).
+    vxlan_tests::lab::checkpoint();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             errln!("xtask: error: {e:#}");
