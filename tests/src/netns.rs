@@ -225,8 +225,7 @@ impl NetNs {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = S>,
     ) -> Process {
-        let mut c = self.command(program);
-        c.args(args);
+        let c = self.command_with(program, args);
         let label = format!("{}: {}", self.name, describe(&c));
         Process::spawn(c, &label)
     }

@@ -577,18 +577,24 @@ fn set_netfilter(topo: &Topology, on: bool) -> Result<BTreeMap<String, BTreeMap<
     Ok(seen)
 }
 
-fn measure(env: &Env) -> Result<Vec<Round>> {
-    let [h1, h2] = [env.h(0), env.h(1)];
-    for (a, b) in [(h1, h2), (h2, h1)] {
+/// Both hosts reach each other over the underlay (`when`: in which
+/// state, for the message).
+fn check_underlay(env: &Env, when: &str) -> Result<()> {
+    for (a, b) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
         let (ok, text) = ping(&a.netns, b.underlay_ip);
         if !ok {
             bail!(
-                "the underlay does not work: {} cannot ping {}:\n{text}",
+                "the underlay does not work{when}: {} cannot ping {}:\n{text}",
                 a.name,
                 b.underlay_ip
             );
         }
     }
+    Ok(())
+}
+
+fn measure(env: &Env) -> Result<Vec<Round>> {
+    check_underlay(env, "")?;
     let mut rounds = Vec::new();
     for r in 1..=env.plan.rounds {
         let mut order = Variant::all();
@@ -720,19 +726,7 @@ fn no_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
         SetupResult::measure(env, v, Setup::NoTunnel)
     });
     // Deleting the bridge releases eth0, whose address is still there.
-    let down = kernel_down(env).and_then(|()| {
-        for (a, b) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
-            let (ok, text) = ping(&a.netns, b.underlay_ip);
-            if !ok {
-                bail!(
-                    "the underlay does not work after the no-tunnel setup: {} cannot ping {}:\n{text}",
-                    a.name,
-                    b.underlay_ip
-                );
-            }
-        }
-        Ok(())
-    });
+    let down = kernel_down(env).and_then(|()| check_underlay(env, " after the no-tunnel setup"));
     let r = r?;
     down?;
     Ok(r)
