@@ -116,13 +116,18 @@ fn teardown(grace: Duration) {
     };
     let procs = std::mem::take(&mut *lock(&PROCESSES));
     stop_pids(&procs, grace);
+    let existing = list_netns();
     for p in &prefixes {
         names.extend(
-            list_netns()
-                .into_iter()
-                .filter(|n| n.starts_with(p.as_str())),
+            existing
+                .iter()
+                .filter(|n| n.starts_with(p.as_str()))
+                .cloned(),
         );
     }
+    // A guard may have deleted some meanwhile (its thread was past its
+    // checkpoint when the signal came).
+    names.retain(|n| existing.contains(n));
     if !names.is_empty() {
         say!(
             "lab: deleting namespaces {}",
