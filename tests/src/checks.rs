@@ -21,7 +21,7 @@ impl Diagnose for Forwarder {
 
 impl Diagnose for Fwd {
     fn diagnostics(&self) -> String {
-        Fwd::diagnostics(self)
+        Forwarder::diagnostics(self)
     }
 }
 

@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use anyhow::{Result, bail};
+
 use crate::{
     netns::{NetNs, netns_command},
     process::{Output, Process, run_with_timeout},
@@ -21,6 +23,8 @@ pub struct Etcd {
     dir: PathBuf,
     proc: Option<Process>,
     tls: Option<Pki>,
+    /// `cargo xtask bench`'s etcd: errors only, printed as they come.
+    quiet: bool,
 }
 
 /// Certificates for a TLS etcd with client-certificate authentication:
@@ -138,16 +142,27 @@ impl Etcd {
     }
 
     fn start_with(ns: &NetNs, ip: &str, dir: &Path, tls: Option<Pki>) -> Self {
-        ns.ip(["link", "set", "lo", "up"]);
+        Self::launch(ns, ip, dir, tls, false).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Etcd::start`] that logs errors only, prints them as they come, and
+    /// fails instead of panicking (`cargo xtask bench`).
+    pub fn try_start(ns: &NetNs, ip: &str, dir: &Path) -> Result<Self> {
+        Self::launch(ns, ip, dir, None, true)
+    }
+
+    fn launch(ns: &NetNs, ip: &str, dir: &Path, tls: Option<Pki>, quiet: bool) -> Result<Self> {
+        ns.try_ip_ok(["link", "set", "lo", "up"])?;
         let mut e = Self {
             ns: ns.name().to_owned(),
             ip: ip.to_owned(),
             dir: dir.join("etcd"),
             proc: None,
             tls,
+            quiet,
         };
-        e.restart();
-        e
+        e.try_restart()?;
+        Ok(e)
     }
 
     pub fn url(&self) -> String {
@@ -157,6 +172,11 @@ impl Etcd {
 
     /// Starts it again (after [`Etcd::kill`]), on the same data.
     pub fn restart(&mut self) {
+        self.try_restart().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// [`Etcd::restart`], failing instead of panicking.
+    pub fn try_restart(&mut self) -> Result<()> {
         assert!(self.proc.is_none(), "etcd is running already");
         let mut c = netns_command(&self.ns, "etcd");
         let client = self.url();
@@ -185,15 +205,22 @@ impl Etcd {
                 .arg("--key-file")
                 .arg(&t.server_key);
         }
-        let proc = Process::spawn(c, &format!("etcd@{}", self.ns));
+        let label = format!("etcd@{}", self.ns);
+        let proc = if self.quiet {
+            c.args(["--log-level", "error"]);
+            Process::spawn_echoed(c, &label)?
+        } else {
+            Process::spawn(c, &label)
+        };
         self.proc = Some(proc);
         let up = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
             self.ctl(&["endpoint", "health"]).success()
         });
         if !up {
             let why = self.proc.as_ref().map(|p| p.stderr()).unwrap_or_default();
-            panic!("etcd in {} did not come up: {why}", self.ns);
+            bail!("etcd in {} did not come up: {why}", self.ns);
         }
+        Ok(())
     }
 
     /// SIGKILL: an outage.

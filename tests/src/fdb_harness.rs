@@ -13,27 +13,27 @@
 //!   product's own row type).
 
 use std::{
-    collections::BTreeMap,
     ffi::CString,
-    fs::File,
-    os::fd::AsRawFd,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use serde_json::Value;
+use nix::{
+    sched::{CpuSet, sched_setaffinity},
+    unistd::Pid,
+};
 /// One FDB entry as `fdb show --json` gives it, comparable and sortable:
 /// the forwarder's own row type, so the tests parse what it prints.
+#[cfg(feature = "datapath")]
 pub use vxlan_user::fdb::FdbRow as FdbEntry;
 
+pub use crate::{capture::Capture, forwarder::STATE_DIR_ENV};
 use crate::{
-    forwarder::{READY_PREFIX, READY_TIMEOUT, vxlan_fwd, vxlan_fwd_bin},
-    netns::{CMD_TIMEOUT, NetNs, netns_command},
-    process::{Output, Process, describe, run_with_timeout},
+    forwarder::{Forwarder, StartOpts},
+    netns::{NetNs, enter_netns},
+    process::Output,
 };
-
-/// Environment variable naming the directory of the forwarder's state file.
-pub const STATE_DIR_ENV: &str = "VXLAN_FWD_STATE_DIR";
 
 /// A fresh directory under the system temp dir, removed (with its content)
 /// when dropped.
@@ -86,14 +86,10 @@ impl Drop for TempDir {
     }
 }
 
-/// A running `vxlan-fwd` whose state file lives in a test directory.
-/// Dropping it stops it (SIGINT, 5 s, SIGKILL) and, during a panic, prints
-/// its counters and FDB.
-pub struct Fwd {
-    ns: String,
-    proc: Process,
-    state_dir: PathBuf,
-}
+/// A running `vxlan-fwd` whose state file lives in a test directory: a
+/// [`Forwarder`] started with [`StartOpts::state_dir`] (it derefs to it for
+/// everything else), so no test touches `/run`.
+pub struct Fwd(Forwarder);
 
 impl Fwd {
     /// Starts `vxlan-fwd args...` in `ns` with `VXLAN_FWD_STATE_DIR=state_dir`
@@ -123,221 +119,54 @@ impl Fwd {
         state_dir: &Path,
         env: &[(&str, &str)],
     ) -> Result<Self, Output> {
-        let ns = ns.as_ref();
-        let mut c = netns_command(ns, vxlan_fwd_bin());
-        c.args(args).env(STATE_DIR_ENV, state_dir);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let label = format!("vxlan-fwd@{ns}");
-        eprintln!(
-            "[{label}] {STATE_DIR_ENV}={} {}",
-            state_dir.display(),
-            describe(&c)
-        );
-        let mut proc = Process::spawn(c, &label);
-        match proc.wait_for_line(READY_TIMEOUT, |l| l.starts_with(READY_PREFIX)) {
-            Ok(_) => Ok(Self {
-                ns: ns.to_owned(),
-                proc,
-                state_dir: state_dir.to_owned(),
-            }),
-            Err(why) => {
-                let exited = proc.wait_timeout(Duration::from_secs(2)).is_some();
-                let mut out = proc.stop();
-                if !exited {
-                    out.timed_out = true;
-                }
-                eprintln!("[{label}] not ready ({why}): {out}");
-                Err(out)
-            }
-        }
-    }
-
-    pub fn ns(&self) -> &str {
-        &self.ns
-    }
-
-    /// The `vxlan-fwd: ready` lines printed so far.
-    pub fn ready_lines(&self) -> Vec<String> {
-        self.proc
-            .stdout()
-            .lines()
-            .filter(|l| l.starts_with(READY_PREFIX))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits (up to 5 s) until it has printed `n` ready lines; returns the
-    /// ready lines printed by then.
-    pub fn wait_ready_lines(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines = self.ready_lines();
-            if lines.len() >= n || Instant::now() >= deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
-    }
-
-    /// (stdout, stderr) so far.
-    pub fn output_so_far(&self) -> (String, String) {
-        (self.proc.stdout(), self.proc.stderr())
-    }
-
-    /// SIGINT, then SIGKILL after 5 s (`timed_out` set).
-    pub fn stop(mut self) -> Output {
-        self.proc.stop()
-    }
-
-    /// SIGKILL, as a crash: its datapath stays attached.
-    pub fn kill(mut self) -> Output {
-        self.proc.signal(libc::SIGKILL);
-        self.proc.wait(Duration::from_secs(5))
-    }
-
-    /// Runs `vxlan-fwd args...` in its namespace (with its state
-    /// directory, where its control socket is), whatever the outcome.
-    pub fn run(&self, args: &[&str]) -> Output {
-        let mut c = netns_command(&self.ns, vxlan_fwd_bin());
-        c.args(args).env(STATE_DIR_ENV, &self.state_dir);
-        run_with_timeout(c, CMD_TIMEOUT)
+        let opts = StartOpts {
+            state_dir: Some(state_dir),
+            env,
+            ..StartOpts::default()
+        };
+        Forwarder::start_with(ns, args, &opts).map(Self)
     }
 
     /// The state directory it was started with.
     pub fn state_dir(&self) -> &Path {
-        &self.state_dir
+        self.0
+            .state_dir()
+            .expect("a Fwd is always started with a state directory")
     }
 
-    /// Sends `sig` (e.g. `libc::SIGHUP`).
-    pub fn signal(&mut self, sig: libc::c_int) {
-        self.proc.signal(sig);
+    /// SIGINT, then SIGKILL after 5 s (`timed_out` set).
+    pub fn stop(self) -> Output {
+        self.0.stop()
     }
 
-    /// Waits up to `timeout` for a stdout line for which `pred` holds.
-    pub fn wait_for_line(
-        &mut self,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Result<String, String> {
-        self.proc.wait_for_line(timeout, pred)
+    /// SIGKILL, as a crash: its datapath stays attached.
+    pub fn kill(self) -> Output {
+        self.0.kill()
     }
 
     /// Waits up to `timeout` for it to exit by itself; returns its output
     /// (stopping it if it did not exit: `timed_out` is then set).
-    pub fn wait_exit(mut self, timeout: Duration) -> Output {
-        self.proc.wait(timeout)
+    pub fn wait_exit(self, timeout: Duration) -> Output {
+        self.0.wait_exit(timeout)
     }
 
-    /// Runs `vxlan-fwd args...` in its namespace; panics unless it
-    /// succeeds; returns stdout.
-    pub fn command(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.success(),
-            "vxlan-fwd {} in {} failed: {out}",
-            args.join(" "),
-            self.ns
-        );
-        out.stdout
-    }
-
-    pub fn fdb_show(&self) -> String {
-        self.command(&["fdb", "show"])
-    }
-
-    pub fn fdb_show_json(&self) -> Vec<Value> {
-        let s = self.command(&["fdb", "show", "--json"]);
-        match serde_json::from_str::<Value>(&s) {
-            Ok(Value::Array(a)) => a,
-            Ok(v) => panic!("fdb show --json in {} is not an array: {v}", self.ns),
-            Err(e) => panic!("fdb show --json in {} is not JSON ({e}): {s}", self.ns),
-        }
-    }
-
-    /// `fdb show --json` as [`FdbEntry`] values.
-    pub fn entries(&self) -> Vec<FdbEntry> {
-        let s = self.command(&["fdb", "show", "--json"]);
-        serde_json::from_str(&s)
-            .unwrap_or_else(|e| panic!("fdb show --json in {} is not FDB rows ({e}): {s}", self.ns))
-    }
-
-    pub fn stats_json(&self) -> Value {
-        let s = self.command(&["stats", "--json"]);
-        let v: Value = serde_json::from_str(&s)
-            .unwrap_or_else(|e| panic!("stats --json in {} is not JSON ({e}): {s}", self.ns));
-        assert!(
-            v["counters"].is_object(),
-            "stats --json in {} has no counters: {v}",
-            self.ns
-        );
-        v
-    }
-
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.stats_json()["counters"]
-            .as_object()
-            .expect("counters object")
-            .iter()
-            .map(|(k, n)| {
-                (
-                    k.clone(),
-                    n.as_u64().unwrap_or_else(|| panic!("counter {k} = {n}")),
-                )
-            })
-            .collect()
-    }
-
-    pub fn counter(&self, name: &str) -> u64 {
-        let c = self.counters();
-        *c.get(name)
-            .unwrap_or_else(|| panic!("no counter {name} in vxlan-fwd stats of {}: {c:?}", self.ns))
-    }
-
-    /// Counters, FDB, links and output, for failure messages. Never panics.
-    pub fn diagnostics(&self) -> String {
-        let stats = vxlan_fwd(&self.ns, ["stats"]);
-        let fdb = vxlan_fwd(&self.ns, ["fdb", "show"]);
-        let mut links = std::process::Command::new("ip");
-        links.args(["-n", &self.ns, "-s", "link", "show"]);
-        let links = run_with_timeout(links, CMD_TIMEOUT);
-        let fdb_lines = fdb.stdout.lines().count();
-        // A flooded table is long: its head is enough.
-        let fdb_text: String = fdb
-            .stdout
-            .lines()
-            .take(80)
-            .map(|l| format!("{l}\n"))
-            .collect();
-        format!(
-            "== vxlan-fwd in {} ==\n-- stats --\n{}{}-- fdb ({fdb_lines} lines) --\n{fdb_text}{}-- \
-             links --\n{}{}-- output so far --\n{}{}",
-            self.ns,
-            stats.stdout,
-            stats.stderr,
-            fdb.stderr,
-            links.stdout,
-            links.stderr,
-            self.proc.stdout(),
-            self.proc.stderr()
-        )
+    /// The [`Forwarder`] itself.
+    pub fn into_inner(self) -> Forwarder {
+        self.0
     }
 }
 
-impl Drop for Fwd {
-    fn drop(&mut self) {
-        if std::thread::panicking() && self.proc.is_running() {
-            eprintln!("{}", self.diagnostics());
-        }
+impl Deref for Fwd {
+    type Target = Forwarder;
+
+    fn deref(&self) -> &Forwarder {
+        &self.0
+    }
+}
+
+impl DerefMut for Fwd {
+    fn deref_mut(&mut self) -> &mut Forwarder {
+        &mut self.0
     }
 }
 
@@ -363,51 +192,6 @@ pub fn assert_connected(from: &crate::Container, ip: &str, count: u32, fwds: &[&
             r.output,
             diag(fwds)
         );
-    }
-}
-
-/// `tcpdump -l -n -Q in -i <iface> <filter>` running in a namespace.
-pub struct Capture {
-    proc: Process,
-    what: String,
-}
-
-impl Capture {
-    /// Starts the capture and waits until tcpdump listens (its filter is
-    /// installed by then).
-    pub fn start(ns: &NetNs, iface: &str, filter: &str) -> Self {
-        let mut args = vec!["-l", "-n", "-Q", "in", "-i", iface];
-        args.extend(filter.split_whitespace());
-        let mut proc = ns.spawn("tcpdump", args);
-        let what = format!("tcpdump -i {iface} '{filter}' in {}", ns.name());
-        let listening =
-            crate::util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-                proc.stderr().contains("listening on") || !proc.is_running()
-            });
-        assert!(
-            listening && proc.is_running(),
-            "{what} did not start: {}",
-            proc.stderr()
-        );
-        // The socket is bound and filtered when tcpdump says it listens;
-        // a moment more for good measure.
-        std::thread::sleep(Duration::from_millis(100));
-        Self { proc, what }
-    }
-
-    /// Stops tcpdump and returns the lines of the packets it saw.
-    pub fn finish(mut self) -> Vec<String> {
-        let out = self.proc.stop();
-        assert!(
-            !out.timed_out,
-            "{} did not stop on SIGINT: {out}",
-            self.what
-        );
-        out.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect()
     }
 }
 
@@ -442,27 +226,14 @@ fn raw_sender(
     let (ns, ifname) = (ns.to_owned(), ifname.to_owned());
     std::thread::spawn(move || -> Result<usize, String> {
         if let Some(cpu) = cpu {
-            // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and
-            // sched_setaffinity(0, ..) act on this thread only.
-            let rc = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
-            };
-            if rc != 0 {
-                return Err(format!(
-                    "pinning to CPU {cpu}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+            // Pid 0: this thread only.
+            let mut set = CpuSet::new();
+            set.set(cpu)
+                .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set))
+                .map_err(|e| format!("pinning to CPU {cpu}: {e}"))?;
         }
-        let nsfile = File::open(format!("/run/netns/{ns}"))
-            .map_err(|e| format!("opening /run/netns/{ns}: {e}"))?;
-        // SAFETY: setns(2) on a valid namespace fd; it moves only this
-        // thread, which ends with this closure.
-        if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns {ns}: {}", std::io::Error::last_os_error()));
-        }
+        // Only this thread, which ends with this closure, moves.
+        let _inside = enter_netns(&ns).map_err(|e| format!("{e:#}"))?;
         let cname = CString::new(ifname.clone()).map_err(|e| e.to_string())?;
         // SAFETY: a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };

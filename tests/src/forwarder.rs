@@ -1,13 +1,27 @@
 //! Running `vxlan-fwd` inside a namespace.
 
-use std::{collections::BTreeMap, ffi::OsStr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
+#[cfg(feature = "datapath")]
+use crate::fdb_harness::FdbEntry;
 use crate::{
-    netns::{CMD_TIMEOUT, netns_command},
+    netns::{CMD_TIMEOUT, netns_command, signal_pid},
     process::{Output, Process, describe, run_with_timeout},
+    util::wait_until,
 };
+
+/// Environment variable naming the directory of the forwarder's state file
+/// and control socket.
+pub const STATE_DIR_ENV: &str = "VXLAN_FWD_STATE_DIR";
 
 /// How long `vxlan-fwd` may take to print its `ready` line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,12 +66,34 @@ pub fn vxlan_fwd_timeout<S: AsRef<OsStr>>(
     run_with_timeout(c, timeout)
 }
 
-/// A `vxlan-fwd` running in a namespace. Dropping it stops it (SIGINT,
-/// 5 s, SIGKILL).
+/// How a [`Forwarder`] is started, beyond its arguments. The default is
+/// the tests': [`vxlan_fwd_bin`], the environment as it is, output captured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOpts<'a> {
+    /// The executable; default [`vxlan_fwd_bin`].
+    pub bin: Option<&'a Path>,
+    /// `VXLAN_FWD_STATE_DIR` (where its state file and control socket go),
+    /// for it and for the commands run through it ([`Forwarder::run`]).
+    pub state_dir: Option<&'a Path>,
+    /// More environment variables (e.g. `NOTIFY_SOCKET`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Label of its messages; default `vxlan-fwd@<ns>`.
+    pub label: Option<&'a str>,
+    /// Print its output as it comes, `[label] line` (`cargo xtask demo`);
+    /// it is captured either way.
+    pub echo: bool,
+}
+
+/// A `vxlan-fwd` running in a namespace, started and awaited (its `ready`
+/// line) by [`Forwarder::start`] or [`Forwarder::start_with`]. Dropping it
+/// stops it (SIGINT, 5 s, SIGKILL) and, during a panic, prints its
+/// counters and FDB first.
 pub struct Forwarder {
     ns: String,
     proc: Process,
     ready: String,
+    bin: PathBuf,
+    state_dir: Option<PathBuf>,
 }
 
 impl Forwarder {
@@ -65,31 +101,71 @@ impl Forwarder {
     /// [`READY_TIMEOUT`]) for its `ready` line. Panics with its output when it
     /// exits or does not get ready.
     pub fn start(ns: impl AsRef<str>, args: &[&str]) -> Self {
-        let ns = ns.as_ref();
-        match Self::try_start(ns, args) {
-            Ok(f) => f,
-            Err(out) => panic!(
-                "vxlan-fwd {} in {ns} did not get ready: {out}",
-                args.join(" ")
-            ),
-        }
+        Self::start_or_panic(ns.as_ref(), args, &StartOpts::default())
     }
 
     /// Like [`Forwarder::start`] but returns the output of a start that
     /// failed (exited, or no `ready` line in time: then it is stopped and
     /// `timed_out` is set).
     pub fn try_start(ns: impl AsRef<str>, args: &[&str]) -> Result<Self, Output> {
+        Self::start_with(ns, args, &StartOpts::default())
+    }
+
+    fn start_or_panic(ns: &str, args: &[&str], opts: &StartOpts) -> Self {
+        Self::start_with(ns, args, opts).unwrap_or_else(|out| {
+            panic!(
+                "vxlan-fwd {} in {ns} did not get ready: {out}",
+                args.join(" ")
+            )
+        })
+    }
+
+    /// The one way to start a forwarder and wait for its `ready` line:
+    /// [`Forwarder::try_start`] with [`StartOpts`]. A start that cannot
+    /// even run the executable fails with exit code 127 and the reason on
+    /// stderr.
+    pub fn start_with(
+        ns: impl AsRef<str>,
+        args: &[&str],
+        opts: &StartOpts,
+    ) -> Result<Self, Output> {
         let ns = ns.as_ref();
-        let mut c = netns_command(ns, vxlan_fwd_bin());
+        let bin = opts.bin.map_or_else(vxlan_fwd_bin, Path::to_owned);
+        let mut c = netns_command(ns, &bin);
         c.args(args);
-        let label = format!("vxlan-fwd@{ns}");
-        eprintln!("[{label}] {}", describe(&c));
-        let mut proc = Process::spawn(c, &label);
-        match proc.wait_for_line(READY_TIMEOUT, |l| l.starts_with(READY_PREFIX)) {
+        if let Some(d) = opts.state_dir {
+            c.env(STATE_DIR_ENV, d);
+        }
+        for (k, v) in opts.env {
+            c.env(k, v);
+        }
+        let label = opts
+            .label
+            .map_or_else(|| format!("vxlan-fwd@{ns}"), str::to_owned);
+        let env_text: String = opts
+            .state_dir
+            .map(|d| format!("{STATE_DIR_ENV}={} ", d.display()))
+            .unwrap_or_default();
+        let spawned = if opts.echo {
+            say!("[{label}] {env_text}{}", describe(&c));
+            Process::spawn_echoed(c, &label)
+        } else {
+            eprintln!("[{label}] {env_text}{}", describe(&c));
+            Process::try_spawn(c, &label)
+        };
+        let mut proc = spawned.map_err(|e| Output {
+            status: std::process::ExitStatus::from_raw(127 << 8),
+            stdout: String::new(),
+            stderr: format!("{e:#}"),
+            timed_out: false,
+        })?;
+        match proc.wait_for_line(READY_TIMEOUT, is_ready_line) {
             Ok(ready) => Ok(Self {
                 ns: ns.to_owned(),
                 proc,
                 ready,
+                bin,
+                state_dir: opts.state_dir.map(Path::to_owned),
             }),
             Err(why) => {
                 let exited = proc.wait_timeout(Duration::from_secs(2)).is_some();
@@ -108,9 +184,30 @@ impl Forwarder {
         &self.ns
     }
 
-    /// The `vxlan-fwd: ready: ...` line.
+    /// The first `vxlan-fwd: ready: ...` line.
     pub fn ready_line(&self) -> &str {
         &self.ready
+    }
+
+    /// The `vxlan-fwd: ready` lines printed so far (one more per reload).
+    pub fn ready_lines(&self) -> Vec<String> {
+        self.proc
+            .stdout()
+            .lines()
+            .filter(|l| is_ready_line(l))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits (up to 5 s) until it has printed `n` ready lines; returns the
+    /// ready lines printed by then.
+    pub fn wait_ready_lines(&self, n: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            lines = self.ready_lines();
+            lines.len() >= n
+        });
+        lines
     }
 
     /// Process id.
@@ -128,6 +225,11 @@ impl Forwarder {
         (self.proc.stdout(), self.proc.stderr())
     }
 
+    /// The state directory it was started with, if one was given.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
+    }
+
     /// Stops it with SIGINT (SIGKILL after 5 s: `timed_out` is then set)
     /// and returns its exit status and output.
     pub fn stop(mut self) -> Output {
@@ -139,17 +241,63 @@ impl Forwarder {
         self.proc.stop_with(sig)
     }
 
+    /// SIGINT, then SIGKILL after `grace` (a forwarder with a million FDB
+    /// entries needs far longer than 5 s to save them).
+    pub fn stop_within(mut self, grace: Duration) -> Output {
+        self.proc.stop_within(libc::SIGINT, grace)
+    }
+
+    /// SIGKILL, as a crash: its datapath stays attached.
+    pub fn kill(mut self) -> Output {
+        self.proc.signal(libc::SIGKILL);
+        self.proc.wait(Duration::from_secs(5))
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGHUP`).
+    pub fn signal(&mut self, sig: libc::c_int) {
+        self.proc.signal(sig);
+    }
+
+    /// Waits up to `timeout` for a stdout line for which `pred` holds.
+    pub fn wait_for_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        self.proc.wait_for_line(timeout, pred)
+    }
+
+    /// Waits up to `timeout` for it to exit by itself; returns its output
+    /// (stopping it if it did not exit: `timed_out` is then set).
+    pub fn wait_exit(mut self, timeout: Duration) -> Output {
+        self.proc.wait(timeout)
+    }
+
+    /// Runs `vxlan-fwd args...` (the same executable, with its state
+    /// directory, where its control socket is) in its namespace, whatever
+    /// the outcome.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = netns_command(&self.ns, &self.bin);
+        c.args(args);
+        if let Some(d) = &self.state_dir {
+            c.env(STATE_DIR_ENV, d);
+        }
+        run_with_timeout(c, CMD_TIMEOUT)
+    }
+
     /// Runs `vxlan-fwd args...` (a command such as `fdb show`) in its
     /// namespace; panics unless it succeeds; returns stdout.
     pub fn command(&self, args: &[&str]) -> String {
-        let out = vxlan_fwd(&self.ns, args);
-        assert!(
-            out.success(),
-            "vxlan-fwd {} in {} failed: {out}",
-            args.join(" "),
-            self.ns
-        );
-        out.stdout
+        self.try_command(args).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Forwarder::command`], failing instead of panicking.
+    pub fn try_command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(args);
+        if !out.success() {
+            anyhow::bail!("vxlan-fwd {} in {} failed: {out}", args.join(" "), self.ns);
+        }
+        Ok(out.stdout)
     }
 
     /// `vxlan-fwd fdb show` (text).
@@ -160,25 +308,41 @@ impl Forwarder {
     /// `vxlan-fwd fdb show --json`: one object per entry, `{"mac", "dst",
     /// "dev", "vni", "permanent"}`.
     pub fn fdb_show_json(&self) -> Vec<Value> {
-        let s = self.command(&["fdb", "show", "--json"]);
+        self.try_fdb_show_json().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Forwarder::fdb_show_json`], failing instead of panicking.
+    pub fn try_fdb_show_json(&self) -> anyhow::Result<Vec<Value>> {
+        let s = self.try_command(&["fdb", "show", "--json"])?;
         match serde_json::from_str::<Value>(&s) {
-            Ok(Value::Array(a)) => a,
-            Ok(v) => panic!("fdb show --json in {} is not an array: {v}", self.ns),
-            Err(e) => panic!("fdb show --json in {} is not JSON ({e}): {s}", self.ns),
+            Ok(Value::Array(a)) => Ok(a),
+            Ok(v) => anyhow::bail!("fdb show --json in {} is not an array: {v}", self.ns),
+            Err(e) => anyhow::bail!("fdb show --json in {} is not JSON ({e}): {s}", self.ns),
         }
+    }
+
+    /// `fdb show --json` parsed into the forwarder's own row type.
+    #[cfg(feature = "datapath")]
+    pub fn entries(&self) -> Vec<FdbEntry> {
+        let s = self.command(&["fdb", "show", "--json"]);
+        serde_json::from_str(&s)
+            .unwrap_or_else(|e| panic!("fdb show --json in {} is not FDB rows ({e}): {s}", self.ns))
     }
 
     /// `vxlan-fwd stats --json`: `{"counters": {..}, "drops": {..}}`.
     pub fn stats_json(&self) -> Value {
-        let s = self.command(&["stats", "--json"]);
+        self.try_stats_json().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Forwarder::stats_json`], failing instead of panicking.
+    pub fn try_stats_json(&self) -> anyhow::Result<Value> {
+        let s = self.try_command(&["stats", "--json"])?;
         let v: Value = serde_json::from_str(&s)
-            .unwrap_or_else(|e| panic!("stats --json in {} is not JSON ({e}): {s}", self.ns));
-        assert!(
-            v["counters"].is_object(),
-            "stats --json in {} has no counters: {v}",
-            self.ns
-        );
-        v
+            .map_err(|e| anyhow::anyhow!("stats --json in {} is not JSON ({e}): {s}", self.ns))?;
+        if !v["counters"].is_object() {
+            anyhow::bail!("stats --json in {} has no counters: {v}", self.ns);
+        }
+        Ok(v)
     }
 
     /// Every counter (`stats --json`'s `counters`).
@@ -204,20 +368,27 @@ impl Forwarder {
             .unwrap_or_else(|| panic!("no counter {name} in vxlan-fwd stats of {}: {c:?}", self.ns))
     }
 
-    /// Counters and FDB as text, for failure messages. Never panics.
+    /// Counters, FDB (its head: a flooded table is long), links and output,
+    /// for failure messages. Never panics.
     pub fn diagnostics(&self) -> String {
-        let stats = vxlan_fwd(&self.ns, ["stats"]);
-        let fdb = vxlan_fwd(&self.ns, ["fdb", "show"]);
+        let stats = self.run(&["stats"]);
+        let fdb = self.run(&["fdb", "show"]);
         let mut links = std::process::Command::new("ip");
         links.args(["-n", &self.ns, "-s", "link", "show"]);
         let links = run_with_timeout(links, CMD_TIMEOUT);
+        let fdb_lines = fdb.stdout.lines().count();
+        let fdb_text: String = fdb
+            .stdout
+            .lines()
+            .take(80)
+            .map(|l| format!("{l}\n"))
+            .collect();
         format!(
-            "== vxlan-fwd in {} ==\n-- stats --\n{}{}-- fdb --\n{}{}-- links --\n{}{}-- output so \
-             far --\n{}{}",
+            "== vxlan-fwd in {} ==\n-- stats --\n{}{}-- fdb ({fdb_lines} lines) --\n{fdb_text}{}-- \
+             links --\n{}{}-- output so far --\n{}{}",
             self.ns,
             stats.stdout,
             stats.stderr,
-            fdb.stdout,
             fdb.stderr,
             links.stdout,
             links.stderr,
@@ -225,6 +396,12 @@ impl Forwarder {
             self.proc.stderr()
         )
     }
+}
+
+/// Whether `line` is vxlan-fwd's `ready` line (printed once attached, and
+/// again after each reload).
+pub fn is_ready_line(line: &str) -> bool {
+    line.starts_with(READY_PREFIX)
 }
 
 /// The entry for `mac` (case-insensitive) in `fdb show --json` output.
@@ -284,7 +461,8 @@ pub fn start_and_signal_on_ready(ns: impl AsRef<str>, args: &[&str], sig: libc::
         c.spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(&c))),
     );
-    let pid = child.0.id() as libc::pid_t;
+    let sig = Signal::try_from(sig).unwrap_or_else(|e| panic!("signal {sig}: {e}"));
+    let pid = child.0.id();
     let mut stderr_pipe = child.0.stderr.take().expect("piped stderr");
     let stderr = std::thread::spawn(move || {
         let mut s = String::new();
@@ -304,8 +482,8 @@ pub fn start_and_signal_on_ready(ns: impl AsRef<str>, args: &[&str], sig: libc::
             std::thread::sleep(Duration::from_millis(50));
         }
         if !ready2.load(Ordering::SeqCst) && !done2.load(Ordering::SeqCst) {
-            // SAFETY: kill(2); the child is not reaped before `done` is set.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The child is not reaped before `done` is set.
+            signal_pid(pid, Signal::SIGKILL);
         }
     });
     let mut stdout = BufReader::new(child.0.stdout.take().expect("piped stdout"));
@@ -316,10 +494,10 @@ pub fn start_and_signal_on_ready(ns: impl AsRef<str>, args: &[&str], sig: libc::
         match stdout.read_line(&mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let is_ready = line.starts_with(READY_PREFIX);
+                let is_ready = is_ready_line(&line);
                 if is_ready {
-                    // SAFETY: kill(2) on our own unreaped child.
-                    unsafe { libc::kill(pid, sig) };
+                    // Our own child, not reaped yet.
+                    signal_pid(pid, sig);
                     ready.store(true, Ordering::SeqCst);
                 }
                 out_text.push_str(&line);
@@ -353,5 +531,19 @@ pub fn start_and_signal_on_ready(ns: impl AsRef<str>, args: &[&str], sig: libc::
         stdout: out_text,
         stderr: stderr.join().unwrap_or_default(),
         timed_out: killed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_ready_line;
+
+    #[test]
+    fn ready_line() {
+        assert!(is_ready_line("vxlan-fwd: ready: eth0 -> veth0 (vni 42)"));
+        assert!(is_ready_line("vxlan-fwd: ready"));
+        assert!(!is_ready_line("vxlan-fwd: already attached"));
+        assert!(!is_ready_line("[INFO] ready"));
+        assert!(!is_ready_line("starting"));
     }
 }

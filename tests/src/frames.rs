@@ -237,24 +237,6 @@ pub fn format_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checksums_verify() {
-        let mut f = inner_udp([2; 6], [4; 6], 0, 53, b"payload");
-        assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
-        f[OFF_UDP + 4..OFF_UDP + 6].copy_from_slice(&15u16.to_be_bytes());
-        set_udp_checksum(&mut f);
-        assert_eq!(udp_sum(&f, 15), 0xffff);
-        f.truncate(OFF_UDP + 4);
-        fix_lengths(&mut f);
-        assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
-        assert_eq!(arp_request([1; 6], C1_IP, C2_IP).len(), 42);
-    }
-}
-
 /// The ICMPv6 Packet Too Big (RFC 4443 §3.2) a tunnel sends back for the
 /// too-big IPv6 frame `f`, telling its sender to use `mtu`, built here
 /// independently of the datapath: back to the sender's MAC from the MAC it
@@ -291,4 +273,22 @@ pub fn icmp6_too_big(f: &[u8], mtu: u32) -> Option<Vec<u8>> {
     msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     out.extend_from_slice(&msg);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_verify() {
+        let mut f = inner_udp([2; 6], [4; 6], 0, 53, b"payload");
+        assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
+        f[OFF_UDP + 4..OFF_UDP + 6].copy_from_slice(&15u16.to_be_bytes());
+        set_udp_checksum(&mut f);
+        assert_eq!(udp_sum(&f, 15), 0xffff);
+        f.truncate(OFF_UDP + 4);
+        fix_lengths(&mut f);
+        assert_eq!(header_checksum(&f[OFF_IP..OFF_UDP]), [0, 0]);
+        assert_eq!(arp_request([1; 6], C1_IP, C2_IP).len(), 42);
+    }
 }

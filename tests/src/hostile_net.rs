@@ -10,7 +10,6 @@
 //! root namespace.
 
 use std::{
-    fs::File,
     io::{self, Read as _, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -29,18 +28,11 @@ pub fn in_netns<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> T {
-    let path = format!("/run/netns/{ns}");
-    let res = std::thread::spawn(move || {
-        let nsf = File::open(&path)?;
-        // SAFETY: setns on this thread only, with a namespace file we opened.
-        if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .unwrap_or_else(|_| Err(io::Error::other("netns thread panicked")));
-    res.unwrap_or_else(|e| panic!("{what} in namespace {ns}: {e}"))
+    match crate::netns::in_netns(ns, f) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{what} in namespace {ns}: {e}"),
+        Err(e) => panic!("{what} in namespace {ns}: {e:#}"),
+    }
 }
 
 /// A raw AF_PACKET socket that sends Ethernet frames out of one interface

@@ -16,6 +16,11 @@
 //!   hosts, containers), built with [`Topology::builder`] or
 //!   [`Topology::seed`].
 //!
+//! The same lab serves `cargo xtask demo|soak|bench` (this crate without
+//! its default `datapath` feature, so xtask builds before the eBPF
+//! toolchain exists): fallible twins (`try_*`) of the panicking
+//! constructors, [`lab`] (a teardown on Ctrl-C), [`etcd`] and [`capture`].
+//!
 //! Also: [`ping`]/[`ping_result`], [`wait_until`], [`vxlan_fwd`] for
 //! one-shot commands (`fdb show`, failing starts),
 //! [`forwarder::start_and_signal_on_ready`] (stop it the instant it is
@@ -40,19 +45,29 @@
 //! assert!(ping(&topo.container("c1").ns, "172.18.1.3", 3));
 //! ```
 
+/// `println!` that ignores a closed stdout (`cargo xtask demo | head` must
+/// not abort a teardown).
+macro_rules! say {
+    ($($t:tt)*) => {{ use std::io::Write as _; let _ = writeln!(std::io::stdout(), $($t)*); }};
+}
+
 #[cfg(feature = "datapath")]
 pub mod bpf;
+pub mod capture;
 pub mod checks;
 pub mod etcd;
-
+#[cfg(feature = "datapath")]
 pub mod fdb_checks;
 pub mod fdb_harness;
 #[cfg(feature = "datapath")]
 pub mod fixture;
 pub mod forwarder;
 pub mod frames;
+#[cfg(feature = "datapath")]
 pub mod hostile_net;
+#[cfg(feature = "datapath")]
 pub mod inject;
+pub mod lab;
 pub mod netns;
 pub mod process;
 pub mod scenario;
@@ -62,8 +77,9 @@ pub mod util;
 #[cfg(feature = "datapath")]
 pub mod xdp;
 
-pub use forwarder::{Forwarder, fdb_find, vxlan_fwd, vxlan_fwd_bin};
-pub use netns::{NetNs, delete_stale, list_netns};
+pub use capture::Capture;
+pub use forwarder::{Forwarder, StartOpts, fdb_find, vxlan_fwd, vxlan_fwd_bin};
+pub use netns::{EnteredNetns, NetNs, delete_stale, enter_netns, in_netns, list_netns};
 pub use process::{Output, Process, run_with_timeout};
 pub use topo::{
     CONTAINER_MTU, Container, H1_IP, H2_IP, H3_IP, Host, Topology, TopologyBuilder, UPLINK, VNI,

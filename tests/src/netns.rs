@@ -1,14 +1,24 @@
-//! Network namespaces as RAII guards.
+//! Network namespaces as RAII guards, and entering one from this process.
 
 use std::{
     ffi::OsStr,
+    fs::File,
     process::Command,
     time::{Duration, Instant},
 };
 
+use anyhow::{Context as _, Result, bail};
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use serde_json::Value;
 
-use crate::process::{Output, Process, describe, run_with_timeout};
+use crate::{
+    lab,
+    process::{Output, Process, describe, run_with_timeout},
+};
 
 /// Longest any helper command may run before it is stopped.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,16 +44,27 @@ impl NetNs {
     /// Creates namespace `name` (deleting a stale one of that name first)
     /// and sets its `lo` up. Panics on failure.
     pub fn create(name: &str) -> Self {
+        Self::try_create(name).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`NetNs::create`], failing instead of panicking (also after a
+    /// [`lab::teardown_and_exit`]: then nothing is created any more).
+    pub fn try_create(name: &str) -> Result<Self> {
         if list_netns().iter().any(|n| n == name) {
             delete_netns(name);
         }
-        let out = run_with_timeout(cmd("ip", ["netns", "add", name]), CMD_TIMEOUT);
-        assert!(out.success(), "ip netns add {name}: {out}");
+        lab::create_namespace(name, || {
+            let out = run_with_timeout(cmd("ip", ["netns", "add", name]), CMD_TIMEOUT);
+            if !out.success() {
+                bail!("ip netns add {name}: {out}");
+            }
+            Ok(())
+        })?;
         let ns = Self {
             name: name.to_owned(),
         };
-        ns.ip(["link", "set", "lo", "up"]);
-        ns
+        ns.try_ip_ok(["link", "set", "lo", "up"])?;
+        Ok(ns)
     }
 
     pub fn name(&self) -> &str {
@@ -62,9 +83,17 @@ impl NetNs {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = S>,
     ) -> Output {
+        run_with_timeout(self.command_with(program, args), CMD_TIMEOUT)
+    }
+
+    fn command_with<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Command {
         let mut c = self.command(program);
         c.args(args);
-        run_with_timeout(c, CMD_TIMEOUT)
+        c
     }
 
     /// Like [`NetNs::exec`] but panics unless it succeeds; returns stdout.
@@ -73,34 +102,49 @@ impl NetNs {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = S>,
     ) -> String {
-        let mut c = self.command(program);
-        c.args(args);
-        let what = describe(&c);
-        let out = run_with_timeout(c, CMD_TIMEOUT);
-        assert!(out.success(), "`{what}` failed: {out}");
-        out.stdout
+        checked(self.command_with(program, args)).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `ip -n <name> args...`, whatever its exit status.
     pub fn try_ip<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        run_with_timeout(self.ip_command(args), CMD_TIMEOUT)
+    }
+
+    fn ip_command<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
         let mut c = Command::new("ip");
         c.args(["-n", &self.name]).args(args);
-        run_with_timeout(c, CMD_TIMEOUT)
+        c
     }
 
     /// `ip -n <name> args...`; panics unless it succeeds; returns stdout.
     pub fn ip<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> String {
-        let mut c = Command::new("ip");
-        c.args(["-n", &self.name]).args(args);
-        let what = describe(&c);
-        let out = run_with_timeout(c, CMD_TIMEOUT);
-        assert!(out.success(), "`{what}` failed: {out}");
-        out.stdout
+        self.try_ip_ok(args).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// `ip -n <name> args...`; an error unless it succeeds; returns stdout.
+    pub fn try_ip_ok<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Result<String> {
+        checked(self.ip_command(args))
     }
 
     /// Sets sysctl `key` (e.g. `net.ipv6.conf.all.disable_ipv6`) to `value`.
     pub fn sysctl(&self, key: &str, value: &str) {
-        self.run("sysctl", ["-qw", &format!("{key}={value}")]);
+        self.try_sysctl(key, value)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// [`NetNs::sysctl`], failing instead of panicking.
+    pub fn try_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let out = self.exec("sysctl", ["-qw", &format!("{key}={value}")]);
+        if !out.success() {
+            bail!("sysctl {key}={value} in {}: {out}", self.name);
+        }
+        Ok(())
+    }
+
+    /// Moves the calling thread into this namespace until the returned
+    /// guard is dropped (see [`enter_netns`]).
+    pub fn enter(&self) -> Result<EnteredNetns> {
+        enter_netns(&self.name)
     }
 
     /// `ip -j -d link show dev <dev>` as JSON, `None` when there is no such
@@ -181,8 +225,7 @@ impl NetNs {
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = S>,
     ) -> Process {
-        let mut c = self.command(program);
-        c.args(args);
+        let c = self.command_with(program, args);
         let label = format!("{}: {}", self.name, describe(&c));
         Process::spawn(c, &label)
     }
@@ -196,7 +239,75 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         delete_netns(&self.name);
+        lab::forget_namespace(&self.name);
     }
+}
+
+/// The calling thread's stay in another network namespace: created by
+/// [`enter_netns`], it moves the thread back to the namespace it was in
+/// when dropped. Sockets opened meanwhile stay in the entered namespace.
+/// Not `Send`: the switch belongs to the thread that made it.
+#[derive(Debug)]
+pub struct EnteredNetns {
+    name: String,
+    original: File,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Moves the calling thread (only it: `setns(2)` on a thread of a
+/// multi-threaded process) into network namespace `name` (`/run/netns/<name>`).
+pub fn enter_netns(name: &str) -> Result<EnteredNetns> {
+    let original = File::open("/proc/thread-self/ns/net")
+        .context("opening this thread's network namespace")?;
+    let target = File::open(format!("/run/netns/{name}"))
+        .with_context(|| format!("opening network namespace {name}"))?;
+    setns(&target, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {name}"))?;
+    Ok(EnteredNetns {
+        name: name.to_owned(),
+        original,
+        _not_send: std::marker::PhantomData,
+    })
+}
+
+impl EnteredNetns {
+    /// The namespace entered.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for EnteredNetns {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.original, CloneFlags::CLONE_NEWNET) {
+            // The thread would go on in the wrong namespace: do not let it.
+            panic!("returning from network namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns` and
+/// returns its result (the calling thread is not moved). An error when the
+/// namespace cannot be entered or `f` panics.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let name = ns.to_owned();
+    std::thread::spawn(move || -> Result<T> {
+        let _inside = enter_netns(&name)?;
+        Ok(f())
+    })
+    .join()
+    .unwrap_or_else(|_| bail!("the thread in namespace {ns} panicked"))
+}
+
+/// Runs `c` (at most [`CMD_TIMEOUT`]); an error unless it succeeds;
+/// returns stdout.
+fn checked(c: Command) -> Result<String> {
+    let what = describe(&c);
+    let out = run_with_timeout(c, CMD_TIMEOUT);
+    if !out.success() {
+        bail!("`{what}` failed: {out}");
+    }
+    Ok(out.stdout)
 }
 
 fn cmd<const N: usize>(program: &str, args: [&str; N]) -> Command {
@@ -232,8 +343,15 @@ fn netns_pids(ns: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
+/// Sends `sig` to `pid`; a process that is already gone is no error.
+pub(crate) fn signal_pid(pid: u32, sig: Signal) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let _ = kill(Pid::from_raw(raw), sig);
+}
+
+/// Whether `pid` exists and is not a zombie (a zombie no longer holds its
+/// namespaces).
+pub(crate) fn alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -245,18 +363,18 @@ fn alive(pid: u32) -> bool {
 /// Kills the processes inside `ns` (SIGTERM, 3 s, SIGKILL), then deletes it.
 /// Never panics (it runs from `Drop`); problems are printed.
 pub fn delete_netns(ns: &str) {
+    lab::checkpoint();
     let pids = netns_pids(ns);
     for (sig, grace) in [
-        (libc::SIGTERM, Duration::from_secs(3)),
-        (libc::SIGKILL, Duration::from_secs(2)),
+        (Signal::SIGTERM, Duration::from_secs(3)),
+        (Signal::SIGKILL, Duration::from_secs(2)),
     ] {
         let live: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
         if live.is_empty() {
             break;
         }
         for &p in &live {
-            // SAFETY: plain kill(2) on a process inside our namespace.
-            unsafe { libc::kill(p as libc::pid_t, sig) };
+            signal_pid(p, sig);
         }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && live.iter().any(|&p| alive(p)) {

@@ -2,11 +2,20 @@
 
 use std::{
     fmt,
-    io::{BufRead as _, BufReader, Read},
+    io::{BufRead as _, BufReader, Read, Write as _},
+    os::unix::process::CommandExt as _,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, PoisonError, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+
+use crate::{
+    lab,
+    netns::{alive, signal_pid},
 };
 
 /// How long a process gets between SIGINT and SIGKILL when a guard stops it.
@@ -58,6 +67,7 @@ impl fmt::Display for Output {
 /// stops it: SIGINT, then SIGKILL after [`STOP_GRACE`].
 pub struct Process {
     label: String,
+    pid: u32,
     child: Option<Child>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -70,14 +80,32 @@ fn lock(s: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
     s.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Where a reader thread also prints the lines it reads, `[label] line`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    Stdout,
+    Stderr,
+}
+
 fn reader(
     stream: impl Read + Send + 'static,
     buf: Arc<Mutex<String>>,
     tx: Option<mpsc::Sender<String>>,
+    echo: Option<(Echo, String)>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
+            // Printing may fail (`cargo xtask demo | head`): never fatal.
+            match &echo {
+                Some((Echo::Stdout, label)) => {
+                    let _ = writeln!(std::io::stdout(), "[{label}] {line}");
+                }
+                Some((Echo::Stderr, label)) => {
+                    let _ = writeln!(std::io::stderr(), "[{label}] {line}");
+                }
+                None => {}
+            }
             {
                 let mut b = lock(&buf);
                 b.push_str(&line);
@@ -100,49 +128,96 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Makes `cmd`'s child start with SIGINT, SIGTERM and SIGHUP unblocked: a
+/// child inherits the signal mask across exec, and `cargo xtask` blocks
+/// them in all its threads (one thread receives them), which would make a
+/// forwarder it starts deaf to SIGINT.
+pub fn unblock_signals_in_child(cmd: &mut Command) -> &mut Command {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    // SAFETY: pthread_sigmask is async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).map_err(Into::into)
+        })
+    }
+}
+
 impl Process {
     /// Starts `cmd` (stdin null, stdout and stderr captured). Panics when it
     /// cannot be started.
-    pub fn spawn(mut cmd: Command, label: &str) -> Self {
+    pub fn spawn(cmd: Command, label: &str) -> Self {
+        Self::start(cmd, label, false).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Process::spawn`], failing instead of panicking.
+    pub fn try_spawn(cmd: Command, label: &str) -> Result<Self> {
+        Self::start(cmd, label, false)
+    }
+
+    /// [`Process::spawn`] that also prints every line it writes, prefixed
+    /// with `[label]` (stdout lines on stdout, stderr lines on stderr), and
+    /// fails instead of panicking: the processes `cargo xtask demo` shows.
+    pub fn spawn_echoed(cmd: Command, label: &str) -> Result<Self> {
+        Self::start(cmd, label, true)
+    }
+
+    fn start(mut cmd: Command, label: &str, echo: bool) -> Result<Self> {
+        lab::checkpoint();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
+        let mut child = unblock_signals_in_child(&mut cmd)
             .spawn()
-            .unwrap_or_else(|e| panic!("[{label}] cannot start `{}`: {e}", describe(&cmd)));
+            .with_context(|| format!("[{label}] cannot start `{}`", describe(&cmd)))?;
+        let pid = child.id();
+        lab::track_process(pid, label);
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
+        let echo_to = |to| echo.then(|| (to, label.to_owned()));
         let readers = vec![
             reader(
-                child.stdout.take().expect("piped stdout"),
+                child.stdout.take().context("piped stdout")?,
                 stdout.clone(),
                 Some(tx),
+                echo_to(Echo::Stdout),
             ),
             reader(
-                child.stderr.take().expect("piped stderr"),
+                child.stderr.take().context("piped stderr")?,
                 stderr.clone(),
                 None,
+                echo_to(Echo::Stderr),
             ),
         ];
-        Self {
+        Ok(Self {
             label: label.to_owned(),
+            pid,
             child: Some(child),
             stdout,
             stderr,
             lines: rx,
             readers,
             finished: None,
-        }
+        })
     }
 
     pub fn label(&self) -> &str {
         &self.label
     }
 
-    /// Process id (of the program itself: `ip netns exec` execs it).
+    /// Process id (of the program itself: `ip netns exec` execs it);
+    /// `None` once it has been reaped.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is alive (not a zombie), without reaping it.
+    pub fn alive(&self) -> bool {
+        self.child.is_some() && alive(self.pid)
     }
 
     /// What it printed on stdout so far.
@@ -165,12 +240,19 @@ impl Process {
 
     /// Sends `sig` (e.g. `libc::SIGINT`) if it is still running.
     pub fn signal(&mut self, sig: libc::c_int) {
-        if self.is_running()
-            && let Some(pid) = self.pid()
-        {
-            // SAFETY: kill(2) on our own child, which is not reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        let Ok(sig) = Signal::try_from(sig) else {
+            panic!("[{}] {sig} is not a signal", self.label);
+        };
+        // Not reaped yet while running: the pid is still its own.
+        if self.is_running() {
+            signal_pid(self.pid, sig);
         }
+    }
+
+    /// The stdout lines printed and not yet read by
+    /// [`Process::wait_for_line`] or an earlier `drain`.
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     /// Waits until it prints a stdout line for which `pred` holds and
@@ -239,11 +321,17 @@ impl Process {
 
     /// [`Process::stop`] with another first signal (e.g. `libc::SIGTERM`).
     pub fn stop_with(&mut self, sig: libc::c_int) -> Output {
+        self.stop_within(sig, STOP_GRACE)
+    }
+
+    /// [`Process::stop_with`] with another grace period before SIGKILL
+    /// (a forwarder with a million FDB entries takes long to save them).
+    pub fn stop_within(&mut self, sig: libc::c_int, grace: Duration) -> Output {
         if let Some(out) = &self.finished {
             return out.clone();
         }
         self.signal(sig);
-        let killed = self.wait_timeout(STOP_GRACE).is_none();
+        let killed = self.wait_timeout(grace).is_none();
         if killed {
             self.kill();
         }
@@ -263,6 +351,8 @@ impl Process {
         let status = child
             .wait()
             .unwrap_or_else(|e| panic!("[{}] waiting: {e}", self.label));
+        lab::untrack_process(self.pid);
+        lab::checkpoint();
         // The pipes close when the process exits, unless a child of it
         // inherited them: wait a little, then leave the readers behind.
         let deadline = Instant::now() + Duration::from_secs(2);

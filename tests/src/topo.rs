@@ -22,7 +22,10 @@
 
 use std::net::Ipv4Addr;
 
+use anyhow::{Context as _, Result, anyhow, bail};
+
 use crate::{
+    lab,
     netns::{NetNs, delete_stale},
     util::{ipv4, ping_result, require_root},
 };
@@ -39,6 +42,10 @@ pub const SWITCH_BRIDGE: &str = "br0";
 pub const CONTAINER_MTU: u32 = 1450;
 /// Underlay prefix length.
 pub const PREFIX_LEN: u8 = 24;
+/// Host side of a container's veth in the seed layouts.
+pub const PORT: &str = "veth0";
+/// The kernel VTEP's device in [`Host::kernel_vtep`].
+pub const KERNEL_VXLAN: &str = "vxlan0";
 pub const H1_IP: &str = "192.168.57.50";
 pub const H2_IP: &str = "192.168.57.54";
 pub const H3_IP: &str = "192.168.57.58";
@@ -90,6 +97,19 @@ pub struct TopologyBuilder {
     hosts: Vec<(String, Ipv4Addr)>,
     containers: Vec<ContainerSpec>,
     ipv6: bool,
+    announce: bool,
+}
+
+/// A host with its first container, by name and address: what `cargo
+/// xtask demo|soak|bench` work with ([`Topology::sites`]).
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The host's short name (`h1`).
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    pub container_netns: String,
+    pub container_ip: Ipv4Addr,
 }
 
 /// A created topology. Dropping it deletes its namespaces (containers, then
@@ -116,6 +136,7 @@ impl Topology {
             hosts: Vec::new(),
             containers: Vec::new(),
             ipv6: false,
+            announce: false,
         }
     }
 
@@ -123,6 +144,56 @@ impl Topology {
     /// (192.168.57.54); add containers as needed.
     pub fn seed(prefix: &str) -> TopologyBuilder {
         Self::builder(prefix).host("h1", H1_IP).host("h2", H2_IP)
+    }
+
+    /// The tutorial's point-to-point layout: [`Topology::seed`] with
+    /// container `c1` (172.18.1.2) behind h1's `veth0` and `c2`
+    /// (172.18.1.3) behind h2's.
+    pub fn point_to_point(prefix: &str) -> TopologyBuilder {
+        Self::bridged(prefix, 2)
+    }
+
+    /// `n` hosts on the switch, `hI` at 192.168.57.(46 + 4 I) (so h1, h2,
+    /// h3 are the tutorial's), each with container `cI` (172.18.1.(1 + I))
+    /// behind its `veth0`: the bridge and multicast-group layouts.
+    pub fn bridged(prefix: &str, n: u8) -> TopologyBuilder {
+        assert!((1..=50).contains(&n), "{n} hosts: 1 to 50");
+        (1..=n).fold(Self::builder(prefix), |b, i| {
+            let (host, container) = (format!("h{i}"), format!("c{i}"));
+            b.host(&host, &Ipv4Addr::new(192, 168, 57, 46 + 4 * i).to_string())
+                .container(
+                    &container,
+                    &host,
+                    PORT,
+                    &Ipv4Addr::new(172, 18, 1, 1 + i).to_string(),
+                )
+        })
+    }
+
+    /// Each host with its first container (hosts without one are left out).
+    pub fn sites(&self) -> Vec<Site> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                let c = self.containers.iter().find(|c| c.host == h.name)?;
+                Some(Site {
+                    name: h.name.clone(),
+                    netns: h.ns.name().to_owned(),
+                    underlay_ip: h.ip,
+                    container_netns: c.ns.name().to_owned(),
+                    container_ip: c.ip,
+                })
+            })
+            .collect()
+    }
+
+    /// Names of all its namespaces: the switch, then hosts and containers.
+    pub fn namespaces(&self) -> Vec<String> {
+        std::iter::once(&self.switch)
+            .chain(self.hosts.iter().map(|h| &h.ns))
+            .chain(self.containers.iter().map(|c| &c.ns))
+            .map(|ns| ns.name().to_owned())
+            .collect()
     }
 
     /// Host `name`; panics if there is none.
@@ -197,30 +268,70 @@ impl TopologyBuilder {
         self
     }
 
-    fn netns(&self, name: &str) -> NetNs {
-        let ns = NetNs::create(&format!("{}{name}", self.prefix));
+    /// Print what is created, on stdout (`cargo xtask demo`).
+    pub fn announce(mut self, on: bool) -> Self {
+        self.announce = on;
+        self
+    }
+
+    fn netns(&self, name: &str) -> Result<NetNs> {
+        let ns = NetNs::try_create(&format!("{}{name}", self.prefix))?;
         if !self.ipv6 {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+            ns.try_sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.try_sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         }
-        ns
+        Ok(ns)
     }
 
     /// Creates the namespaces and links; panics on failure (what was
     /// created is removed again by the guards).
     pub fn build(self) -> Topology {
         require_root();
+        self.try_build().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`TopologyBuilder::build`], failing instead of panicking (what was
+    /// created is removed again by the guards). Claims the prefix for
+    /// [`lab::teardown_and_exit`]; leftovers of an earlier run with the same prefix
+    /// are removed first.
+    pub fn try_build(self) -> Result<Topology> {
+        lab::claim_prefix(&self.prefix);
         delete_stale(&self.prefix);
-        let switch = self.netns("sw");
-        switch.ip(["link", "add", SWITCH_BRIDGE, "type", "bridge"]);
-        switch.ip(["link", "set", SWITCH_BRIDGE, "up"]);
+        self.create()
+            .with_context(|| format!("creating the lab topology {}*", self.prefix))
+    }
+
+    fn create(&self) -> Result<Topology> {
+        if self.announce {
+            let mut names = vec!["sw".to_owned()];
+            names.extend(self.hosts.iter().map(|h| h.0.clone()));
+            names.extend(self.containers.iter().map(|c| c.name.clone()));
+            say!(
+                "lab: creating namespaces {}",
+                names
+                    .iter()
+                    .map(|n| format!("{}{n}", self.prefix))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let switch = self.netns("sw")?;
+        switch.try_ip_ok(["link", "add", SWITCH_BRIDGE, "type", "bridge"])?;
+        switch.try_ip_ok(["link", "set", SWITCH_BRIDGE, "up"])?;
 
         let mut hosts = Vec::new();
         for (name, ip) in &self.hosts {
-            let ns = self.netns(name);
+            let ns = self.netns(name)?;
+            if self.announce {
+                say!(
+                    "lab: {}: {UPLINK} {ip}/{PREFIX_LEN} <-> {}:{SWITCH_BRIDGE} port {name}",
+                    ns.name(),
+                    switch.name()
+                );
+            }
             // Host eth0 <-> switch port `name`, created from the host's side
             // with the peer put straight into the switch's namespace.
-            ns.ip([
+            ns.try_ip_ok([
                 "link",
                 "add",
                 UPLINK,
@@ -231,11 +342,11 @@ impl TopologyBuilder {
                 name,
                 "netns",
                 switch.name(),
-            ]);
-            switch.ip(["link", "set", name, "master", SWITCH_BRIDGE]);
-            switch.ip(["link", "set", name, "up"]);
-            ns.ip(["addr", "add", &format!("{ip}/{PREFIX_LEN}"), "dev", UPLINK]);
-            ns.ip(["link", "set", UPLINK, "up"]);
+            ])?;
+            switch.try_ip_ok(["link", "set", name, "master", SWITCH_BRIDGE])?;
+            switch.try_ip_ok(["link", "set", name, "up"])?;
+            ns.try_ip_ok(["addr", "add", &format!("{ip}/{PREFIX_LEN}"), "dev", UPLINK])?;
+            ns.try_ip_ok(["link", "set", UPLINK, "up"])?;
             hosts.push(Host {
                 name: name.clone(),
                 ns,
@@ -248,21 +359,25 @@ impl TopologyBuilder {
             let host = hosts
                 .iter()
                 .find(|h| h.name == c.host)
-                .unwrap_or_else(|| panic!("container {}: no host {}", c.name, c.host));
-            let ns = self.netns(&c.name);
+                .ok_or_else(|| anyhow!("container {}: no host {}", c.name, c.host))?;
+            let ns = self.netns(&c.name)?;
             let mtu = c.mtu.to_string();
+            if self.announce {
+                say!(
+                    "lab: {}: {CONTAINER_IFACE} {}/{PREFIX_LEN} mtu {mtu} <-> {}:{}",
+                    ns.name(),
+                    c.ip,
+                    host.ns.name(),
+                    c.port
+                );
+            }
             #[rustfmt::skip]
-            ns.ip(["link", "add", CONTAINER_IFACE, "mtu", &mtu, "type", "veth",
-                   "peer", "name", &c.port, "mtu", &mtu, "netns", host.ns.name()]);
-            ns.ip([
-                "addr",
-                "add",
-                &format!("{}/{PREFIX_LEN}", c.ip),
-                "dev",
-                CONTAINER_IFACE,
-            ]);
-            ns.ip(["link", "set", CONTAINER_IFACE, "up"]);
-            host.ns.ip(["link", "set", &c.port, "up"]);
+            ns.try_ip_ok(["link", "add", CONTAINER_IFACE, "mtu", &mtu, "type", "veth",
+                          "peer", "name", &c.port, "mtu", &mtu, "netns", host.ns.name()])?;
+            let cidr = format!("{}/{PREFIX_LEN}", c.ip);
+            ns.try_ip_ok(["addr", "add", &cidr, "dev", CONTAINER_IFACE])?;
+            ns.try_ip_ok(["link", "set", CONTAINER_IFACE, "up"])?;
+            host.ns.try_ip_ok(["link", "set", &c.port, "up"])?;
             containers.push(Container {
                 name: c.name.clone(),
                 ns,
@@ -272,12 +387,12 @@ impl TopologyBuilder {
                 mtu: c.mtu,
             });
         }
-        Topology {
-            prefix: self.prefix,
+        Ok(Topology {
+            prefix: self.prefix.clone(),
             containers,
             hosts,
             switch,
-        }
+        })
     }
 }
 
@@ -286,25 +401,152 @@ impl Host {
     /// `ip link add <dev> type vxlan id 42 dstport 4789 remote <remote> local <own ip> dev eth0`
     /// (left down).
     pub fn add_kernel_vxlan(&self, dev: &str, remote: &str) {
-        let (vni, local) = (VNI.to_string(), self.ip.to_string());
-        #[rustfmt::skip]
-        self.ns.ip(["link", "add", dev, "type", "vxlan", "id", &vni, "dstport", "4789",
-                    "remote", remote, "local", &local, "dev", UPLINK]);
+        self.kernel_vtep(dev)
+            .remote(remote)
+            .try_create()
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// A kernel VTEP on this host (a peer of vxlan-fwd in the interop
+    /// tests, the baseline in the bench), to configure and create.
+    pub fn kernel_vtep(&self, dev: &str) -> KernelVtep<'_> {
+        KernelVtep {
+            host: self,
+            dev: dev.to_owned(),
+            vni: VNI,
+            remote: None,
+            group: None,
+            extra: Vec::new(),
+            bridge: None,
+        }
     }
 
     /// Creates bridge `name` with `ports` and sets all of them up.
     pub fn add_bridge(&self, name: &str, ports: &[&str]) {
-        self.ns.ip(["link", "add", name, "type", "bridge"]);
+        self.try_add_bridge(name, ports)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// [`Host::add_bridge`], failing instead of panicking.
+    pub fn try_add_bridge(&self, name: &str, ports: &[&str]) -> Result<()> {
+        self.ns.try_ip_ok(["link", "add", name, "type", "bridge"])?;
         for p in ports {
-            self.ns.ip(["link", "set", p, "master", name]);
-            self.ns.ip(["link", "set", p, "up"]);
+            self.ns.try_ip_ok(["link", "set", p, "master", name])?;
+            self.ns.try_ip_ok(["link", "set", p, "up"])?;
         }
-        self.ns.ip(["link", "set", name, "up"]);
+        self.ns.try_ip_ok(["link", "set", name, "up"])?;
+        Ok(())
     }
 
     /// `ip addr add <cidr> dev <dev>; ip link set <dev> up`.
     pub fn addr_up(&self, dev: &str, cidr: &str) {
         self.ns.ip(["addr", "add", cidr, "dev", dev]);
         self.ns.ip(["link", "set", dev, "up"]);
+    }
+}
+
+/// The kernel's VXLAN device on a host,
+/// `ip link add <dev> type vxlan id <vni> dstport 4789 [remote <ip> | group <ip>] local <host ip> dev eth0 [extra...]`,
+/// optionally bridged with some of the host's ports. Built by
+/// [`Host::kernel_vtep`].
+#[derive(Debug, Clone)]
+pub struct KernelVtep<'h> {
+    host: &'h Host,
+    dev: String,
+    vni: u32,
+    remote: Option<String>,
+    group: Option<String>,
+    extra: Vec<String>,
+    bridge: Option<(String, Vec<String>)>,
+}
+
+impl KernelVtep<'_> {
+    /// Another VNI than the tutorial's 42.
+    pub fn vni(mut self, vni: u32) -> Self {
+        self.vni = vni;
+        self
+    }
+
+    /// Point-to-point to `ip`.
+    pub fn remote(mut self, ip: impl ToString) -> Self {
+        self.remote = Some(ip.to_string());
+        self
+    }
+
+    /// Flooding to multicast group `ip`.
+    pub fn group(mut self, ip: impl ToString) -> Self {
+        self.group = Some(ip.to_string());
+        self
+    }
+
+    /// More `ip link add ... type vxlan` options (e.g. `udpcsum`).
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra.push(a.to_owned());
+        self
+    }
+
+    /// Then bridge `name` with the device and `ports` (all set up), as a
+    /// VTEP serving those ports.
+    pub fn bridge(mut self, name: &str, ports: &[&str]) -> Self {
+        self.bridge = Some((
+            name.to_owned(),
+            ports.iter().map(|p| (*p).to_owned()).collect(),
+        ));
+        self
+    }
+
+    /// The `ip link add` command line, for messages.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "ip link add {} type vxlan id {} dstport 4789",
+            self.dev, self.vni
+        );
+        if let Some(r) = &self.remote {
+            s += &format!(" remote {r}");
+        }
+        if let Some(g) = &self.group {
+            s += &format!(" group {g}");
+        }
+        s += &format!(" local {} dev {UPLINK}", self.host.ip);
+        for a in &self.extra {
+            s += &format!(" {a}");
+        }
+        if let Some((br, ports)) = &self.bridge {
+            s += &format!(
+                "; ip link add {br} type bridge; {} {} into {br}; all up",
+                self.dev,
+                ports.join(" ")
+            );
+        }
+        s
+    }
+
+    /// Creates it (left down unless bridged).
+    pub fn try_create(self) -> Result<()> {
+        if self.remote.is_some() && self.group.is_some() {
+            bail!(
+                "{}: a kernel VTEP has a remote or a group, not both",
+                self.dev
+            );
+        }
+        let (vni, local) = (self.vni.to_string(), self.host.ip.to_string());
+        let mut args = vec![
+            "link", "add", &self.dev, "type", "vxlan", "id", &vni, "dstport", "4789",
+        ];
+        if let Some(r) = &self.remote {
+            args.extend(["remote", r.as_str()]);
+        }
+        if let Some(g) = &self.group {
+            args.extend(["group", g.as_str()]);
+        }
+        args.extend(["local", &local, "dev", UPLINK]);
+        args.extend(self.extra.iter().map(String::as_str));
+        self.host.ns.try_ip_ok(args)?;
+        if let Some((br, ports)) = &self.bridge {
+            let mut all = vec![self.dev.as_str()];
+            all.extend(ports.iter().map(String::as_str));
+            self.host.try_add_bridge(br, &all)?;
+        }
+        Ok(())
     }
 }

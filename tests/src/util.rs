@@ -82,10 +82,8 @@ pub fn wait_until(timeout: Duration, interval: Duration, mut cond: impl FnMut() 
 
 /// Panics with a clear message unless running as root.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        nix::unistd::geteuid().is_root(),
         "these tests create network namespaces and must run as root (cargo xtask test)"
     );
 }

@@ -23,7 +23,6 @@ mod signals;
 mod soak;
 mod tasks;
 mod toolchain;
-mod topology;
 mod util;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -119,7 +118,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    match run(cli.command) {
+    let result = run(cli.command);
+    // A Ctrl-C teardown of the lab may be running: let it finish (it exits).
+    vxlan_tests::lab::checkpoint();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             errln!("xtask: error: {e:#}");

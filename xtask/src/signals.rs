@@ -11,93 +11,80 @@
 //! - else xtask exits with 128 + signal.
 
 use std::{
-    mem::MaybeUninit,
     process::{Child, Command, ExitStatus},
     sync::{
         OnceLock,
         atomic::{AtomicI32, Ordering},
     },
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+use nix::{
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask},
+        signalfd::{SfdFlags, SignalFd},
+    },
+    unistd::Pid,
+};
 
 use crate::util::describe;
 
-const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// `si_code` of a signal sent by a process (kill, sigqueue, tkill): <= 0.
+/// A terminal's Ctrl-C has SI_KERNEL (0x80).
+const SI_FROM_PROCESS_MAX: i32 = 0;
 
 static FOREGROUND: AtomicI32 = AtomicI32::new(0);
-type Hook = Box<dyn Fn(libc::c_int) + Send + Sync>;
+type Hook = Box<dyn Fn(i32) + Send + Sync>;
 static HOOK: OnceLock<Hook> = OnceLock::new();
 
-fn signal_set() -> libc::sigset_t {
-    let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
-    // SAFETY: `set` is valid writable memory for a sigset_t; the calls initialise it.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in SIGNALS {
-            libc::sigaddset(set.as_mut_ptr(), sig);
-        }
-        set.assume_init()
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in SIGNALS {
+        set.add(sig);
     }
+    set
 }
 
-/// Makes `cmd`'s child start with the signals unblocked.
+/// Makes `cmd`'s child start with the signals unblocked (the lab's, which
+/// every process the lab starts goes through).
 pub fn unblock_in_child(cmd: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt as _;
-    let set = signal_set();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::from_raw_os_error(rc))
-            }
-        })
-    }
+    vxlan_tests::process::unblock_signals_in_child(cmd)
 }
 
-/// Blocks the signals and starts the receiving thread. Call first thing in
-/// `main`, before any other thread exists (threads inherit the mask).
+/// Blocks the signals and starts the receiving thread (a signalfd). Call
+/// first thing in `main`, before any other thread exists (threads inherit
+/// the mask).
 pub fn init() -> Result<()> {
     let set = signal_set();
-    // SAFETY: valid sigset pointer; null old-set pointer is allowed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        bail!("pthread_sigmask: {}", std::io::Error::from_raw_os_error(rc));
-    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("pthread_sigmask")?;
+    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).context("signalfd")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             loop {
-                let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
-                // SAFETY: valid pointers to a sigset and a siginfo buffer.
-                let sig = unsafe { libc::sigwaitinfo(&set, info.as_mut_ptr()) };
-                if sig < 0 {
+                // Blocking read: `None` only for a non-blocking fd.
+                let Ok(Some(info)) = fd.read_signal() else {
                     continue; // EINTR
-                }
-                // SAFETY: sigwaitinfo filled `info` on success.
-                let info = unsafe { info.assume_init() };
-                // SI_USER (0), SI_QUEUE (-1), SI_TKILL (-6): sent by a process.
-                // A terminal's Ctrl-C has SI_KERNEL (0x80).
-                handle(sig, info.si_code <= 0);
+                };
+                handle(info.ssi_signo as i32, info.ssi_code <= SI_FROM_PROCESS_MAX);
             }
         })
         .context("spawning the signal thread")?;
     Ok(())
 }
 
-fn handle(sig: libc::c_int, sent_by_process: bool) {
+fn handle(sig: i32, sent_by_process: bool) {
     if let Some(hook) = HOOK.get() {
         hook(sig);
         std::process::exit(128 + sig);
     }
     let pid = FOREGROUND.load(Ordering::SeqCst);
     if pid > 0 {
-        if sent_by_process {
-            // SAFETY: plain kill(2) on a child we have not reaped yet.
-            unsafe { libc::kill(pid, sig) };
+        if sent_by_process && let Ok(s) = Signal::try_from(sig) {
+            // A child we have not reaped yet.
+            let _ = kill(Pid::from_raw(pid), s);
         }
         return;
     }
@@ -105,9 +92,19 @@ fn handle(sig: libc::c_int, sent_by_process: bool) {
     std::process::exit(128 + sig);
 }
 
+/// On SIGINT/SIGTERM/SIGHUP: stop every process the lab started and delete
+/// every namespace it created (see `vxlan_tests::lab`), then exit with
+/// 128 + signal. For the demo, the soak and the bench.
+pub fn teardown_lab_on_signal() {
+    set_hook(|sig| {
+        errln!("\nxtask: interrupted (signal {sig}); tearing the lab down");
+        vxlan_tests::lab::teardown_and_exit(sig, Duration::from_secs(10));
+    });
+}
+
 /// Installs a hook run on the first signal; the process exits after it returns.
 /// The hook may also call `std::process::exit` itself.
-pub fn set_hook(hook: impl Fn(libc::c_int) + Send + Sync + 'static) {
+pub fn set_hook(hook: impl Fn(i32) + Send + Sync + 'static) {
     let _ = HOOK.set(Box::new(hook));
 }
 

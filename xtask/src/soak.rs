@@ -4,20 +4,16 @@
 //! and FDB; at the end it fails if drops grew, an RSS grew by more than 10 %,
 //! or the FDB changed shape. Not run by CI.
 
-use std::{
-    net::Ipv4Addr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use serde_json::Value;
+use vxlan_tests::{Forwarder, netns::netns_command, ping_result};
 
 use crate::{
     tasks,
-    topology::{self, PORT, Topology, UPLINK, netns_cmd},
-    util::{StateDir, output, require_root},
+    util::{FWD_STOP_GRACE, p2p_lab, require_root, start_fwd, stop_fwds},
 };
 
 const PREFIX: &str = "vxsoak-";
@@ -40,15 +36,12 @@ struct Sample {
     fdb: [usize; 2],
 }
 
-fn stats(bin: &std::path::Path, netns: &str) -> Result<Value> {
-    let text = output(netns_cmd(netns, bin).args(["stats", "--json"]))?;
-    serde_json::from_str(&text).context("parsing stats --json")
+fn stats(fwd: &Forwarder) -> Result<Value> {
+    fwd.try_stats_json()
 }
 
-fn fdb_len(bin: &std::path::Path, netns: &str) -> Result<usize> {
-    let text = output(netns_cmd(netns, bin).args(["fdb", "show", "--json"]))?;
-    let v: Value = serde_json::from_str(&text).context("parsing fdb show --json")?;
-    Ok(v.as_array().map_or(0, Vec::len))
+fn fdb_len(fwd: &Forwarder) -> Result<usize> {
+    Ok(fwd.try_fdb_show_json()?.len())
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -62,56 +55,26 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The pid of the vxlan-fwd running in `netns`.
-fn pid_in(netns: &str) -> Result<u32> {
-    let out = output(Command::new("ip").args(["netns", "pids", netns]))?;
-    for pid in out.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "vxlan-fwd" {
-            return Ok(pid);
-        }
-    }
-    bail!("no vxlan-fwd in {netns}")
-}
-
 pub fn soak(args: &SoakArgs) -> Result<u8> {
     require_root("cargo xtask soak")?;
     let bin = tasks::build()?;
     let gen_bin = std::env::current_exe().context("locating xtask for the generator")?;
-    topology::teardown_on_signal();
-    // Declared before the topology, so dropped after it: the forwarders
-    // have stopped (and written their state) before the directory goes.
-    let state = StateDir::new("soak");
-    let topo = Topology::seed(PREFIX).create()?;
-    let [h1, h2] = [&topo.hosts[0], &topo.hosts[1]];
-    let env_arg = state.env_arg();
-    let bin_arg = bin.to_string_lossy().into_owned();
+    // Dropped in reverse: the forwarders have stopped (and written their
+    // state) before the state directory goes.
+    let (state, topo) = p2p_lab(PREFIX, "soak")?;
+    let sites = topo.sites();
+    let [h1, h2] = [&sites[0], &sites[1]];
+    let mut fwds = Vec::new();
     for (host, peer) in [(h1, h2), (h2, h1)] {
-        let remote = peer.underlay_ip.to_string();
-        let fwd = topo.spawn(
-            &host.netns,
-            &host.name,
-            "env",
-            &[
-                env_arg.as_str(),
-                &bin_arg,
-                "--iface",
-                UPLINK,
-                "--vni",
-                "42",
-                "--remote",
-                &remote,
-                "--port",
-                PORT,
-            ],
-        )?;
-        fwd.wait_for_line("ready", Duration::from_secs(30), |l| l.contains("ready"))?;
+        fwds.push(start_fwd(host, peer, &bin, &state.0, &[])?);
     }
-    let (ok, _) = topology::ping(&h1.container_netns, h2.container_ip)?;
-    if !ok {
+    if !ping_result(&h1.container_netns, h2.container_ip.to_string(), 3).ok {
         bail!("no connectivity before the soak");
     }
-    let pids = [pid_in(&h1.netns)?, pid_in(&h2.netns)?];
+    let mut pids = [0; 2];
+    for (pid, f) in pids.iter_mut().zip(&fwds) {
+        *pid = f.pid().context("a running forwarder has a pid")?;
+    }
     let dst: Ipv4Addr = h2.container_ip;
     let start = Instant::now();
     let mut samples = Vec::new();
@@ -135,7 +98,7 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
             .interval
             .min(args.seconds - start.elapsed().as_secs())
             .max(1);
-        let status = netns_cmd(&h1.container_netns, &gen_bin)
+        let status = netns_command(&h1.container_netns, &gen_bin)
             .args([
                 "bench-gen",
                 "--dst",
@@ -153,8 +116,8 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
         }
         let mut drops = 0;
         let mut rx_decap = 0;
-        for host in [h1, h2] {
-            let s = stats(&bin, &host.netns)?;
+        for f in &fwds {
+            let s = stats(f)?;
             drops += s["drops"]
                 .as_object()
                 .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
@@ -165,7 +128,7 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
             drops,
             rx_decap,
             rss_kib: [rss_kib(pids[0]), rss_kib(pids[1])],
-            fdb: [fdb_len(&bin, &h1.netns)?, fdb_len(&bin, &h2.netns)?],
+            fdb: [fdb_len(&fwds[0])?, fdb_len(&fwds[1])?],
         };
         outln!(
             "{:>6} {:>12} {:>14} {:>10} {:>10} {:>6} {:>6}",
@@ -179,7 +142,9 @@ pub fn soak(args: &SoakArgs) -> Result<u8> {
         );
         samples.push(sample);
     }
-    topology::stop_processes();
+    for problem in stop_fwds(fwds, FWD_STOP_GRACE) {
+        errln!("soak: warning: {problem}");
+    }
     drop(topo);
 
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {

@@ -4,9 +4,14 @@ use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Output},
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
+use vxlan_tests::{
+    Forwarder, StartOpts, Topology,
+    topo::{PORT, Site, UPLINK, VNI},
+};
 
 /// The workspace root (xtask lives in `<root>/xtask`).
 pub fn workspace_root() -> PathBuf {
@@ -20,14 +25,7 @@ pub fn cargo() -> Command {
 }
 
 /// `program arg1 arg2 ...`, for messages.
-pub fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&arg.to_string_lossy());
-    }
-    s
-}
+pub use vxlan_tests::process::describe;
 
 /// Runs `cmd` with inherited stdio; error if it cannot start or exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
@@ -72,8 +70,7 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 pub fn require_root(what: &str) -> Result<()> {
@@ -127,15 +124,79 @@ impl StateDir {
         let _ = std::fs::remove_dir_all(&dir);
         Self(dir)
     }
-
-    /// `VXLAN_FWD_STATE_DIR=<dir>`, for `env`.
-    pub fn env_arg(&self) -> String {
-        format!("VXLAN_FWD_STATE_DIR={}", self.0.display())
-    }
 }
 
 impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// SIGINT to SIGKILL for the forwarders of the demo and the soak (and of
+/// a teardown on Ctrl-C): time to save their table.
+pub const FWD_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Starts vxlan-fwd (`bin`) on `host`, point-to-point to `peer` (VNI 42,
+/// container port `veth0`, then `extra` arguments), with its state in
+/// `state_dir` and its output printed as `[h1] ...`; waits for its ready
+/// line.
+pub fn start_fwd(
+    host: &Site,
+    peer: &Site,
+    bin: &Path,
+    state_dir: &Path,
+    extra: &[&str],
+) -> Result<Forwarder> {
+    let vni = VNI.to_string();
+    let remote = peer.underlay_ip.to_string();
+    let mut args = vec![
+        "--iface", UPLINK, "--vni", &vni, "--remote", &remote, "--port", PORT,
+    ];
+    args.extend(extra);
+    let opts = StartOpts {
+        bin: Some(bin),
+        state_dir: Some(state_dir),
+        label: Some(&host.name),
+        echo: true,
+        ..StartOpts::default()
+    };
+    Forwarder::start_with(&host.netns, &args, &opts)
+        .map_err(|out| anyhow!("vxlan-fwd on {} did not become ready: {out}", host.name))
+}
+
+/// Stops each forwarder (SIGINT, SIGKILL after `grace`); returns what went
+/// wrong: a forwarder that did not exit 0 in time.
+pub fn stop_fwds(fwds: Vec<Forwarder>, grace: Duration) -> Vec<String> {
+    let mut problems = Vec::new();
+    for f in fwds {
+        let ns = f.ns().to_owned();
+        let out = f.stop_within(grace);
+        outln!("vxlan-fwd in {ns} exited: {}", out.status);
+        if !out.success() {
+            problems.push(format!(
+                "vxlan-fwd in {ns} exited with {}{}",
+                out.status,
+                if out.timed_out {
+                    " (killed: it did not stop in time)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    problems
+}
+
+/// The point-to-point lab of the demo and the soak: Ctrl-C tears it down,
+/// leftovers of an earlier run with `prefix` are removed first, and what
+/// is created is printed. Bind it as `let (state, topo) = ...`: then the
+/// topology (with the forwarders in it) goes first and the forwarders'
+/// state directory after it.
+pub fn p2p_lab(prefix: &str, state_name: &str) -> Result<(StateDir, Topology)> {
+    crate::signals::teardown_lab_on_signal();
+    let state = StateDir::new(state_name);
+    let topo = Topology::point_to_point(prefix)
+        .announce(true)
+        .try_build()?;
+    Ok((state, topo))
 }

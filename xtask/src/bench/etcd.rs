@@ -24,15 +24,12 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
 use vxlan_common::FdbKey;
+use vxlan_tests::{
+    Capture, Forwarder, StartOpts, Topology, etcd::Etcd, in_netns, ping_result, topo::Site,
+};
 
-use super::{
-    Plan,
-    run::{ip, pid_of},
-};
-use crate::{
-    topology::{self, Host, Topology, TopologyGuard, netns_cmd},
-    util::output_any,
-};
+use super::{Plan, run::ip};
+use crate::{signals, util::output_any};
 
 const PREFIX: &str = "vxbe-";
 const ETCD_IP: &str = "192.168.57.1";
@@ -90,25 +87,6 @@ fn vni_of(i: u32) -> u32 {
     FIRST_VNI + i % VNIS
 }
 
-/// Runs `f` on a thread inside network namespace `netns` (its sockets are
-/// created there), on a tokio runtime of its own.
-fn in_netns<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let path = format!("/var/run/netns/{netns}");
-    std::thread::spawn(move || -> Result<T> {
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-        // SAFETY: a valid namespace fd; only this thread moves.
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("setns");
-        }
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow!("the etcd client thread panicked"))?
-}
-
 async fn connect() -> Result<Client> {
     Client::connect([format!("http://{ETCD_IP}:2379")], None)
         .await
@@ -117,7 +95,7 @@ async fn connect() -> Result<Client> {
 
 /// Writes the 1,000 VTEPs and 20,000 MACs, 100 puts per transaction.
 fn generate(netns: &str) -> Result<()> {
-    in_netns(netns, || {
+    in_netns(netns, || -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -148,7 +126,7 @@ fn generate(netns: &str) -> Result<()> {
             }
             Ok(())
         })
-    })
+    })?
 }
 
 /// Entries of the forwarder's FDB map that the control plane installed.
@@ -179,97 +157,45 @@ fn rss_peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_etcd(guard: &TopologyGuard, sw: &str, dir: &Path) -> Result<()> {
-    ip(&["-n", sw, "link", "set", "lo", "up"])?;
-    ip(&[
-        "-n",
-        sw,
-        "addr",
-        "add",
-        &format!("{ETCD_IP}/24"),
-        "dev",
-        "br0",
-    ])?;
-    let client = format!("http://{ETCD_IP}:2379");
-    let data = dir.join("etcd");
-    let _ = std::fs::remove_dir_all(&data);
-    guard.spawn(
-        sw,
-        "etcd",
-        "etcd",
-        &[
-            "--name",
-            "bench",
-            "--data-dir",
-            &data.display().to_string(),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-cluster",
-            "bench=http://127.0.0.1:2380",
-            "--log-level",
-            "error",
-        ],
-    )?;
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(20) {
-        let mut c = netns_cmd(sw, "etcdctl");
-        c.env("ETCDCTL_API", "3").args([
-            "--endpoints",
-            &client,
-            "--dial-timeout=1s",
-            "endpoint",
-            "health",
-        ]);
-        if output_any(&mut c).is_ok_and(|o| o.status.success()) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("etcd did not come up")
+/// etcd on the switch, at [`ETCD_IP`] on its bridge (the lab's etcd
+/// launch, quiet), with a fresh data directory under `dir`.
+fn start_etcd(topo: &Topology, dir: &Path) -> Result<Etcd> {
+    let sw = &topo.switch;
+    sw.try_ip_ok(["addr", "add", &format!("{ETCD_IP}/24"), "dev", "br0"])?;
+    let _ = std::fs::remove_dir_all(dir.join("etcd"));
+    Etcd::try_start(sw, ETCD_IP, dir)
 }
 
-fn start_fwd(
-    guard: &TopologyGuard,
-    h: &Host,
-    fwd: &Path,
-    state: &Path,
-    args: &[&str],
-) -> Result<topology::Spawned> {
-    let mut all: Vec<String> = vec![
-        format!("VXLAN_FWD_STATE_DIR={}", state.display()),
-        fwd.display().to_string(),
-        "--iface".into(),
-        "eth0".into(),
-        "--etcd".into(),
-        format!("http://{ETCD_IP}:2379"),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let p = guard.spawn(&h.netns, &format!("vxlan-fwd@{}", h.name), "env", &all)?;
-    p.wait_for_line("its ready line", Duration::from_secs(30), |l| {
-        l.starts_with("vxlan-fwd: ready")
-    })?;
-    Ok(p)
+fn start_fwd(h: &Site, fwd: &Path, state: &Path, args: &[&str]) -> Result<Forwarder> {
+    let etcd = format!("http://{ETCD_IP}:2379");
+    let mut all = vec!["--iface", "eth0", "--etcd", &etcd];
+    all.extend(args);
+    let label = format!("vxlan-fwd@{}", h.name);
+    let opts = StartOpts {
+        bin: Some(fwd),
+        state_dir: Some(state),
+        label: Some(&label),
+        echo: true,
+        ..StartOpts::default()
+    };
+    Forwarder::start_with(&h.netns, &all, &opts)
+        .map_err(|out| anyhow!("{label} did not print its ready line: {out}"))
 }
 
 pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     section("control plane (etcd)");
-    topology::teardown_on_signal();
-    let guard = Topology::seed(PREFIX).create()?;
-    let topo: Topology = (*guard).clone();
+    signals::teardown_lab_on_signal();
+    let topo = Topology::point_to_point(PREFIX).try_build()?;
+    let sites = topo.sites();
     let state = crate::util::target_dir().join("bench").join("etcd-state");
     std::fs::create_dir_all(&state)?;
-    start_etcd(&guard, &topo.switch_netns, &state)?;
+    let etcd = start_etcd(&topo, &state)?;
+    let sw = topo.switch.name().to_owned();
     let mut figs = EtcdFigures::default();
 
     // 1. Convergence from a cold start. The simulated VTEPs sit behind a
     // router (the switch's address): one next hop to resolve.
-    let h1 = &topo.hosts[0];
+    let h1 = &sites[0];
     ip(&[
         "-n",
         &h1.netns,
@@ -279,7 +205,7 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
         "via",
         ETCD_IP,
     ])?;
-    generate(&topo.switch_netns)?;
+    generate(&sw)?;
     let want = u64::from(VTEPS * MACS_PER_VTEP);
     let config = state.join("bench.toml");
     let mut text = String::from("iface = \"eth0\"\n");
@@ -289,10 +215,12 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
     std::fs::write(&config, text)?;
     let cfg = config.display().to_string();
     let t0 = Instant::now();
-    let p = start_fwd(&guard, h1, fwd, &state, &["--config", &cfg])?;
+    let p = start_fwd(h1, fwd, &state, &["--config", &cfg])?;
     // Ready: programs attached, 20 VNIs set up; the etcd session starts now.
     let ready = t0.elapsed();
-    let pid = pid_of(&h1.netns, "vxlan-fwd")?;
+    let pid = p
+        .pid()
+        .ok_or_else(|| anyhow!("the forwarder on h1 has no pid"))?;
     let maps = super::run::fwd_maps(h1)?;
     loop {
         if extern_entries(&maps) >= want {
@@ -320,7 +248,7 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
 
     // 2. Churn: 100 moves per second.
     let moves = if plan.quick { 200 } else { 500 };
-    let lat = in_netns(&topo.switch_netns, move || {
+    let lat = in_netns(&sw, move || -> Result<Vec<f64>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -357,7 +285,7 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
             }
             Ok(lat)
         })
-    })?;
+    })??;
     let mut sorted = lat.clone();
     sorted.sort_by(f64::total_cmp);
     let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
@@ -372,9 +300,9 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
         figs.churn_p99_ms,
         figs.churn_max_ms
     );
-    drop(p);
-    topology::stop_processes_within(Duration::from_secs(10));
-    drop(guard);
+    p.stop_within(Duration::from_secs(10));
+    drop(etcd);
+    drop(topo);
 
     // 3. BUM saved: ARP on the underlay with and without suppression.
     let rounds = if plan.quick { 10 } else { 30 };
@@ -400,55 +328,51 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
 /// resolves c2 `rounds` times; returns the encapsulated ARP requests seen
 /// on the switch.
 fn arp_round(fwd: &Path, state: &Path, suppress: bool, rounds: u32) -> Result<usize> {
-    let guard = Topology::seed(PREFIX).create()?;
-    let topo: Topology = (*guard).clone();
-    start_etcd(&guard, &topo.switch_netns, state)?;
+    let topo = Topology::point_to_point(PREFIX).try_build()?;
+    let sites = topo.sites();
+    let etcd = start_etcd(&topo, state)?;
     let flag = if suppress {
         "--arp-suppress"
     } else {
         "--no-arp-suppress"
     };
     let mut procs = Vec::new();
-    for h in &topo.hosts {
+    for h in &sites {
         procs.push(start_fwd(
-            &guard,
             h,
             fwd,
             state,
             &["--vni", "42", "--port", "veth0", flag],
         )?);
     }
-    let (c1, c2) = (&topo.hosts[0], &topo.hosts[1]);
+    let (c1, c2) = (&sites[0], &sites[1]);
+    let c2_ip = c2.container_ip.to_string();
     // Warm-up: both endpoints published with their addresses.
     let t = Instant::now();
-    while !topology::ping(&c1.container_netns, c2.container_ip)?.0 {
+    while !ping_result(&c1.container_netns, &c2_ip, 3).ok {
         if t.elapsed() > Duration::from_secs(20) {
             bail!("c1 does not reach c2");
         }
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let capture = guard.spawn(
-        &topo.switch_netns,
-        "tcpdump",
-        "tcpdump",
-        &["-l", "-n", "-i", "br0", "udp", "port", "4789"],
-    )?;
-    std::thread::sleep(Duration::from_millis(500));
+    let capture = Capture::try_start(&topo.switch, "br0", "udp port 4789", false)?;
     for _ in 0..rounds {
         ip(&["-n", &c1.container_netns, "neigh", "flush", "dev", "eth0"])?;
-        let mut p = netns_cmd(&c1.container_netns, "ping");
-        p.args(["-c", "1", "-W", "1", &c2.container_ip.to_string()]);
+        let mut p = vxlan_tests::netns::netns_command(&c1.container_netns, "ping");
+        p.args(["-c", "1", "-W", "1", &c2_ip]);
         let _ = output_any(&mut p)?;
     }
     std::thread::sleep(Duration::from_millis(300));
     let n = capture
-        .drain()
+        .try_finish()?
         .iter()
         .filter(|l| l.contains("ARP, Request"))
         .count();
-    drop(procs);
-    topology::stop_processes_within(Duration::from_secs(10));
-    drop(guard);
+    for p in procs {
+        p.stop_within(Duration::from_secs(10));
+    }
+    drop(etcd);
+    drop(topo);
     Ok(n)
 }
 

@@ -2,12 +2,10 @@
 //! outputs. Built only with the `bench-ebpf` feature (see `mod.rs`).
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
-    ffi::OsString,
-    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::{Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -15,6 +13,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
+use vxlan_tests::{
+    Forwarder, Process, Topology,
+    netns::netns_command as netns_cmd,
+    ping_result,
+    topo::{CONTAINER_IFACE, KERNEL_VXLAN, PORT, Site, UPLINK},
+};
 use vxlan_user::maps::Maps;
 
 use super::{
@@ -23,9 +27,8 @@ use super::{
     scale_label, testrun,
 };
 use crate::{
-    signals::unblock_in_child,
-    topology::{self, Host, PORT, Topology, TopologyGuard, UPLINK, netns_cmd},
-    util::{describe, output, output_any, target_dir},
+    signals,
+    util::{output, output_any, start_fwd, stop_fwds, target_dir},
 };
 
 const PREFIX: &str = "vxbench-";
@@ -40,7 +43,6 @@ fn prefix() -> String {
         .unwrap_or_else(|| PREFIX.to_owned())
 }
 const VNI: u32 = 42;
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SIGINT to SIGKILL: a forwarder with a million static entries needs far
 /// more than the topology's usual 10 s (see `Stop`).
 const FWD_STOP_GRACE: Duration = Duration::from_secs(120);
@@ -234,6 +236,36 @@ struct SetupResult {
     stops: Vec<Stop>,
 }
 
+impl SetupResult {
+    /// Figures 1 and 2 (the rate, then TCP with 1 and 4 flows) of `setup`,
+    /// as variant `v`; the scaled and memory figures and stops are added
+    /// by the caller.
+    fn measure(env: &Env, v: Variant, setup: Setup) -> Result<Self> {
+        Ok(Self {
+            variant: v,
+            netfilter_seen: BTreeMap::new(),
+            rate: measure_rate(env, setup)?,
+            tcp_1: tcp(env, setup, 1)?,
+            tcp_4: tcp(env, setup, 4)?,
+            scaled: Vec::new(),
+            memory: Vec::new(),
+            stops: Vec::new(),
+        })
+    }
+
+    /// Figure 3 at FDB scale `n` (filled in `fill_s` s; `what` they are):
+    /// the rate again.
+    fn add_scaled(&mut self, env: &Env, n: u64, fill_s: f64, what: &str) -> Result<()> {
+        outln!("FDB: {} {what} ({fill_s:.1} s)", scale_label(n));
+        self.scaled.push(Scaled {
+            fdb_entries: n,
+            fill_s,
+            rate: measure_rate(env, self.variant.setup)?,
+        });
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Round {
     round: u32,
@@ -291,7 +323,10 @@ fn loadavg() -> String {
 }
 
 struct Env<'a> {
-    topo: &'a TopologyGuard,
+    topo: &'a Topology,
+    sites: Vec<Site>,
+    /// The running forwarders (vxlan-fwd setup), stopped by `fwd_stop`.
+    fwds: RefCell<Vec<Forwarder>>,
     prefix: String,
     plan: &'a Plan,
     fwd: &'a Path,
@@ -301,8 +336,8 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
-    fn h(&self, i: usize) -> &Host {
-        &self.topo.hosts[i]
+    fn h(&self, i: usize) -> &Site {
+        &self.sites[i]
     }
     fn short<'n>(&self, ns: &'n str) -> &'n str {
         ns.strip_prefix(self.prefix.as_str()).unwrap_or(ns)
@@ -372,10 +407,14 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
         .with_context(|| format!("copying {} to {}", fwd.display(), fwd_copy.display()))?;
     let fwd = fwd_copy.as_path();
 
-    topology::teardown_on_signal();
-    let topo = Topology::seed(&prefix()).create()?;
+    signals::teardown_lab_on_signal();
+    let topo = Topology::point_to_point(&prefix())
+        .announce(true)
+        .try_build()?;
     let env = Env {
         topo: &topo,
+        sites: topo.sites(),
+        fwds: RefCell::new(Vec::new()),
         prefix: prefix(),
         plan,
         fwd,
@@ -538,18 +577,24 @@ fn set_netfilter(topo: &Topology, on: bool) -> Result<BTreeMap<String, BTreeMap<
     Ok(seen)
 }
 
-fn measure(env: &Env) -> Result<Vec<Round>> {
-    let [h1, h2] = [env.h(0), env.h(1)];
-    for (a, b) in [(h1, h2), (h2, h1)] {
-        let (ok, text) = topology::ping(&a.netns, b.underlay_ip)?;
+/// Both hosts reach each other over the underlay (`when`: in which
+/// state, for the message).
+fn check_underlay(env: &Env, when: &str) -> Result<()> {
+    for (a, b) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
+        let (ok, text) = ping(&a.netns, b.underlay_ip);
         if !ok {
             bail!(
-                "the underlay does not work: {} cannot ping {}:\n{text}",
+                "the underlay does not work{when}: {} cannot ping {}:\n{text}",
                 a.name,
                 b.underlay_ip
             );
         }
     }
+    Ok(())
+}
+
+fn measure(env: &Env) -> Result<Vec<Round>> {
+    check_underlay(env, "")?;
     let mut rounds = Vec::new();
     for r in 1..=env.plan.rounds {
         let mut order = Variant::all();
@@ -600,27 +645,24 @@ pub(super) fn ip(args: &[&str]) -> Result<String> {
     output(Command::new("ip").args(args))
 }
 
+/// `ping -c 3` from `netns` (at least one reply): whether it worked, and
+/// its output.
+fn ping(netns: &str, to: std::net::Ipv4Addr) -> (bool, String) {
+    let r = ping_result(netns, to.to_string(), 3);
+    (r.ok, r.output)
+}
+
 fn kernel_up(env: &Env) -> Result<()> {
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
-        let (ns, local, remote) = (
-            h.netns.as_str(),
-            h.underlay_ip.to_string(),
-            peer.underlay_ip.to_string(),
-        );
-        outln!(
-            "{}: ip link add vxlan0 type vxlan id {VNI} dstport 4789 remote {remote} local {local} \
-             dev {UPLINK}; ip link add br0 type bridge; vxlan0 and {PORT} into br0; all up",
-            h.name
-        );
-        #[rustfmt::skip]
-        ip(&["-n", ns, "link", "add", "vxlan0", "type", "vxlan", "id", &VNI.to_string(),
-             "dstport", "4789", "remote", &remote, "local", &local, "dev", UPLINK])?;
-        ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", ns, "link", "set", "vxlan0", "master", "br0"])?;
-        ip(&["-n", ns, "link", "set", PORT, "master", "br0"])?;
-        ip(&["-n", ns, "link", "set", "vxlan0", "up"])?;
-        ip(&["-n", ns, "link", "set", "br0", "up"])?;
-        ip(&["-n", ns, "link", "set", PORT, "up"])?;
+        let vtep = env
+            .topo
+            .host(&h.name)
+            .kernel_vtep(KERNEL_VXLAN)
+            .vni(VNI)
+            .remote(peer.underlay_ip)
+            .bridge("br0", &[PORT]);
+        outln!("{}: {}", h.name, vtep.describe());
+        vtep.try_create()?;
     }
     Ok(())
 }
@@ -643,35 +685,15 @@ fn kernel_down(env: &Env) -> Result<()> {
 fn kernel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let r = kernel_up(env).and_then(|()| {
         check_overlay(env)?;
-        let rate = measure_rate(env, Setup::Kernel)?;
-        let tcp_1 = tcp(env, Setup::Kernel, 1)?;
-        let tcp_4 = tcp(env, Setup::Kernel, 4)?;
-        let mut scaled = Vec::new();
+        let mut r = SetupResult::measure(env, v, Setup::Kernel)?;
         let mut have = 0;
         let sizes: &[u64] = if v.scale { &env.plan.fdb_sizes } else { &[] };
         for &n in sizes {
             let fill_s = fill_kernel(env, have, n)?;
             have = n;
-            outln!(
-                "FDB: {} entries in each host's vxlan0 and br0 ({fill_s:.1} s)",
-                scale_label(n)
-            );
-            scaled.push(Scaled {
-                fdb_entries: n,
-                fill_s,
-                rate: measure_rate(env, Setup::Kernel)?,
-            });
+            r.add_scaled(env, n, fill_s, "entries in each host's vxlan0 and br0")?;
         }
-        Ok(SetupResult {
-            variant: v,
-            netfilter_seen: BTreeMap::new(),
-            rate,
-            tcp_1,
-            tcp_4,
-            scaled,
-            memory: Vec::new(),
-            stops: Vec::new(),
-        })
+        Ok(r)
     });
     let down = kernel_down(env);
     let r = r?;
@@ -701,31 +723,10 @@ fn no_tunnel_up(env: &Env) -> Result<()> {
 fn no_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let r = no_tunnel_up(env).and_then(|()| {
         check_overlay(env)?;
-        Ok(SetupResult {
-            variant: v,
-            netfilter_seen: BTreeMap::new(),
-            rate: measure_rate(env, Setup::NoTunnel)?,
-            tcp_1: tcp(env, Setup::NoTunnel, 1)?,
-            tcp_4: tcp(env, Setup::NoTunnel, 4)?,
-            scaled: Vec::new(),
-            memory: Vec::new(),
-            stops: Vec::new(),
-        })
+        SetupResult::measure(env, v, Setup::NoTunnel)
     });
     // Deleting the bridge releases eth0, whose address is still there.
-    let down = kernel_down(env).and_then(|()| {
-        for (a, b) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
-            let (ok, text) = topology::ping(&a.netns, b.underlay_ip)?;
-            if !ok {
-                bail!(
-                    "the underlay does not work after the no-tunnel setup: {} cannot ping {}:\n{text}",
-                    a.name,
-                    b.underlay_ip
-                );
-            }
-        }
-        Ok(())
-    });
+    let down = kernel_down(env).and_then(|()| check_underlay(env, " after the no-tunnel setup"));
     let r = r?;
     down?;
     Ok(r)
@@ -761,7 +762,7 @@ fn fill_kernel(env: &Env, from: u64, to: u64) -> Result<f64> {
         drop(f);
         let mut cmd = netns_cmd(&h.netns, "bridge");
         cmd.arg("-batch").arg(&path);
-        jobs.push(Bg::spawn(&mut cmd, &format!("bridge -batch ({})", h.name))?);
+        jobs.push(Bg::spawn(cmd, &format!("bridge -batch ({})", h.name))?);
     }
     let mut result = Ok(());
     for job in jobs {
@@ -780,40 +781,18 @@ fn fwd_start(env: &Env, max_fdb: Option<u32>, rx: Option<RxMode>) -> Result<()> 
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
         // The state file (the table kept across restarts) goes to a
         // directory of our own, removed between runs: every start is fresh.
-        let mut args: Vec<OsString> = vec![
-            format!("VXLAN_FWD_STATE_DIR={}", env.state_dir.display()).into(),
-            env.fwd.into(),
-        ];
-        for a in [
-            "--iface",
-            UPLINK,
-            "--vni",
-            &VNI.to_string(),
-            "--remote",
-            &peer.underlay_ip.to_string(),
-            "--port",
-            PORT,
-        ] {
-            args.push(a.into());
-        }
-        if let Some(n) = max_fdb {
-            args.push("--max-fdb".into());
-            args.push(n.to_string().into());
+        let max = max_fdb.map(|n| n.to_string());
+        let mut extra = Vec::new();
+        if let Some(n) = &max {
+            extra.extend(["--max-fdb", n.as_str()]);
         }
         if let Some(m) = rx.and_then(RxMode::arg) {
-            args.push("--xdp-mode".into());
-            args.push(m.into());
+            extra.extend(["--xdp-mode", m]);
         }
-        let p = env.topo.spawn(&h.netns, &h.name, "env", &args)?;
-        p.wait_for_line("a line containing `ready`", READY_TIMEOUT, is_ready)
-            .with_context(|| format!("vxlan-fwd on {} did not become ready", h.name))?;
+        let f = start_fwd(h, peer, env.fwd, &env.state_dir, &extra)?;
+        env.fwds.borrow_mut().push(f);
     }
     Ok(())
-}
-
-fn is_ready(line: &str) -> bool {
-    line.split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|w| w.eq_ignore_ascii_case("ready"))
 }
 
 /// SIGINT to both forwarders; each must exit 0 and leave nothing attached.
@@ -821,7 +800,7 @@ fn is_ready(line: &str) -> bool {
 fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
     let mut failures = Vec::new();
     let t = Instant::now();
-    let results = topology::stop_processes_within(FWD_STOP_GRACE);
+    let problems = stop_fwds(env.fwds.take(), FWD_STOP_GRACE);
     let stop = Stop {
         fdb_entries: entries,
         seconds: t.elapsed().as_secs_f64(),
@@ -831,13 +810,7 @@ fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
         stop.seconds,
         scale_label(entries)
     );
-    for (label, status) in results {
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => failures.push(format!("vxlan-fwd on {label} exited with {s}")),
-            Err(e) => failures.push(format!("vxlan-fwd on {label}: {e:#}")),
-        }
-    }
+    failures.extend(problems);
     for h in [env.h(0), env.h(1)] {
         if xdp_prog_id(&h.netns).unwrap_or(None).is_some() {
             failures.push(format!(
@@ -876,14 +849,11 @@ fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     let mut have = 0;
     let r = (|| -> Result<SetupResult> {
         check_overlay(env)?;
-        let rate = measure_rate(env, Setup::VxlanFwd)?;
-        let tcp_1 = tcp(env, Setup::VxlanFwd, 1)?;
-        let tcp_4 = tcp(env, Setup::VxlanFwd, 4)?;
-        let mut memory = Vec::new();
+        let mut r = SetupResult::measure(env, v, Setup::VxlanFwd)?;
         if v.scale {
-            memory.push(fwd_memory(env, "default --max-fdb", None, 0)?);
+            r.memory
+                .push(fwd_memory(env, "default --max-fdb", None, 0)?);
         }
-        let mut scaled = Vec::new();
         let mut cap = None;
         let sizes: &[u64] = if v.scale { &env.plan.fdb_sizes } else { &[] };
         for &n in sizes {
@@ -903,29 +873,13 @@ fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
             fill_fwd(env, have, n)?;
             let fill_s = t.elapsed().as_secs_f64();
             have = n;
-            outln!(
-                "FDB: {} static entries in each host's vxlan-fwd ({fill_s:.1} s)",
-                scale_label(n)
-            );
-            scaled.push(Scaled {
-                fdb_entries: n,
-                fill_s,
-                rate: measure_rate(env, Setup::VxlanFwd)?,
-            });
+            r.add_scaled(env, n, fill_s, "static entries in each host's vxlan-fwd")?;
             if cap.is_some() {
-                memory.push(fwd_memory(env, &format!("FDB {}", scale_label(n)), cap, n)?);
+                r.memory
+                    .push(fwd_memory(env, &format!("FDB {}", scale_label(n)), cap, n)?);
             }
         }
-        Ok(SetupResult {
-            variant: v,
-            netfilter_seen: BTreeMap::new(),
-            rate,
-            tcp_1,
-            tcp_4,
-            scaled,
-            memory,
-            stops: Vec::new(),
-        })
+        Ok(r)
     })();
     let stopped = fwd_stop(env, have);
     let mut r = r?;
@@ -964,7 +918,7 @@ fn tc_uplink_prog_id(netns: &str) -> Option<u32> {
     })
 }
 
-pub(super) fn fwd_maps(h: &Host) -> Result<Maps> {
+pub(super) fn fwd_maps(h: &Site) -> Result<Maps> {
     // Our XDP program, or without XDP (the default on a veth uplink) the TC
     // uplink program: either uses every map.
     let id = xdp_prog_id(&h.netns)?
@@ -1074,7 +1028,7 @@ fn fwd_memory(env: &Env, case: &str, max_fdb: Option<u32>, entries: u64) -> Resu
 /// c1 reaches c2 (this also makes both paths learn the containers' MACs).
 fn check_overlay(env: &Env) -> Result<()> {
     let (c1, c2) = (&env.h(0).container_netns, env.h(1).container_ip);
-    let (ok, text) = topology::ping(c1, c2)?;
+    let (ok, text) = ping(c1, c2);
     if !ok {
         bail!("the overlay does not work: c1 cannot ping {c2}:\n{text}");
     }
@@ -1123,7 +1077,7 @@ fn path_counters(env: &Env, setup: Setup) -> Result<BTreeMap<String, u64>> {
     for ns in [
         &h1.container_netns,
         &h1.netns,
-        &env.topo.switch_netns,
+        env.topo.switch.name(),
         &h2.netns,
         &h2.container_netns,
     ] {
@@ -1205,7 +1159,7 @@ fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
         "--seconds",
         &format!("{:.3}", gen_s + 5.0),
     ]);
-    let sink = Bg::spawn(&mut sink_cmd, "bench-sink")?;
+    let mut sink = Bg::spawn(sink_cmd, "bench-sink")?;
     sink.wait_line(Duration::from_secs(10), |l| l.starts_with("ready"))
         .context("bench-sink did not bind its port")?;
     let gen_started = Instant::now();
@@ -1227,13 +1181,13 @@ fn measure_rate(env: &Env, setup: Setup) -> Result<Rate> {
             "--seconds",
             &format!("{gen_s:.3}"),
         ]);
-    let mut gen_proc = Bg::spawn(&mut cmd, "bench-gen")?;
+    let mut gen_proc = Bg::spawn(cmd, "bench-gen")?;
     std::thread::sleep(WARMUP);
     gen_proc.check_running()?;
     let c2 = &h2.container_netns;
     let sample = || -> Result<(Instant, u64)> {
         let t0 = Instant::now();
-        let n = rx_packets(c2, topology::CONTAINER_IFACE)?;
+        let n = rx_packets(c2, CONTAINER_IFACE)?;
         Ok((t0 + t0.elapsed() / 2, n))
     };
     let (t0, rx0) = sample()?;
@@ -1309,13 +1263,13 @@ fn tcp(env: &Env, setup: Setup, flows: u32) -> Result<Tcp> {
     // --forceflush: stdout is a pipe; the "Server listening" line must not wait in a buffer.
     server_cmd.args(["-s", "-1", "--forceflush", "-B", &dst]);
     let before = path_counters(env, setup)?;
-    let server = Bg::spawn(&mut server_cmd, "iperf3 -s")?;
+    let mut server = Bg::spawn(server_cmd, "iperf3 -s")?;
     server.wait_line(Duration::from_secs(10), |l| l.contains("Server listening"))?;
     let mut client_cmd = netns_cmd(c1, "iperf3");
     client_cmd
         .args(["-c", &dst, "-t", &env.plan.seconds.to_string(), "-J"])
         .args(["-P", &flows.to_string()]);
-    let client = Bg::spawn(&mut client_cmd, "iperf3 -c")?;
+    let client = Bg::spawn(client_cmd, "iperf3 -c")?;
     let (status, lines, stderr) =
         client.finish_any(Duration::from_secs(u64::from(env.plan.seconds) + 60))?;
     let text = lines.join("\n");
@@ -1699,140 +1653,61 @@ fn definitions(plan: &Plan) -> Vec<String> {
 
 // ---------------------------------------------------------------- processes
 
-/// A child process with its stdout lines on a channel and its stderr
-/// collected; killed (SIGKILL) if still running when dropped.
-struct Bg {
-    child: Option<Child>,
-    what: String,
-    lines: mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
+/// A helper process of the bench (generator, sink, iperf3, `bridge
+/// -batch`): the lab's [`Process`] (output captured, stopped when
+/// dropped), with errors for `?`.
+struct Bg(Process);
 
 impl Bg {
-    fn spawn(cmd: &mut Command, what: &str) -> Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = unblock_in_child(cmd)
-            .spawn()
-            .with_context(|| format!("failed to start `{}`", describe(cmd)))?;
-        let (tx, rx) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let buf = stderr.clone();
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = err.read_to_string(&mut s);
-                if let Ok(mut b) = buf.lock() {
-                    b.push_str(&s);
-                }
-            });
-        }
-        Ok(Self {
-            child: Some(child),
-            what: what.into(),
-            lines: rx,
-            stderr,
-        })
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
+    fn spawn(cmd: Command, what: &str) -> Result<Self> {
+        Process::try_spawn(cmd, what).map(Self)
     }
 
     fn check_running(&mut self) -> Result<()> {
-        if let Some(c) = self.child.as_mut()
-            && let Some(status) = c.try_wait()?
-        {
-            std::thread::sleep(Duration::from_millis(100));
+        if !self.0.is_running() {
+            let out = self.0.wait(Duration::ZERO);
             bail!(
-                "{} exited early ({status}): {}",
-                self.what,
-                self.stderr_text()
+                "{} exited early ({}): {}",
+                self.0.label(),
+                out.status,
+                out.stderr.trim()
             );
         }
         Ok(())
     }
 
-    fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) if pred(&l) => return Ok(l),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!("{} did not start within {} s", self.what, timeout.as_secs())
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!(
-                        "{} exited before it was ready: {}",
-                        self.what,
-                        self.stderr_text()
-                    )
-                }
-            }
-        }
+    fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+        self.0.wait_for_line(timeout, pred).map_err(|why| {
+            anyhow!(
+                "{} was not ready ({why}): {}",
+                self.0.label(),
+                self.0.stderr().trim()
+            )
+        })
     }
 
-    /// Waits for the exit (killing it after `limit`), whatever the status.
+    /// Waits for the exit (stopping it after `limit`: an error), whatever
+    /// the status; returns it, the stdout lines and stderr.
     fn finish_any(mut self, limit: Duration) -> Result<(ExitStatus, Vec<String>, String)> {
-        let mut child = self.child.take().expect("child present until finished");
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} still running after {} s; killed it",
-                    self.what,
-                    limit.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader threads end when the pipes close.
-        let lines: Vec<String> = self.lines.iter().collect();
-        std::thread::sleep(Duration::from_millis(20));
-        Ok((status, lines, self.stderr_text()))
+        let out = self.0.wait(limit);
+        if out.timed_out {
+            bail!(
+                "{} still running after {} s; stopped it",
+                self.0.label(),
+                limit.as_secs()
+            );
+        }
+        let lines = out.stdout.lines().map(str::to_owned).collect();
+        Ok((out.status, lines, out.stderr.trim().to_owned()))
     }
 
     /// Waits for the exit; an error unless it exits 0.
     fn finish(self, limit: Duration) -> Result<(ExitStatus, Vec<String>, String)> {
-        let what = self.what.clone();
+        let what = self.0.label().to_owned();
         let (status, lines, stderr) = self.finish_any(limit)?;
         if !status.success() {
             bail!("{what} exited with {status}: {stderr}");
         }
         Ok((status, lines, stderr))
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take()
-            && matches!(c.try_wait(), Ok(None))
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
