@@ -35,11 +35,6 @@ const GROUP: &str = "224.1.1.1";
 const GROUP_PROC: &str = "010101E0";
 const BCAST: &str = "172.18.1.255";
 
-/// `--iface eth0 --vni 42` followed by `extra`, for the default [`Setup`].
-fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    Setup::default().args(extra)
-}
-
 /// Sends `count` broadcast echo requests (`ping -b`) with a payload of
 /// `size` bytes (the marker) from `from` to the subnet broadcast and
 /// returns what a capture on each of `to` saw of them. No replies are
@@ -140,11 +135,19 @@ fn wait_event(
 
 #[test]
 fn group_mode_mixed_fleet() {
+    // In every receive mode of the two vxlan-fwd members (the mode matrix).
+    for setup in Setup::matrix() {
+        group_mode_mixed_fleet_in(setup);
+    }
+}
+
+fn group_mode_mixed_fleet_in(setup: Setup) {
+    eprintln!("group_mode_mixed_fleet: receive mode {}", setup.mode.name());
     let dir = TempDir::new("grp");
-    let topo = Setup::default().three_hosts("vxf-grp-");
+    let topo = setup.three_hosts(&setup.prefix("vxf-grp-"));
     let [h1, h2, h3] = topo.pick_hosts(["h1", "h2", "h3"]);
     let [c1, c2, c3] = topo.pick_containers(["c1", "c2", "c3"]);
-    let gargs = args(&["--group", GROUP, "--port", "veth0"]);
+    let gargs = setup.args(&["--group", GROUP, "--port", "veth0"]);
     let f1 = Fwd::start(&h1.ns, &gargs, dir.path());
     let f3 = Fwd::start(&h3.ns, &gargs, dir.path());
     // h2: the tutorial's kernel group setup, bridged to its container.

@@ -153,15 +153,20 @@ struct Case {
 
 #[test]
 fn bad_input_on_the_uplink_is_dropped_and_counted() {
-    let topo = Topology::seed("vxh-bad-")
+    // In every receive mode (the mode matrix): the same verdicts whether
+    // XDP (native or skb mode) or TC decapsulates.
+    for setup in Setup::matrix() {
+        bad_input_in(setup);
+    }
+}
+
+fn bad_input_in(setup: Setup) {
+    let topo = Topology::seed(&setup.prefix("vxh-bad-"))
         .container("c1", "h1", "veth0", C1_IP)
         .build();
     topo.check_underlay();
     let (h1, c1) = (topo.host("h1"), topo.container("c1"));
-    let f1 = Forwarder::start(
-        &h1.ns,
-        &Setup::default().peer_args("h1", &["h1", "h2"], &[]),
-    );
+    let f1 = Forwarder::start(&h1.ns, &setup.peer_args("h1", &["h1", "h2"], &[]));
     let inj = Injector::new(&topo);
     let c1_sock = udp_listener(&c1.ns, MARK_PORT);
     let h1_sock = udp_listener(&h1.ns, 4790);
@@ -439,8 +444,9 @@ fn bad_input_on_the_uplink_is_dropped_and_counted() {
     }
     assert!(
         problems.is_empty(),
-        "{} problem(s) with crafted frames:\n{}\n{}",
+        "{} problem(s) with crafted frames, receive mode {}:\n{}\n{}",
         problems.len(),
+        setup.mode.name(),
         problems.join("\n"),
         f1.diagnostics()
     );
@@ -620,13 +626,20 @@ fn learning_flood_respects_the_cap() {
 
 #[test]
 fn pmtu_discovery() {
-    let topo = Setup::default()
-        .hosts("vxh-mtu-", 2)
+    for setup in Setup::matrix() {
+        pmtu_discovery_in(setup);
+    }
+}
+
+fn pmtu_discovery_in(setup: Setup) {
+    let topo = setup
+        .hosts(&setup.prefix("vxh-mtu-"), 2)
         .container_with_mtu("c1", "h1", "veth0", C1_IP, 1500)
         .container_with_mtu("c2", "h2", "veth0", C2_IP, 1500)
         .build_checked();
     let c1 = topo.container("c1");
-    let (f1, f2) = Setup::default().pair(&topo, &[], &[]);
+    let (f1, f2) = setup.pair(&topo, &[], &[]);
+    eprintln!("pmtu_discovery: receive mode {}", setup.mode.name());
     assert_ping(&c1.ns, C2_IP, 2, &[&f1]);
     assert_eq!(c1.ns.mtu("eth0"), 1500);
     let route = c1.ns.ip(["route", "get", C2_IP]);
