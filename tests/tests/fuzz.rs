@@ -1239,22 +1239,24 @@ fn check_encap(out: &[u8], inner: &[u8], vni: u32, what: &str) -> Result<[u8; 4]
     Ok(dst)
 }
 
-/// Checks the ICMP "fragmentation needed" the port program answers a
-/// too-big frame with: only where RFC 1122 (3.2.2) allows an ICMP error
-/// (and the kernel's tunnels send one: `iptunnel_pmtud_check_icmp`), and
-/// well-formed: swapped addresses, valid checksums, the overlay MTU, the
-/// offending header quoted.
-/// A Packet Too Big the port program sent for IPv6 frame `f`: only for a
-/// frame that does not fit, from an address that may get one, and exactly
-/// the frame [`frames::icmp6_too_big`] builds (checksum included).
-fn check_icmp6_too_big(f: &[u8], out: &[u8]) -> Result<(), Fail> {
-    let k = |s: &str| format!("tc_port: ICMPv6 Packet Too Big {s}");
+/// An ICMP error about `f` (message prefix `k`) is only for a frame that
+/// does not fit the uplink once encapsulated.
+fn ensure_too_big(f: &[u8], k: &dyn Fn(&str) -> String) -> Result<(), Fail> {
     ensure!(
         f.len() - ETH_HLEN + OVERHEAD as usize > UPLINK_MTU as usize,
         k("for a frame that fits"),
         "{} bytes",
         f.len()
     );
+    Ok(())
+}
+
+/// A Packet Too Big the port program sent for IPv6 frame `f`: only for a
+/// frame that does not fit, from an address that may get one, and exactly
+/// the frame [`frames::icmp6_too_big`] builds (checksum included).
+fn check_icmp6_too_big(f: &[u8], out: &[u8]) -> Result<(), Fail> {
+    let k = |s: &str| format!("tc_port: ICMPv6 Packet Too Big {s}");
+    ensure_too_big(f, &k)?;
     ensure!(
         f[12..14] == ETH_P_IPV6.to_be_bytes() && f[ETH_HLEN] >> 4 == 6,
         k("for a frame that is not IPv6"),
@@ -1284,14 +1286,14 @@ fn check_icmp6_too_big(f: &[u8], out: &[u8]) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Checks the ICMP "fragmentation needed" the port program answers a
+/// too-big frame with: only where RFC 1122 (3.2.2) allows an ICMP error
+/// (and the kernel's tunnels send one: `iptunnel_pmtud_check_icmp`), and
+/// well-formed: swapped addresses, valid checksums, the overlay MTU, the
+/// offending header quoted.
 fn check_icmp_frag_needed(f: &[u8], out: &[u8]) -> Result<(), Fail> {
     let k = |s: &str| format!("tc_port: ICMP frag needed {s}");
-    ensure!(
-        f.len() - ETH_HLEN + OVERHEAD as usize > UPLINK_MTU as usize,
-        k("for a frame that fits"),
-        "{} bytes",
-        f.len()
-    );
+    ensure_too_big(f, &k)?;
     ensure!(
         f.len() >= ETH_HLEN + 28 && f[12..14] == ETH_P_IP.to_be_bytes() && f[ETH_HLEN] == 0x45,
         k("for a frame that is not IPv4 without options"),
