@@ -63,20 +63,19 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             (*ctx.skb.skb).data as usize,
         )
     };
+    let mut handed_over = false;
     if meta + size_of::<XdpMeta>() <= data {
         // SAFETY: bounds checked just above.
         let m = unsafe { *(meta as *const XdpMeta) };
         if m.magic == META_MAGIC {
             return deliver(ctx, m.vni, m.ifindex, m.flags);
         }
-        if m.magic == META_MAGIC_TC_DECAP
-            && let Some(cfg) = config()
-        {
-            return decap(ctx, cfg);
-        }
+        handed_over = m.magic == META_MAGIC_TC_DECAP;
     }
+    // One call site: `decap` (and `rx::classify` in it) stays inlined, a
+    // subprogram returning Rust enums would give the kernel BTF it refuses.
     match config() {
-        Some(cfg) if cfg.flags & CFG_F_TC_DECAP != 0 => decap(ctx, cfg),
+        Some(cfg) if handed_over || cfg.flags & CFG_F_TC_DECAP != 0 => decap(ctx, cfg),
         _ => Ok(TC_ACT_UNSPEC),
     }
 }

@@ -47,7 +47,9 @@ pub struct Rx {
 }
 
 /// Not ours (`None`: pass it on untouched), ours (`Some`), or ours and
-/// bad (`Err`: drop and count).
+/// bad (`Err`: drop and count). Always inlined: as a BPF subprogram its
+/// enum return type would give the kernel BTF it refuses.
+#[inline(always)]
 pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx>, Counter> {
     // Outer Ethernet + IPv4 + UDP: decide whether the frame is ours.
     // SAFETY (all `ptr_at` reads below): bounds checked by ptr_at; read
