@@ -14,9 +14,8 @@ const C1_IP6: &str = "fd00:42::2";
 const C2_IP6: &str = "fd00:42::3";
 
 /// Gives a container's `eth0` an IPv6 address at once (no duplicate
-/// address detection to wait for); the seed topology turns IPv6 off.
+/// address detection to wait for).
 fn add_ip6(ns: &NetNs, addr: &str) {
-    ns.sysctl("net.ipv6.conf.eth0.disable_ipv6", "0");
     ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0");
     ns.ip([
         "-6",
@@ -38,6 +37,7 @@ fn inner_ipv6_pmtu_discovery() {
     let topo = Topology::seed("vx6-mtu-")
         .container_with_mtu("c1", "h1", "veth0", C1_IP, 1500)
         .container_with_mtu("c2", "h2", "veth0", C2_IP, 1500)
+        .ipv6(true)
         .build();
     topo.check_underlay();
     let (h1, h2) = (topo.host("h1"), topo.host("h2"));

@@ -191,38 +191,22 @@ pub fn lint() -> Result<u8> {
         "nightly",
     ]);
     crate::util::run(&mut add).context("installing nightly rustfmt and clippy")?;
-    let mut host = cargo();
-    host.current_dir(workspace_root()).args([
-        "clippy",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "vxlan-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    // The bench's eBPF parts (figure 3, the etcd section) are behind a
-    // feature the workspace run does not turn on.
-    let mut bench = cargo();
-    bench.current_dir(workspace_root()).args([
-        "clippy",
-        "--release",
-        "-p",
-        "xtask",
-        "--features",
-        "bench-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
+    // Host crates, with warnings as errors.
+    let clippy = |what: &[&str]| {
+        let mut cmd = cargo();
+        cmd.current_dir(workspace_root())
+            .args(["clippy", "--release"])
+            .args(what)
+            .args(["--all-targets", "--", "-D", "warnings"]);
+        cmd
+    };
     let mut failed = 0;
     for mut cmd in [
         nightly(&["fmt", "--all", "--check"]),
-        host,
-        bench,
+        clippy(&["--workspace", "--exclude", "vxlan-ebpf"]),
+        // The bench's eBPF parts (figure 3, the etcd section) are behind a
+        // feature the workspace run does not turn on.
+        clippy(&["-p", "xtask", "--features", "bench-ebpf"]),
         nightly(&[
             "clippy",
             "--release",
