@@ -137,6 +137,22 @@ counters! {
     /// a sender on the same host; TC verifies it when the kernel does not
     /// vouch for it, and drops it as `drop_udp_csum` if wrong).
     RxCsumDeferred = "rx_csum_deferred",
+    /// Uplink drop: VXLAN over IPv6 with a zero UDP checksum (mandatory
+    /// over IPv6; the kernel's vxlan drops these too, `udp6zerocsumrx` off).
+    DropUdp6ZeroCsum = "drop_udp6_zero_csum",
+    /// Uplink drop: VXLAN for a VNI over the other underlay family than the
+    /// VNI's (an IPv4 VNI over IPv6, or the other way round).
+    DropFamily = "drop_family",
+    /// Port drop: a GSO super-packet for an IPv6 VTEP from a port that
+    /// still offloads segmentation. Its outer UDP checksums could not be
+    /// right (BPF cannot ask GSO for them); ports of IPv6 VNIs normally
+    /// have segmentation turned off by the loader's guard.
+    DropGso6 = "drop_gso_ipv6",
+    /// Uplink: VXLAN frames over IPv6 decapsulated (also in `rx_decap`).
+    RxDecap6 = "rx_decap_ipv6",
+    /// Port: frames encapsulated over IPv6, unicast and flood copies
+    /// (also in `tx_encap`, `tx_flood_copy`, `tx_group_copy`).
+    TxEncap6 = "tx_encap_ipv6",
 }
 
 /// Number of counters: the size of the `COUNTERS` array.

@@ -3,14 +3,17 @@
 //!
 //! Every map key and value is `#[repr(C)]`, has no implicit padding (the
 //! `bytemuck::Pod` derive refuses to compile otherwise) and stores wire
-//! values (IPv4 addresses) as big-endian byte arrays.
+//! values (addresses) as big-endian byte arrays. A VTEP's underlay address
+//! is one type for both families, [`VtepAddr`].
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod counters;
 pub mod wire;
 pub mod wire6;
+mod vtep;
 
 pub use counters::Counter;
+pub use vtep::*;
 
 /// Names of the eBPF programs in the object file.
 pub mod prog {
@@ -110,12 +113,13 @@ pub const FDB_PORT_FLAGS_SHIFT: u32 = 16;
 pub const LEARN_CHECK_JIFFIES: u32 = 100;
 
 /// Value of the FDB: where a MAC lives. Either `ifindex != 0` (a local port)
-/// or `remote` (a remote VTEP's IPv4 address).
+/// or `remote` (a remote VTEP's address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct FdbEntry {
-    /// Remote VTEP IPv4 address, network byte order; zero for local entries.
-    pub remote: [u8; 4],
+    /// Remote VTEP address ([`VtepAddr`]: IPv6, or IPv4-mapped); all
+    /// zeros for local entries.
+    pub remote: VtepAddr,
     /// Local port ifindex; zero for remote entries.
     pub ifindex: u32,
     /// `FDB_F_*` flags (and, with `FDB_F_PORT_KNOWN`, the port's flags).
@@ -124,11 +128,35 @@ pub struct FdbEntry {
     /// the clock for this entry (learning reads it only every
     /// `LEARN_CHECK_JIFFIES`); userspace writes 0.
     pub seen_jiffies: u32,
+    /// Always zero.
+    pub _pad: u32,
     /// `CLOCK_MONOTONIC` nanoseconds of the last frame that refreshed it.
     pub last_seen_ns: u64,
 }
 
 impl FdbEntry {
+    /// An entry for a MAC behind remote VTEP `remote`.
+    pub const fn new_remote(remote: VtepAddr, flags: u32, last_seen_ns: u64) -> Self {
+        Self {
+            remote,
+            ifindex: 0,
+            flags,
+            seen_jiffies: 0,
+            _pad: 0,
+            last_seen_ns,
+        }
+    }
+    /// An entry for a MAC on local port `ifindex`.
+    pub const fn new_local(ifindex: u32, flags: u32, last_seen_ns: u64) -> Self {
+        Self {
+            remote: VTEP_NONE,
+            ifindex,
+            flags,
+            seen_jiffies: 0,
+            _pad: 0,
+            last_seen_ns,
+        }
+    }
     pub const fn is_local(&self) -> bool {
         self.ifindex != 0
     }
@@ -195,6 +223,9 @@ pub struct Config {
     /// MTU of the uplink: encapsulated frames must fit.
     pub uplink_mtu: u32,
     pub _pad2: u32,
+    /// Local VTEP IPv6 address (all zeros: none): the source of VXLAN over
+    /// IPv6 (VNIs with `VNI_F_IPV6`) and the destination it is received on.
+    pub local_ip6: [u8; 16],
 }
 
 /// Deliver to this port with `bpf_redirect_peer` (a veth whose peer lives in
@@ -245,12 +276,12 @@ pub const fn learned_key_port(ifindex: u32) -> u64 {
 pub struct VniInfo {
     pub n_remotes: u32,
     pub n_ports: u32,
-    /// Multicast group for floods (network byte order), all zeros for none.
-    pub group: [u8; 4],
     /// `VNI_F_*` flags.
     pub flags: u32,
-    /// Default remotes, network byte order; the first `n_remotes` are valid.
-    pub remotes: [[u8; 4]; MAX_REMOTES],
+    /// Multicast group for floods, all zeros for none.
+    pub group: VtepAddr,
+    /// Default remotes; the first `n_remotes` are valid.
+    pub remotes: [VtepAddr; MAX_REMOTES],
     /// Local port ifindexes; the first `n_ports` are valid.
     pub ports: [u32; MAX_PORTS],
     /// Cap on entries learned in this VNI; 0: only the instance's cap.
@@ -267,12 +298,12 @@ impl Default for VniInfo {
 pub const MAX_NEIGH: u32 = 4096;
 
 /// How to reach a remote VTEP on the link layer: the key of NEIGH is its
-/// IPv4 address (network byte order).
+/// address ([`VtepAddr`]).
 ///
 /// `bpf_fib_lookup` cannot serve here: it refuses to answer on a device
-/// that does not forward IPv4, and a VTEP host need not be a router. So
-/// userspace resolves the configured remotes through the kernel's routing
-/// and neighbour tables, and the XDP program fills in, for a VTEP it
+/// that does not forward IPv4 (or IPv6), and a VTEP host need not be a
+/// router. So userspace resolves the configured remotes through the
+/// kernel's routing and neighbour tables (ARP or ND), and the XDP program fills in, for a VTEP it
 /// receives from, the link-layer addresses the frame came with.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -286,7 +317,7 @@ pub struct NeighEntry {
 }
 
 /// A remote VTEP's frames arrived from another link-layer address than
-/// NEIGH holds (`NEIGH_SEEN`, by IPv4 address): userspace has the kernel
+/// NEIGH holds (`NEIGH_SEEN`, by VTEP address): userspace has the kernel
 /// resolve the address again (the kernel decides, not the frame: a forged
 /// frame cannot redirect our traffic) and updates NEIGH.
 #[repr(C)]
@@ -300,14 +331,32 @@ pub struct NeighSeen {
 /// Accept VXLAN for this VNI from any sender (group mode without
 /// `--allow-remote`); otherwise only from the senders in ALLOWED.
 pub const VNI_F_ANY_SENDER: u32 = 1;
+/// The VNI's underlay is IPv6: it is sent over IPv6 from
+/// `Config::local_ip6`, and only received over IPv6. Without it, IPv4.
+/// (A VNI's family follows its remotes or group; userspace sets it.)
+pub const VNI_F_IPV6: u32 = 2;
 
-/// The data of an ALLOWED trie key (`prefix_len` is 32 + the sender
-/// prefix length): the VNI big-endian, then the sender's IPv4 address, so
-/// one trie answers "may this sender send into this VNI".
+/// Length of the data of an ALLOWED trie key.
+pub const ALLOW_DATA_LEN: usize = 4 + 16;
+
+/// The data of an ALLOWED trie key (`prefix_len` is 32 + the prefix
+/// length of the sender over the [`VtepAddr`], i.e. 32 + 96 + n for an
+/// IPv4 /n): the VNI big-endian, then the sender's address, so one trie
+/// answers "may this sender send into this VNI".
 #[inline(always)]
-pub const fn allow_data(vni: u32, addr: [u8; 4]) -> [u8; 8] {
+pub const fn allow_data(vni: u32, addr: &VtepAddr) -> [u8; ALLOW_DATA_LEN] {
     let v = vni.to_be_bytes();
-    [v[0], v[1], v[2], v[3], addr[0], addr[1], addr[2], addr[3]]
+    let mut d = [0u8; ALLOW_DATA_LEN];
+    d[0] = v[0];
+    d[1] = v[1];
+    d[2] = v[2];
+    d[3] = v[3];
+    let mut i = 0;
+    while i < 16 {
+        d[4 + i] = addr[i];
+        i += 1;
+    }
+    d
 }
 
 /// Capacity of the ARP table (suppression) and of `LOCAL_IP`.
@@ -378,8 +427,8 @@ pub struct FdbEvent {
     pub vni: u32,
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// Remote VTEP (network byte order), zeros for a local entry.
-    pub remote: [u8; 4],
+    /// Remote VTEP, zeros for a local entry.
+    pub remote: VtepAddr,
     /// Local port, zero for a remote entry.
     pub ifindex: u32,
 }
