@@ -23,6 +23,13 @@ pub mod prog {
     pub const TC_UPLINK: &str = "vxlan_tc_uplink";
     /// TC ingress on every local port: learning, switching and encapsulation.
     pub const TC_PORT: &str = "vxlan_tc_port";
+    /// XDP (native) on a veth port of an IPv6 VNI: passes every frame. Its
+    /// presence is what matters: a veth whose peer carries an XDP program
+    /// stops offloading segmentation (`veth_fix_features` clears
+    /// `NETIF_F_GSO_SOFTWARE`), so the endpoint's stack segments before
+    /// sending and the port program sees no GSO super-packets, whose
+    /// outer UDP checksums over IPv6 BPF cannot have GSO compute.
+    pub const XDP_PORT_GUARD: &str = "vxlan_xdp_port_guard";
 }
 
 /// Names of the maps in the object file.
