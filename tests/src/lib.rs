@@ -82,6 +82,7 @@ pub use forwarder::{Forwarder, StartOpts, fdb_find, vxlan_fwd, vxlan_fwd_bin};
 pub use netns::{EnteredNetns, NetNs, delete_stale, enter_netns, in_netns, list_netns};
 pub use process::{Output, Process, run_with_timeout};
 pub use topo::{
-    CONTAINER_MTU, Container, H1_IP, H2_IP, H3_IP, Host, Topology, TopologyBuilder, UPLINK, VNI,
+    CONTAINER_MTU, CONTAINER_MTU6, Container, H1_IP, H1_IP6, H2_IP, H2_IP6, H3_IP, H3_IP6, Host,
+    Topology, TopologyBuilder, UPLINK, VNI,
 };
 pub use util::{PingResult, ipv4, ping, ping_result, ping_strict, require_root, wait_until};

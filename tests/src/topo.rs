@@ -19,8 +19,17 @@
 //! IPv6 is disabled in every namespace by default: its router and neighbour
 //! solicitations and MLD reports are multicast, which a VTEP floods, and
 //! would make counter-based assertions racy.
+//!
+//! Two independent IPv6 switches, not to be confused:
+//! - [`TopologyBuilder::ipv6`]: the *overlay* (containers, hosts' ports)
+//!   keeps IPv6, for inner IPv6 traffic;
+//! - [`TopologyBuilder::host_ip6`]: the *underlay*: the host's `eth0` also
+//!   gets an IPv6 address (`fd00:57::N/64`, no duplicate address
+//!   detection), and IPv6 is on for `eth0` only (interfaces created later
+//!   in the host, such as ports, bridges and VXLAN devices, stay without
+//!   it unless the overlay has it), so VXLAN can run over IPv6.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -40,8 +49,12 @@ pub const CONTAINER_IFACE: &str = "eth0";
 pub const SWITCH_BRIDGE: &str = "br0";
 /// MTU of the container veths: 1500 - 50 bytes of VXLAN overhead.
 pub const CONTAINER_MTU: u32 = 1450;
+/// MTU of the container veths over an IPv6 underlay: 1500 - 70 bytes.
+pub const CONTAINER_MTU6: u32 = 1430;
 /// Underlay prefix length.
 pub const PREFIX_LEN: u8 = 24;
+/// Prefix length of the IPv6 underlay (`fd00:57::/64`).
+pub const PREFIX_LEN6: u8 = 64;
 /// Host side of a container's veth in the seed layouts.
 pub const PORT: &str = "veth0";
 /// The kernel VTEP's device in [`Host::kernel_vtep`].
@@ -49,6 +62,10 @@ pub const KERNEL_VXLAN: &str = "vxlan0";
 pub const H1_IP: &str = "192.168.57.50";
 pub const H2_IP: &str = "192.168.57.54";
 pub const H3_IP: &str = "192.168.57.58";
+/// The hosts' addresses on an IPv6 underlay ([`TopologyBuilder::host_ip6`]).
+pub const H1_IP6: &str = "fd00:57::1";
+pub const H2_IP6: &str = "fd00:57::2";
+pub const H3_IP6: &str = "fd00:57::3";
 
 /// A host: a namespace with `eth0` on the underlay switch.
 #[derive(Debug)]
@@ -56,8 +73,11 @@ pub struct Host {
     /// Short name (`h1`); also the name of its port on the switch.
     pub name: String,
     pub ns: NetNs,
-    /// Underlay address of `eth0`.
+    /// Underlay IPv4 address of `eth0`.
     pub ip: Ipv4Addr,
+    /// Underlay IPv6 address of `eth0`, on an IPv6 underlay
+    /// ([`TopologyBuilder::host_ip6`]).
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// A container: a namespace with `eth0` whose veth peer (`port`) is in a
@@ -95,6 +115,8 @@ struct ContainerSpec {
 pub struct TopologyBuilder {
     prefix: String,
     hosts: Vec<(String, Ipv4Addr)>,
+    /// IPv6 underlay addresses, by host name.
+    host_ip6: Vec<(String, Ipv6Addr)>,
     containers: Vec<ContainerSpec>,
     ipv6: bool,
     announce: bool,
@@ -134,6 +156,7 @@ impl Topology {
         TopologyBuilder {
             prefix: prefix.to_owned(),
             hosts: Vec::new(),
+            host_ip6: Vec::new(),
             containers: Vec::new(),
             ipv6: false,
             announce: false,
@@ -213,15 +236,23 @@ impl Topology {
     }
 
     /// Asserts that every host reaches every other over the underlay (which
-    /// also fills their ARP caches).
+    /// also fills their ARP caches), over IPv6 too between hosts with an
+    /// IPv6 underlay address (filling their neighbour caches).
     pub fn check_underlay(&self) {
         for a in &self.hosts {
             for b in &self.hosts {
-                if a.name != b.name {
-                    let r = ping_result(&a.ns, b.ip.to_string(), 1);
+                if a.name == b.name {
+                    continue;
+                }
+                let mut targets = vec![IpAddr::V4(b.ip)];
+                if let (Some(_), Some(ip6)) = (a.ip6, b.ip6) {
+                    targets.push(IpAddr::V6(ip6));
+                }
+                for ip in targets {
+                    let r = ping_result(&a.ns, ip.to_string(), 1);
                     assert!(
                         r.ok,
-                        "underlay broken (harness bug?): {} -> {}: {}",
+                        "underlay broken (harness bug?): {} -> {} ({ip}): {}",
                         a.name, b.name, r.output
                     );
                 }
@@ -234,6 +265,19 @@ impl TopologyBuilder {
     /// Adds host `name` with underlay address `ip` (/24) on `eth0`.
     pub fn host(mut self, name: &str, ip: &str) -> Self {
         self.hosts.push((name.to_owned(), ipv4(ip)));
+        self
+    }
+
+    /// Gives host `name` (added with [`TopologyBuilder::host`]) the IPv6
+    /// underlay address `ip6`/64 on `eth0` as well: an IPv6 underlay. Its
+    /// `eth0` gets IPv6 without duplicate address detection (usable at
+    /// once); the rest of the host stays without IPv6 unless
+    /// [`TopologyBuilder::ipv6`] (the overlay) asks for it.
+    pub fn host_ip6(mut self, name: &str, ip6: &str) -> Self {
+        let ip6: Ipv6Addr = ip6
+            .parse()
+            .unwrap_or_else(|_| panic!("{ip6:?} is not an IPv6 address"));
+        self.host_ip6.push((name.to_owned(), ip6));
         self
     }
 
@@ -262,7 +306,9 @@ impl TopologyBuilder {
         self
     }
 
-    /// Keep IPv6 enabled (it is disabled by default, see the module docs).
+    /// Keep IPv6 enabled in every namespace (it is disabled by default, see
+    /// the module docs): IPv6 in the *overlay*. Not the underlay's family
+    /// ([`TopologyBuilder::host_ip6`]).
     pub fn ipv6(mut self, enabled: bool) -> Self {
         self.ipv6 = enabled;
         self
@@ -277,10 +323,25 @@ impl TopologyBuilder {
     fn netns(&self, name: &str) -> Result<NetNs> {
         let ns = NetNs::try_create(&format!("{}{name}", self.prefix))?;
         if !self.ipv6 {
-            ns.try_sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.try_sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            if self.ip6_of(name).is_some() {
+                // An IPv6 underlay: IPv6 stays on (`all`), but interfaces
+                // created from now on get none (`default`); `eth0` gets it
+                // back explicitly once created.
+                ns.try_sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            } else {
+                ns.try_sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+                ns.try_sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            }
         }
         Ok(ns)
+    }
+
+    /// The IPv6 underlay address of host `name`, if it has one.
+    fn ip6_of(&self, name: &str) -> Option<Ipv6Addr> {
+        self.host_ip6
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ip)| *ip)
     }
 
     /// Creates the namespaces and links; panics on failure (what was
@@ -346,11 +407,26 @@ impl TopologyBuilder {
             switch.try_ip_ok(["link", "set", name, "master", SWITCH_BRIDGE])?;
             switch.try_ip_ok(["link", "set", name, "up"])?;
             ns.try_ip_ok(["addr", "add", &format!("{ip}/{PREFIX_LEN}"), "dev", UPLINK])?;
+            let ip6 = self.ip6_of(name);
+            if let Some(ip6) = ip6 {
+                // Before the link is up: no duplicate address detection for
+                // the link-local address either, so nothing is tentative.
+                ns.try_sysctl(&format!("net.ipv6.conf.{UPLINK}.disable_ipv6"), "0")?;
+                ns.try_sysctl(&format!("net.ipv6.conf.{UPLINK}.accept_dad"), "0")?;
+                ns.try_sysctl(&format!("net.ipv6.conf.{UPLINK}.accept_ra"), "0")?;
+                ns.try_sysctl(&format!("net.ipv6.conf.{UPLINK}.router_solicitations"), "0")?;
+                let cidr = format!("{ip6}/{PREFIX_LEN6}");
+                ns.try_ip_ok(["-6", "addr", "add", &cidr, "dev", UPLINK, "nodad"])?;
+                if self.announce {
+                    say!("lab: {}: {UPLINK} {cidr}", ns.name());
+                }
+            }
             ns.try_ip_ok(["link", "set", UPLINK, "up"])?;
             hosts.push(Host {
                 name: name.clone(),
                 ns,
                 ip: *ip,
+                ip6,
             });
         }
 
@@ -446,7 +522,10 @@ impl Host {
 }
 
 /// The kernel's VXLAN device on a host,
-/// `ip link add <dev> type vxlan id <vni> dstport 4789 [remote <ip> | group <ip>] local <host ip> dev eth0 [extra...]`,
+/// `ip link add <dev> type vxlan id <vni> dstport 4789 [remote <ip> | group <ip>] local <host ip> dev eth0 [extra...]`
+/// (over IPv6 when the remote or group is an IPv6 address: `local` is
+/// then the host's IPv6 underlay address, e.g. `ip link add vxlan0 type
+/// vxlan id 42 dstport 4789 remote fd00:57::1 local fd00:57::2 dev eth0`),
 /// optionally bridged with some of the host's ports. Built by
 /// [`Host::kernel_vtep`].
 #[derive(Debug, Clone)]
@@ -495,6 +574,25 @@ impl KernelVtep<'_> {
         self
     }
 
+    /// The local address: the host's IPv6 underlay address when the
+    /// remote or group is IPv6 (VXLAN over IPv6), its IPv4 one otherwise.
+    fn local(&self) -> Result<IpAddr> {
+        let v6 = [&self.remote, &self.group]
+            .into_iter()
+            .flatten()
+            .any(|a| a.parse::<Ipv6Addr>().is_ok());
+        if !v6 {
+            return Ok(IpAddr::V4(self.host.ip));
+        }
+        self.host.ip6.map(IpAddr::V6).ok_or_else(|| {
+            anyhow!(
+                "{}: an IPv6 remote or group, but host {} has no IPv6 underlay address",
+                self.dev,
+                self.host.name
+            )
+        })
+    }
+
     /// The `ip link add` command line, for messages.
     pub fn describe(&self) -> String {
         let mut s = format!(
@@ -507,7 +605,10 @@ impl KernelVtep<'_> {
         if let Some(g) = &self.group {
             s += &format!(" group {g}");
         }
-        s += &format!(" local {} dev {UPLINK}", self.host.ip);
+        let local = self
+            .local()
+            .map_or_else(|e| format!("<{e}>"), |ip| ip.to_string());
+        s += &format!(" local {local} dev {UPLINK}");
         for a in &self.extra {
             s += &format!(" {a}");
         }
@@ -529,7 +630,7 @@ impl KernelVtep<'_> {
                 self.dev
             );
         }
-        let (vni, local) = (self.vni.to_string(), self.host.ip.to_string());
+        let (vni, local) = (self.vni.to_string(), self.local()?.to_string());
         let mut args = vec![
             "link", "add", &self.dev, "type", "vxlan", "id", &vni, "dstport", "4789",
         ];
