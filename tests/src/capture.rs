@@ -66,3 +66,102 @@ impl Capture {
             .collect())
     }
 }
+
+/// `tcpdump -w` in a namespace: every frame `iface` sends and receives,
+/// whole (`-s 0`), written to a pcap file the test parses itself
+/// ([`PcapCapture::finish`]). The file is removed when done.
+pub struct PcapCapture {
+    proc: Process,
+    what: String,
+    path: std::path::PathBuf,
+}
+
+impl PcapCapture {
+    /// Starts `tcpdump -i <iface> -s 0 -w <file> <filter>` (both
+    /// directions) and waits until it listens.
+    pub fn start(ns: &NetNs, iface: &str, filter: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "vxt-{}-{iface}-{}-{nanos}.pcap",
+            ns.name(),
+            std::process::id()
+        ));
+        let mut c = ns.command("tcpdump");
+        c.args(["-n", "-U", "-s", "0", "-i", iface, "-w"])
+            .arg(&path)
+            .args(filter.split_whitespace());
+        let what = format!("tcpdump -i {iface} -w {} '{filter}' in {}", path.display(), ns.name());
+        let mut proc = Process::spawn(c, &what);
+        let listening = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            proc.stderr().contains("listening on") || !proc.is_running()
+        });
+        assert!(
+            listening && proc.is_running(),
+            "{what} did not start: {}",
+            proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        Self { proc, what, path }
+    }
+
+    /// Stops tcpdump and returns the frames it captured (Ethernet, whole),
+    /// and what tcpdump said on stderr (its drop count).
+    pub fn finish(mut self) -> (Vec<Vec<u8>>, String) {
+        let out = self.proc.stop();
+        assert!(!out.timed_out, "{} did not stop on SIGINT: {out}", self.what);
+        let data = std::fs::read(&self.path)
+            .unwrap_or_else(|e| panic!("{}: reading {}: {e}", self.what, self.path.display()));
+        let frames = parse_pcap(&data).unwrap_or_else(|e| panic!("{}: {e}", self.what));
+        (frames, out.stderr)
+    }
+}
+
+impl Drop for PcapCapture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The frames of a classic pcap file (either byte order, micro- or
+/// nanosecond timestamps) of link type Ethernet; refuses frames that were
+/// cut (captured length below the original length).
+pub fn parse_pcap(data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let hdr = data.get(..24).ok_or("pcap file shorter than its header")?;
+    let magic = [hdr[0], hdr[1], hdr[2], hdr[3]];
+    let le = match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => return Err(format!("not a pcap file (magic {magic:02x?})")),
+    };
+    let u32_at = |b: &[u8], o: usize| {
+        let w = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if le { u32::from_le_bytes(w) } else { u32::from_be_bytes(w) }
+    };
+    let linktype = u32_at(hdr, 20);
+    if linktype != 1 {
+        return Err(format!("link type {linktype}, not Ethernet (1)"));
+    }
+    let mut frames = Vec::new();
+    let mut off = 24;
+    while off < data.len() {
+        let rec = data
+            .get(off..off + 16)
+            .ok_or("pcap record header cut short")?;
+        let (incl, orig) = (u32_at(rec, 8) as usize, u32_at(rec, 12) as usize);
+        let body = data
+            .get(off + 16..off + 16 + incl)
+            .ok_or("pcap record cut short")?;
+        if incl != orig {
+            return Err(format!(
+                "frame {} captured {incl} of {orig} bytes",
+                frames.len()
+            ));
+        }
+        frames.push(body.to_vec());
+        off += 16 + incl;
+    }
+    Ok(frames)
+}

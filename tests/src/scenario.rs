@@ -131,6 +131,14 @@ impl Setup {
         })
     }
 
+    /// The mode matrix over underlay family `family`: every
+    /// [`RxMode::MATRIX`] mode.
+    pub fn matrix_of(family: Family) -> impl Iterator<Item = Setup> {
+        RxMode::MATRIX
+            .into_iter()
+            .map(move |mode| Setup { mode, family })
+    }
+
     /// `base` with the mode's name, for namespace prefixes (`vxt-kbr-` ->
     /// `vxt-kbr-native-`; over IPv6 `vxt-kbr-native6-`): each mode's run
     /// gets namespaces of its own.
