@@ -71,7 +71,7 @@ use aya::maps::{IterableMap as _, lpm_trie::Key};
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC,
     META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta,
-    allow_data,
+    VTEP_NONE, allow_data, vtep_as_v4, vtep_v4,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, OFF_INNER, OFF_IP, OFF_UDP,
         OFF_VXLAN, OVERHEAD, Outer, build_outer, ecn_encap, inet_checksum, ipv4_checksum,
@@ -508,7 +508,11 @@ impl Lab {
             })
             .collect();
         let st = |ifindex: u32, remote: [u8; 4]| FdbEntry {
-            remote,
+            remote: if remote == [0; 4] {
+                VTEP_NONE
+            } else {
+                vtep_v4(remote)
+            },
             ifindex,
             flags: FDB_F_STATIC,
             ..Default::default()
@@ -536,22 +540,24 @@ impl Lab {
             let mut info = VniInfo {
                 n_remotes: v.remotes.len() as u32,
                 n_ports: v.ports.len() as u32,
-                group: v.group.unwrap_or([0; 4]),
+                group: v.group.map_or(VTEP_NONE, vtep_v4),
                 flags: if v.any_sender { VNI_F_ANY_SENDER } else { 0 },
                 ..Default::default()
             };
-            info.remotes[..v.remotes.len()].copy_from_slice(&v.remotes);
+            for (slot, r) in info.remotes.iter_mut().zip(&v.remotes) {
+                *slot = vtep_v4(*r);
+            }
             info.ports[..v.ports.len()].copy_from_slice(&v.ports);
             m.vnis.insert(v.vni, info, 0).unwrap();
             for (a, len) in &v.allowed {
                 m.allowed
-                    .insert(&Key::new(32 + len, allow_data(v.vni, *a)), 1, 0)
+                    .insert(&Key::new(32 + 96 + len, allow_data(v.vni, &vtep_v4(*a))), 1, 0)
                     .unwrap();
             }
         }
         // An unconfigured VNI's senders change nothing.
         m.allowed
-            .insert(&Key::new(32 + 32, allow_data(46, R1)), 1, 0)
+            .insert(&Key::new(32 + 128, allow_data(46, &vtep_v4(R1))), 1, 0)
             .unwrap();
         for (p, &(vni, flags)) in &ports {
             let info = PortInfo {
@@ -562,9 +568,9 @@ impl Lab {
             m.ports.insert(p, info, 0).unwrap();
         }
         for (ip, n) in &neigh {
-            m.neigh.insert(ip, n, 0).unwrap();
+            m.neigh.insert(vtep_v4(*ip), n, 0).unwrap();
         }
-        m.groups.insert(GROUP43, 0, 0).unwrap();
+        m.groups.insert(vtep_v4(GROUP43), 0, 0).unwrap();
         for (k, e) in &statics {
             m.fdb.insert(k, e, 0).unwrap();
         }
@@ -1511,7 +1517,7 @@ impl Lab {
             .iter()
             .find(|(k, _)| *k == FdbKey::new(vni, isrc))
             .map(|(_, e)| *e);
-        if pinned.is_some_and(|e| (e.remote, e.ifindex) != (src, 0)) {
+        if pinned.is_some_and(|e| (e.remote, e.ifindex) != (vtep_v4(src), 0)) {
             return Drop(DropStaticConflict);
         }
         if expected_inner(f, ETH_HLEN + tot).is_none() {
@@ -2031,7 +2037,7 @@ impl Lab {
             } else if enc == 1 {
                 let dst_ip = check_encap(out, f, vni, "tc_port: encapsulated frame")?;
                 ensure!(
-                    e.is_some_and(|e| !e.is_local() && e.remote == dst_ip),
+                    e.is_some_and(|e| !e.is_local() && e.remote == vtep_v4(dst_ip)),
                     "tc_port: encapsulated to a remote the FDB does not name",
                     "to {dst_ip:?}, FDB ({vni}, {}) = {e:?}",
                     hex(&dst)
@@ -2726,7 +2732,7 @@ fn fuzz(which: Prog, frames_scale: u64) {
             );
         } else {
             check(
-                v.is_some_and(|v| v.sender_allowed(e.remote)),
+                v.is_some_and(|v| vtep_as_v4(&e.remote).is_some_and(|r| v.sender_allowed(r))),
                 format!("learned entry behind a VTEP not allowed in its VNI: {k:?} {e:?}"),
             );
         }
@@ -2747,19 +2753,26 @@ fn fuzz(which: Prog, frames_scale: u64) {
     // senders it accepted, and nothing else writes it.
     let neigh = vxlan_user::batch::read_all(&lab.dp.maps.neigh).expect("reading NEIGH");
     for (ip, n) in &lab.neigh {
-        let now = neigh.iter().find(|(a, _)| a == ip).map(|(_, n)| *n);
+        let now = neigh
+            .iter()
+            .find(|(a, _)| *a == vtep_v4(*ip))
+            .map(|(_, n)| *n);
         check(
             now == Some(*n),
             format!("NEIGH entry {ip:?} changed: {now:?}"),
         );
     }
-    for (ip, n) in &neigh {
-        if lab.neigh.contains_key(ip) {
+    for (ip6, n) in &neigh {
+        let Some(ip) = vtep_as_v4(ip6) else {
+            check(false, format!("NEIGH entry for an IPv6 VTEP {ip6:?}: {n:?}"));
+            continue;
+        };
+        if lab.neigh.contains_key(&ip) {
             continue;
         }
         check(
             matches!(which, Prog::Xdp | Prog::TcDecap)
-                && lab.vnis.iter().any(|v| v.sender_allowed(*ip)),
+                && lab.vnis.iter().any(|v| v.sender_allowed(ip)),
             format!("NEIGH entry for {ip:?} that no allowed sender explains: {n:?}"),
         );
         check(

@@ -9,7 +9,7 @@ use vxlan_common::{
     ArpEntry, ArpKey, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
     CFG_F_TC_DECAP, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp, META_MAGIC,
     META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta,
-    allow_data,
+    VTEP_NONE, VtepAddr, allow_data, vtep_v4,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN, Outer},
 };
 use vxlan_tests::{
@@ -47,7 +47,7 @@ impl Dp {
             n_ports: 2,
             ..Default::default()
         };
-        vni.remotes[0] = REMOTE;
+        vni.remotes[0] = vtep_v4(REMOTE);
         vni.ports[0] = port_a;
         vni.ports[1] = LO;
         dp.vnis().insert(VNI, vni, 0).unwrap();
@@ -63,9 +63,10 @@ impl Dp {
         dp
     }
 
-    /// Lets `addr/len` send VXLAN into `vni` (anti-spoofing).
+    /// Lets the IPv4 prefix `addr/len` send VXLAN into `vni`
+    /// (anti-spoofing): an IPv4-mapped /(96 + len).
     fn allow(&mut self, vni: u32, addr: [u8; 4], len: u32) {
-        let key = Key::new(32 + len, allow_data(vni, addr));
+        let key = Key::new(32 + 96 + len, allow_data(vni, &vtep_v4(addr)));
         self.dp.maps.allowed.insert(&key, 1, 0).unwrap();
     }
 
@@ -83,7 +84,7 @@ impl Dp {
     fn ports(&mut self) -> &mut HashMap<MapData, u32, PortInfo> {
         &mut self.dp.maps.ports
     }
-    fn neigh(&mut self) -> &mut HashMap<MapData, [u8; 4], NeighEntry> {
+    fn neigh(&mut self) -> &mut HashMap<MapData, VtepAddr, NeighEntry> {
         &mut self.dp.maps.neigh
     }
     fn arp(&mut self) -> &mut HashMap<MapData, ArpKey, ArpEntry> {
@@ -109,7 +110,7 @@ impl Dp {
             smac,
             ifindex,
         };
-        self.neigh().insert(REMOTE, n, 0).unwrap();
+        self.neigh().insert(vtep_v4(REMOTE), n, 0).unwrap();
     }
     /// A static entry: `mac` on local port `ifindex`.
     fn pin_port(&mut self, mac: [u8; 6], ifindex: u32) {
@@ -125,15 +126,11 @@ impl Dp {
     }
     /// A static entry: `mac` behind VTEP `remote`.
     fn pin_remote(&mut self, mac: [u8; 6], remote: [u8; 4]) {
-        let flags = FDB_F_STATIC;
-        self.add_static(
-            mac,
-            FdbEntry {
-                remote,
-                flags,
-                ..Default::default()
-            },
-        );
+        self.pin_vtep(mac, vtep_v4(remote));
+    }
+    /// A static entry: `mac` behind VTEP `remote` (either family).
+    fn pin_vtep(&mut self, mac: [u8; 6], remote: VtepAddr) {
+        self.add_static(mac, FdbEntry::new_remote(remote, FDB_F_STATIC, 0));
     }
 
     fn run_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -221,13 +218,13 @@ fn xdp_decap_broadcast_floods_and_learns() {
     assert_eq!(&out[16..], &inner[..]);
 
     let learned = dp.fdb_get(C2_MAC).expect("inner source MAC learned");
-    assert_eq!(learned.remote, REMOTE, "behind the outer source IP");
+    assert_eq!(learned.remote, vtep_v4(REMOTE), "behind the outer source IP");
     assert_eq!(learned.ifindex, 0);
     assert_eq!(learned.flags & FDB_F_STATIC, 0, "learned, not static");
     assert!(learned.last_seen_ns > 0);
     let n = dp
         .neigh()
-        .get(&REMOTE, 0)
+        .get(&vtep_v4(REMOTE), 0)
         .expect("way back to the VTEP recorded");
     assert_eq!((n.dmac, n.smac), (REMOTE_MAC, UPLINK_MAC));
     assert_eq!(dp.counter(Counter::Learn), 1);
@@ -237,7 +234,7 @@ fn xdp_decap_broadcast_floods_and_learns() {
 fn xdp_learning_never_overwrites_static_and_follows_moves() {
     let mut dp = Dp::new();
     let pinned = FdbEntry {
-        remote: [10, 0, 0, 9],
+        remote: vtep_v4([10, 0, 0, 9]),
         flags: FDB_F_STATIC,
         ..Default::default()
     };
@@ -256,7 +253,7 @@ fn xdp_learning_never_overwrites_static_and_follows_moves() {
     );
     dp.run_xdp(&vxlan_frame(&inner_arp(C1_MAC), VNI, LOCAL, 4789, 0x08));
     let moved = dp.fdb_get(C1_MAC).unwrap();
-    assert_eq!((moved.remote, moved.ifindex), (REMOTE, 0));
+    assert_eq!((moved.remote, moved.ifindex), (vtep_v4(REMOTE), 0));
 }
 
 #[test]
@@ -377,12 +374,12 @@ fn xdp_drops_vxlan_from_senders_that_are_not_remotes() {
     assert_eq!(dp.run_xdp(&f).0, XDP_DROP);
     assert_eq!(dp.counter(Counter::DropSpoofed), 1);
     assert!(dp.fdb_get(C2_MAC).is_none(), "nothing learned");
-    assert!(dp.neigh().get(&[192, 168, 57, 99], 0).is_err());
+    assert!(dp.neigh().get(&vtep_v4([192, 168, 57, 99]), 0).is_err());
 
     // --allow-remote 192.168.57.0/24 widens the set.
     dp.allow(VNI, [192, 168, 57, 0], 24);
     assert_eq!(dp.run_xdp(&f).0, XDP_PASS);
-    assert_eq!(dp.fdb_get(C2_MAC).unwrap().remote, [192, 168, 57, 99]);
+    assert_eq!(dp.fdb_get(C2_MAC).unwrap().remote, vtep_v4([192, 168, 57, 99]));
 
     // Allowed in VNI 42 is not allowed in VNI 43.
     dp.vnis()
@@ -516,7 +513,7 @@ fn tc_encap_exact_headers_to_known_remote() {
     assert_eq!(&again[OFF_UDP..OFF_UDP + 2], &out[OFF_UDP..OFF_UDP + 2]);
 
     let learned = dp.fdb_get(C1_MAC).expect("source MAC learned on the port");
-    assert_eq!((learned.ifindex, learned.remote), (LO, [0; 4]));
+    assert_eq!((learned.ifindex, learned.remote), (LO, VTEP_NONE));
 }
 
 #[test]
@@ -596,7 +593,7 @@ fn vni_flood_list_is_per_vni() {
         n_remotes: 1,
         ..Default::default()
     };
-    other.remotes[0] = Ipv4Addr::new(192, 168, 57, 77).octets();
+    other.remotes[0] = vtep_v4(Ipv4Addr::new(192, 168, 57, 77).octets());
     dp.vnis().insert(43, other, 0).unwrap();
     dp.neigh_remote();
     let (_, out) = dp.run_tc(Prog::TcPort, &inner_arp(C1_MAC), LO);
@@ -630,9 +627,9 @@ fn tc_decap_exact_output_to_known_port_and_learns() {
     assert_eq!(dp.counter(Counter::RxDecap), 1);
     assert_eq!(dp.counter(Counter::RxDeliver), 1);
     let e = dp.fdb_get(C2_MAC).expect("the sender's MAC is learned");
-    assert_eq!((e.remote, e.ifindex, e.flags), (REMOTE, 0, 0));
+    assert_eq!((e.remote, e.ifindex, e.flags), (vtep_v4(REMOTE), 0, 0));
     assert_eq!(
-        dp.neigh().get(&REMOTE, 0).map(|n| n.dmac).ok(),
+        dp.neigh().get(&vtep_v4(REMOTE), 0).map(|n| n.dmac).ok(),
         Some(REMOTE_MAC),
         "the way back to the sender is recorded"
     );
@@ -1096,7 +1093,7 @@ fn bad_inner_source_macs_are_dropped_on_both_ingress_points() {
 fn a_source_pinned_elsewhere_by_a_static_entry_is_dropped() {
     // Uplink: C2 is pinned behind another VTEP.
     let pinned = FdbEntry {
-        remote: [192, 168, 57, 60],
+        remote: vtep_v4([192, 168, 57, 60]),
         flags: FDB_F_STATIC,
         ..Default::default()
     };
@@ -1373,7 +1370,7 @@ fn extern_entries_resist_the_wire_but_follow_a_local_port() {
     dp.add_static(
         C2_MAC,
         FdbEntry {
-            remote: other_vtep,
+            remote: vtep_v4(other_vtep),
             flags: FDB_F_EXTERN,
             ..Default::default()
         },
@@ -1383,7 +1380,7 @@ fn extern_entries_resist_the_wire_but_follow_a_local_port() {
     let (action, _) = dp.run_xdp(&frame);
     assert_ne!(action, XDP_DROP);
     let e = dp.fdb_get(C2_MAC).unwrap();
-    assert_eq!((e.remote, e.flags), (other_vtep, FDB_F_EXTERN));
+    assert_eq!((e.remote, e.flags), (vtep_v4(other_vtep), FDB_F_EXTERN));
     assert_eq!(dp.counter(Counter::DropStaticConflict), 0);
     // On a local port: the endpoint moved here; learned anew.
     dp.run_tc(Prog::TcPort, &inner_ipv4(C1_MAC, C2_MAC, 0), LO);

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
-use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
+use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, vtep_v4};
 use vxlan_tests::{
     Forwarder, Process, Topology,
     netns::netns_command as netns_cmd,
@@ -939,14 +939,10 @@ fn fill_fwd(env: &Env, from: u64, to: u64) -> Result<()> {
         .into_iter()
         .map(|(h, peer)| {
             let maps = fwd_maps(h);
-            let (name, remote) = (h.name.clone(), peer.underlay_ip.octets());
+            let (name, remote) = (h.name.clone(), vtep_v4(peer.underlay_ip.octets()));
             std::thread::spawn(move || -> Result<()> {
                 let mut maps = maps?;
-                let entry = FdbEntry {
-                    remote,
-                    flags: FDB_F_STATIC,
-                    ..Default::default()
-                };
+                let entry = FdbEntry::new_remote(remote, FDB_F_STATIC, 0);
                 for i in from..to {
                     maps.fdb
                         .insert(FdbKey::new(VNI, filler_mac(i)), entry, 0)

@@ -22,7 +22,7 @@ use aya::maps::lpm_trie::Key;
 use serde::Serialize;
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, wire::Outer,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, vtep_v4, wire::Outer,
 };
 use vxlan_tests::{
     fixture::{
@@ -333,11 +333,7 @@ impl Dp {
         )?;
         fdb.insert(
             FdbKey::new(VNI, C2_MAC),
-            FdbEntry {
-                remote: REMOTE,
-                flags: FDB_F_STATIC,
-                ..Default::default()
-            },
+            FdbEntry::new_remote(vtep_v4(REMOTE), FDB_F_STATIC, 0),
             0,
         )?;
         Ok(())
@@ -358,9 +354,9 @@ impl Dp {
             } else {
                 [192, 168, 58, i as u8]
             };
-            v.remotes[i] = r;
+            v.remotes[i] = vtep_v4(r);
             self.dp.maps.neigh.insert(
-                r,
+                vtep_v4(r),
                 NeighEntry {
                     dmac: [0x02, 0xaa, 0, 0, 1, i as u8],
                     smac: UPLINK_MAC,
@@ -371,7 +367,7 @@ impl Dp {
             self.dp
                 .maps
                 .allowed
-                .insert(&Key::new(64, allow_data(VNI, r)), 1, 0)
+                .insert(&Key::new(32 + 128, allow_data(VNI, &vtep_v4(r))), 1, 0)
                 .context("ALLOWED")?;
         }
         self.dp.maps.vnis.insert(VNI, v, 0).context("VNIS")?;
@@ -380,11 +376,7 @@ impl Dp {
 
     /// Adds `n` static entries (other MACs, behind REMOTE).
     fn fill(&mut self, n: u64) -> Result<()> {
-        let entry = FdbEntry {
-            remote: REMOTE,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        };
+        let entry = FdbEntry::new_remote(vtep_v4(REMOTE), FDB_F_STATIC, 0);
         for i in 0..n {
             self.dp
                 .maps
