@@ -54,6 +54,10 @@ pub const REMOTE_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x54];
 pub const C1_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
 pub const C2_MAC: [u8; 6] = [0x02, 0xc2, 0, 0, 0, 0x02];
 pub const VNI: u32 = 42;
+/// The host's and the remote's addresses on an IPv6 underlay: fd00:57::1
+/// (h1, [`config6`]'s `local_ip6`) and fd00:57::2 (h2).
+pub const LOCAL6: [u8; 16] = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const REMOTE6: [u8; 16] = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 /// The VXLAN port.
 pub const DSTPORT: u16 = 4789;
 /// The ifindex of `lo`: BPF_PROG_TEST_RUN builds a TC program's skb as
@@ -188,6 +192,14 @@ pub fn config(uplink_ifindex: u32, max_learned: u32) -> Config {
         uplink_mac: UPLINK_MAC,
         uplink_mtu: 1500,
         ..Default::default()
+    }
+}
+
+/// [`config`] with the IPv6 underlay address [`LOCAL6`] as well.
+pub fn config6(uplink_ifindex: u32, max_learned: u32) -> Config {
+    Config {
+        local_ip6: LOCAL6,
+        ..config(uplink_ifindex, max_learned)
     }
 }
 

@@ -9,14 +9,15 @@ use vxlan_common::{
     ArpEntry, ArpKey, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
     CFG_F_TC_DECAP, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp, META_MAGIC,
     META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta,
-    VTEP_NONE, VtepAddr, allow_data, vtep_v4,
+    VNI_F_IPV6, VTEP_NONE, VtepAddr, allow_data, vtep_v4,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN, Outer},
+    wire6::{ENCAP6_LEN, OFF6_INNER, OFF6_IP, OFF6_UDP, OFF6_VXLAN, flow_label, outer_hdr6},
 };
 use vxlan_tests::{
     fixture::{
-        C1_MAC, C2_MAC, Datapath, LO, LOCAL, Prog, REMOTE, REMOTE_MAC, TC_ACT_REDIRECT,
-        TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_MAC, VNI, Veth, XDP_DROP, XDP_PASS, config,
-        private_netns,
+        C1_MAC, C2_MAC, Datapath, LO, LOCAL, LOCAL6, Prog, REMOTE, REMOTE_MAC, REMOTE6,
+        TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_MAC, VNI, Veth, XDP_DROP, XDP_PASS,
+        config, config6, private_netns,
     },
     frames::{self, C1_IP, C2_IP, fix_ip_checksum, fix_lengths, inner_udp, set_udp_checksum},
 };
@@ -1387,4 +1388,725 @@ fn extern_entries_resist_the_wire_but_follow_a_local_port() {
     let e = dp.fdb_get(C2_MAC).unwrap();
     assert_eq!(e.ifindex, LO);
     assert!(e.is_learned() && !e.is_extern(), "flags {:#x}", e.flags);
+}
+
+
+// ------------------------------------------------ VXLAN over IPv6 (issue 12)
+//
+// Frames are built by `frames::vxlan6_frame` (offsets by hand, checksums
+// by summing bytes), not by `wire6`, which the datapath uses.
+
+/// The IPv6 multicast group of the group-mode cases (ff05::100).
+const GROUP6: [u8; 16] = [0xff, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+/// Its MAC: 33:33 and the low 32 bits.
+const GROUP6_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 1, 0];
+
+impl Dp {
+    /// [`Dp::new`] with an IPv6 underlay: `Config::local_ip6` [`LOCAL6`],
+    /// VNI 42 is `VNI_F_IPV6` with the remote [`REMOTE6`] (allowed to
+    /// send, /128).
+    fn new6() -> Self {
+        let mut dp = Self::new();
+        dp.dp.set_config(config6(LO, 1000)).expect("CONFIG");
+        let mut vni = dp.vnis().get(&VNI, 0).unwrap();
+        vni.flags |= VNI_F_IPV6;
+        vni.remotes[0] = REMOTE6;
+        dp.vnis().insert(VNI, vni, 0).unwrap();
+        dp.allow6(VNI, REMOTE6, 128);
+        dp
+    }
+
+    /// Lets the IPv6 prefix `addr/len` send VXLAN into `vni`.
+    fn allow6(&mut self, vni: u32, addr: [u8; 16], len: u32) {
+        let key = Key::new(32 + len, allow_data(vni, &addr));
+        self.dp.maps.allowed.insert(&key, 1, 0).unwrap();
+    }
+
+    /// REMOTE6's next hop: REMOTE_MAC out of `LO`.
+    fn neigh_remote6(&mut self) {
+        let n = NeighEntry {
+            dmac: REMOTE_MAC,
+            smac: UPLINK_MAC,
+            ifindex: LO,
+        };
+        self.neigh().insert(REMOTE6, n, 0).unwrap();
+    }
+}
+
+/// VXLAN over IPv6 around `inner`, from REMOTE6 (REMOTE_MAC) to `dst`.
+fn vxlan6(inner: &[u8], vni: u32, dst: [u8; 16], dport: u16, flags: u8) -> Vec<u8> {
+    frames::vxlan6_frame(
+        UPLINK_MAC, REMOTE_MAC, REMOTE6, dst, 50_000, dport, vni, flags, inner,
+    )
+}
+
+#[test]
+fn xdp_decap_ipv6_exact_output_learns_the_ipv6_vtep() {
+    let mut dp = Dp::new6();
+    let port_a = dp.port_a;
+    dp.pin_port(C1_MAC, port_a);
+    let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
+    let f = vxlan6(&inner, VNI, LOCAL6, 4789, 0x08);
+    assert!(frames::udp6_checksum_ok(&f), "harness: the frame's checksum");
+    let (action, out) = dp.run_xdp(&f);
+    assert_eq!(action, XDP_PASS, "{:?}", dp.dp.counters());
+    let meta_len = std::mem::size_of::<XdpMeta>();
+    assert_eq!(
+        meta_of(&out),
+        XdpMeta {
+            magic: META_MAGIC,
+            vni: VNI,
+            ifindex: port_a,
+            flags: PORT_F_PEER
+        }
+    );
+    assert_eq!(&out[meta_len..], &inner[..], "70 bytes removed, inner byte for byte");
+    assert_eq!(
+        (dp.counter(Counter::RxDecap), dp.counter(Counter::RxDecap6)),
+        (1, 1)
+    );
+    let e = dp.fdb_get(C2_MAC).expect("the sender's MAC is learned");
+    assert_eq!((e.remote, e.ifindex), (REMOTE6, 0), "behind the IPv6 VTEP");
+    let n = dp.neigh().get(&REMOTE6, 0).expect("the way back recorded");
+    assert_eq!((n.dmac, n.smac), (REMOTE_MAC, UPLINK_MAC));
+
+    // Ethernet padding is trimmed.
+    let mut padded = f.clone();
+    padded.extend_from_slice(&[0xee; 6]);
+    let (action, out) = dp.run_xdp(&padded);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(&out[meta_len..], &inner[..], "padding gone");
+    assert_eq!(dp.counter(Counter::RxDecap6), 2);
+}
+
+#[test]
+fn tc_decap_ipv6_exact_output_learns_the_ipv6_vtep() {
+    let mut dp = Dp::new6();
+    dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    let port_a = dp.port_a;
+    dp.pin_port(C1_MAC, port_a);
+    let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
+    let mut f = vxlan6(&inner, VNI, LOCAL6, 4789, 0x08);
+    f.extend_from_slice(&[0xee; 6]);
+    let (action, out) = dp.run_tc(Prog::TcUplink, &f, LO);
+    assert_eq!(action, TC_ACT_REDIRECT, "{:?}", dp.dp.counters());
+    assert_eq!(out, inner, "exactly the inner frame (outer headers and padding gone)");
+    assert_eq!(
+        (dp.counter(Counter::RxDecap), dp.counter(Counter::RxDecap6)),
+        (1, 1)
+    );
+    let e = dp.fdb_get(C2_MAC).expect("the sender's MAC is learned");
+    assert_eq!((e.remote, e.ifindex, e.flags), (REMOTE6, 0, 0));
+    assert_eq!(
+        dp.neigh().get(&REMOTE6, 0).map(|n| n.dmac).ok(),
+        Some(REMOTE_MAC)
+    );
+}
+
+/// What a bad-input case must come to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    /// Passed to the kernel untouched, counted `rx_pass`.
+    Pass,
+    /// Dropped, counted under this reason.
+    Drop(Counter),
+    /// A wrong UDP checksum: TC drops it as `drop_udp_csum`; XDP either
+    /// does too, or hands it to TC untouched (`rx_csum_deferred`, TC-decap
+    /// metadata), as for IPv4.
+    Csum,
+    /// Decapsulated (`rx_decap`, `rx_decap_ipv6`), the inner frame exact.
+    Decap,
+}
+
+type Setup6 = Box<dyn Fn(&mut Dp)>;
+
+/// One case of the IPv6 corpus: what, the map set-up beyond [`Dp::new6`],
+/// the damage done to the good frame, and the outcome.
+struct Case6 {
+    what: &'static str,
+    setup: Setup6,
+    damage: Mutation,
+    want: Want,
+}
+
+fn c6(
+    what: &'static str,
+    want: Want,
+    setup: impl Fn(&mut Dp) + 'static,
+    damage: impl Fn(&mut Vec<u8>) + 'static,
+) -> Case6 {
+    Case6 {
+        what,
+        setup: Box::new(setup),
+        damage: Box::new(damage),
+        want,
+    }
+}
+
+/// Sets the outer IPv6 source of `f` and its UDP checksum.
+fn set_src6(f: &mut [u8], ip: [u8; 16]) {
+    f[OFF6_IP + 8..OFF6_IP + 24].copy_from_slice(&ip);
+    frames::set_udp6_checksum(f);
+}
+
+/// Inserts an 8-byte extension header `nh` (whose next header is UDP)
+/// between the IPv6 header and UDP; `body` is its 6 bytes after the
+/// next-header and length bytes.
+fn insert_ext(f: &mut Vec<u8>, nh: u8, body: [u8; 6]) {
+    let mut ext = vec![17, 0];
+    ext.extend_from_slice(&body);
+    f.splice(OFF6_UDP..OFF6_UDP, ext);
+    f[OFF6_IP + 6] = nh;
+    let plen = (f.len() - OFF6_UDP) as u16;
+    f[OFF6_IP + 4..OFF6_IP + 6].copy_from_slice(&plen.to_be_bytes());
+}
+
+/// The bad-input corpus for outer IPv6 headers, with a positive control
+/// first, each case with the exact outcome it must come to (by XDP and by
+/// TC decapsulation alike).
+fn ipv6_corpus() -> Vec<Case6> {
+    let none = |_: &mut Dp| {};
+    let allow_all = |dp: &mut Dp| dp.allow6(VNI, [0; 16], 0);
+    let mut v = vec![
+        c6("good (positive control)", Want::Decap, none, |_| {}),
+        c6(
+            "to a joined group (group MAC)",
+            Want::Decap,
+            |dp: &mut Dp| {
+                dp.dp.maps.groups.insert(GROUP6, 0, 0).unwrap();
+            },
+            |f| {
+                f[..6].copy_from_slice(&GROUP6_MAC);
+                f[OFF6_IP + 24..OFF6_IP + 40].copy_from_slice(&GROUP6);
+                frames::set_udp6_checksum(f);
+            },
+        ),
+        c6("to a group not joined", Want::Pass, none, |f| {
+            f[..6].copy_from_slice(&GROUP6_MAC);
+            f[OFF6_IP + 24..OFF6_IP + 40].copy_from_slice(&GROUP6);
+            frames::set_udp6_checksum(f);
+        }),
+        c6("hop-by-hop options before UDP", Want::Pass, none, |f| {
+            // PadN of 4 bytes.
+            insert_ext(f, 0, [1, 4, 0, 0, 0, 0]);
+        }),
+        c6("routing header before UDP", Want::Pass, none, |f| {
+            insert_ext(f, 43, [0, 0, 0, 0, 0, 0]);
+        }),
+        c6("destination options before UDP", Want::Pass, none, |f| {
+            insert_ext(f, 60, [1, 4, 0, 0, 0, 0]);
+        }),
+        c6("a first fragment", Want::Pass, none, |f| {
+            // Offset 0, M set, identification 0x01020304.
+            insert_ext(f, 44, [0, 1, 1, 2, 3, 4]);
+        }),
+        c6("a later fragment", Want::Pass, none, |f| {
+            insert_ext(f, 44, [0x05, 0x00, 1, 2, 3, 4]);
+        }),
+        c6("next header TCP", Want::Pass, none, |f| f[OFF6_IP + 6] = 6),
+        c6("not our address", Want::Pass, none, |f| {
+            f[OFF6_IP + 39] = 0x99;
+            frames::set_udp6_checksum(f);
+        }),
+        c6("another UDP port", Want::Pass, none, |f| {
+            f[OFF6_UDP + 2..OFF6_UDP + 4].copy_from_slice(&4790u16.to_be_bytes());
+            frames::set_udp6_checksum(f);
+        }),
+        c6(
+            "another host's MAC",
+            Want::Drop(Counter::DropOtherHost),
+            none,
+            |f| f[..6].copy_from_slice(&[0x02, 0xbb, 0, 0, 0, 1]),
+        ),
+        c6(
+            "version 4 behind the IPv6 ethertype",
+            Want::Drop(Counter::DropIpMalformed),
+            none,
+            |f| f[OFF6_IP] = 0x40 | (f[OFF6_IP] & 0x0f),
+        ),
+        c6(
+            "payload length beyond the frame",
+            Want::Drop(Counter::DropIpLength),
+            none,
+            |f| f[OFF6_IP + 4..OFF6_IP + 6].copy_from_slice(&2000u16.to_be_bytes()),
+        ),
+        c6(
+            "payload length below a UDP header",
+            Want::Drop(Counter::DropIpLength),
+            none,
+            |f| f[OFF6_IP + 4..OFF6_IP + 6].copy_from_slice(&4u16.to_be_bytes()),
+        ),
+        c6(
+            "source: our own address",
+            Want::Drop(Counter::DropBadOuterSrc),
+            allow_all,
+            |f| set_src6(f, LOCAL6),
+        ),
+        c6(
+            "source: multicast",
+            Want::Drop(Counter::DropBadOuterSrc),
+            allow_all,
+            |f| set_src6(f, GROUP6),
+        ),
+        c6(
+            "source: ::",
+            Want::Drop(Counter::DropBadOuterSrc),
+            allow_all,
+            |f| set_src6(f, [0; 16]),
+        ),
+        c6(
+            "source: ::1",
+            Want::Drop(Counter::DropBadOuterSrc),
+            allow_all,
+            |f| {
+                let mut lo = [0; 16];
+                lo[15] = 1;
+                set_src6(f, lo);
+            },
+        ),
+        c6(
+            "source: IPv4-mapped",
+            Want::Drop(Counter::DropBadOuterSrc),
+            |dp: &mut Dp| {
+                dp.allow6(VNI, [0; 16], 0);
+                dp.allow(VNI, REMOTE, 32);
+            },
+            |f| set_src6(f, vtep_v4(REMOTE)),
+        ),
+        c6(
+            "UDP length below the payload length",
+            Want::Drop(Counter::DropUdpLength),
+            none,
+            |f| {
+                let ulen = u16::from_be_bytes([f[OFF6_UDP + 4], f[OFF6_UDP + 5]]) - 2;
+                f[OFF6_UDP + 4..OFF6_UDP + 6].copy_from_slice(&ulen.to_be_bytes());
+                frames::set_udp6_checksum(f);
+            },
+        ),
+        c6(
+            "UDP length above the payload length",
+            Want::Drop(Counter::DropUdpLength),
+            none,
+            |f| {
+                let ulen = u16::from_be_bytes([f[OFF6_UDP + 4], f[OFF6_UDP + 5]]) + 2;
+                f[OFF6_UDP + 4..OFF6_UDP + 6].copy_from_slice(&ulen.to_be_bytes());
+            },
+        ),
+        c6(
+            "UDP checksum 0",
+            Want::Drop(Counter::DropUdp6ZeroCsum),
+            none,
+            |f| f[OFF6_UDP + 6..OFF6_UDP + 8].fill(0),
+        ),
+        c6("UDP checksum wrong", Want::Csum, none, |f| {
+            f[OFF6_UDP + 7] ^= 0x01;
+        }),
+        c6("payload damaged", Want::Csum, none, |f| {
+            let last = f.len() - 1;
+            f[last] ^= 0x40;
+        }),
+        c6(
+            "I flag clear",
+            Want::Drop(Counter::DropVxlanFlags),
+            none,
+            |f| {
+                f[OFF6_VXLAN] = 0;
+                frames::set_udp6_checksum(f);
+            },
+        ),
+        c6(
+            "unknown VNI",
+            Want::Drop(Counter::DropUnknownVni),
+            none,
+            |f| {
+                f[OFF6_VXLAN + 6] ^= 0x40;
+                frames::set_udp6_checksum(f);
+            },
+        ),
+        c6(
+            "an IPv4 VNI over IPv6",
+            Want::Drop(Counter::DropFamily),
+            |dp: &mut Dp| {
+                let info = VniInfo {
+                    n_ports: 1,
+                    ports: {
+                        let mut p = [0; vxlan_common::MAX_PORTS];
+                        p[0] = LO;
+                        p
+                    },
+                    flags: VNI_F_ANY_SENDER,
+                    ..Default::default()
+                };
+                dp.vnis().insert(43, info, 0).unwrap();
+                dp.allow6(43, REMOTE6, 128);
+            },
+            |f| {
+                f[OFF6_VXLAN + 4..OFF6_VXLAN + 8].copy_from_slice(&(43u32 << 8).to_be_bytes());
+                frames::set_udp6_checksum(f);
+            },
+        ),
+        c6(
+            "sender not allowed",
+            Want::Drop(Counter::DropSpoofed),
+            none,
+            |f| {
+                let mut other = REMOTE6;
+                other[15] = 0x99;
+                set_src6(f, other);
+            },
+        ),
+        c6(
+            "inner Ethernet cut",
+            Want::Drop(Counter::DropInnerTruncated),
+            none,
+            |f| {
+                f.truncate(OFF6_INNER + 10);
+                frames::fix6_lengths(f);
+            },
+        ),
+    ];
+    // An allowed prefix lets the same sender in (positive control of
+    // "sender not allowed").
+    v.push(c6(
+        "sender allowed by a /64",
+        Want::Decap,
+        |dp: &mut Dp| {
+            let mut p = REMOTE6;
+            p[8..].fill(0);
+            dp.allow6(VNI, p, 64);
+        },
+        |f| {
+            let mut other = REMOTE6;
+            other[15] = 0x99;
+            set_src6(f, other);
+        },
+    ));
+    v
+}
+
+/// Checks the outcome of one frame on one path (`xdp` or TC decap):
+/// action, the counter of the outcome exactly 1, nothing decapsulated or
+/// learned unless it should be, bytes untouched when passed.
+fn check_case6(dp: &mut Dp, xdp: bool, f: &[u8], inner: &[u8], c: &Case6) {
+    let path = if xdp { "xdp" } else { "tc" };
+    let what = c.what;
+    let (action, out) = if xdp {
+        dp.run_xdp(f)
+    } else {
+        dp.run_tc(Prog::TcUplink, f, LO)
+    };
+    let counters = dp.dp.counters().unwrap();
+    let nonzero: Vec<(Counter, u64)> = Counter::ALL
+        .iter()
+        .map(|k| (*k, counters[*k as usize]))
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    let ctx = format!("{path}: {what}: action {action}, counters {nonzero:?}");
+    let meta = std::mem::size_of::<XdpMeta>();
+    let decapsulated = dp.counter(Counter::RxDecap);
+    match c.want {
+        Want::Decap => {
+            assert_eq!(action, if xdp { XDP_PASS } else { TC_ACT_REDIRECT }, "{ctx}");
+            assert_eq!(decapsulated, 1, "{ctx}");
+            assert_eq!(dp.counter(Counter::RxDecap6), 1, "{ctx}");
+            let got = if xdp { &out[meta..] } else { &out[..] };
+            assert_eq!(got, inner, "{ctx}: inner frame byte for byte");
+            assert!(dp.fdb_get(C2_MAC).is_some(), "{ctx}: not learned");
+            return;
+        }
+        Want::Pass => {
+            assert_eq!(action, if xdp { XDP_PASS } else { TC_ACT_UNSPEC }, "{ctx}");
+            assert_eq!(out, f, "{ctx}: not untouched");
+            assert_eq!(dp.counter(Counter::RxPass), 1, "{ctx}");
+        }
+        Want::Drop(reason) => {
+            assert_eq!(action, if xdp { XDP_DROP } else { TC_ACT_SHOT }, "{ctx}");
+            assert_eq!(dp.counter(reason), 1, "{ctx}: not counted as {reason:?}");
+        }
+        Want::Csum if xdp && action == XDP_PASS => {
+            assert_eq!(dp.counter(Counter::RxCsumDeferred), 1, "{ctx}");
+            assert_eq!(&out[meta..], f, "{ctx}: handed on modified");
+            let m = meta_of(&out);
+            assert_eq!(m.magic, META_MAGIC_TC_DECAP, "{ctx}: metadata {m:?}");
+        }
+        Want::Csum => {
+            assert_eq!(action, if xdp { XDP_DROP } else { TC_ACT_SHOT }, "{ctx}");
+            assert_eq!(dp.counter(Counter::DropUdpCsum), 1, "{ctx}");
+        }
+    }
+    assert_eq!(decapsulated, 0, "{ctx}: decapsulated");
+    assert_eq!(dp.counter(Counter::RxDecap6), 0, "{ctx}");
+    assert!(dp.fdb_get(C2_MAC).is_none(), "{ctx}: learned");
+    assert_eq!(dp.counter(Counter::Learn), 0, "{ctx}: learned");
+    let src: [u8; 16] = f[OFF6_IP + 8..OFF6_IP + 24].try_into().unwrap();
+    assert!(
+        src == REMOTE6 || dp.neigh().get(&src, 0).is_err(),
+        "{ctx}: a next hop recorded for {src:02x?}"
+    );
+}
+
+/// The corpus through XDP and through TC decapsulation, each case on
+/// fresh maps; every case asserts its exact outcome and counter, and the
+/// positive controls (the good frame, a joined group, an allowed prefix)
+/// are decapsulated to the exact inner frame.
+#[test]
+fn ipv6_outer_bad_input_corpus_xdp_and_tc() {
+    let inner = inner_arp(C2_MAC);
+    let good = vxlan6(&inner, VNI, LOCAL6, 4789, 0x08);
+    for c in ipv6_corpus() {
+        let mut f = good.clone();
+        (c.damage)(&mut f);
+        for xdp in [true, false] {
+            let mut dp = Dp::new6();
+            (c.setup)(&mut dp);
+            if !xdp {
+                dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+            }
+            check_case6(&mut dp, xdp, &f, &inner, &c);
+        }
+    }
+}
+
+/// The other way round: an IPv6 VNI receiving over IPv4 is `drop_family`;
+/// the same frame into an IPv4 VNI is decapsulated (positive control).
+#[test]
+fn ipv6_vni_over_ipv4_is_a_family_drop() {
+    let inner = inner_arp(C2_MAC);
+    let f = vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08);
+    for xdp in [true, false] {
+        for v6 in [false, true] {
+            let mut dp = if v6 { Dp::new6() } else { Dp::new() };
+            if !xdp {
+                dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+            }
+            let (action, _) = if xdp {
+                dp.run_xdp(&f)
+            } else {
+                dp.run_tc(Prog::TcUplink, &f, LO)
+            };
+            let ctx = format!("xdp {xdp}, IPv6 VNI {v6}: action {action}");
+            if v6 {
+                assert_eq!(action, if xdp { XDP_DROP } else { TC_ACT_SHOT }, "{ctx}");
+                assert_eq!(dp.counter(Counter::DropFamily), 1, "{ctx}");
+                assert_eq!(dp.counter(Counter::RxDecap), 0, "{ctx}");
+                assert!(dp.fdb_get(C2_MAC).is_none(), "{ctx}: learned");
+            } else {
+                assert_eq!(dp.counter(Counter::RxDecap), 1, "{ctx}");
+                assert_eq!(dp.counter(Counter::DropFamily), 0, "{ctx}");
+            }
+        }
+    }
+}
+
+/// The receiver's check of the UDP checksum of a frame over IPv6, by
+/// summing: pseudo-header (addresses, length, next header 17) and the UDP
+/// datagram (as long as the frame) fold to 0xffff; the field is not 0.
+fn assert_udp6_checksum(out: &[u8], what: &str) {
+    let udp = &out[OFF6_UDP..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&out[OFF6_IP + 8..OFF6_IP + 40]);
+    pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    assert_ne!(&udp[6..8], &[0, 0], "{what}: UDP checksum present");
+    assert_eq!(
+        frames::fold(frames::sum16(&pseudo) + frames::sum16(udp)),
+        0xffff,
+        "{what}: UDP checksum verifies"
+    );
+}
+
+/// Checks the 70 bytes of outer headers of `out` (around `inner`) field by
+/// field against `wire6::outer_hdr6` for `dst`, `dst_mac`, `hop` and
+/// traffic class `tc` (the UDP checksum excluded: checked by summing);
+/// returns (UDP source port, flow label).
+fn assert_outer6(
+    out: &[u8],
+    inner: &[u8],
+    dst: [u8; 16],
+    dst_mac: [u8; 6],
+    hop: u8,
+    tc: u8,
+    what: &str,
+) -> (u16, u32) {
+    assert_eq!(out.len(), ENCAP6_LEN + inner.len(), "{what}: 70 bytes of encapsulation");
+    let sport = u16::from_be_bytes([out[OFF6_UDP], out[OFF6_UDP + 1]]);
+    let label = u32::from_be_bytes([0, out[OFF6_IP + 1] & 0x0f, out[OFF6_IP + 2], out[OFF6_IP + 3]]);
+    let o = Outer {
+        src_mac: UPLINK_MAC,
+        dst_mac,
+        src_port: sport,
+        dst_port: 4789,
+        vni: VNI,
+        ttl: hop,
+        tos: tc,
+        ..Outer::default()
+    };
+    let want = outer_hdr6(&o, &LOCAL6, &dst, label, inner.len() as u16, 0);
+    let want = want.bytes();
+    for (name, r) in [
+        ("Ethernet", 0..14),
+        ("IPv6 version, traffic class, flow label", OFF6_IP..OFF6_IP + 4),
+        ("IPv6 payload length", OFF6_IP + 4..OFF6_IP + 6),
+        ("IPv6 next header, hop limit", OFF6_IP + 6..OFF6_IP + 8),
+        ("IPv6 source", OFF6_IP + 8..OFF6_IP + 24),
+        ("IPv6 destination", OFF6_IP + 24..OFF6_IP + 40),
+        ("UDP ports and length", OFF6_UDP..OFF6_UDP + 6),
+        ("VXLAN", OFF6_VXLAN..OFF6_INNER),
+    ] {
+        assert_eq!(&out[r.clone()], &want[r], "{what}: {name}");
+    }
+    // And by hand, for the fields a shared mistake could hide.
+    assert_eq!(&out[12..14], &[0x86, 0xdd], "{what}");
+    assert_eq!(out[OFF6_IP] >> 4, 6, "{what}: version");
+    assert_eq!(
+        ((out[OFF6_IP] & 0x0f) << 4) | (out[OFF6_IP + 1] >> 4),
+        tc,
+        "{what}: traffic class"
+    );
+    assert_eq!(
+        usize::from(u16::from_be_bytes([out[OFF6_IP + 4], out[OFF6_IP + 5]])),
+        inner.len() + 16,
+        "{what}: payload length"
+    );
+    assert_eq!((out[OFF6_IP + 6], out[OFF6_IP + 7]), (17, hop), "{what}");
+    assert!((32768..60999).contains(&sport), "{what}: source port {sport}");
+    assert_eq!(&out[OFF6_VXLAN..OFF6_INNER], &[0x08, 0, 0, 0, 0, 0, VNI as u8, 0], "{what}");
+    assert_eq!(&out[OFF6_INNER..], inner, "{what}: inner frame byte for byte");
+    assert_udp6_checksum(out, what);
+    (sport, label)
+}
+
+/// Whether some flow hash gives both `label` (`wire6::flow_label`) and the
+/// UDP source port `sport` (`wire::flow_src_port` over 32768..60999): the
+/// label and the port come from one hash. The label fixes 20 of its 32
+/// bits; the other 12 are tried.
+fn label_and_port_agree(label: u32, sport: u16) -> bool {
+    (0..4096u32).any(|mid| {
+        let hash = ((label & 0xffff) << 16) | (mid << 4) | (label >> 16);
+        flow_label(hash) == label
+            && vxlan_common::wire::flow_src_port(hash, 32768, 60999) == sport
+    })
+}
+
+#[test]
+fn tc_encap_ipv6_exact_outer_header() {
+    let mut dp = Dp::new6();
+    dp.pin_vtep(C2_MAC, REMOTE6);
+    dp.neigh_remote6();
+    let inner = inner_ipv4(C2_MAC, C1_MAC, 0xb9); // DSCP 46, ECT(1)
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
+    assert_eq!(action, TC_ACT_REDIRECT, "{:?}", dp.dp.counters());
+    let (sport, label) = assert_outer6(&out, &inner, REMOTE6, REMOTE_MAC, 64, 0x01, "unicast");
+    assert!(
+        label_and_port_agree(label, sport),
+        "flow label {label:#x} and source port {sport} come from different hashes"
+    );
+    assert_eq!(
+        (dp.counter(Counter::TxEncap), dp.counter(Counter::TxEncap6)),
+        (1, 1)
+    );
+    // The same flow: the same port and label; another flow: another label.
+    let (_, again) = dp.run_tc(Prog::TcPort, &inner, LO);
+    assert_eq!(&again[..OFF6_UDP + 2], &out[..OFF6_UDP + 2], "same flow, same headers");
+    let other = inner_udp(C2_MAC, C1_MAC, 0, 54, b"another flow");
+    let (_, o2) = dp.run_tc(Prog::TcPort, &other, LO);
+    let (sport2, label2) = assert_outer6(&o2, &other, REMOTE6, REMOTE_MAC, 64, 0, "another flow");
+    assert_ne!(label2, label, "two flows, one flow label");
+    assert!(label_and_port_agree(label2, sport2));
+    // Odd inner lengths: the checksum's tail.
+    for len in [61, 62, 63, 487, 1001] {
+        let mut i = inner_ipv4_len(len);
+        i[..6].copy_from_slice(&C2_MAC);
+        i[6..12].copy_from_slice(&C1_MAC);
+        let (action, out) = dp.run_tc(Prog::TcPort, &i, LO);
+        assert_eq!(action, TC_ACT_REDIRECT, "{len}");
+        assert_outer6(&out, &i, REMOTE6, REMOTE_MAC, 64, 0, &format!("inner of {len} bytes"));
+    }
+    let learned = dp.fdb_get(C1_MAC).expect("source MAC learned on the port");
+    assert_eq!((learned.ifindex, learned.remote), (LO, VTEP_NONE));
+}
+
+#[test]
+fn tc_flood_to_an_ipv6_group_and_remotes() {
+    // Group mode: one copy to ff05::100, hop limit mcast_ttl (1), the
+    // group's MAC.
+    let mut dp = Dp::new6();
+    let mut vni = dp.vnis().get(&VNI, 0).unwrap();
+    vni.n_remotes = 0;
+    vni.group = GROUP6;
+    vni.flags |= VNI_F_ANY_SENDER;
+    dp.vnis().insert(VNI, vni, 0).unwrap();
+    let inner = inner_arp(C1_MAC);
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
+    assert_eq!(action, TC_ACT_SHOT, "copies leave by clone_redirect");
+    assert_outer6(&out, &inner, GROUP6, GROUP6_MAC, 1, 0, "group copy");
+    assert_eq!(dp.counter(Counter::TxGroupCopy), 1);
+    assert_eq!(dp.counter(Counter::TxEncap6), 1, "{:?}", dp.dp.counters());
+
+    // Head-end replication to the IPv6 remote: hop limit ttl (64).
+    let mut dp = Dp::new6();
+    dp.neigh_remote6();
+    let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
+    assert_eq!(action, TC_ACT_SHOT);
+    assert_outer6(&out, &inner, REMOTE6, REMOTE_MAC, 64, 0, "flood copy");
+    assert_eq!(dp.counter(Counter::TxFloodCopy), 1);
+    assert_eq!(dp.counter(Counter::TxEncap6), 1);
+}
+
+/// An inner IPv6/UDP frame (c1 -> c2, fd00:42::2 -> fd00:42::3) of exactly
+/// `len` bytes.
+fn inner_ipv6_len(len: usize) -> Vec<u8> {
+    let mut f = frames::eth(C2_MAC, C1_MAC, 0x86dd);
+    let plen = (len - 54) as u16;
+    let src = [0xfd, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let dst = [0xfd, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+    f.extend_from_slice(&frames::ip6_header(src, dst, plen, 17, 64, 0, 0));
+    f.extend_from_slice(&12345u16.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&plen.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend((0..len - 62).map(|i| (i * 13 + 1) as u8));
+    f
+}
+
+/// Over an IPv6 underlay the overlay MTU is uplink − 70 (1430): an inner
+/// packet of 1430 bytes is encapsulated, one of 1431 is refused with an
+/// ICMP error carrying 1430 (frag-needed for IPv4 with DF, Packet Too Big
+/// for IPv6, the exact bytes `frames::icmp6_too_big` builds).
+#[test]
+fn tc_overlay_mtu_over_ipv6_is_uplink_minus_70() {
+    let mut dp = Dp::new6();
+    dp.pin_vtep(C2_MAC, REMOTE6);
+    dp.neigh_remote6();
+    // IPv4, DF (inner_ipv4_len keeps inner_udp's DF).
+    let fits = {
+        let mut f = inner_ipv4_len(14 + 1430);
+        f[..6].copy_from_slice(&C2_MAC);
+        f[6..12].copy_from_slice(&C1_MAC);
+        f
+    };
+    let (action, out) = dp.run_tc(Prog::TcPort, &fits, LO);
+    assert_eq!(action, TC_ACT_REDIRECT, "1430 bytes fit: {:?}", dp.dp.counters());
+    assert_outer6(&out, &fits, REMOTE6, REMOTE_MAC, 64, 0, "1430-byte IPv4 packet");
+    let mut big = inner_ipv4_len(14 + 1431);
+    big[..6].copy_from_slice(&C2_MAC);
+    big[6..12].copy_from_slice(&C1_MAC);
+    let (_, out) = dp.run_tc(Prog::TcPort, &big, LO);
+    assert_eq!(dp.counter(Counter::TxIcmpFragNeeded), 1, "{:?}", dp.dp.counters());
+    assert_eq!(dp.counter(Counter::DropTooBig), 1);
+    // Ethernet, IPv4 (20), ICMP type 3 code 4, next-hop MTU at bytes 6..8.
+    let icmp = &out[14 + 20..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1430, "next-hop MTU");
+
+    // IPv6.
+    let fits = inner_ipv6_len(14 + 1430);
+    let (action, out) = dp.run_tc(Prog::TcPort, &fits, LO);
+    assert_eq!(action, TC_ACT_REDIRECT, "1430 bytes fit");
+    assert_outer6(&out, &fits, REMOTE6, REMOTE_MAC, 64, 0, "1430-byte IPv6 packet");
+    let big = inner_ipv6_len(14 + 1431);
+    let (_, out) = dp.run_tc(Prog::TcPort, &big, LO);
+    assert_eq!(dp.counter(Counter::TxIcmp6TooBig), 1, "{:?}", dp.dp.counters());
+    let want = frames::icmp6_too_big(&big, 1430).expect("a quote");
+    assert_eq!(out, want, "the Packet Too Big, byte for byte, MTU 1430");
 }
