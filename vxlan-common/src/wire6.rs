@@ -295,14 +295,25 @@ mod tests {
         };
         let src = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let dst = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-        let h = outer_hdr6(&o, &src, &dst, flow_label(0x1234_5678), 77, fold32(sum(&inner)));
+        let h = outer_hdr6(
+            &o,
+            &src,
+            &dst,
+            flow_label(0x1234_5678),
+            77,
+            fold32(sum(&inner)),
+        );
         let b = h.bytes();
         assert_eq!(&b[12..14], &[0x86, 0xdd]);
         assert_eq!(b[14] >> 4, 6);
         assert_eq!(((b[14] & 0x0f) << 4) | (b[15] >> 4), 2, "traffic class");
         let label = u32::from_be_bytes([0, b[15] & 0x0f, b[16], b[17]]);
         assert_eq!(label, 0x5678_1234 & 0xfffff);
-        assert_eq!(u16::from_be_bytes([b[18], b[19]]), 77 + 16, "payload length");
+        assert_eq!(
+            u16::from_be_bytes([b[18], b[19]]),
+            77 + 16,
+            "payload length"
+        );
         assert_eq!((b[20], b[21]), (17, 64));
         assert_eq!(&b[22..38], &src);
         assert_eq!(&b[38..54], &dst);

@@ -92,7 +92,9 @@ pub fn udp6_ok<F: Frame>(
         return None;
     }
     let l = (len as u16).to_be_bytes();
-    let pseudo = sum16(src) + sum16(dst) + u64::from(u32::from_le_bytes([0, 0, l[0], l[1]]))
+    let pseudo = sum16(src)
+        + sum16(dst)
+        + u64::from(u32::from_le_bytes([0, 0, l[0], l[1]]))
         + u64::from(u32::from_le_bytes([0, 0, 0, IPPROTO_UDP]));
     let sum = sum::<F>(f.raw(), off as u32, len as u32, u32::from(fold(pseudo)));
     if sum < 0 {

@@ -10,9 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vxlan_common::{
-    Counter, META_MAGIC, META_MAGIC_TC_DECAP, XdpMeta,
-    wire::ETH_HLEN,
-    wire6::ENCAP6_LEN,
+    Counter, META_MAGIC, META_MAGIC_TC_DECAP, XdpMeta, wire::ETH_HLEN, wire6::ENCAP6_LEN,
 };
 
 use crate::{ecn, maps::config, rx, stats::count};

@@ -98,8 +98,8 @@ fn inner_eth_to_front<const INNER: usize>(ctx: &TcContext) -> Result<(), Counter
     // the checked range); the two ranges do not overlap (INNER >= 14); no
     // helper call in between.
     unsafe {
-        let p = ptr_at_mut::<_, [u8; ETH_HLEN]>(ctx, INNER).ok_or(Counter::DropDecapFailed)?
-            as *mut u8;
+        let p =
+            ptr_at_mut::<_, [u8; ETH_HLEN]>(ctx, INNER).ok_or(Counter::DropDecapFailed)? as *mut u8;
         core::ptr::copy_nonoverlapping(p, p.sub(INNER), ETH_HLEN);
     }
     Ok(())

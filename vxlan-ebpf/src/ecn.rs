@@ -48,13 +48,11 @@ pub fn decide<F: Frame>(
     // SAFETY (reads): bounds checked by ptr_at.
     let inner_ds = match inner_proto {
         ETH_P_IP => {
-            let p =
-                unsafe { ptr_at::<_, [u8; 2]>(f, off) }.ok_or(Counter::DropDecapFailed)?;
+            let p = unsafe { ptr_at::<_, [u8; 2]>(f, off) }.ok_or(Counter::DropDecapFailed)?;
             unsafe { (*p)[1] }
         }
         ETH_P_IPV6 => {
-            let p =
-                unsafe { ptr_at::<_, [u8; 2]>(f, off) }.ok_or(Counter::DropDecapFailed)?;
+            let p = unsafe { ptr_at::<_, [u8; 2]>(f, off) }.ok_or(Counter::DropDecapFailed)?;
             let b = unsafe { *p };
             (b[0] << 4) | (b[1] >> 4)
         }

@@ -17,8 +17,8 @@ use vxlan_common::{
         icmp_frag_needed,
     },
     wire6::{
-        ICMP6_PACKET_TOO_BIG, IPPROTO_ICMPV6, IPV6_HLEN, IPV6_MIN_MTU, PTB_HDR_LEN,
-        OVERHEAD6, PTB_PAYLOAD_LEN, PTB_QUOTE, icmp6_error_allowed,
+        ICMP6_PACKET_TOO_BIG, IPPROTO_ICMPV6, IPV6_HLEN, IPV6_MIN_MTU, OVERHEAD6, PTB_HDR_LEN,
+        PTB_PAYLOAD_LEN, PTB_QUOTE, icmp6_error_allowed,
     },
 };
 
