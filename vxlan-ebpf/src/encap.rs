@@ -152,15 +152,17 @@ fn bum_budget(ifindex: u32, pps: u32) -> Result<(), Counter> {
     Ok(())
 }
 
-/// Outer header fields for this frame, destination still unset.
+/// Outer header fields for a frame of `job`, destination still unset
+/// (its network header is after the inner Ethernet header and tags).
 #[inline(always)]
-fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
+fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job) -> Outer {
     // SAFETY: helper calls on our own skb.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    let ds = match proto {
-        ETH_P_IP => ctx.load::<u8>(ETH_HLEN + 1).unwrap_or(0),
+    let l3 = ETH_HLEN + (job.tags as usize & 0xf);
+    let ds = match job.proto {
+        ETH_P_IP => ctx.load::<u8>(l3 + 1).unwrap_or(0),
         ETH_P_IPV6 => {
-            let b: [u8; 2] = ctx.load(ETH_HLEN).unwrap_or([0; 2]);
+            let b: [u8; 2] = ctx.load(l3).unwrap_or([0; 2]);
             (b[0] << 4) | (b[1] >> 4)
         }
         _ => 0,
@@ -169,7 +171,7 @@ fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
         src_ip: cfg.local_ip,
         src_port: flow_src_port(hash, cfg.port_lo, cfg.port_hi),
         dst_port: cfg.dstport,
-        vni,
+        vni: job.vni,
         ttl: cfg.ttl,
         tos: ecn_encap(ds),
         ip_id: unsafe { bpf_get_prandom_u32() } as u16,
@@ -340,7 +342,7 @@ fn unicast(ctx: &TcContext, job: &Job, remote: &VtepAddr) -> Result<i32, Counter
     if nh.is_none() && !is_ip {
         return Err(Counter::DropNoNeigh);
     }
-    let mut o = outer_for(ctx, cfg, job.vni, job.proto);
+    let mut o = outer_for(ctx, cfg, job);
     if let Some(nh) = nh {
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
@@ -444,7 +446,7 @@ fn flood_remotes4(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
         return Err(Counter::DropNoFloodTarget);
     };
     let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
-    let mut o = outer_for(ctx, cfg, job.vni, job.proto);
+    let mut o = outer_for(ctx, cfg, job);
     let inner_len = ctx.len() as u16;
     let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
     // SAFETY: as in `unicast`.
@@ -507,7 +509,7 @@ fn flood_remotes6(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
         return Err(Counter::DropNoFloodTarget);
     };
     let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
-    let mut o = outer_for(ctx, cfg, job.vni, job.proto);
+    let mut o = outer_for(ctx, cfg, job);
     let inner_len = ctx.len() as u16;
     let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
     // SAFETY: as in `unicast`.
