@@ -18,7 +18,7 @@ use aya_ebpf::{
 use network_types::eth::EthHdr;
 use vxlan_common::{
     BumWindow, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, Config, Counter,
-    MAX_PORTS, MAX_REMOTES,
+    MAX_PORTS, MAX_REMOTES, VTEP_NONE, VtepAddr, vtep_as_v4, vtep_is_none,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
         is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,
@@ -61,7 +61,7 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     }
 
     let wrote = cfg.flags & (CFG_F_LEARNING | CFG_F_PORT_LEARN) != 0
-        && fdb::learn(cfg, vni, &eth.src_addr, [0; 4], ifindex, port.flags)?;
+        && fdb::learn(cfg, vni, &eth.src_addr, &VTEP_NONE, ifindex, port.flags)?;
     if cfg.flags & (CFG_F_SNOOP | CFG_F_ARP_SUPPRESS) != 0 && !vlan::present(ctx) {
         let proto = u16::from_be(eth.ether_type);
         // IPv4 sources at most once a second per MAC (when learning
@@ -232,7 +232,7 @@ fn unicast(
     ctx: &TcContext,
     cfg: &Config,
     vni: u32,
-    remote: [u8; 4],
+    remote: VtepAddr,
     in_ifindex: u32,
 ) -> Result<i32, Counter> {
     let proto = skb_proto(ctx);
@@ -246,12 +246,12 @@ fn unicast(
     }
     let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
     // SAFETY: copied out at once.
-    let nh = unsafe { NEIGH.get(remote) }.copied();
+    let nh = unsafe { NEIGH.get(&remote) }.copied();
     if nh.is_none() && !is_ip {
         return Err(Counter::DropNoNeigh);
     }
     let mut o = outer_for(ctx, cfg, vni, proto);
-    o.dst_ip = remote;
+    o.dst_ip = vtep_as_v4(&remote).ok_or(Counter::DropFamily)?;
     if let Some(nh) = nh {
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
@@ -284,7 +284,7 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     let n_ports = v.n_ports as usize;
     let n_remotes = v.n_remotes as usize;
     let group = v.group;
-    let has_group = group != [0; 4];
+    let has_group = !vtep_is_none(&group);
     // Other local ports: the ingress port is one of the VNI's ports.
     if n_ports <= 1 && n_remotes == 0 && !has_group {
         return Err(Counter::DropNoFloodTarget);
@@ -319,8 +319,8 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     // Group mode: one copy to the group, as the kernel's vxlan does.
     if has_group {
         let mut g = o;
-        g.dst_ip = group;
-        g.dst_mac = multicast_mac(&group);
+        g.dst_ip = vtep_as_v4(&group).unwrap_or_default();
+        g.dst_mac = multicast_mac(&g.dst_ip);
         g.src_mac = cfg.uplink_mac;
         g.ttl = cfg.mcast_ttl;
         if ctx.store(0, outer_hdr(&g, inner_len).bytes(), 0).is_ok()
@@ -336,13 +336,13 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         }
         let dst = v.remotes[i];
         // SAFETY: copied out at once.
-        let Some(nh) = (unsafe { NEIGH.get(dst) }).copied() else {
+        let Some(nh) = (unsafe { NEIGH.get(&dst) }).copied() else {
             count(Counter::DropNoNeigh);
             continue;
         };
         // Rebuilt, not patched: nothing on the stack carries over to the
         // next iteration, so the verifier can prune.
-        o.dst_ip = dst;
+        o.dst_ip = vtep_as_v4(&dst).unwrap_or_default();
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
         if ctx.store(0, outer_hdr(&o, inner_len).bytes(), 0).is_err() {

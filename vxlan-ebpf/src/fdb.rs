@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use vxlan_common::{
     Config, Counter, EV_LEARN, EV_MOVE, FDB_F_PORT_KNOWN, FDB_PORT_FLAGS_SHIFT, FdbEntry, FdbEvent,
-    FdbKey, LEARN_CHECK_JIFFIES, LEARN_REFRESH_NS, learned_key_port, learned_key_vni,
+    FdbKey, LEARN_CHECK_JIFFIES, VtepAddr, LEARN_REFRESH_NS, learned_key_port, learned_key_vni,
     wire::{is_multicast_mac, is_zero_mac},
 };
 
@@ -37,7 +37,7 @@ pub fn learn(
     cfg: &Config,
     vni: u32,
     mac: &[u8; 6],
-    remote: [u8; 4],
+    remote: &VtepAddr,
     ifindex: u32,
     port_flags: u32,
 ) -> Result<bool, Counter> {
@@ -55,7 +55,7 @@ pub fn learn(
     if let Some(e) = FDB.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer for the duration of the program.
         let e = unsafe { &mut *e };
-        let same = e.remote == remote && e.ifindex == ifindex;
+        let same = e.remote == *remote && e.ifindex == ifindex;
         if e.is_static() {
             return if same {
                 Ok(false)
@@ -103,12 +103,13 @@ pub fn learn(
 
 /// A learned entry as written now.
 #[inline(always)]
-fn new_entry(remote: [u8; 4], ifindex: u32, flags: u32, jiffies: u32) -> FdbEntry {
+fn new_entry(remote: &VtepAddr, ifindex: u32, flags: u32, jiffies: u32) -> FdbEntry {
     FdbEntry {
-        remote,
+        remote: *remote,
         ifindex,
         flags,
         seen_jiffies: jiffies,
+        _pad: 0,
         // SAFETY: a plain helper call.
         last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
     }

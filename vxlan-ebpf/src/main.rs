@@ -70,6 +70,12 @@ pub fn vxlan_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// On a veth port of an IPv6 VNI: see `vxlan_common::prog::XDP_PORT_GUARD`.
+#[xdp]
+pub fn vxlan_xdp_port_guard(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn vxlan_tc_uplink(ctx: TcContext) -> i32 {
     match deliver::run(&ctx) {

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use vxlan_common::{
-    ArpEntry, ArpKey, BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry, FdbKey, LocalIp,
-    MAX_ALLOWED, MAX_ARP, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS, NeighEntry, NeighSeen,
-    PortInfo, VniInfo, counters::NUM_COUNTERS,
+    ALLOW_DATA_LEN, ArpEntry, ArpKey, BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry,
+    FdbKey, LocalIp, MAX_ALLOWED, MAX_ARP, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS,
+    NeighEntry, NeighSeen, PortInfo, VniInfo, VtepAddr, counters::NUM_COUNTERS,
 };
 
 /// Instance configuration, index 0.
@@ -26,20 +26,20 @@ pub static PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(MAX_PORT_EN
 #[map]
 pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(MAX_VNIS, 0);
 
-/// Link-layer next hop of each remote VTEP (IPv4, network byte order).
+/// Link-layer next hop of each remote VTEP.
 /// LRU: entries the XDP program records for senders are never removed
 /// otherwise; userspace refreshes the configured remotes' every second.
 #[map]
-pub static NEIGH: LruHashMap<[u8; 4], NeighEntry> = LruHashMap::with_max_entries(MAX_NEIGH, 0);
+pub static NEIGH: LruHashMap<VtepAddr, NeighEntry> = LruHashMap::with_max_entries(MAX_NEIGH, 0);
 
 /// Remote VTEPs whose frames came from another MAC than NEIGH holds; read
 /// and cleared by userspace (see `vxlan_common::NeighSeen`).
 #[map]
-pub static NEIGH_SEEN: LruHashMap<[u8; 4], NeighSeen> = LruHashMap::with_max_entries(1024, 0);
+pub static NEIGH_SEEN: LruHashMap<VtepAddr, NeighSeen> = LruHashMap::with_max_entries(1024, 0);
 
 /// Multicast groups this instance receives VXLAN on (value unused).
 #[map]
-pub static GROUPS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(MAX_GROUPS, 0);
+pub static GROUPS: HashMap<VtepAddr, u32> = HashMap::with_max_entries(MAX_GROUPS, 0);
 
 /// Number of learned FDB entries, index 0: learning stops at
 /// `Config::max_learned`. Incremented here for each new entry; userspace
@@ -65,7 +65,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// Senders allowed to send VXLAN into each VNI (anti-spoofing), by
 /// longest prefix over (VNI, sender address).
 #[map]
-pub static ALLOWED: LpmTrie<[u8; 8], u32> =
+pub static ALLOWED: LpmTrie<[u8; ALLOW_DATA_LEN], u32> =
     LpmTrie::with_max_entries(MAX_ALLOWED, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Per-CPU scratch buffer of the UDP checksum check (`csum`).

@@ -11,7 +11,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
-    CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, allow_data,
+    CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, allow_data, vtep_v4,
     wire::{
         ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN,
         UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_bad_source_ip, is_multicast_ip,
@@ -69,7 +69,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         return Ok(None);
     }
     if ip.dst_addr != cfg.local_ip
-        && !(is_multicast_ip(&ip.dst_addr) && GROUPS.get_ptr(ip.dst_addr).is_some())
+        && !(is_multicast_ip(&ip.dst_addr) && GROUPS.get_ptr(&vtep_v4(ip.dst_addr)).is_some())
     {
         return Ok(None);
     }
@@ -175,7 +175,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         return Err(Counter::DropUnknownVni);
     };
     if vni_flags & VNI_F_ANY_SENDER == 0 {
-        let key = Key::new(32 + 32, allow_data(vni, src_ip));
+        let key = Key::new(32 + 128, allow_data(vni, &vtep_v4(src_ip)));
         if ALLOWED.get(&key).is_none() {
             return Err(Counter::DropSpoofed);
         }
@@ -195,15 +195,16 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
         // The way back to this VTEP, unless userspace resolved it already:
         // checked when the entry is new, moved or refreshed (at most once
         // a second per MAC), not for every frame.
-        if fdb::learn(cfg, vni, &src, src_ip, 0, 0)? {
-            match NEIGH.get_ptr(src_ip) {
+        let src_ip = vtep_v4(src_ip);
+        if fdb::learn(cfg, vni, &src, &src_ip, 0, 0)? {
+            match NEIGH.get_ptr(&src_ip) {
                 None => {
                     let n = NeighEntry {
                         dmac: src_mac,
                         smac: cfg.uplink_mac,
                         ifindex: ingress,
                     };
-                    let _ = NEIGH.insert(src_ip, n, BPF_NOEXIST as u64);
+                    let _ = NEIGH.insert(&src_ip, &n, BPF_NOEXIST as u64);
                 }
                 // SAFETY: a map value, read at once.
                 Some(n) if unsafe { (*n).dmac } != src_mac => {
@@ -213,7 +214,7 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
                         mac: src_mac,
                         _pad: [0; 2],
                     };
-                    let _ = NEIGH_SEEN.insert(src_ip, seen, 0);
+                    let _ = NEIGH_SEEN.insert(&src_ip, &seen, 0);
                 }
                 Some(_) => {}
             }
