@@ -113,7 +113,10 @@ mod tests {
         assert!(vtep_is_none(&VTEP_NONE));
         assert!(!vtep_is_none(&vtep_v4([0, 0, 0, 0])));
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(vtep_canonical(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            vtep_canonical(mapped),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(vtep_canonical(v6), v6);
     }
 }

@@ -196,9 +196,9 @@ impl std::fmt::Display for Locals {
 /// The underlay family VNI `id`'s addresses (remotes, then group) agree
 /// on, `None` if it names none. `Err` names the VNI and two addresses of
 /// different families: one VNI runs over one family.
-pub fn vni_family<'a>(
+pub fn vni_family<'w, 'a>(
     id: u32,
-    addrs: impl IntoIterator<Item = (&'a str, &'a IpAddr)>,
+    addrs: impl IntoIterator<Item = (&'w str, &'a IpAddr)>,
 ) -> Result<Option<Family>, String> {
     let mut first: Option<(&str, &IpAddr)> = None;
     for (what, ip) in addrs {
@@ -309,10 +309,11 @@ mod tests {
     #[test]
     fn family_of_a_vni() {
         let (r4, r6, g6) = (ip("10.0.0.2"), ip("fd00:57::2"), ip("ff05::100"));
-        assert_eq!(vni_family(1, vni_addrs([], None)), Ok(None));
+        let none: [&IpAddr; 0] = [];
+        assert_eq!(vni_family(1, vni_addrs(none, None)), Ok(None));
         assert_eq!(vni_family(1, vni_addrs([&r4], None)), Ok(Some(Family::V4)));
         assert_eq!(
-            vni_family(1, vni_addrs([], Some(&g6))),
+            vni_family(1, vni_addrs(none, Some(&g6))),
             Ok(Some(Family::V6))
         );
         let e = vni_family(42, vni_addrs([&r4, &r6], None)).unwrap_err();
@@ -322,7 +323,10 @@ mod tests {
              IPv6 (one VNI runs over one family)"
         );
         let e = vni_family(9, vni_addrs([&r4], Some(&g6))).unwrap_err();
-        assert!(e.contains("VNI 9") && e.contains("group ff05::100 is IPv6"), "{e}");
+        assert!(
+            e.contains("VNI 9") && e.contains("group ff05::100 is IPv6"),
+            "{e}"
+        );
     }
 
     #[test]

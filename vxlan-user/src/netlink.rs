@@ -97,18 +97,21 @@ pub enum LinkEvent {
     Link(LinkInfo),
     /// A link disappeared.
     LinkGone { index: u32, name: String },
-    /// An IPv4 address of link `index` was added or removed.
+    /// An IPv4 or IPv6 address of link `index` was added, changed (an
+    /// IPv6 address that finished duplicate address detection) or removed.
     Address { index: u32 },
     /// Events were lost (the socket overran): re-read what matters.
     Overrun,
 }
 
-/// Subscribes to link and IPv4 address events of this network namespace.
+/// Subscribes to link and address (IPv4 and IPv6) events of this network
+/// namespace.
 /// The stream ends when the returned receiver is dropped.
 pub fn subscribe_links() -> anyhow::Result<tokio::sync::mpsc::Receiver<LinkEvent>> {
     use netlink_sys::{AsyncSocket as _, SocketAddr};
     const RTMGRP_LINK: u32 = 1;
     const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+    const RTMGRP_IPV6_IFADDR: u32 = 0x100;
     let runtime = tokio::runtime::Handle::try_current()
         .context("subscribe_links() must be called from within a tokio runtime")?;
     let (mut connection, handle, mut messages) =
@@ -116,7 +119,10 @@ pub fn subscribe_links() -> anyhow::Result<tokio::sync::mpsc::Receiver<LinkEvent
     connection
         .socket_mut()
         .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        .bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+        ))
         .context("subscribing to link events")?;
     runtime.spawn(connection);
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -253,7 +259,9 @@ impl Netlink {
                     AddressAttribute::Flags(f) => Some(*f),
                     _ => None,
                 })
-                .unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits())));
+                .unwrap_or_else(|| {
+                    AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits()))
+                });
             if flags.intersects(
                 AddressFlags::Tentative | AddressFlags::Dadfailed | AddressFlags::Deprecated,
             ) {
@@ -499,7 +507,9 @@ impl Netlink {
                 RouteAttribute::Gateway(RouteAddress::Inet6(ip))
                 | RouteAttribute::Via(RouteVia::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
                 RouteAttribute::Via(via) => {
-                    bail!("route to {dst} uses a next hop of another kind ({via:?}), which is unsupported")
+                    bail!(
+                        "route to {dst} uses a next hop of another kind ({via:?}), which is unsupported"
+                    )
                 }
                 _ => {}
             }
@@ -940,7 +950,7 @@ mod tests {
         std::fs::File::open("/proc/thread-self/ns/net").expect("open /proc/thread-self/ns/net")
     }
 
-    async fn neighbour_state(nl: &Netlink, ifindex: u32, ip: Ipv4Addr) -> Option<NeighbourState> {
+    async fn neighbour_state(nl: &Netlink, ifindex: u32, ip: IpAddr) -> Option<NeighbourState> {
         nl.neighbour_entry(ifindex, ip)
             .await
             .unwrap()
@@ -1063,27 +1073,36 @@ mod tests {
         assert!(nl.link_by_index(veth.index).await.unwrap().up);
 
         // Routes.
-        let on_link = Ipv4Addr::new(10, 99, 0, 2);
-        let gateway = Ipv4Addr::new(10, 99, 0, 3);
+        let on_link = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
+        let gw4 = Ipv4Addr::new(10, 99, 0, 3);
+        let gateway = IpAddr::V4(gw4);
         assert_eq!(nl.route_get(on_link).await.unwrap(), (veth.index, on_link));
         nl.handle
             .route()
             .add(
                 rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(Ipv4Addr::new(10, 200, 0, 0), 16)
-                    .gateway(gateway)
+                    .gateway(gw4)
                     .build(),
             )
             .execute()
             .await
             .unwrap();
         assert_eq!(
-            nl.route_get(Ipv4Addr::new(10, 200, 1, 1)).await.unwrap(),
+            nl.route_get(Ipv4Addr::new(10, 200, 1, 1).into())
+                .await
+                .unwrap(),
             (veth.index, gateway)
         );
-        let err = nl.route_get(Ipv4Addr::new(10, 99, 0, 1)).await.unwrap_err();
+        let err = nl
+            .route_get(Ipv4Addr::new(10, 99, 0, 1).into())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("local address"), "{err:#}");
-        let err = nl.route_get(Ipv4Addr::new(192, 0, 2, 1)).await.unwrap_err();
+        let err = nl
+            .route_get(Ipv4Addr::new(192, 0, 2, 1).into())
+            .await
+            .unwrap_err();
         eprintln!("unroutable: {err:#}");
         assert_eq!(errno(&err), Some(libc::ENETUNREACH), "{err:#}");
 
@@ -1139,11 +1158,11 @@ mod tests {
         );
 
         // Static entries are reported and survive a kick.
-        let static_ip = Ipv4Addr::new(10, 99, 0, 9);
+        let static_ip = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 9));
         let static_mac = parse_mac("02:00:00:00:00:09").unwrap();
         nl.handle
             .neighbours()
-            .add(veth.index, IpAddr::V4(static_ip))
+            .add(veth.index, static_ip)
             .link_layer_address(&static_mac)
             .state(NeighbourState::Permanent)
             .execute()

@@ -412,11 +412,7 @@ pub(crate) mod tests {
         add_vni(&mut maps, 42, &[]);
         let names = StdHashMap::new();
         maps.fdb
-            .insert(
-                FdbKey::new(7, mac(1)),
-                remote6("fd00:57::2", true, 0),
-                0,
-            )
+            .insert(FdbKey::new(7, mac(1)), remote6("fd00:57::2", true, 0), 0)
             .unwrap();
         maps.fdb
             .insert(FdbKey::new(42, mac(2)), remote([10, 0, 0, 2], false, 5), 0)
@@ -436,7 +432,10 @@ pub(crate) mod tests {
         };
         add_vni6(&mut fresh, 7);
         add_vni(&mut fresh, 42, &[]);
-        assert_eq!(restore(&mut fresh, &back, &StdHashMap::new(), 10).unwrap(), 2);
+        assert_eq!(
+            restore(&mut fresh, &back, &StdHashMap::new(), 10).unwrap(),
+            2
+        );
         assert_eq!(snapshot(&fresh, &names).unwrap().entries, saved.entries);
         // VNI 7 is IPv4 now: its IPv6 entry is not restored, nor is the
         // IPv4 one into VNI 42 turned IPv6.
@@ -445,6 +444,9 @@ pub(crate) mod tests {
         };
         add_vni(&mut other, 7, &[]);
         add_vni6(&mut other, 42);
-        assert_eq!(restore(&mut other, &back, &StdHashMap::new(), 10).unwrap(), 0);
+        assert_eq!(
+            restore(&mut other, &back, &StdHashMap::new(), 10).unwrap(),
+            0
+        );
     }
 }

@@ -264,7 +264,11 @@ fn check_family(v: &VniConfig, src: Src<'_>) -> Result<()> {
         return Ok(());
     };
     let want = Family::of(first);
-    let first_what = if v.remotes.is_empty() { "group" } else { "remote" };
+    let first_what = if v.remotes.is_empty() {
+        "group"
+    } else {
+        "remote"
+    };
     let first_at = if v.remotes.is_empty() {
         Field::Group
     } else {
@@ -324,9 +328,9 @@ pub(super) fn check_group(ip: IpAddr) -> Result<(), String> {
         IpAddr::V4(a) if !a.is_multicast() => Err(format!(
             "{ip} is not an IPv4 multicast address (224.0.0.0/4)"
         )),
-        IpAddr::V6(a) if !a.is_multicast() => Err(format!(
-            "{ip} is not an IPv6 multicast address (ff00::/8)"
-        )),
+        IpAddr::V6(a) if !a.is_multicast() => {
+            Err(format!("{ip} is not an IPv6 multicast address (ff00::/8)"))
+        }
         _ => Ok(()),
     }
 }

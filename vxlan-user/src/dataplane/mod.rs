@@ -403,11 +403,7 @@ impl Dataplane {
     /// Gives every host interface the overlay MTU of its VNI's family
     /// (the uplink's MTU or the VNI's family changed).
     async fn sync_host_if_mtus(&mut self) {
-        let want: Vec<(u32, u32)> = self
-            .vnis
-            .keys()
-            .map(|&id| (id, self.vni_mtu(id)))
-            .collect();
+        let want: Vec<(u32, u32)> = self.vnis.keys().map(|&id| (id, self.vni_mtu(id))).collect();
         for (id, mtu) in want {
             let Some(h) = self.vnis.get_mut(&id).and_then(|v| v.host_if.as_mut()) else {
                 continue;
@@ -504,7 +500,9 @@ impl Dataplane {
                 }
                 Some(addr) if old != Some(addr) => {
                     match old {
-                        Some(o) => info!("local {f} VTEP address {o} -> {addr} (the uplink's address)"),
+                        Some(o) => {
+                            info!("local {f} VTEP address {o} -> {addr} (the uplink's address)")
+                        }
                         None => info!("local {f} VTEP address {addr} (the uplink's address)"),
                     }
                     self.local.set(addr);
@@ -562,7 +560,10 @@ impl Dataplane {
             Some(f) => {
                 let why = match spec.remotes.first() {
                     Some(r) => format!("remote {r}"),
-                    None => format!("group {}", spec.group.map(|g| g.to_string()).unwrap_or_default()),
+                    None => format!(
+                        "group {}",
+                        spec.group.map(|g| g.to_string()).unwrap_or_default()
+                    ),
                 };
                 self.ensure_local(f, spec.id, &why).await?;
                 f
@@ -619,11 +620,7 @@ impl Dataplane {
         }
         self.etcd_install_vni(spec.id).await;
         self.sync_guards().await;
-        info!(
-            "VNI {} added ({}, over {family})",
-            spec.id,
-            origin.name()
-        );
+        info!("VNI {} added ({}, over {family})", spec.id, origin.name());
         Ok(())
     }
 

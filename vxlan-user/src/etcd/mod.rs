@@ -19,7 +19,7 @@
 pub mod schema;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
@@ -371,7 +371,10 @@ fn noticed(st: &mut State, change: &Change) {
     };
     let (ours, here) = {
         let l = st.local.borrow();
-        (l.vnis.get(vni).copied(), l.endpoints.contains_key(&(*vni, *mac)))
+        (
+            l.vnis.get(vni).copied(),
+            l.endpoints.contains_key(&(*vni, *mac)),
+        )
     };
     if Some(v.vtep) != ours {
         let key = schema::mac_key(&st.cfg.prefix, *vni, mac);

@@ -205,9 +205,7 @@ pub fn parse_key(prefix: &str, key: &[u8]) -> Result<Option<Entry>, String> {
                 .map_err(|_| format!("'{name}' is not an IP address"))?;
             // Canonical text only: `fd00:0::1` would alias `fd00::1`.
             if addr.to_string() != name {
-                return Err(format!(
-                    "'{name}' is not in canonical form (write {addr})"
-                ));
+                return Err(format!("'{name}' is not in canonical form (write {addr})"));
             }
             Ok(Some(Entry::Vtep { vni, addr }))
         }
