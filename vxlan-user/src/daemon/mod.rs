@@ -136,15 +136,7 @@ async fn start_and_serve(
             uplink.name
         );
     }
-    let local = match cfg.local {
-        Some(ip) => ip,
-        None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
-            anyhow!(
-                "interface '{}' has no IPv4 address; give one with --local",
-                uplink.name
-            )
-        })?,
-    };
+    let local = local_addresses(&nl, &uplink, &cfg).await?;
     let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(map::FDB, cfg.max_fdb.saturating_add(FDB_STATIC_RESERVE))
@@ -245,7 +237,9 @@ async fn start_and_serve(
         let mut keep: Vec<String> = dp.port_links().into_iter().map(|l| l.name).collect();
         keep.push(uplink.name.clone());
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        crate::attach::remove_strays(&nl, &keep).await;
+        let guarded = dp.guarded_ports();
+        let guarded: Vec<&str> = guarded.iter().map(String::as_str).collect();
+        crate::attach::remove_strays(&nl, &keep, &guarded).await;
         if let Some(old) = &old {
             // Entries the old programs learned while we were starting.
             let _ = adopt::copy_fdb(old, dp.maps_mut(), &ports, false);
@@ -278,6 +272,44 @@ async fn start_and_serve(
     result
 }
 
+/// The local VTEP addresses to start with: `--local` (per family), and
+/// for the other families the uplink's own (its first IPv4 address; a
+/// global, non-tentative IPv6 address). A family some VNI needs but the
+/// uplink lacks is an error then (naming the VNI); with no VNI yet, at
+/// least one address must exist.
+async fn local_addresses(
+    nl: &Netlink,
+    uplink: &crate::netlink::LinkInfo,
+    cfg: &Config,
+) -> Result<crate::addr::Locals> {
+    use crate::addr::{Family, vni_addrs, vni_family};
+    let mut found = crate::addr::Locals {
+        v4: nl.first_ipv4(uplink.index).await?,
+        v6: nl.first_ipv6_global(uplink.index).await?,
+    };
+    let wants_v6 = cfg.local.v6.is_none()
+        && cfg.vnis.iter().any(|v| {
+            vni_family(v.id, vni_addrs(&v.remotes, v.group.as_ref())) == Ok(Some(Family::V6))
+        });
+    // An address just configured may still be tentative (duplicate
+    // address detection takes about a second).
+    for _ in 0..30 {
+        if found.v6.is_some() || !wants_v6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        found.v6 = nl.first_ipv6_global(uplink.index).await?;
+    }
+    let local = cfg.local.or(found);
+    if local.v4.is_none() && local.v6.is_none() {
+        bail!(
+            "interface '{}' has no IPv4 address and no global IPv6 address; give one with --local",
+            uplink.name
+        );
+    }
+    Ok(local)
+}
+
 /// ifindex → VNI of the attached ports.
 fn port_vnis(dp: &Dataplane) -> std::collections::HashMap<u32, u32> {
     dp.port_map().into_values().collect()
@@ -291,7 +323,7 @@ pub(crate) fn print_ready(dp: &Dataplane) {
         println!(
             "vxlan-fwd: ready: uplink {} local {} dstport {} no VNI yet (add one with `vxlan-fwd vni add`)",
             up.name,
-            dp.local(),
+            dp.locals(),
             dp.settings().dstport
         );
     }
@@ -299,7 +331,8 @@ pub(crate) fn print_ready(dp: &Dataplane) {
         println!(
             "vxlan-fwd: ready: uplink {} local {} vni {} dstport {} remotes [{}] group {} ports [{}]",
             up.name,
-            dp.local(),
+            dp.local_of(v.vni)
+                .map_or_else(|| "none".to_owned(), |a| a.to_string()),
             v.vni,
             dp.settings().dstport,
             v.remotes
@@ -335,6 +368,15 @@ fn load(ebpf: &mut Ebpf) -> Result<()> {
         .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
         .try_into()?;
     xdp.load().map_err(|e| load_error(prog::XDP_UPLINK, e))?;
+    // The GSO guard of the ports of IPv6 VNIs: loaded once, attached to
+    // each such port.
+    let guard: &mut Xdp = ebpf
+        .program_mut(prog::XDP_PORT_GUARD)
+        .ok_or_else(|| anyhow!("program {} missing", prog::XDP_PORT_GUARD))?
+        .try_into()?;
+    guard
+        .load()
+        .map_err(|e| load_error(prog::XDP_PORT_GUARD, e))?;
     for name in [prog::TC_UPLINK, prog::TC_PORT] {
         let tc: &mut SchedClassifier = ebpf
             .program_mut(name)
