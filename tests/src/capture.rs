@@ -93,7 +93,11 @@ impl PcapCapture {
         c.args(["-n", "-U", "-s", "0", "-i", iface, "-w"])
             .arg(&path)
             .args(filter.split_whitespace());
-        let what = format!("tcpdump -i {iface} -w {} '{filter}' in {}", path.display(), ns.name());
+        let what = format!(
+            "tcpdump -i {iface} -w {} '{filter}' in {}",
+            path.display(),
+            ns.name()
+        );
         let mut proc = Process::spawn(c, &what);
         let listening = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
             proc.stderr().contains("listening on") || !proc.is_running()
@@ -111,7 +115,11 @@ impl PcapCapture {
     /// and what tcpdump said on stderr (its drop count).
     pub fn finish(mut self) -> (Vec<Vec<u8>>, String) {
         let out = self.proc.stop();
-        assert!(!out.timed_out, "{} did not stop on SIGINT: {out}", self.what);
+        assert!(
+            !out.timed_out,
+            "{} did not stop on SIGINT: {out}",
+            self.what
+        );
         let data = std::fs::read(&self.path)
             .unwrap_or_else(|e| panic!("{}: reading {}: {e}", self.what, self.path.display()));
         let frames = parse_pcap(&data).unwrap_or_else(|e| panic!("{}: {e}", self.what));
@@ -138,7 +146,11 @@ pub fn parse_pcap(data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
     };
     let u32_at = |b: &[u8], o: usize| {
         let w = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le { u32::from_le_bytes(w) } else { u32::from_be_bytes(w) }
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
     };
     let linktype = u32_at(hdr, 20);
     if linktype != 1 {

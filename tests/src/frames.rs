@@ -373,7 +373,12 @@ pub fn udp6_sum(f: &[u8]) -> Option<u16> {
     ]));
     let dgram = f.get(V6_UDP..V6_UDP + ulen)?;
     Some(fold(
-        pseudo6_sum(&f[V6_IP + 8..V6_IP + 24], &f[V6_IP + 24..V6_IP + 40], ulen, UDP) + sum16(dgram),
+        pseudo6_sum(
+            &f[V6_IP + 8..V6_IP + 24],
+            &f[V6_IP + 24..V6_IP + 40],
+            ulen,
+            UDP,
+        ) + sum16(dgram),
     ))
 }
 
@@ -475,7 +480,11 @@ pub fn complete_inner_l4_checksum(inner: &mut [u8]) -> InnerCsum {
     } else {
         InnerCsum::Wrong
     };
-    let v = if verdict == InnerCsum::Wrong { have } else { want };
+    let v = if verdict == InnerCsum::Wrong {
+        have
+    } else {
+        want
+    };
     inner[field..field + 2].copy_from_slice(&v.to_be_bytes());
     verdict
 }
@@ -503,7 +512,10 @@ mod tests {
         let pseudo = sum16(&i[OFF_IP + 12..OFF_IP + 20]) + 17 + l4.len() as u64;
         let right = !fold(pseudo + sum16(&i[l4.clone()]));
         i[OFF_UDP + 6..OFF_UDP + 8].copy_from_slice(&right.to_be_bytes());
-        assert_eq!(complete_inner_l4_checksum(&mut i.clone()), InnerCsum::Complete);
+        assert_eq!(
+            complete_inner_l4_checksum(&mut i.clone()),
+            InnerCsum::Complete
+        );
         let mut p = i.clone();
         p[OFF_UDP + 6..OFF_UDP + 8].copy_from_slice(&fold(pseudo).to_be_bytes());
         assert_eq!(complete_inner_l4_checksum(&mut p), InnerCsum::Completed);

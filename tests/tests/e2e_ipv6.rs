@@ -21,8 +21,8 @@ use vxlan_tests::{
     checks::{assert_ping, counters_delta, diagnostics, ping_all},
     fdb_checks::{assert_remote, defaults, rows},
     frames::{
-        self, ETH_P_IPV6, InnerCsum, V6_INNER, V6_IP, V6_UDP, V6_VXLAN,
-        complete_inner_l4_checksum, udp6_checksum_ok,
+        self, ETH_P_IPV6, InnerCsum, V6_INNER, V6_IP, V6_UDP, V6_VXLAN, complete_inner_l4_checksum,
+        udp6_checksum_ok,
     },
     ping_strict,
     process::run_with_timeout,
@@ -132,7 +132,6 @@ fn inner_ipv6_pmtu_discovery() {
     assert!(!back.contains("mtu"), "c2 got a path MTU: {back}");
 }
 
-
 // ====================================================== VXLAN over IPv6
 
 const HOST_IF: &str = "vxlan0";
@@ -201,7 +200,9 @@ fn assert_full_size_ping(from: &Container, to: &str, size: &str, six: bool, fwds
     if six {
         cmd.arg("-6");
     }
-    cmd.args(["-n", "-c", "3", "-W", "2", "-i", "0.2", "-M", "do", "-s", size, to]);
+    cmd.args([
+        "-n", "-c", "3", "-W", "2", "-i", "0.2", "-M", "do", "-s", size, to,
+    ]);
     // A warm-up (neighbour discovery, learning) whose outcome is ignored.
     let mut warm = from.ns.command("ping");
     warm.args(["-n", "-c", "1", "-W", "2", to]);
@@ -293,7 +294,12 @@ fn assert_mode(ns: &NetNs, setup: Setup) {
         RxMode::Generic => Some(2),
         _ => None,
     };
-    assert_eq!(link["xdp"]["mode"].as_u64(), want, "{}: eth0: {link}", setup.mode.name());
+    assert_eq!(
+        link["xdp"]["mode"].as_u64(),
+        want,
+        "{}: eth0: {link}",
+        setup.mode.name()
+    );
 }
 
 fn kernel_peer_bridge_over_ipv6_in(setup: Setup) {
@@ -339,8 +345,20 @@ fn kernel_peer_bridge_over_ipv6_in(setup: Setup) {
     // TCP both ways; no GSO super-packet reached the port program (the
     // port guard turned segmentation off on the IPv6 VNI's port).
     let before = f1.counters();
-    iperf(c1, c2, false, &[&f1], &format!("{mode}: c1 -> c2 (kernel vxlan over IPv6 on h2)"));
-    iperf(c1, c2, true, &[&f1], &format!("{mode}: c2 -> c1 (kernel vxlan over IPv6 on h2)"));
+    iperf(
+        c1,
+        c2,
+        false,
+        &[&f1],
+        &format!("{mode}: c1 -> c2 (kernel vxlan over IPv6 on h2)"),
+    );
+    iperf(
+        c1,
+        c2,
+        true,
+        &[&f1],
+        &format!("{mode}: c2 -> c1 (kernel vxlan over IPv6 on h2)"),
+    );
     let after = f1.counters();
     let delta = counters_delta(&before, &after);
     eprintln!("{mode}: h1 counter changes during TCP: {delta:?}");
@@ -350,7 +368,8 @@ fn kernel_peer_bridge_over_ipv6_in(setup: Setup) {
         "GSO frames dropped on the IPv6 VNI's port: {delta:?}"
     );
     assert!(
-        d(&before, &after, "tx_encap_ipv6") > 10_000 && d(&before, &after, "rx_decap_ipv6") > 10_000,
+        d(&before, &after, "tx_encap_ipv6") > 10_000
+            && d(&before, &after, "rx_decap_ipv6") > 10_000,
         "TCP did not go through the IPv6 datapath: {delta:?}"
     );
 }
@@ -376,7 +395,11 @@ fn kernel_peer_host_if_over_ipv6() {
     h1.addr_up(HOST_IF, "172.18.1.2/24");
     h2.add_kernel_vxlan(HOST_IF, H1_IP6);
     h2.addr_up(HOST_IF, "172.18.1.3/24");
-    assert_eq!(h2.ns.mtu(HOST_IF), 1430, "the kernel's own choice, for reference");
+    assert_eq!(
+        h2.ns.mtu(HOST_IF),
+        1430,
+        "the kernel's own choice, for reference"
+    );
 
     assert_ping(&h1.ns, C2_IP4, 3, &[&f1]);
     assert_ping(&h2.ns, C1_IP4, 3, &[&f1]);
@@ -385,7 +408,9 @@ fn kernel_peer_host_if_over_ipv6() {
     for (from, to) in [(&h1.ns, C2_IP4), (&h2.ns, C1_IP4)] {
         let out = from.exec(
             "ping",
-            ["-n", "-c", "3", "-W", "2", "-i", "0.2", "-M", "do", "-s", FULL_PING4, to],
+            [
+                "-n", "-c", "3", "-W", "2", "-i", "0.2", "-M", "do", "-s", FULL_PING4, to,
+            ],
         );
         assert!(
             out.success() && out.stdout.contains(" 0% packet loss"),
@@ -420,8 +445,20 @@ fn vxlan_fwd_pair_over_ipv6_tcp() {
     assert_remote(&rows(&f2.fdb_show_json()), 42, &c1.mac(), H1_IP6, "h2");
 
     let before = f1.counters();
-    iperf(c1, c2, false, &[&f1, &f2], "c1 -> c2 (vxlan-fwd both ends, IPv6)");
-    iperf(c1, c2, true, &[&f1, &f2], "c2 -> c1 (vxlan-fwd both ends, IPv6)");
+    iperf(
+        c1,
+        c2,
+        false,
+        &[&f1, &f2],
+        "c1 -> c2 (vxlan-fwd both ends, IPv6)",
+    );
+    iperf(
+        c1,
+        c2,
+        true,
+        &[&f1, &f2],
+        "c2 -> c1 (vxlan-fwd both ends, IPv6)",
+    );
     let after = f1.counters();
     let delta = counters_delta(&before, &after);
     assert_eq!(
@@ -480,10 +517,18 @@ fn group_mode_over_ipv6_in(setup: Setup) {
     setup.kernel_group_peer(h3);
     let maddr = |h: &Host| h.ns.ip(["-6", "maddr", "show", "dev", "eth0"]);
     // Positive control: the kernel member's own join is visible the same way.
-    assert!(maddr(h3).contains(GROUP6), "h3 (kernel): no {GROUP6} in ip maddr: {}", maddr(h3));
+    assert!(
+        maddr(h3).contains(GROUP6),
+        "h3 (kernel): no {GROUP6} in ip maddr: {}",
+        maddr(h3)
+    );
     for h in [h1, h2] {
         let m = maddr(h);
-        assert!(m.contains(GROUP6), "{}: `ip -6 maddr show dev eth0` lacks {GROUP6}:\n{m}", h.name);
+        assert!(
+            m.contains(GROUP6),
+            "{}: `ip -6 maddr show dev eth0` lacks {GROUP6}:\n{m}",
+            h.name
+        );
     }
 
     let mac1 = h1.ns.mac("eth0");
@@ -499,7 +544,11 @@ fn group_mode_over_ipv6_in(setup: Setup) {
     let g = group.octets();
     let to_group: Vec<&Vec<u8>> = captured
         .iter()
-        .filter(|f| f.len() > V6_INNER && f[6..12] == frames::parse_mac(&mac1) && f[V6_IP + 24..V6_IP + 40] == g)
+        .filter(|f| {
+            f.len() > V6_INNER
+                && f[6..12] == frames::parse_mac(&mac1)
+                && f[V6_IP + 24..V6_IP + 40] == g
+        })
         .collect();
     assert!(
         !to_group.is_empty(),
@@ -507,9 +556,20 @@ fn group_mode_over_ipv6_in(setup: Setup) {
         captured.len()
     );
     for f in &to_group {
-        assert_eq!(&f[0..6], &[0x33, 0x33, g[12], g[13], g[14], g[15]], "group MAC");
-        assert_eq!(f[V6_IP + 7], 1, "hop limit to the group: 1, as the kernel's");
-        assert!(udp6_checksum_ok(f), "UDP checksum of a group frame: {f:02x?}");
+        assert_eq!(
+            &f[0..6],
+            &[0x33, 0x33, g[12], g[13], g[14], g[15]],
+            "group MAC"
+        );
+        assert_eq!(
+            f[V6_IP + 7],
+            1,
+            "hop limit to the group: 1, as the kernel's"
+        );
+        assert!(
+            udp6_checksum_ok(f),
+            "UDP checksum of a group frame: {f:02x?}"
+        );
     }
     eprintln!("{} frames from h1 to the group checked", to_group.len());
 
@@ -517,7 +577,10 @@ fn group_mode_over_ipv6_in(setup: Setup) {
     let out = f1.stop();
     assert!(out.success(), "vxlan-fwd on h1 did not stop cleanly: {out}");
     let m = maddr(h1);
-    assert!(!m.contains(GROUP6), "h1 still in {GROUP6} after vxlan-fwd stopped:\n{m}");
+    assert!(
+        !m.contains(GROUP6),
+        "h1 still in {GROUP6} after vxlan-fwd stopped:\n{m}"
+    );
     assert!(maddr(h2).contains(GROUP6), "h2 left the group with h1");
 }
 
@@ -639,13 +702,29 @@ fn underlay_capture_ipv6_outer_headers_and_udp_checksums() {
         }
         let out = run_with_timeout(cmd, Duration::from_secs(30));
         let srv_out = srv.wait(Duration::from_secs(5));
-        assert!(out.success(), "iperf3 TCP (reverse {reverse}): {out}\nserver: {srv_out}\n{}", f1.diagnostics());
+        assert!(
+            out.success(),
+            "iperf3 TCP (reverse {reverse}): {out}\nserver: {srv_out}\n{}",
+            f1.diagnostics()
+        );
     }
     // UDP (inner UDP checksums in partial form too).
     let mut srv = c2.ns.spawn("iperf3", ["-s", "-1", "-B", sip]);
     std::thread::sleep(Duration::from_millis(300));
     let mut cmd = c1.ns.command("iperf3");
-    cmd.args(["-c", sip, "-u", "-b", "20M", "-l", "1200", "-t", "1", "--connect-timeout", "5000"]);
+    cmd.args([
+        "-c",
+        sip,
+        "-u",
+        "-b",
+        "20M",
+        "-l",
+        "1200",
+        "-t",
+        "1",
+        "--connect-timeout",
+        "5000",
+    ]);
     let out = run_with_timeout(cmd, Duration::from_secs(30));
     let _ = srv.wait(Duration::from_secs(5));
     assert!(out.success(), "iperf3 UDP: {out}");
@@ -692,8 +771,14 @@ fn underlay_capture_ipv6_outer_headers_and_udp_checksums() {
     eprintln!("{}", summary.lines().next().unwrap_or_default());
     checked.bad.truncate(5);
     assert!(checked.bad.is_empty() && over_ipv4 == 0, "{summary}");
-    assert!(checked.ok >= 2000 && checked.tcp >= 500, "too few frames checked: {summary}");
-    assert!(from_kernel > 0, "no frame of the kernel peer captured: {summary}");
+    assert!(
+        checked.ok >= 2000 && checked.tcp >= 500,
+        "too few frames checked: {summary}"
+    );
+    assert!(
+        from_kernel > 0,
+        "no frame of the kernel peer captured: {summary}"
+    );
     eprintln!(
         "{} frames checked, {} TCP, {} with the inner checksum completed first",
         checked.ok, checked.tcp, checked.completed
@@ -735,15 +820,22 @@ fn pmtu_over_ipv6_underlay() {
     assert!(r.ok, "small IPv6 ping: {}\n{}", r.output, diag());
     assert_ping(&c1.ns, C2_IP, 2, &[&f1, &f2]);
     for (six, ip) in [(true, C2_IP6), (false, C2_IP)] {
-        let route = c1.ns.ip([if six { "-6" } else { "-4" }, "route", "get", ip]);
-        assert!(!route.contains("mtu"), "c1 has a path MTU before the test: {route}");
+        let route = c1
+            .ns
+            .ip([if six { "-6" } else { "-4" }, "route", "get", ip]);
+        assert!(
+            !route.contains("mtu"),
+            "c1 has a path MTU before the test: {route}"
+        );
     }
 
     // IPv6: 1452 + 8 + 40 = 1500 bytes, too big for 1430.
     let before = f1.counters();
     let big = c1.ns.exec(
         "ping",
-        ["-6", "-n", "-M", "do", "-s", "1452", "-c", "1", "-W", "2", C2_IP6],
+        [
+            "-6", "-n", "-M", "do", "-s", "1452", "-c", "1", "-W", "2", C2_IP6,
+        ],
     );
     let after = f1.counters();
     let ctx = format!(
@@ -751,9 +843,19 @@ fn pmtu_over_ipv6_underlay() {
         counters_delta(&before, &after),
         diag()
     );
-    assert!(!big.success(), "a 1500-byte IPv6 packet crossed a 1430-byte overlay: {ctx}");
-    assert_eq!(d(&before, &after, "tx_icmp6_too_big"), 1, "one Packet Too Big: {ctx}");
-    assert!(d(&before, &after, "drop_too_big") >= 1, "drop_too_big did not grow: {ctx}");
+    assert!(
+        !big.success(),
+        "a 1500-byte IPv6 packet crossed a 1430-byte overlay: {ctx}"
+    );
+    assert_eq!(
+        d(&before, &after, "tx_icmp6_too_big"),
+        1,
+        "one Packet Too Big: {ctx}"
+    );
+    assert!(
+        d(&before, &after, "drop_too_big") >= 1,
+        "drop_too_big did not grow: {ctx}"
+    );
     let route = c1.ns.ip(["-6", "route", "get", C2_IP6]);
     assert!(
         route.contains("mtu 1430"),
@@ -762,7 +864,9 @@ fn pmtu_over_ipv6_underlay() {
     // 1382 + 48 = 1430: crosses, both ways.
     let ok = c1.ns.exec(
         "ping",
-        ["-6", "-n", "-M", "do", "-s", "1382", "-c", "3", "-W", "2", "-i", "0.2", C2_IP6],
+        [
+            "-6", "-n", "-M", "do", "-s", "1382", "-c", "3", "-W", "2", "-i", "0.2", C2_IP6,
+        ],
     );
     assert!(
         ok.success() && ok.stdout.contains(" 0% packet loss"),
@@ -782,7 +886,10 @@ fn pmtu_over_ipv6_underlay() {
         counters_delta(&before, &after),
         diag()
     );
-    assert!(!big.success(), "a 1500-byte DF packet crossed a 1430-byte overlay: {ctx}");
+    assert!(
+        !big.success(),
+        "a 1500-byte DF packet crossed a 1430-byte overlay: {ctx}"
+    );
     assert!(
         d(&before, &after, "tx_icmp_frag_needed") >= 1,
         "tx_icmp_frag_needed did not grow: {ctx}"
@@ -794,7 +901,9 @@ fn pmtu_over_ipv6_underlay() {
     );
     let ok = c1.ns.exec(
         "ping",
-        ["-n", "-M", "do", "-s", "1402", "-c", "3", "-W", "2", "-i", "0.2", C2_IP],
+        [
+            "-n", "-M", "do", "-s", "1402", "-c", "3", "-W", "2", "-i", "0.2", C2_IP,
+        ],
     );
     assert!(
         ok.success() && ok.stdout.contains(" 0% packet loss"),

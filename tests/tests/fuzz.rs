@@ -70,8 +70,8 @@ use std::{
 use aya::maps::{IterableMap as _, lpm_trie::Key};
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, Counter, FDB_F_STATIC, FdbEntry, FdbKey, META_MAGIC,
-    META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta,
-    VTEP_NONE, allow_data, vtep_as_v4, vtep_v4,
+    META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VTEP_NONE, VniInfo,
+    XdpMeta, allow_data, vtep_as_v4, vtep_v4,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, OFF_INNER, OFF_IP, OFF_UDP,
         OFF_VXLAN, OVERHEAD, Outer, build_outer, ecn_encap, inet_checksum, ipv4_checksum,
@@ -551,7 +551,11 @@ impl Lab {
             m.vnis.insert(v.vni, info, 0).unwrap();
             for (a, len) in &v.allowed {
                 m.allowed
-                    .insert(&Key::new(32 + 96 + len, allow_data(v.vni, &vtep_v4(*a))), 1, 0)
+                    .insert(
+                        &Key::new(32 + 96 + len, allow_data(v.vni, &vtep_v4(*a))),
+                        1,
+                        0,
+                    )
                     .unwrap();
             }
         }
@@ -2764,7 +2768,10 @@ fn fuzz(which: Prog, frames_scale: u64) {
     }
     for (ip6, n) in &neigh {
         let Some(ip) = vtep_as_v4(ip6) else {
-            check(false, format!("NEIGH entry for an IPv6 VTEP {ip6:?}: {n:?}"));
+            check(
+                false,
+                format!("NEIGH entry for an IPv6 VTEP {ip6:?}: {n:?}"),
+            );
             continue;
         };
         if lab.neigh.contains_key(&ip) {

@@ -8,8 +8,8 @@ use aya::maps::{HashMap, MapData, lpm_trie::Key};
 use vxlan_common::{
     ArpEntry, ArpKey, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
     CFG_F_TC_DECAP, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp, META_MAGIC,
-    META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, XdpMeta,
-    VNI_F_IPV6, VTEP_NONE, VtepAddr, allow_data, vtep_v4,
+    META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6,
+    VTEP_NONE, VniInfo, VtepAddr, XdpMeta, allow_data, vtep_v4,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN, Outer},
     wire6::{ENCAP6_LEN, OFF6_INNER, OFF6_IP, OFF6_UDP, OFF6_VXLAN, flow_label, outer_hdr6},
 };
@@ -219,7 +219,11 @@ fn xdp_decap_broadcast_floods_and_learns() {
     assert_eq!(&out[16..], &inner[..]);
 
     let learned = dp.fdb_get(C2_MAC).expect("inner source MAC learned");
-    assert_eq!(learned.remote, vtep_v4(REMOTE), "behind the outer source IP");
+    assert_eq!(
+        learned.remote,
+        vtep_v4(REMOTE),
+        "behind the outer source IP"
+    );
     assert_eq!(learned.ifindex, 0);
     assert_eq!(learned.flags & FDB_F_STATIC, 0, "learned, not static");
     assert!(learned.last_seen_ns > 0);
@@ -380,7 +384,10 @@ fn xdp_drops_vxlan_from_senders_that_are_not_remotes() {
     // --allow-remote 192.168.57.0/24 widens the set.
     dp.allow(VNI, [192, 168, 57, 0], 24);
     assert_eq!(dp.run_xdp(&f).0, XDP_PASS);
-    assert_eq!(dp.fdb_get(C2_MAC).unwrap().remote, vtep_v4([192, 168, 57, 99]));
+    assert_eq!(
+        dp.fdb_get(C2_MAC).unwrap().remote,
+        vtep_v4([192, 168, 57, 99])
+    );
 
     // Allowed in VNI 42 is not allowed in VNI 43.
     dp.vnis()
@@ -1390,7 +1397,6 @@ fn extern_entries_resist_the_wire_but_follow_a_local_port() {
     assert!(e.is_learned() && !e.is_extern(), "flags {:#x}", e.flags);
 }
 
-
 // ------------------------------------------------ VXLAN over IPv6 (issue 12)
 //
 // Frames are built by `frames::vxlan6_frame` (offsets by hand, checksums
@@ -1447,7 +1453,10 @@ fn xdp_decap_ipv6_exact_output_learns_the_ipv6_vtep() {
     dp.pin_port(C1_MAC, port_a);
     let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
     let f = vxlan6(&inner, VNI, LOCAL6, 4789, 0x08);
-    assert!(frames::udp6_checksum_ok(&f), "harness: the frame's checksum");
+    assert!(
+        frames::udp6_checksum_ok(&f),
+        "harness: the frame's checksum"
+    );
     let (action, out) = dp.run_xdp(&f);
     assert_eq!(action, XDP_PASS, "{:?}", dp.dp.counters());
     let meta_len = std::mem::size_of::<XdpMeta>();
@@ -1460,7 +1469,11 @@ fn xdp_decap_ipv6_exact_output_learns_the_ipv6_vtep() {
             flags: PORT_F_PEER
         }
     );
-    assert_eq!(&out[meta_len..], &inner[..], "70 bytes removed, inner byte for byte");
+    assert_eq!(
+        &out[meta_len..],
+        &inner[..],
+        "70 bytes removed, inner byte for byte"
+    );
     assert_eq!(
         (dp.counter(Counter::RxDecap), dp.counter(Counter::RxDecap6)),
         (1, 1)
@@ -1490,7 +1503,10 @@ fn tc_decap_ipv6_exact_output_learns_the_ipv6_vtep() {
     f.extend_from_slice(&[0xee; 6]);
     let (action, out) = dp.run_tc(Prog::TcUplink, &f, LO);
     assert_eq!(action, TC_ACT_REDIRECT, "{:?}", dp.dp.counters());
-    assert_eq!(out, inner, "exactly the inner frame (outer headers and padding gone)");
+    assert_eq!(
+        out, inner,
+        "exactly the inner frame (outer headers and padding gone)"
+    );
     assert_eq!(
         (dp.counter(Counter::RxDecap), dp.counter(Counter::RxDecap6)),
         (1, 1)
@@ -1806,7 +1822,11 @@ fn check_case6(dp: &mut Dp, xdp: bool, f: &[u8], inner: &[u8], c: &Case6) {
     let decapsulated = dp.counter(Counter::RxDecap);
     match c.want {
         Want::Decap => {
-            assert_eq!(action, if xdp { XDP_PASS } else { TC_ACT_REDIRECT }, "{ctx}");
+            assert_eq!(
+                action,
+                if xdp { XDP_PASS } else { TC_ACT_REDIRECT },
+                "{ctx}"
+            );
             assert_eq!(decapsulated, 1, "{ctx}");
             assert_eq!(dp.counter(Counter::RxDecap6), 1, "{ctx}");
             let got = if xdp { &out[meta..] } else { &out[..] };
@@ -1928,9 +1948,18 @@ fn assert_outer6(
     tc: u8,
     what: &str,
 ) -> (u16, u32) {
-    assert_eq!(out.len(), ENCAP6_LEN + inner.len(), "{what}: 70 bytes of encapsulation");
+    assert_eq!(
+        out.len(),
+        ENCAP6_LEN + inner.len(),
+        "{what}: 70 bytes of encapsulation"
+    );
     let sport = u16::from_be_bytes([out[OFF6_UDP], out[OFF6_UDP + 1]]);
-    let label = u32::from_be_bytes([0, out[OFF6_IP + 1] & 0x0f, out[OFF6_IP + 2], out[OFF6_IP + 3]]);
+    let label = u32::from_be_bytes([
+        0,
+        out[OFF6_IP + 1] & 0x0f,
+        out[OFF6_IP + 2],
+        out[OFF6_IP + 3],
+    ]);
     let o = Outer {
         src_mac: UPLINK_MAC,
         dst_mac,
@@ -1945,7 +1974,10 @@ fn assert_outer6(
     let want = want.bytes();
     for (name, r) in [
         ("Ethernet", 0..14),
-        ("IPv6 version, traffic class, flow label", OFF6_IP..OFF6_IP + 4),
+        (
+            "IPv6 version, traffic class, flow label",
+            OFF6_IP..OFF6_IP + 4,
+        ),
         ("IPv6 payload length", OFF6_IP + 4..OFF6_IP + 6),
         ("IPv6 next header, hop limit", OFF6_IP + 6..OFF6_IP + 8),
         ("IPv6 source", OFF6_IP + 8..OFF6_IP + 24),
@@ -1969,9 +2001,20 @@ fn assert_outer6(
         "{what}: payload length"
     );
     assert_eq!((out[OFF6_IP + 6], out[OFF6_IP + 7]), (17, hop), "{what}");
-    assert!((32768..60999).contains(&sport), "{what}: source port {sport}");
-    assert_eq!(&out[OFF6_VXLAN..OFF6_INNER], &[0x08, 0, 0, 0, 0, 0, VNI as u8, 0], "{what}");
-    assert_eq!(&out[OFF6_INNER..], inner, "{what}: inner frame byte for byte");
+    assert!(
+        (32768..60999).contains(&sport),
+        "{what}: source port {sport}"
+    );
+    assert_eq!(
+        &out[OFF6_VXLAN..OFF6_INNER],
+        &[0x08, 0, 0, 0, 0, 0, VNI as u8, 0],
+        "{what}"
+    );
+    assert_eq!(
+        &out[OFF6_INNER..],
+        inner,
+        "{what}: inner frame byte for byte"
+    );
     assert_udp6_checksum(out, what);
     (sport, label)
 }
@@ -1983,8 +2026,7 @@ fn assert_outer6(
 fn label_and_port_agree(label: u32, sport: u16) -> bool {
     (0..4096u32).any(|mid| {
         let hash = ((label & 0xffff) << 16) | (mid << 4) | (label >> 16);
-        flow_label(hash) == label
-            && vxlan_common::wire::flow_src_port(hash, 32768, 60999) == sport
+        flow_label(hash) == label && vxlan_common::wire::flow_src_port(hash, 32768, 60999) == sport
     })
 }
 
@@ -2007,7 +2049,11 @@ fn tc_encap_ipv6_exact_outer_header() {
     );
     // The same flow: the same port and label; another flow: another label.
     let (_, again) = dp.run_tc(Prog::TcPort, &inner, LO);
-    assert_eq!(&again[..OFF6_UDP + 2], &out[..OFF6_UDP + 2], "same flow, same headers");
+    assert_eq!(
+        &again[..OFF6_UDP + 2],
+        &out[..OFF6_UDP + 2],
+        "same flow, same headers"
+    );
     let other = inner_udp(C2_MAC, C1_MAC, 0, 54, b"another flow");
     let (_, o2) = dp.run_tc(Prog::TcPort, &other, LO);
     let (sport2, label2) = assert_outer6(&o2, &other, REMOTE6, REMOTE_MAC, 64, 0, "another flow");
@@ -2020,7 +2066,15 @@ fn tc_encap_ipv6_exact_outer_header() {
         i[6..12].copy_from_slice(&C1_MAC);
         let (action, out) = dp.run_tc(Prog::TcPort, &i, LO);
         assert_eq!(action, TC_ACT_REDIRECT, "{len}");
-        assert_outer6(&out, &i, REMOTE6, REMOTE_MAC, 64, 0, &format!("inner of {len} bytes"));
+        assert_outer6(
+            &out,
+            &i,
+            REMOTE6,
+            REMOTE_MAC,
+            64,
+            0,
+            &format!("inner of {len} bytes"),
+        );
     }
     let learned = dp.fdb_get(C1_MAC).expect("source MAC learned on the port");
     assert_eq!((learned.ifindex, learned.remote), (LO, VTEP_NONE));
@@ -2086,13 +2140,31 @@ fn tc_overlay_mtu_over_ipv6_is_uplink_minus_70() {
         f
     };
     let (action, out) = dp.run_tc(Prog::TcPort, &fits, LO);
-    assert_eq!(action, TC_ACT_REDIRECT, "1430 bytes fit: {:?}", dp.dp.counters());
-    assert_outer6(&out, &fits, REMOTE6, REMOTE_MAC, 64, 0, "1430-byte IPv4 packet");
+    assert_eq!(
+        action,
+        TC_ACT_REDIRECT,
+        "1430 bytes fit: {:?}",
+        dp.dp.counters()
+    );
+    assert_outer6(
+        &out,
+        &fits,
+        REMOTE6,
+        REMOTE_MAC,
+        64,
+        0,
+        "1430-byte IPv4 packet",
+    );
     let mut big = inner_ipv4_len(14 + 1431);
     big[..6].copy_from_slice(&C2_MAC);
     big[6..12].copy_from_slice(&C1_MAC);
     let (_, out) = dp.run_tc(Prog::TcPort, &big, LO);
-    assert_eq!(dp.counter(Counter::TxIcmpFragNeeded), 1, "{:?}", dp.dp.counters());
+    assert_eq!(
+        dp.counter(Counter::TxIcmpFragNeeded),
+        1,
+        "{:?}",
+        dp.dp.counters()
+    );
     assert_eq!(dp.counter(Counter::DropTooBig), 1);
     // Ethernet, IPv4 (20), ICMP type 3 code 4, next-hop MTU at bytes 6..8.
     let icmp = &out[14 + 20..];
@@ -2103,10 +2175,23 @@ fn tc_overlay_mtu_over_ipv6_is_uplink_minus_70() {
     let fits = inner_ipv6_len(14 + 1430);
     let (action, out) = dp.run_tc(Prog::TcPort, &fits, LO);
     assert_eq!(action, TC_ACT_REDIRECT, "1430 bytes fit");
-    assert_outer6(&out, &fits, REMOTE6, REMOTE_MAC, 64, 0, "1430-byte IPv6 packet");
+    assert_outer6(
+        &out,
+        &fits,
+        REMOTE6,
+        REMOTE_MAC,
+        64,
+        0,
+        "1430-byte IPv6 packet",
+    );
     let big = inner_ipv6_len(14 + 1431);
     let (_, out) = dp.run_tc(Prog::TcPort, &big, LO);
-    assert_eq!(dp.counter(Counter::TxIcmp6TooBig), 1, "{:?}", dp.dp.counters());
+    assert_eq!(
+        dp.counter(Counter::TxIcmp6TooBig),
+        1,
+        "{:?}",
+        dp.dp.counters()
+    );
     let want = frames::icmp6_too_big(&big, 1430).expect("a quote");
     assert_eq!(out, want, "the Packet Too Big, byte for byte, MTU 1430");
 }

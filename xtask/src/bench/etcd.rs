@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
-use vxlan_common::FdbKey;
+use vxlan_common::{FdbKey, vtep_v4};
 use vxlan_tests::{
     Capture, Forwarder, StartOpts, Topology, etcd::Etcd, in_netns, ping_result, topo::Site,
 };
@@ -272,7 +272,7 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<EtcdFigures> {
                 loop {
                     if fdb
                         .get(&FdbKey::new(v, m), 0)
-                        .is_ok_and(|e| e.remote == to.octets())
+                        .is_ok_and(|e| e.remote == vtep_v4(to.octets()))
                     {
                         break;
                     }
