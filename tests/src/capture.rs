@@ -177,3 +177,41 @@ pub fn parse_pcap(data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
     }
     Ok(frames)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pcap;
+
+    #[test]
+    fn pcap_records_both_byte_orders_and_cut_frames() {
+        let file = |le: bool, frames: &[(&[u8], u32)]| {
+            let w = |v: u32| if le { v.to_le_bytes() } else { v.to_be_bytes() };
+            let mut d = Vec::new();
+            d.extend_from_slice(&w(0xa1b2_c3d4));
+            d.extend_from_slice(&[0; 4]);
+            if le {
+                d[4..8].copy_from_slice(&[2, 0, 4, 0]);
+            }
+            d.extend_from_slice(&[0; 8]);
+            d.extend_from_slice(&w(262_144));
+            d.extend_from_slice(&w(1));
+            for (f, orig) in frames {
+                d.extend_from_slice(&w(1));
+                d.extend_from_slice(&w(2));
+                d.extend_from_slice(&w(f.len() as u32));
+                d.extend_from_slice(&w(*orig));
+                d.extend_from_slice(f);
+            }
+            d
+        };
+        for le in [true, false] {
+            let got = parse_pcap(&file(le, &[(&[1, 2, 3], 3), (&[4; 70], 70)])).unwrap();
+            assert_eq!(got, vec![vec![1, 2, 3], vec![4; 70]]);
+            assert!(
+                parse_pcap(&file(le, &[(&[1, 2, 3], 9)])).is_err(),
+                "a cut frame"
+            );
+        }
+        assert!(parse_pcap(b"not a pcap file at all..").is_err());
+    }
+}

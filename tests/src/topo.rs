@@ -130,6 +130,9 @@ pub struct Site {
     pub name: String,
     pub netns: String,
     pub underlay_ip: Ipv4Addr,
+    /// Its IPv6 underlay address, on an IPv6 underlay
+    /// ([`TopologyBuilder::host_ip6`]).
+    pub underlay_ip6: Option<Ipv6Addr>,
     pub container_netns: String,
     pub container_ip: Ipv4Addr,
 }
@@ -203,6 +206,7 @@ impl Topology {
                     name: h.name.clone(),
                     netns: h.ns.name().to_owned(),
                     underlay_ip: h.ip,
+                    underlay_ip6: h.ip6,
                     container_netns: c.ns.name().to_owned(),
                     container_ip: c.ip,
                 })

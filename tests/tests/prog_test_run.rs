@@ -1540,7 +1540,8 @@ type Setup6 = Box<dyn Fn(&mut Dp)>;
 /// the damage done to the good frame, and the outcome.
 struct Case6 {
     what: &'static str,
-    setup: Setup6,
+    /// `None`: the shared datapath of the plain cases.
+    setup: Option<Setup6>,
     damage: Mutation,
     want: Want,
 }
@@ -1548,12 +1549,12 @@ struct Case6 {
 fn c6(
     what: &'static str,
     want: Want,
-    setup: impl Fn(&mut Dp) + 'static,
+    setup: Option<fn(&mut Dp)>,
     damage: impl Fn(&mut Vec<u8>) + 'static,
 ) -> Case6 {
     Case6 {
         what,
-        setup: Box::new(setup),
+        setup: setup.map(|f| Box::new(f) as Setup6),
         damage: Box::new(damage),
         want,
     }
@@ -1581,16 +1582,16 @@ fn insert_ext(f: &mut Vec<u8>, nh: u8, body: [u8; 6]) {
 /// first, each case with the exact outcome it must come to (by XDP and by
 /// TC decapsulation alike).
 fn ipv6_corpus() -> Vec<Case6> {
-    let none = |_: &mut Dp| {};
-    let allow_all = |dp: &mut Dp| dp.allow6(VNI, [0; 16], 0);
+    let none: Option<fn(&mut Dp)> = None;
+    let allow_all: Option<fn(&mut Dp)> = Some(|dp| dp.allow6(VNI, [0; 16], 0));
     let mut v = vec![
         c6("good (positive control)", Want::Decap, none, |_| {}),
         c6(
             "to a joined group (group MAC)",
             Want::Decap,
-            |dp: &mut Dp| {
+            Some(|dp| {
                 dp.dp.maps.groups.insert(GROUP6, 0, 0).unwrap();
-            },
+            }),
             |f| {
                 f[..6].copy_from_slice(&GROUP6_MAC);
                 f[OFF6_IP + 24..OFF6_IP + 40].copy_from_slice(&GROUP6);
@@ -1683,10 +1684,10 @@ fn ipv6_corpus() -> Vec<Case6> {
         c6(
             "source: IPv4-mapped",
             Want::Drop(Counter::DropBadOuterSrc),
-            |dp: &mut Dp| {
+            Some(|dp| {
                 dp.allow6(VNI, [0; 16], 0);
                 dp.allow(VNI, REMOTE, 32);
-            },
+            }),
             |f| set_src6(f, vtep_v4(REMOTE)),
         ),
         c6(
@@ -1742,7 +1743,7 @@ fn ipv6_corpus() -> Vec<Case6> {
         c6(
             "an IPv4 VNI over IPv6",
             Want::Drop(Counter::DropFamily),
-            |dp: &mut Dp| {
+            Some(|dp| {
                 let info = VniInfo {
                     n_ports: 1,
                     ports: {
@@ -1755,7 +1756,7 @@ fn ipv6_corpus() -> Vec<Case6> {
                 };
                 dp.vnis().insert(43, info, 0).unwrap();
                 dp.allow6(43, REMOTE6, 128);
-            },
+            }),
             |f| {
                 f[OFF6_VXLAN + 4..OFF6_VXLAN + 8].copy_from_slice(&(43u32 << 8).to_be_bytes());
                 frames::set_udp6_checksum(f);
@@ -1786,11 +1787,11 @@ fn ipv6_corpus() -> Vec<Case6> {
     v.push(c6(
         "sender allowed by a /64",
         Want::Decap,
-        |dp: &mut Dp| {
+        Some(|dp| {
             let mut p = REMOTE6;
             p[8..].fill(0);
             dp.allow6(VNI, p, 64);
-        },
+        }),
         |f| {
             let mut other = REMOTE6;
             other[15] = 0x99;
@@ -1806,20 +1807,25 @@ fn ipv6_corpus() -> Vec<Case6> {
 fn check_case6(dp: &mut Dp, xdp: bool, f: &[u8], inner: &[u8], c: &Case6) {
     let path = if xdp { "xdp" } else { "tc" };
     let what = c.what;
+    // The datapath may be shared by several cases: counters as deltas,
+    // and the entry learned from a positive case removed afterwards.
+    let before = dp.dp.counters().unwrap();
     let (action, out) = if xdp {
         dp.run_xdp(f)
     } else {
         dp.run_tc(Prog::TcUplink, f, LO)
     };
-    let counters = dp.dp.counters().unwrap();
+    let after = dp.dp.counters().unwrap();
+    let d = |k: Counter| after[k as usize] - before[k as usize];
     let nonzero: Vec<(Counter, u64)> = Counter::ALL
         .iter()
-        .map(|k| (*k, counters[*k as usize]))
+        .map(|k| (*k, d(*k)))
         .filter(|(_, n)| *n != 0)
         .collect();
-    let ctx = format!("{path}: {what}: action {action}, counters {nonzero:?}");
+    let ctx = format!("{path}: {what}: action {action}, counter changes {nonzero:?}");
     let meta = std::mem::size_of::<XdpMeta>();
-    let decapsulated = dp.counter(Counter::RxDecap);
+    let learned = dp.fdb_get(C2_MAC).is_some();
+    let _ = dp.fdb().remove(&FdbKey::new(VNI, C2_MAC));
     match c.want {
         Want::Decap => {
             assert_eq!(
@@ -1827,37 +1833,37 @@ fn check_case6(dp: &mut Dp, xdp: bool, f: &[u8], inner: &[u8], c: &Case6) {
                 if xdp { XDP_PASS } else { TC_ACT_REDIRECT },
                 "{ctx}"
             );
-            assert_eq!(decapsulated, 1, "{ctx}");
-            assert_eq!(dp.counter(Counter::RxDecap6), 1, "{ctx}");
+            assert_eq!(d(Counter::RxDecap), 1, "{ctx}");
+            assert_eq!(d(Counter::RxDecap6), 1, "{ctx}");
             let got = if xdp { &out[meta..] } else { &out[..] };
             assert_eq!(got, inner, "{ctx}: inner frame byte for byte");
-            assert!(dp.fdb_get(C2_MAC).is_some(), "{ctx}: not learned");
+            assert!(learned, "{ctx}: not learned");
             return;
         }
         Want::Pass => {
             assert_eq!(action, if xdp { XDP_PASS } else { TC_ACT_UNSPEC }, "{ctx}");
             assert_eq!(out, f, "{ctx}: not untouched");
-            assert_eq!(dp.counter(Counter::RxPass), 1, "{ctx}");
+            assert_eq!(d(Counter::RxPass), 1, "{ctx}");
         }
         Want::Drop(reason) => {
             assert_eq!(action, if xdp { XDP_DROP } else { TC_ACT_SHOT }, "{ctx}");
-            assert_eq!(dp.counter(reason), 1, "{ctx}: not counted as {reason:?}");
+            assert_eq!(d(reason), 1, "{ctx}: not counted as {reason:?}");
         }
         Want::Csum if xdp && action == XDP_PASS => {
-            assert_eq!(dp.counter(Counter::RxCsumDeferred), 1, "{ctx}");
+            assert_eq!(d(Counter::RxCsumDeferred), 1, "{ctx}");
             assert_eq!(&out[meta..], f, "{ctx}: handed on modified");
             let m = meta_of(&out);
             assert_eq!(m.magic, META_MAGIC_TC_DECAP, "{ctx}: metadata {m:?}");
         }
         Want::Csum => {
             assert_eq!(action, if xdp { XDP_DROP } else { TC_ACT_SHOT }, "{ctx}");
-            assert_eq!(dp.counter(Counter::DropUdpCsum), 1, "{ctx}");
+            assert_eq!(d(Counter::DropUdpCsum), 1, "{ctx}");
         }
     }
-    assert_eq!(decapsulated, 0, "{ctx}: decapsulated");
-    assert_eq!(dp.counter(Counter::RxDecap6), 0, "{ctx}");
-    assert!(dp.fdb_get(C2_MAC).is_none(), "{ctx}: learned");
-    assert_eq!(dp.counter(Counter::Learn), 0, "{ctx}: learned");
+    assert_eq!(d(Counter::RxDecap), 0, "{ctx}: decapsulated");
+    assert_eq!(d(Counter::RxDecap6), 0, "{ctx}");
+    assert!(!learned, "{ctx}: learned");
+    assert_eq!(d(Counter::Learn), 0, "{ctx}: learned");
     let src: [u8; 16] = f[OFF6_IP + 8..OFF6_IP + 24].try_into().unwrap();
     assert!(
         src == REMOTE6 || dp.neigh().get(&src, 0).is_err(),
@@ -1865,26 +1871,73 @@ fn check_case6(dp: &mut Dp, xdp: bool, f: &[u8], inner: &[u8], c: &Case6) {
     );
 }
 
-/// The corpus through XDP and through TC decapsulation, each case on
-/// fresh maps; every case asserts its exact outcome and counter, and the
-/// positive controls (the good frame, a joined group, an allowed prefix)
-/// are decapsulated to the exact inner frame.
+/// The corpus through XDP and through TC decapsulation; every case
+/// asserts its exact outcome and counter, and the positive controls (the
+/// good frame, a joined group, an allowed prefix) are decapsulated to the
+/// exact inner frame. The plain cases share one datapath per path (loading
+/// one costs seconds); cases with maps of their own get a fresh one. The
+/// inner frame is unicast to a known port (floods: see
+/// `tc_decap_ipv6_floods_broadcast_and_trims_padding`).
 #[test]
 fn ipv6_outer_bad_input_corpus_xdp_and_tc() {
-    let inner = inner_arp(C2_MAC);
+    let inner = inner_ipv4(C1_MAC, C2_MAC, 0);
     let good = vxlan6(&inner, VNI, LOCAL6, 4789, 0x08);
+    let fresh = |xdp: bool| {
+        let mut dp = Dp::new6();
+        let port_a = dp.port_a;
+        dp.pin_port(C1_MAC, port_a);
+        if !xdp {
+            dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+        }
+        dp
+    };
+    let mut shared = [fresh(true), fresh(false)];
     for c in ipv6_corpus() {
         let mut f = good.clone();
         (c.damage)(&mut f);
-        for xdp in [true, false] {
-            let mut dp = Dp::new6();
-            (c.setup)(&mut dp);
-            if !xdp {
-                dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+        for (i, xdp) in [true, false].into_iter().enumerate() {
+            match &c.setup {
+                None => check_case6(&mut shared[i], xdp, &f, &inner, &c),
+                Some(setup) => {
+                    let mut dp = fresh(xdp);
+                    setup(&mut dp);
+                    check_case6(&mut dp, xdp, &f, &inner, &c);
+                }
             }
-            check_case6(&mut dp, xdp, &f, &inner, &c);
         }
     }
+}
+
+/// A broadcast inner frame over IPv6 through TC decapsulation: one copy
+/// per local port, the original redirected, padding trimmed, learned.
+#[test]
+fn tc_decap_ipv6_floods_broadcast_and_trims_padding() {
+    let mut dp = Dp::new6();
+    dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+    let inner = inner_arp(C2_MAC);
+    let mut f = vxlan6(&inner, VNI, LOCAL6, 4789, 0x08);
+    f.extend_from_slice(&[0xee; 6]);
+    let (action, out) = dp.run_tc(Prog::TcUplink, &f, LO);
+    let counters = dp.dp.counters().unwrap();
+    let nonzero: Vec<(Counter, u64)> = Counter::ALL
+        .iter()
+        .map(|k| (*k, counters[*k as usize]))
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    assert_eq!(action, TC_ACT_REDIRECT, "counters {nonzero:?}");
+    assert_eq!(out, inner, "inner frame, padding gone");
+    assert_eq!(
+        dp.counter(Counter::RxFloodCopy),
+        2,
+        "one copy per local port"
+    );
+    assert_eq!(dp.counter(Counter::RxDecap6), 1);
+    assert!(dp.fdb_get(C2_MAC).is_some(), "learned from a broadcast too");
+    // The same through XDP (positive control of the frame).
+    let mut x = Dp::new6();
+    let (action, out) = x.run_xdp(&f);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(&out[std::mem::size_of::<XdpMeta>()..], &inner[..]);
 }
 
 /// The other way round: an IPv6 VNI receiving over IPv4 is `drop_family`;
@@ -2194,4 +2247,40 @@ fn tc_overlay_mtu_over_ipv6_is_uplink_minus_70() {
     );
     let want = frames::icmp6_too_big(&big, 1430).expect("a quote");
     assert_eq!(out, want, "the Packet Too Big, byte for byte, MTU 1430");
+}
+
+/// The IPv4 underlay's overlay MTU is uplink − 50 (1450): an inner packet
+/// of 1450 bytes is encapsulated, one of 1451 with DF is refused with
+/// "fragmentation needed" carrying 1450.
+#[test]
+fn tc_overlay_mtu_over_ipv4_is_uplink_minus_50() {
+    let mut dp = Dp::new();
+    dp.pin_remote(C2_MAC, REMOTE);
+    dp.neigh_remote();
+    let frame = |l3: usize| {
+        let mut f = inner_ipv4_len(14 + l3);
+        f[..6].copy_from_slice(&C2_MAC);
+        f[6..12].copy_from_slice(&C1_MAC);
+        f
+    };
+    let fits = frame(1450);
+    let (action, out) = dp.run_tc(Prog::TcPort, &fits, LO);
+    assert_eq!(action, TC_ACT_REDIRECT, "1450 bytes fit");
+    assert_eq!(out.len(), ENCAP_LEN + fits.len());
+    let big = frame(1451);
+    let (_, out) = dp.run_tc(Prog::TcPort, &big, LO);
+    let counters = dp.dp.counters().unwrap();
+    let nonzero: Vec<(Counter, u64)> = Counter::ALL
+        .iter()
+        .map(|k| (*k, counters[*k as usize]))
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    assert_eq!(
+        dp.counter(Counter::TxIcmpFragNeeded),
+        1,
+        "a 1451-byte DF packet: counters {nonzero:?}"
+    );
+    let icmp = &out[14 + 20..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450, "next-hop MTU");
 }

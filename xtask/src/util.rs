@@ -147,8 +147,20 @@ pub fn start_fwd(
     state_dir: &Path,
     extra: &[&str],
 ) -> Result<Forwarder> {
+    start_fwd_to(host, &peer.underlay_ip.to_string(), bin, state_dir, extra)
+}
+
+/// [`start_fwd`] towards the VTEP address `remote` (e.g. the peer's IPv6
+/// underlay address: VXLAN over IPv6).
+pub fn start_fwd_to(
+    host: &Site,
+    remote: &str,
+    bin: &Path,
+    state_dir: &Path,
+    extra: &[&str],
+) -> Result<Forwarder> {
     let vni = VNI.to_string();
-    let remote = peer.underlay_ip.to_string();
+    let remote = remote.to_owned();
     let mut args = vec![
         "--iface", UPLINK, "--vni", &vni, "--remote", &remote, "--port", PORT,
     ];

@@ -17,7 +17,10 @@ use vxlan_tests::{
     Forwarder, Process, Topology,
     netns::netns_command as netns_cmd,
     ping_result,
-    topo::{CONTAINER_IFACE, KERNEL_VXLAN, PORT, Site, UPLINK},
+    topo::{
+        CONTAINER_IFACE, CONTAINER_MTU, CONTAINER_MTU6, H1_IP6, H2_IP6, KERNEL_VXLAN, PORT, Site,
+        UPLINK,
+    },
 };
 use vxlan_user::maps::Maps;
 
@@ -28,7 +31,7 @@ use super::{
 };
 use crate::{
     signals,
-    util::{output, output_any, start_fwd, stop_fwds, target_dir},
+    util::{output, output_any, start_fwd_to, stop_fwds, target_dir},
 };
 
 const PREFIX: &str = "vxbench-";
@@ -112,6 +115,9 @@ struct Variant {
     rx: Option<RxMode>,
     /// Whether the FDB-scale and memory figures (6, 7) are measured too.
     scale: bool,
+    /// VXLAN over the IPv6 underlay (the hosts' `fd00:57::N`; containers
+    /// at MTU 1430) instead of IPv4 (section 8).
+    ipv6: bool,
 }
 
 impl Variant {
@@ -124,6 +130,7 @@ impl Variant {
                 _ => None,
             },
             scale: false,
+            ipv6: false,
         }
     }
 
@@ -131,6 +138,9 @@ impl Variant {
         let mut n = self.setup.name().to_owned();
         if let Some(m) = self.rx.filter(|&m| m != RxMode::Tc) {
             n = format!("{n}, {}", m.name());
+        }
+        if self.ipv6 {
+            n = format!("{n}, over IPv6");
         }
         format!(
             "{n}; bridge-nf-call-* = {} in every namespace",
@@ -157,7 +167,16 @@ impl Variant {
             Self::new(Setup::NoTunnel, true),
             mode(RxMode::XdpGeneric),
             mode(RxMode::XdpNative),
+            Self::over_ipv6(Setup::Kernel),
+            Self::over_ipv6(Setup::VxlanFwd),
         ]
+    }
+
+    /// `setup` over the IPv6 underlay, hooks off.
+    const fn over_ipv6(setup: Setup) -> Self {
+        let mut v = Self::new(setup, false);
+        v.ipv6 = true;
+        v
     }
 }
 
@@ -408,7 +427,11 @@ pub fn run(plan: &Plan, fwd: &Path) -> Result<()> {
     let fwd = fwd_copy.as_path();
 
     signals::teardown_lab_on_signal();
+    // Both underlay families on the hosts' eth0: IPv4 for sections 1-7,
+    // IPv6 for section 8.
     let topo = Topology::point_to_point(&prefix())
+        .host_ip6("h1", H1_IP6)
+        .host_ip6("h2", H2_IP6)
         .announce(true)
         .try_build()?;
     let env = Env {
@@ -606,11 +629,21 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
             section(&format!("round {r}/{}: {}", env.plan.rounds, v.name()));
             let res = (|| {
                 let netfilter_seen = set_netfilter(env.topo, v.netfilter)?;
-                let mut res = match v.setup {
+                if v.ipv6 {
+                    set_overlay_mtu(env, CONTAINER_MTU6)?;
+                }
+                let res = match v.setup {
                     Setup::Kernel => kernel_setup(env, v),
                     Setup::VxlanFwd => fwd_setup(env, v),
                     Setup::NoTunnel => no_tunnel_setup(env, v),
-                }?;
+                };
+                let mtu = if v.ipv6 {
+                    set_overlay_mtu(env, CONTAINER_MTU)
+                } else {
+                    Ok(())
+                };
+                let mut res = res?;
+                mtu?;
                 res.netfilter_seen = netfilter_seen;
                 Ok::<_, anyhow::Error>(res)
             })()
@@ -652,14 +685,45 @@ fn ping(netns: &str, to: std::net::Ipv4Addr) -> (bool, String) {
     (r.ok, r.output)
 }
 
-fn kernel_up(env: &Env) -> Result<()> {
+/// The containers' `eth0` and the hosts' container ports at `mtu` (1430
+/// over the IPv6 underlay, 1450 otherwise).
+fn set_overlay_mtu(env: &Env, mtu: u32) -> Result<()> {
+    let mtu = mtu.to_string();
+    for h in [env.h(0), env.h(1)] {
+        ip(&["-n", &h.netns, "link", "set", PORT, "mtu", &mtu])?;
+        ip(&[
+            "-n",
+            &h.container_netns,
+            "link",
+            "set",
+            CONTAINER_IFACE,
+            "mtu",
+            &mtu,
+        ])?;
+    }
+    outln!("containers and their ports: MTU {mtu}");
+    Ok(())
+}
+
+/// The address `peer` is reached at: its IPv6 underlay address for
+/// VXLAN over IPv6.
+fn vtep_addr(peer: &Site, ipv6: bool) -> Result<String> {
+    if !ipv6 {
+        return Ok(peer.underlay_ip.to_string());
+    }
+    peer.underlay_ip6
+        .map(|a| a.to_string())
+        .ok_or_else(|| anyhow!("{} has no IPv6 underlay address", peer.name))
+}
+
+fn kernel_up(env: &Env, ipv6: bool) -> Result<()> {
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
         let vtep = env
             .topo
             .host(&h.name)
             .kernel_vtep(KERNEL_VXLAN)
             .vni(VNI)
-            .remote(peer.underlay_ip)
+            .remote(vtep_addr(peer, ipv6)?)
             .bridge("br0", &[PORT]);
         outln!("{}: {}", h.name, vtep.describe());
         vtep.try_create()?;
@@ -683,7 +747,7 @@ fn kernel_down(env: &Env) -> Result<()> {
 }
 
 fn kernel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
-    let r = kernel_up(env).and_then(|()| {
+    let r = kernel_up(env, v.ipv6).and_then(|()| {
         check_overlay(env)?;
         let mut r = SetupResult::measure(env, v, Setup::Kernel)?;
         let mut have = 0;
@@ -776,7 +840,7 @@ fn fill_kernel(env: &Env, from: u64, to: u64) -> Result<f64> {
     result.map(|()| t.elapsed().as_secs_f64())
 }
 
-fn fwd_start(env: &Env, max_fdb: Option<u32>, rx: Option<RxMode>) -> Result<()> {
+fn fwd_start(env: &Env, max_fdb: Option<u32>, rx: Option<RxMode>, ipv6: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&env.state_dir);
     for (h, peer) in [(env.h(0), env.h(1)), (env.h(1), env.h(0))] {
         // The state file (the table kept across restarts) goes to a
@@ -789,7 +853,8 @@ fn fwd_start(env: &Env, max_fdb: Option<u32>, rx: Option<RxMode>) -> Result<()> 
         if let Some(m) = rx.and_then(RxMode::arg) {
             extra.extend(["--xdp-mode", m]);
         }
-        let f = start_fwd(h, peer, env.fwd, &env.state_dir, &extra)?;
+        let remote = vtep_addr(peer, ipv6)?;
+        let f = start_fwd_to(h, &remote, env.fwd, &env.state_dir, &extra)?;
         env.fwds.borrow_mut().push(f);
     }
     Ok(())
@@ -844,7 +909,7 @@ fn fwd_stop(env: &Env, entries: u64) -> Result<Stop> {
 }
 
 fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
-    fwd_start(env, None, v.rx)?;
+    fwd_start(env, None, v.rx, v.ipv6)?;
     let mut stops = Vec::new();
     let mut have = 0;
     let r = (|| -> Result<SetupResult> {
@@ -865,7 +930,7 @@ fn fwd_setup(env: &Env, v: Variant) -> Result<SetupResult> {
                     scale_label(n)
                 );
                 stops.push(fwd_stop(env, have)?);
-                fwd_start(env, want, v.rx)?;
+                fwd_start(env, want, v.rx, v.ipv6)?;
                 check_overlay(env)?;
                 (have, cap) = (0, want);
             }
@@ -1314,7 +1379,9 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     let best = |s| {
         Variant::all()
             .into_iter()
-            .find(|v| v.setup == s && !v.netfilter && v.rx.is_none_or(|m| m == RxMode::Tc))
+            .find(|v| {
+                v.setup == s && !v.netfilter && !v.ipv6 && v.rx.is_none_or(|m| m == RxMode::Tc)
+            })
             .expect("every setup has a hooks-off variant")
     };
     let (kernel, fwd, none) = (
@@ -1390,7 +1457,7 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
     for m in [RxMode::Tc, RxMode::XdpGeneric, RxMode::XdpNative] {
         let v = Variant::all()
             .into_iter()
-            .find(|x| x.setup == Setup::VxlanFwd && !x.netfilter && x.rx == Some(m))
+            .find(|x| x.setup == Setup::VxlanFwd && !x.netfilter && !x.ipv6 && x.rx == Some(m))
             .expect("every receive mode has a variant");
         for (key, label, unit, f) in figures {
             if key == "rate_sent" {
@@ -1407,6 +1474,20 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
                 .with_no_tunnel(per(none, &f)),
             );
         }
+    }
+    // 8. VXLAN over the IPv6 underlay (hooks off, containers at MTU 1430),
+    // against the IPv4 figures of section 1.
+    for (key, label, unit, f) in figures {
+        rows.push(
+            Row::new(
+                &format!("ipv6_{key}"),
+                &format!("8. over an IPv6 underlay: {label}"),
+                unit,
+                per(Variant::over_ipv6(Setup::Kernel), &f),
+                per(Variant::over_ipv6(Setup::VxlanFwd), &f),
+            )
+            .with_no_tunnel(per(none, &f)),
+        );
     }
     rows.push(both(
         "fwd_cpu",
@@ -1643,6 +1724,11 @@ fn definitions(plan: &Plan) -> Vec<String> {
         ),
         "7. vxlan-fwd on h1: sum of the kernel's `memlock` (fdinfo) of the BPF maps it holds, \
          and its VmRSS; the kernel setup's own memory is not measured (n/a)"
+            .into(),
+        "8. over an IPv6 underlay: the same two setups with VXLAN over IPv6 between the hosts' \
+         fd00:57::1 and fd00:57::2 (kernel: vxlan0 with `local`/`remote` IPv6; vxlan-fwd: \
+         --remote fd00:57::N), hooks off, containers and their ports at MTU 1430 (1500 - 70) \
+         for these runs only; no tunnel as in section 3, for scale"
             .into(),
     ]
 }
