@@ -510,3 +510,108 @@ impl Attached {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd as _;
+
+    use aya::{EbpfLoader, programs::Xdp};
+
+    use super::*;
+
+    #[test]
+    fn kernel_names_are_cut_at_15() {
+        assert_eq!(kernel_prog_name(prog::XDP_PORT_GUARD), "vxlan_xdp_port_");
+        assert_eq!(kernel_prog_name(prog::TC_PORT), prog::TC_PORT);
+    }
+
+    /// Our guard program, loaded from the object (as a new instance would).
+    fn loaded_guard() -> Ebpf {
+        let mut ebpf = EbpfLoader::new()
+            .load(crate::EBPF_OBJ)
+            .expect("loading the object");
+        let p: &mut Xdp = ebpf
+            .program_mut(prog::XDP_PORT_GUARD)
+            .expect("guard program")
+            .try_into()
+            .expect("an XDP program");
+        p.load().expect("loading the guard");
+        ebpf
+    }
+
+    /// The guard on a veth in a private namespace: attached in native
+    /// mode, replaced (not doubled) by a second instance's, never put over
+    /// someone else's program, refused on a non-veth, removed by
+    /// `detach_guard` and by `remove_strays`.
+    #[test]
+    fn guard_attach_replace_detach() {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    let nl = Netlink::new().unwrap();
+                    nl.create_veth("gd0", "gd0p", 1500).await.unwrap();
+                    let link = nl.link_by_name("gd0").await.unwrap();
+                    let peer = nl.link_by_name("gd0p").await.unwrap();
+                    nl.set_up(link.index).await.unwrap();
+                    nl.set_up(peer.index).await.unwrap();
+                    let prog_id = |ebpf: &Ebpf| guard_prog(ebpf).unwrap().1;
+                    let xdp_of = |i| {
+                        let nl = nl.clone();
+                        async move { nl.link_by_index(i).await.unwrap().xdp_prog_id }
+                    };
+
+                    let first = loaded_guard();
+                    attach_guard(&first, &nl, &link).await.unwrap();
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&first)));
+                    assert!(is_guard_program(prog_id(&first)));
+                    // Again: nothing to do.
+                    attach_guard(&first, &nl, &link).await.unwrap();
+                    // A restarted instance replaces it.
+                    let second = loaded_guard();
+                    attach_guard(&second, &nl, &link).await.unwrap();
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&second)));
+                    drop(first);
+                    // Not on a non-veth.
+                    let lo = nl.link_by_name("lo").await.unwrap();
+                    let e = attach_guard(&second, &nl, &lo).await.unwrap_err();
+                    assert!(format!("{e:#}").contains("not a veth"), "{e:#}");
+                    // Stray guards go, kept ones stay.
+                    remove_strays(&nl, &[], &["gd0"]).await;
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&second)));
+                    remove_strays(&nl, &[], &[]).await;
+                    assert_eq!(xdp_of(link.index).await, None);
+                    attach_guard(&second, &nl, &link).await.unwrap();
+                    detach_guard(&nl, link.index).await;
+                    assert_eq!(xdp_of(link.index).await, None);
+                    // Someone else's program is left alone.
+                    let other = crate::sys_bpf::load_xdp_returning(2, "not_ours")
+                        .expect("loading a program");
+                    nl.set_xdp(
+                        link.index,
+                        Some(other.as_raw_fd()),
+                        XDP_FLAGS_DRV_MODE,
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                    let theirs = xdp_of(link.index).await;
+                    let e = attach_guard(&second, &nl, &link).await.unwrap_err();
+                    assert!(format!("{e:#}").contains("another XDP program"), "{e:#}");
+                    detach_guard(&nl, link.index).await;
+                    remove_strays(&nl, &[], &[]).await;
+                    assert_eq!(xdp_of(link.index).await, theirs);
+                });
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    }
+}
