@@ -8,9 +8,9 @@
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod counters;
+mod vtep;
 pub mod wire;
 pub mod wire6;
-mod vtep;
 
 pub use counters::Counter;
 pub use vtep::*;

@@ -96,7 +96,13 @@ mod tests {
 
     #[test]
     fn round_trips_both_families() {
-        for s in ["192.0.2.7", "0.0.0.0", "fd00:57::2", "::ffff:1.2.3.4", "::1"] {
+        for s in [
+            "192.0.2.7",
+            "0.0.0.0",
+            "fd00:57::2",
+            "::ffff:1.2.3.4",
+            "::1",
+        ] {
             let ip: IpAddr = s.parse().unwrap();
             let v = vtep_from_ip(ip);
             // A mapped IPv6 address is the IPv4 one: one address, one value.

@@ -111,12 +111,72 @@ pub const fn fold32(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// Outer headers over IPv6 from `src` to `dst` in front of an inner
-/// frame of `inner_len` bytes whose own one's complement sum (folded,
-/// network order) is `inner_sum`: the fields of `o` but its IPv4
-/// addresses and IP ID (`ttl` is the hop limit, `tos` the traffic class).
-/// The UDP checksum covers the pseudo-header, the UDP and VXLAN headers
-/// and the inner frame; a zero result is sent as 0xffff (RFC 8200 §8.1).
+impl OuterHdr6 {
+    /// Writes every field but the destination (MAC and address) and the
+    /// UDP checksum, in place: headers over IPv6 from `src` in front of an
+    /// inner frame of `inner_len` bytes, with the fields of `o` but its
+    /// IPv4 addresses and IP ID (`ttl` is the hop limit, `tos` the traffic
+    /// class). Returns the checksum's sum so far (network order,
+    /// unfolded): the pseudo-header's source and lengths, the UDP and
+    /// VXLAN headers, and `inner_sum`, the inner frame's own folded sum.
+    /// [`OuterHdr6::set_dst`] completes it per destination.
+    ///
+    /// Field by field into place: the datapath writes a map value (no
+    /// struct on its small stack) and sends several copies of a flood
+    /// with only the destination changed.
+    #[inline(always)]
+    pub fn fill(
+        &mut self,
+        o: &Outer,
+        src: &[u8; 16],
+        label: u32,
+        inner_len: u16,
+        inner_sum: u16,
+    ) -> u32 {
+        let udp_len = inner_len.wrapping_add((UDP_HLEN + VXLAN_HLEN) as u16);
+        let vni = o.vni << 8;
+        let vx_flags = u32::from_be_bytes([VXLAN_FLAG_I, 0, 0, 0]);
+        self._pad = [0; 2];
+        self.eth_src = o.src_mac;
+        self.eth_proto = ETH_P_IPV6.to_be();
+        self.ip_vtcfl = ((6 << 28) | (u32::from(o.tos) << 20) | (label & 0x000f_ffff)).to_be();
+        self.ip_plen = udp_len.to_be();
+        self.ip_nh_hop = ((u16::from(IPPROTO_UDP) << 8) | u16::from(o.ttl)).to_be();
+        self.ip_src = *src;
+        self.udp_sport = o.src_port.to_be();
+        self.udp_dport = o.dst_port.to_be();
+        self.udp_len = udp_len.to_be();
+        self.vx_flags = vx_flags.to_be();
+        self.vx_vni = vni.to_be();
+        // Pseudo-header (source, upper-layer length, next header), then
+        // the UDP header with a zero checksum, the VXLAN header and the
+        // inner frame.
+        let mut sum = add16(0, src);
+        sum += 2 * u32::from(udp_len) + u32::from(IPPROTO_UDP);
+        sum += u32::from(o.src_port) + u32::from(o.dst_port);
+        sum += (vx_flags >> 16) + (vx_flags & 0xffff) + (vni >> 16) + (vni & 0xffff);
+        sum + u32::from(inner_sum)
+    }
+
+    /// Sets the destination (`mac`, `dst`) and the UDP checksum, from the
+    /// sum [`OuterHdr6::fill`] returned. A zero checksum is sent as 0xffff
+    /// (RFC 8200 §8.1).
+    #[inline(always)]
+    pub fn set_dst(&mut self, mac: &[u8; 6], dst: &[u8; 16], sum: u32) {
+        self.eth_dst = *mac;
+        self.ip_dst = *dst;
+        let check = match !fold32(add16(sum, dst)) {
+            0 => 0xffff,
+            c => c,
+        };
+        self.udp_check = check.to_be();
+    }
+}
+
+/// Outer headers over IPv6 from `src` to `dst` (at `o.dst_mac`) in front
+/// of an inner frame of `inner_len` bytes whose own folded sum (network
+/// order) is `inner_sum`: [`OuterHdr6::fill`] and
+/// [`OuterHdr6::set_dst`] at once.
 #[inline(always)]
 pub fn outer_hdr6(
     o: &Outer,
@@ -126,37 +186,10 @@ pub fn outer_hdr6(
     inner_len: u16,
     inner_sum: u16,
 ) -> OuterHdr6 {
-    let udp_len = inner_len.wrapping_add((UDP_HLEN + VXLAN_HLEN) as u16);
-    let vni = o.vni << 8;
-    let vx_flags = u32::from_be_bytes([VXLAN_FLAG_I, 0, 0, 0]);
-    // Pseudo-header (addresses, upper-layer length, next header), then
-    // the UDP header with a zero checksum and the VXLAN header.
-    let mut sum = add16(add16(0, src), dst);
-    sum += 2 * u32::from(udp_len) + u32::from(IPPROTO_UDP);
-    sum += u32::from(o.src_port) + u32::from(o.dst_port);
-    sum += (vx_flags >> 16) + (vx_flags & 0xffff) + (vni >> 16) + (vni & 0xffff);
-    sum += u32::from(inner_sum);
-    let check = match !fold32(sum) {
-        0 => 0xffff,
-        c => c,
-    };
-    OuterHdr6 {
-        _pad: [0; 2],
-        eth_dst: o.dst_mac,
-        eth_src: o.src_mac,
-        eth_proto: ETH_P_IPV6.to_be(),
-        ip_vtcfl: ((6 << 28) | (u32::from(o.tos) << 20) | (label & 0x000f_ffff)).to_be(),
-        ip_plen: udp_len.to_be(),
-        ip_nh_hop: ((u16::from(IPPROTO_UDP) << 8) | u16::from(o.ttl)).to_be(),
-        ip_src: *src,
-        ip_dst: *dst,
-        udp_sport: o.src_port.to_be(),
-        udp_dport: o.dst_port.to_be(),
-        udp_len: udp_len.to_be(),
-        udp_check: check.to_be(),
-        vx_flags: vx_flags.to_be(),
-        vx_vni: vni.to_be(),
-    }
+    let mut h: OuterHdr6 = bytemuck::Zeroable::zeroed();
+    let sum = h.fill(o, src, label, inner_len, inner_sum);
+    h.set_dst(&o.dst_mac, dst, sum);
+    h
 }
 
 /// True for IPv6 multicast addresses (ff00::/8).
@@ -262,14 +295,25 @@ mod tests {
         };
         let src = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let dst = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-        let h = outer_hdr6(&o, &src, &dst, flow_label(0x1234_5678), 77, fold32(sum(&inner)));
+        let h = outer_hdr6(
+            &o,
+            &src,
+            &dst,
+            flow_label(0x1234_5678),
+            77,
+            fold32(sum(&inner)),
+        );
         let b = h.bytes();
         assert_eq!(&b[12..14], &[0x86, 0xdd]);
         assert_eq!(b[14] >> 4, 6);
         assert_eq!(((b[14] & 0x0f) << 4) | (b[15] >> 4), 2, "traffic class");
         let label = u32::from_be_bytes([0, b[15] & 0x0f, b[16], b[17]]);
         assert_eq!(label, 0x5678_1234 & 0xfffff);
-        assert_eq!(u16::from_be_bytes([b[18], b[19]]), 77 + 16, "payload length");
+        assert_eq!(
+            u16::from_be_bytes([b[18], b[19]]),
+            77 + 16,
+            "payload length"
+        );
         assert_eq!((b[20], b[21]), (17, 64));
         assert_eq!(&b[22..38], &src);
         assert_eq!(&b[38..54], &dst);

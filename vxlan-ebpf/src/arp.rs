@@ -55,7 +55,7 @@ fn load_arp(ctx: &TcContext) -> Option<ArpPkt> {
 /// Records the IPv4 address of the endpoint `mac` on a local port of
 /// `vni`, from an ARP frame (`proto` ARP) or an IPv4 packet. Written only
 /// when it changed.
-#[inline(always)]
+#[inline(never)]
 pub fn snoop(ctx: &TcContext, vni: u32, mac: &[u8; 6], proto: u16) {
     let ip: [u8; 4] = match proto {
         ETH_P_ARP => match load_arp(ctx) {
@@ -84,7 +84,7 @@ pub fn snoop(ctx: &TcContext, vni: u32, mac: &[u8; 6], proto: u16) {
 /// ARP suppression: `Some(action)` when the frame (an ARP request from
 /// port `ifindex` of `vni`) was answered on the port, `None` when it goes
 /// on as usual.
-#[inline(always)]
+#[inline(never)]
 pub fn suppress(ctx: &TcContext, vni: u32, ifindex: u32) -> Option<i32> {
     let a = load_arp(ctx)?;
     if a.op != ARP_REQUEST.to_be_bytes() || a.spa == [0; 4] || a.spa == a.tpa {

@@ -1,5 +1,6 @@
-//! Outer UDP checksum verification, for XDP and TC; the ICMPv6 checksum of
-//! a Packet Too Big built on a port.
+//! Outer UDP checksum verification, for XDP and TC, over IPv4 and IPv6;
+//! the sum of a frame going out over IPv6 ([`wire_sum`]); the ICMPv6
+//! checksum of a Packet Too Big built on a port.
 //!
 //! The datagram is copied in chunks of 512 bytes into a per-CPU scratch
 //! buffer (`bpf_xdp_load_bytes` / `bpf_skb_load_bytes`, which also read an
@@ -16,9 +17,12 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::bpf_csum_diff;
+use aya_ebpf::{helpers::bpf_csum_diff, programs::TcContext};
+use vxlan_common::wire::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP};
 
 use crate::{maps::SCRATCH, pkt::Frame};
+
+const IPPROTO_TCP: u8 = 6;
 
 /// Size of the scratch buffer, the largest chunk `bpf_csum_diff` takes.
 pub const CHUNK: usize = 512;
@@ -59,6 +63,142 @@ pub fn udp4_ok<F: Frame>(
         return None;
     }
     Some(fold(sum as u64) == 0xffff)
+}
+
+/// Sum of the 16 bytes of `a`, as 32-bit words in memory order.
+#[inline(always)]
+fn sum16(a: &[u8; 16]) -> u64 {
+    let mut s = 0u64;
+    let mut i = 0;
+    while i < 16 {
+        s += u64::from(u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]));
+        i += 4;
+    }
+    s
+}
+
+/// Whether the UDP datagram of `len` bytes at offset `off` of the frame,
+/// from `src` to `dst` (IPv6), has a correct checksum (the caller refuses
+/// a zero checksum field). `None` when it cannot be read.
+#[inline(always)]
+pub fn udp6_ok<F: Frame>(
+    f: &F,
+    off: usize,
+    len: usize,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> Option<bool> {
+    if len > 0xffff {
+        return None;
+    }
+    let l = (len as u16).to_be_bytes();
+    let pseudo = sum16(src)
+        + sum16(dst)
+        + u64::from(u32::from_le_bytes([0, 0, l[0], l[1]]))
+        + u64::from(u32::from_le_bytes([0, 0, 0, IPPROTO_UDP]));
+    let sum = sum::<F>(f.raw(), off as u32, len as u32, u32::from(fold(pseudo)));
+    if sum < 0 {
+        return None;
+    }
+    Some(fold(sum as u64) == 0xffff)
+}
+
+/// The one's complement sum (folded, memory order; negative on failure)
+/// of the whole frame as it will be on the wire, for the outer UDP
+/// checksum over IPv6. `l2` is the length of its Ethernet header with any
+/// VLAN tags.
+///
+/// A frame from a local socket may carry its TCP or UDP checksum still
+/// for offload (`CHECKSUM_PARTIAL`: the field holds the pseudo-header
+/// sum; a NIC, or the receiver on a veth, completes it). The outer sum
+/// must cover the completed bytes, and a completed segment sums to the
+/// complement of its pseudo-header (the kernel's `lco_csum`, "local
+/// checksum offload", rests on the same identity). `ip_summed` is not
+/// readable from TC, so the frame tells: a segment whose sum with its
+/// pseudo-header checks out is complete (and counts as it is); one whose
+/// field equals its pseudo-header sum is waiting for offload (counted as
+/// completed); anything else (a wrong checksum) counts as it is. Both
+/// readings agree whenever both could apply.
+#[inline(never)]
+pub fn wire_sum(ctx: &TcContext, l2: u32) -> i64 {
+    let len = ctx.len();
+    let raw = ctx.skb.skb as *mut c_void;
+    let whole = || sum::<TcContext>(raw, 0, len, 0);
+    let l2 = l2 & 0x1f;
+    if l2 < 14 || len < l2 + 40 {
+        return whole();
+    }
+    let Ok(et) = ctx.load::<[u8; 2]>(l2 as usize - 2) else {
+        return whole();
+    };
+    let proto = u16::from_be_bytes(et);
+    // The L4 segment (offset, length, protocol) and its pseudo-header sum.
+    let (l4_off, l4_len, l4p, pseudo) = match proto {
+        ETH_P_IP => {
+            let Ok(h) = ctx.load::<[u8; 20]>(l2 as usize) else {
+                return whole();
+            };
+            let ihl = u32::from(h[0] & 0x0f) * 4;
+            let tot = u32::from(u16::from_be_bytes([h[2], h[3]]));
+            let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff;
+            if ihl < 20 || frag != 0 || tot < ihl {
+                return whole();
+            }
+            let l4_len = tot - ihl;
+            let l = (l4_len as u16).to_be_bytes();
+            let pseudo = u64::from(u32::from_le_bytes([h[12], h[13], h[14], h[15]]))
+                + u64::from(u32::from_le_bytes([h[16], h[17], h[18], h[19]]))
+                + u64::from(u32::from_le_bytes([0, h[9], l[0], l[1]]));
+            (l2 + ihl, l4_len, h[9], pseudo)
+        }
+        ETH_P_IPV6 => {
+            let Ok(h) = ctx.load::<[u8; 8]>(l2 as usize) else {
+                return whole();
+            };
+            let (Ok(src), Ok(dst)) = (
+                ctx.load::<[u8; 16]>(l2 as usize + 8),
+                ctx.load::<[u8; 16]>(l2 as usize + 24),
+            ) else {
+                return whole();
+            };
+            let plen = u32::from(u16::from_be_bytes([h[4], h[5]]));
+            let pseudo = sum16(&src)
+                + sum16(&dst)
+                + u64::from(u32::from_le_bytes([0, 0, h[4], h[5]]))
+                + u64::from(u32::from_le_bytes([0, 0, 0, h[6]]));
+            (l2 + 40, plen, h[6], pseudo)
+        }
+        _ => return whole(),
+    };
+    let field_at = match l4p {
+        IPPROTO_TCP => l4_off + 16,
+        IPPROTO_UDP => l4_off + 6,
+        _ => return whole(),
+    };
+    // Only a segment that ends the frame (no padding after it).
+    if l4_off + l4_len != len || l4_len < 8 || field_at + 2 > len {
+        return whole();
+    }
+    let Ok(field) = ctx.load::<[u8; 2]>(field_at as usize) else {
+        return whole();
+    };
+    if l4p == IPPROTO_UDP && field == [0, 0] {
+        // No UDP checksum: nothing to complete.
+        return whole();
+    }
+    let head = sum::<TcContext>(raw, 0, l4_off, 0);
+    let seg = sum::<TcContext>(raw, l4_off, l4_len, 0);
+    if head < 0 || seg < 0 {
+        return -1;
+    }
+    let p = fold(pseudo);
+    let complete = fold(seg as u64 + u64::from(p)) == 0xffff;
+    let seg_final = if !complete && u16::from_le_bytes(field) == p {
+        u64::from(!p)
+    } else {
+        seg as u64
+    };
+    i64::from(fold(head as u64 + seg_final))
 }
 
 /// The ICMPv6 checksum field's bytes for the `len`-byte ICMPv6 message at

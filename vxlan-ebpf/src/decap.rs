@@ -10,8 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vxlan_common::{
-    Counter, META_MAGIC, META_MAGIC_TC_DECAP, XdpMeta,
-    wire::{ENCAP_LEN, ETH_HLEN},
+    Counter, META_MAGIC, META_MAGIC_TC_DECAP, XdpMeta, wire::ETH_HLEN, wire6::ENCAP6_LEN,
 };
 
 use crate::{ecn, maps::config, rx, stats::count};
@@ -33,7 +32,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
     if rx.pad > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(rx.pad as i32)) } != 0 {
         return Err(Counter::DropDecapFailed);
     }
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, ENCAP_LEN as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, rx.encap_len as i32) } != 0 {
         return Err(Counter::DropDecapFailed);
     }
     put_meta(
@@ -46,6 +45,9 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         },
     )?;
     count(Counter::RxDecap);
+    if rx.encap_len == ENCAP6_LEN {
+        count(Counter::RxDecap6);
+    }
     Ok(XDP_PASS)
 }
 

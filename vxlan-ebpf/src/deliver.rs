@@ -29,7 +29,8 @@ use aya_ebpf::{
 use vxlan_common::{
     CFG_F_TC_DECAP, Config, Counter, MAX_PORTS, META_MAGIC, META_MAGIC_TC_DECAP, PORT_F_PEER,
     XdpMeta,
-    wire::{ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, OFF_INNER},
+    wire::{ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
+    wire6::ENCAP6_LEN,
 };
 
 use crate::{
@@ -83,13 +84,26 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
 /// `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (1 << 10): newer than the bindings.
 const ADJ_ROOM_DECAP_L4_UDP: u64 = 1 << 10;
 
-/// The outer headers and the inner Ethernet header: read and written in
-/// place, so they must be in the linear part.
-const HDRS: usize = OFF_INNER + ETH_HLEN;
-/// What is pulled into the linear part: the headers and the start of the
-/// inner network header (its ECN field; every inner frame decapsulated
-/// has these 20 bytes).
-const PULL: usize = HDRS + 20;
+/// What is pulled into the linear part: the outer headers (the longer,
+/// IPv6 ones), the inner Ethernet header and the start of the inner
+/// network header (its ECN field; every inner frame decapsulated has these
+/// 20 bytes). A shorter frame is pulled whole.
+const PULL: usize = ENCAP6_LEN + ETH_HLEN + 20;
+
+/// Moves the inner Ethernet header, `INNER` bytes into the frame, to the
+/// front (over the outer one).
+#[inline(always)]
+fn inner_eth_to_front<const INNER: usize>(ctx: &TcContext) -> Result<(), Counter> {
+    // SAFETY: bounds checked by ptr_at_mut (the inner header lies within
+    // the checked range); the two ranges do not overlap (INNER >= 14); no
+    // helper call in between.
+    unsafe {
+        let p =
+            ptr_at_mut::<_, [u8; ETH_HLEN]>(ctx, INNER).ok_or(Counter::DropDecapFailed)? as *mut u8;
+        core::ptr::copy_nonoverlapping(p, p.sub(INNER), ETH_HLEN);
+    }
+    Ok(())
+}
 
 /// Decapsulates in TC (no XDP on the uplink).
 #[inline(always)]
@@ -101,8 +115,9 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
         count(Counter::RxPass);
         return Ok(TC_ACT_UNSPEC);
     }
-    if ctx.len() as usize >= PULL && ctx.data() + PULL > ctx.data_end() {
-        let _ = ctx.pull_data(PULL as u32);
+    let pull = (ctx.len() as usize).min(PULL);
+    if ctx.data() + pull > ctx.data_end() {
+        let _ = ctx.pull_data(pull as u32);
     }
     // SAFETY: reading a field of our skb context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -126,20 +141,22 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
         }
     }
     // The inner Ethernet header goes where the outer one is; then the 50
-    // bytes after it (outer IPv4, UDP, VXLAN, the inner header's old copy)
-    // are removed. The inner headers keep their offsets in the buffer.
-    // SAFETY: bounds checked by ptr_at_mut; the two ranges do not overlap;
-    // no helper call in between.
-    unsafe {
-        let p = ptr_at_mut::<_, [u8; HDRS]>(ctx, 0).ok_or(Counter::DropDecapFailed)? as *mut u8;
-        core::ptr::copy_nonoverlapping(p.add(OFF_INNER), p, ETH_HLEN);
+    // or 70 bytes after it (outer IP, UDP, VXLAN, the inner header's old
+    // copy) are removed. The inner headers keep their offsets in the
+    // buffer.
+    let v6 = rx.encap_len == ENCAP6_LEN;
+    if v6 {
+        inner_eth_to_front::<ENCAP6_LEN>(ctx)?;
+    } else {
+        inner_eth_to_front::<ENCAP_LEN>(ctx)?;
     }
+    let encap = if v6 { ENCAP6_LEN } else { ENCAP_LEN };
     // FIXED_GSO: gso_size is the inner MSS already. DECAP_L3 sets
     // skb->protocol to the inner frame's; the kernel refuses it when what
     // is left is shorter than that protocol's header (an IPv6 frame with
     // fewer than 40 bytes after its Ethernet header): such a frame goes as
     // a non-IP one, as XDP delivers it, and the receiver's IPv6 drops it.
-    let inner_l3_len = ctx.len() as usize - ENCAP_LEN - ETH_HLEN;
+    let inner_l3_len = ctx.len() as usize - encap - ETH_HLEN;
     let l3 = match rx.inner_proto {
         ETH_P_IP => BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64,
         ETH_P_IPV6 if inner_l3_len >= 40 => BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64,
@@ -154,16 +171,19 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
     let cleared = gso
         && ctx
             .adjust_room(
-                -(ENCAP_LEN as i32),
+                -(encap as i32),
                 BPF_ADJ_ROOM_MAC,
                 adj | ADJ_ROOM_DECAP_L4_UDP,
             )
             .is_ok();
     if !cleared {
-        ctx.adjust_room(-(ENCAP_LEN as i32), BPF_ADJ_ROOM_MAC, adj)
+        ctx.adjust_room(-(encap as i32), BPF_ADJ_ROOM_MAC, adj)
             .map_err(|_| Counter::DropDecapFailed)?;
     }
     count(Counter::RxDecap);
+    if v6 {
+        count(Counter::RxDecap6);
+    }
     // skb->protocol is only right for IPv4/IPv6: any other frame goes out
     // of the port, and the peer parses it on receive.
     let flags = if l3 != 0 {

@@ -12,13 +12,11 @@ use aya_ebpf::{
 };
 use vxlan_common::{
     Counter,
-    wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EcnDecap, OFF_INNER, csum_replace16, ecn_decap},
+    wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EcnDecap, csum_replace16, ecn_decap},
+    wire6::ENCAP6_LEN,
 };
 
 use crate::pkt::{Frame, ptr_at, ptr_at_mut};
-
-/// Offset of the inner network header.
-const OFF_INNER_L3: usize = OFF_INNER + ETH_HLEN;
 
 /// What to do to the inner packet: a new ECN codepoint to write, if any.
 /// Only untagged IPv4 and IPv6 inner frames carry ECN as far as this is
@@ -27,21 +25,34 @@ const OFF_INNER_L3: usize = OFF_INNER + ETH_HLEN;
 pub struct Ecn {
     pub proto: u16,
     pub set: Option<u8>,
+    /// Offset of the inner network header while the outer headers are
+    /// still there.
+    pub off: usize,
 }
 
-/// Decides from the outer TOS and the inner header.
+/// Decides from the outer TOS and the inner header; the inner frame is at
+/// `inner` (50 or 70).
 #[inline(always)]
-pub fn decide<F: Frame>(f: &F, outer_tos: u8, inner_proto: u16) -> Result<Ecn, Counter> {
+pub fn decide<F: Frame>(
+    f: &F,
+    inner: usize,
+    outer_tos: u8,
+    inner_proto: u16,
+) -> Result<Ecn, Counter> {
+    // Two constants, so that packet offsets stay constant for the verifier.
+    let off = if inner == ENCAP6_LEN {
+        ENCAP6_LEN + ETH_HLEN
+    } else {
+        vxlan_common::wire::ENCAP_LEN + ETH_HLEN
+    };
     // SAFETY (reads): bounds checked by ptr_at.
     let inner_ds = match inner_proto {
         ETH_P_IP => {
-            let p =
-                unsafe { ptr_at::<_, [u8; 2]>(f, OFF_INNER_L3) }.ok_or(Counter::DropDecapFailed)?;
+            let p = unsafe { ptr_at::<_, [u8; 2]>(f, off) }.ok_or(Counter::DropDecapFailed)?;
             unsafe { (*p)[1] }
         }
         ETH_P_IPV6 => {
-            let p =
-                unsafe { ptr_at::<_, [u8; 2]>(f, OFF_INNER_L3) }.ok_or(Counter::DropDecapFailed)?;
+            let p = unsafe { ptr_at::<_, [u8; 2]>(f, off) }.ok_or(Counter::DropDecapFailed)?;
             let b = unsafe { *p };
             (b[0] << 4) | (b[1] >> 4)
         }
@@ -49,6 +60,7 @@ pub fn decide<F: Frame>(f: &F, outer_tos: u8, inner_proto: u16) -> Result<Ecn, C
             return Ok(Ecn {
                 proto: 0,
                 set: None,
+                off,
             });
         }
     };
@@ -56,10 +68,12 @@ pub fn decide<F: Frame>(f: &F, outer_tos: u8, inner_proto: u16) -> Result<Ecn, C
         EcnDecap::Keep => Ok(Ecn {
             proto: inner_proto,
             set: None,
+            off,
         }),
         EcnDecap::Set(e) => Ok(Ecn {
             proto: inner_proto,
             set: Some(e),
+            off,
         }),
         EcnDecap::Drop => Err(Counter::DropEcn),
     }
@@ -88,7 +102,7 @@ pub fn apply_xdp(ctx: &XdpContext, ecn: Ecn) -> Result<(), Counter> {
     let Some(e) = ecn.set else { return Ok(()) };
     // SAFETY: bounds checked by ptr_at_mut; no helper call in between.
     unsafe {
-        let h = ptr_at_mut::<_, [u8; 12]>(ctx, OFF_INNER_L3).ok_or(Counter::DropDecapFailed)?;
+        let h = ptr_at_mut::<_, [u8; 12]>(ctx, ecn.off).ok_or(Counter::DropDecapFailed)?;
         let h = &mut *h;
         let (w, c) = rewrite(ecn.proto, [h[0], h[1]], [h[10], h[11]], e);
         h[0] = w[0];
@@ -106,15 +120,13 @@ pub fn apply_xdp(ctx: &XdpContext, ecn: Ecn) -> Result<(), Counter> {
 #[inline(always)]
 pub fn apply_tc(ctx: &TcContext, ecn: Ecn) -> Result<(), Counter> {
     let Some(e) = ecn.set else { return Ok(()) };
-    let h: [u8; 12] = ctx
-        .load(OFF_INNER_L3)
-        .map_err(|_| Counter::DropDecapFailed)?;
+    let h: [u8; 12] = ctx.load(ecn.off).map_err(|_| Counter::DropDecapFailed)?;
     let (w, c) = rewrite(ecn.proto, [h[0], h[1]], [h[10], h[11]], e);
     let flags = BPF_F_RECOMPUTE_CSUM as u64;
-    ctx.store(OFF_INNER_L3, &w, flags)
+    ctx.store(ecn.off, &w, flags)
         .map_err(|_| Counter::DropDecapFailed)?;
     if ecn.proto == ETH_P_IP {
-        ctx.store(OFF_INNER_L3 + 10, &c, flags)
+        ctx.store(ecn.off + 10, &c, flags)
             .map_err(|_| Counter::DropDecapFailed)?;
     }
     crate::stats::count(Counter::RxEcnMarked);

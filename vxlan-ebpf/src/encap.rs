@@ -1,13 +1,25 @@
 //! Port TC ingress: learn local MACs, switch local-to-local, encapsulate to
 //! remote VTEPs, flood broadcast and unknown frames. A tenant's VLAN tag
 //! goes inside the tunnel (see `vlan`); a bad source MAC is refused.
+//!
+//! Over IPv4 the outer UDP checksum is zero, as the kernel's vxlan sends
+//! by default. Over IPv6 it is mandatory, and summed here over the frame
+//! as it will be on the wire ([`csum::wire_sum`]); GSO super-packets
+//! cannot have it (BPF cannot ask GSO for outer UDP checksums), so ports
+//! of IPv6 VNIs get the loader's segmentation guard and a super-packet
+//! that still arrives is dropped (`drop_gso_ipv6`).
+//!
+//! [`unicast`] and [`flood`] are BPF subprograms: each has its own stack
+//! frame below [`run`]'s, so the call chain stays within the verifier's
+//! 512 bytes.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
-        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::{
         bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
@@ -18,31 +30,36 @@ use aya_ebpf::{
 use network_types::eth::EthHdr;
 use vxlan_common::{
     BumWindow, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, Config, Counter,
-    MAX_PORTS, MAX_REMOTES, VTEP_NONE, VtepAddr, vtep_as_v4, vtep_is_none,
+    MAX_PORTS, MAX_REMOTES, VNI_F_IPV6, VTEP_NONE, VtepAddr, vtep_as_v4, vtep_is_none, vtep_is_v4,
     wire::{
-        ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, Outer, OuterHdr, ecn_encap, flow_src_port,
+        ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, Outer, ecn_encap, flow_src_port,
         is_multicast_mac, is_zero_mac, multicast_mac, outer_hdr,
     },
+    wire6::{ENCAP6_LEN, flow_label, multicast_mac6},
 };
 
 use crate::{
-    arp,
+    arp, csum,
     deliver::redirect_port,
     fdb,
-    maps::{BUM, NEIGH, PORTS, VNIS, config},
+    maps::{BUM, NEIGH, OUTER, PORTS, VNIS, config},
     pkt::ptr_at_mut,
     pmtu,
     stats::count,
     vlan,
 };
 
-/// `bpf_skb_adjust_room` flags for VXLAN encapsulation, without the inner
-/// MAC header length (`BPF_F_ADJ_ROOM_ENCAP_L2(len)`, see [`push`]).
+/// `bpf_skb_adjust_room` flags for VXLAN encapsulation, without the outer
+/// L3 family and the inner MAC header length
+/// (`BPF_F_ADJ_ROOM_ENCAP_L2(len)`, see [`push`]).
 const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
-    | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
     | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64;
 
+/// The port program. A subprogram of its own (not inlined into the entry
+/// point): the ICMP replies the entry point builds when it asks for them
+/// (see `pmtu`) are then its siblings, not nested below its frame.
+#[inline(never)]
 pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     // SAFETY: reading a field of our skb context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -89,7 +106,11 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
             count(Counter::LocalSwitch);
             Ok(redirect_port(e.ifindex, fdb::port_flags(&e)))
         }
-        Some(e) => unicast(ctx, cfg, vni, e.remote, ifindex),
+        Some(e) => {
+            let remote = e.remote;
+            let job = prepare(ctx, cfg, vni, !vtep_is_v4(&remote))?;
+            unicast(ctx, &job, &remote)
+        }
         None => {
             bum_budget(ifindex, port.bum_pps)?;
             flood(ctx, cfg, vni, ifindex)
@@ -131,15 +152,17 @@ fn bum_budget(ifindex: u32, pps: u32) -> Result<(), Counter> {
     Ok(())
 }
 
-/// Outer header fields for this frame, destination still unset.
+/// Outer header fields for a frame of `job`, destination still unset
+/// (its network header is after the inner Ethernet header and tags).
 #[inline(always)]
-fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
+fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job) -> Outer {
     // SAFETY: helper calls on our own skb.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    let ds = match proto {
-        ETH_P_IP => ctx.load::<u8>(ETH_HLEN + 1).unwrap_or(0),
+    let l3 = ETH_HLEN + (job.tags as usize & 0xf);
+    let ds = match job.proto {
+        ETH_P_IP => ctx.load::<u8>(l3 + 1).unwrap_or(0),
         ETH_P_IPV6 => {
-            let b: [u8; 2] = ctx.load(ETH_HLEN).unwrap_or([0; 2]);
+            let b: [u8; 2] = ctx.load(l3).unwrap_or([0; 2]);
             (b[0] << 4) | (b[1] >> 4)
         }
         _ => 0,
@@ -148,7 +171,7 @@ fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
         src_ip: cfg.local_ip,
         src_port: flow_src_port(hash, cfg.port_lo, cfg.port_hi),
         dst_port: cfg.dstport,
-        vni,
+        vni: job.vni,
         ttl: cfg.ttl,
         tos: ecn_encap(ds),
         ip_id: unsafe { bpf_get_prandom_u32() } as u16,
@@ -156,23 +179,27 @@ fn outer_for(ctx: &TcContext, cfg: &Config, vni: u32, proto: u16) -> Outer {
     }
 }
 
-/// Inserts room for the outer headers and writes them; `tags` bytes of
-/// VLAN tags are in the inner Ethernet header (see `vlan`). IP frames use
-/// `bpf_skb_adjust_room` with the encap flags, so GSO/TSO segments the
-/// tunnel correctly; other frames (ARP...) cannot, and use
-/// `bpf_skb_change_head` (they are never GSO).
+/// Inserts room for the `N` bytes of outer headers (IPv4: 50, IPv6: 70)
+/// and writes them; `tags` bytes of VLAN tags are in the inner Ethernet
+/// header (see `vlan`). IP frames use `bpf_skb_adjust_room` with the encap
+/// flags, so GSO/TSO segments the tunnel correctly; other frames (ARP...)
+/// cannot, and use `bpf_skb_change_head` (they are never GSO).
 #[inline(always)]
-fn push_outer(ctx: &TcContext, is_ip: bool, tags: usize, hdr: &OuterHdr) -> Result<(), Counter> {
-    let hdr = hdr.bytes();
+fn push_outer<const N: usize>(
+    ctx: &TcContext,
+    is_ip: bool,
+    tags: usize,
+    hdr: &[u8; N],
+) -> Result<(), Counter> {
     if is_ip {
         match tags {
-            0 => push::<ETH_HLEN>(ctx, hdr),
-            4 => push::<{ ETH_HLEN + 4 }>(ctx, hdr),
-            _ => push::<{ ETH_HLEN + 8 }>(ctx, hdr),
+            0 => push::<ETH_HLEN, N>(ctx, hdr),
+            4 => push::<{ ETH_HLEN + 4 }, N>(ctx, hdr),
+            _ => push::<{ ETH_HLEN + 8 }, N>(ctx, hdr),
         }?;
     } else {
         // SAFETY: helper call on our own skb.
-        if unsafe { bpf_skb_change_head(ctx.skb.skb, ENCAP_LEN as u32, 0) } != 0 {
+        if unsafe { bpf_skb_change_head(ctx.skb.skb, N as u32, 0) } != 0 {
             return Err(Counter::DropEncapFailed);
         }
         ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
@@ -183,29 +210,34 @@ fn push_outer(ctx: &TcContext, is_ip: bool, tags: usize, hdr: &OuterHdr) -> Resu
 /// [`push_outer`] for an IP frame whose inner Ethernet header (with its
 /// tags) is `L2` bytes long.
 #[inline(always)]
-fn push<const L2: usize>(ctx: &TcContext, hdr: &[u8; ENCAP_LEN]) -> Result<(), Counter> {
+fn push<const L2: usize, const N: usize>(ctx: &TcContext, hdr: &[u8; N]) -> Result<(), Counter> {
     // The room goes in after the inner Ethernet header (the skb's MAC
     // header length, which `vlan::push_inside` keeps right): the header
     // then moves behind it and the outer headers take its place, written
     // in place (the linear part holds the room and the header after
     // adjust_room; helpers if it ever does not).
-    let flags = ENCAP_FLAGS | ((L2 as u64 & 0xff) << 56);
-    ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags)
+    let l3 = if N == ENCAP6_LEN {
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV6
+    } else {
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+    };
+    let flags = ENCAP_FLAGS | l3 as u64 | ((L2 as u64 & 0xff) << 56);
+    ctx.adjust_room(N as i32, BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| Counter::DropEncapFailed)?;
     // SAFETY: bounds checked by ptr_at_mut (the check on the inner
     // header's new place covers everything before it); the ranges do not
     // overlap; no helper call in between.
-    match unsafe { ptr_at_mut::<_, [u8; L2]>(ctx, ENCAP_LEN) } {
+    match unsafe { ptr_at_mut::<_, [u8; L2]>(ctx, N) } {
         Some(q) => unsafe {
             let q = q as *mut u8;
-            let p = q.sub(ENCAP_LEN);
+            let p = q.sub(N);
             core::ptr::copy_nonoverlapping(p, q, L2);
-            core::ptr::copy_nonoverlapping(hdr.as_ptr(), p, ENCAP_LEN);
+            core::ptr::copy_nonoverlapping(hdr.as_ptr(), p, N);
         },
         None => {
             let inner_eth: [u8; L2] = ctx.load(0).map_err(|_| Counter::DropEncapFailed)?;
             ctx.store(0, hdr, 0).map_err(|_| Counter::DropEncapFailed)?;
-            ctx.store(ENCAP_LEN, &inner_eth, 0)
+            ctx.store(N, &inner_eth, 0)
                 .map_err(|_| Counter::DropEncapFailed)?;
         }
     }
@@ -226,47 +258,121 @@ fn outer_len_overflows(ctx: &TcContext, tag: usize) -> bool {
     ctx.len() as usize + tag + ENCAP_LEN - ETH_HLEN > 0xffff
 }
 
-/// Encapsulates to one remote VTEP and sends it out of the uplink.
+/// Whether the frame is a GSO super-packet.
 #[inline(always)]
-fn unicast(
-    ctx: &TcContext,
-    cfg: &Config,
+fn is_gso(ctx: &TcContext) -> bool {
+    // SAFETY: reading a field of our skb context.
+    unsafe { (*ctx.skb.skb).gso_size != 0 }
+}
+
+/// The outer IPv6 flow label for this frame's flow.
+#[inline(always)]
+fn label(ctx: &TcContext) -> u32 {
+    // SAFETY: helper call on our own skb (the hash is cached there).
+    flow_label(unsafe { bpf_get_hash_recalc(ctx.skb.skb) })
+}
+
+/// A frame ready for its outer headers, as [`prepare`] leaves it for
+/// [`unicast`] and [`flood_remotes`] (passed by reference: a BPF call
+/// takes at most five arguments, a returned `Result`'s pointer among
+/// them).
+#[repr(C)]
+struct Job {
     vni: u32,
-    remote: VtepAddr,
-    in_ifindex: u32,
-) -> Result<i32, Counter> {
+    /// Bytes of VLAN tags now in the inner Ethernet header.
+    tags: u32,
+    /// Ethertype of the frame before encapsulation.
+    proto: u16,
+    /// Over IPv6: the sum of the inner frame for the outer UDP checksum
+    /// (network order, folded).
+    inner_sum: u16,
+    v6: bool,
+}
+
+/// Checks that the frame can go through the tunnel of family `v6`, then
+/// moves its VLAN tags inside and, over IPv6, sums it. A frame too big
+/// for the tunnel is refused with the signal of `pmtu::too_big_signal`.
+///
+/// Inlined into [`run`]: its subprogram call (the checksum) is a sibling
+/// of [`unicast`] and [`flood_remotes`] below `run`'s frame, never nested
+/// in theirs, so no call chain exceeds the verifier's 512 bytes of stack.
+#[inline(always)]
+fn prepare(ctx: &TcContext, cfg: &Config, vni: u32, v6: bool) -> Result<Job, Counter> {
+    if v6 && is_gso(ctx) {
+        return Err(Counter::DropGso6);
+    }
     let proto = skb_proto(ctx);
     let tag = if vlan::present(ctx) { 4 } else { 0 };
-    if pmtu::too_big(ctx, cfg, proto, tag) {
-        return pmtu::reject(ctx, cfg, proto, in_ifindex);
+    let encap = if v6 { ENCAP6_LEN } else { ENCAP_LEN };
+    if pmtu::too_big(ctx, cfg, proto, tag, encap) {
+        return Err(pmtu::too_big_signal(proto));
     }
     // A super-packet (BIG TCP) whose outer lengths would not fit 16 bits.
     if outer_len_overflows(ctx, tag) {
         return Err(Counter::DropTooBig);
     }
-    let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
+    let tags = vlan::push_inside(ctx)?;
+    let inner_sum = if v6 {
+        let s = csum::wire_sum(ctx, (ETH_HLEN + tags) as u32);
+        if s < 0 {
+            return Err(Counter::DropEncapFailed);
+        }
+        (s as u16).swap_bytes()
+    } else {
+        0
+    };
+    Ok(Job {
+        vni,
+        tags: tags as u32,
+        proto,
+        inner_sum,
+        v6,
+    })
+}
+
+/// Encapsulates to one remote VTEP and sends it out of the uplink. The
+/// remote's family is the VNI's (userspace keeps them one).
+#[inline(never)]
+fn unicast(ctx: &TcContext, job: &Job, remote: &VtepAddr) -> Result<i32, Counter> {
+    let cfg = config().ok_or(Counter::DropEncapFailed)?;
+    let remote = *remote;
+    let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
     // SAFETY: copied out at once.
     let nh = unsafe { NEIGH.get(&remote) }.copied();
     if nh.is_none() && !is_ip {
         return Err(Counter::DropNoNeigh);
     }
-    let mut o = outer_for(ctx, cfg, vni, proto);
-    o.dst_ip = vtep_as_v4(&remote).ok_or(Counter::DropFamily)?;
+    let mut o = outer_for(ctx, cfg, job);
     if let Some(nh) = nh {
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
     }
-    let tags = vlan::push_inside(ctx)?;
+    let tags = job.tags as usize;
     let inner_len = ctx.len() as u16;
-    push_outer(ctx, is_ip, tags, &outer_hdr(&o, inner_len))?;
+    let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
+    // SAFETY: this CPU's scratch buffer, a valid map value; nothing else
+    // runs on this CPU while the program does.
+    let buf = unsafe { &mut *buf };
+    if job.v6 {
+        let sum = buf
+            .v6
+            .fill(&o, &cfg.local_ip6, label(ctx), inner_len, job.inner_sum);
+        buf.v6.set_dst(&o.dst_mac, &remote, sum);
+        push_outer(ctx, is_ip, tags, buf.v6.bytes())?;
+        count(Counter::TxEncap6);
+    } else {
+        o.dst_ip = vtep_as_v4(&remote).ok_or(Counter::DropFamily)?;
+        buf.v4 = outer_hdr(&o, inner_len);
+        push_outer(ctx, is_ip, tags, buf.v4.bytes())?;
+    }
     count(Counter::TxEncap);
     // SAFETY: plain helper calls.
     let rc = unsafe {
         match nh {
             Some(nh) => bpf_redirect(nh.ifindex, 0),
-            // Not known yet: the kernel routes, resolves and queues (IP
-            // frames only: it needs skb->protocol IPv4, which the outer
-            // header now is).
+            // Not known yet: the kernel routes, resolves (ARP or ND) and
+            // queues (IP frames only: it needs skb->protocol IPv4 or IPv6,
+            // which the outer header now is).
             None => bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0),
         }
     };
@@ -274,7 +380,8 @@ fn unicast(
 }
 
 /// Broadcast, multicast or unknown unicast: a copy to every other local
-/// port of the VNI and one encapsulated copy to every default remote.
+/// port of the VNI and one encapsulated copy to every default remote (or
+/// one to the VNI's group).
 #[inline(always)]
 fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32, Counter> {
     // SAFETY: map value read in place.
@@ -283,8 +390,8 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     };
     let n_ports = v.n_ports as usize;
     let n_remotes = v.n_remotes as usize;
-    let group = v.group;
-    let has_group = !vtep_is_none(&group);
+    let has_group = !vtep_is_none(&v.group);
+    let v6 = v.flags & VNI_F_IPV6 != 0;
     // Other local ports: the ingress port is one of the VNI's ports.
     if n_ports <= 1 && n_remotes == 0 && !has_group {
         return Err(Counter::DropNoFloodTarget);
@@ -303,33 +410,68 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
     if n_remotes == 0 && !has_group {
         return Ok(TC_ACT_SHOT);
     }
-    let proto = skb_proto(ctx);
-    let tag = if vlan::present(ctx) { 4 } else { 0 };
-    if pmtu::too_big(ctx, cfg, proto, tag) || outer_len_overflows(ctx, tag) {
-        // Local copies went out; the encapsulated ones cannot.
-        count(Counter::DropTooBig);
-        return Ok(TC_ACT_SHOT);
+    // Local copies went out; the encapsulated ones may not.
+    let job = match prepare(ctx, cfg, vni, v6) {
+        Ok(job) => job,
+        // Too big: no ICMP error for a flood, as the kernel's vxlan.
+        Err(Counter::TxIcmpFragNeeded | Counter::TxIcmp6TooBig) => {
+            count(Counter::DropTooBig);
+            return Ok(TC_ACT_SHOT);
+        }
+        Err(c) => {
+            count(c);
+            return Ok(TC_ACT_SHOT);
+        }
+    };
+    flood_remotes(ctx, &job)
+}
+
+/// The encapsulated copies of a flood: one to the VNI's group, if it has
+/// one, and one to each default remote.
+#[inline(always)]
+fn flood_remotes(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
+    if job.v6 {
+        flood_remotes6(ctx, job)
+    } else {
+        flood_remotes4(ctx, job)
     }
-    let is_ip = proto == ETH_P_IP || proto == ETH_P_IPV6;
-    let mut o = outer_for(ctx, cfg, vni, proto);
-    let tags = vlan::push_inside(ctx)?;
+}
+
+/// [`flood_remotes`] over IPv4.
+#[inline(never)]
+fn flood_remotes4(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
+    let cfg = config().ok_or(Counter::DropEncapFailed)?;
+    // SAFETY: map value read in place.
+    let Some(v) = (unsafe { VNIS.get(job.vni) }) else {
+        return Err(Counter::DropNoFloodTarget);
+    };
+    let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
+    let mut o = outer_for(ctx, cfg, job);
     let inner_len = ctx.len() as u16;
-    push_outer(ctx, is_ip, tags, &outer_hdr(&o, inner_len))?;
+    let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
+    // SAFETY: as in `unicast`.
+    let buf = unsafe { &mut *buf };
+    buf.v4 = outer_hdr(&o, inner_len);
+    push_outer(ctx, is_ip, job.tags as usize, buf.v4.bytes())?;
 
     // Group mode: one copy to the group, as the kernel's vxlan does.
-    if has_group {
+    if let Some(group) = vtep_as_v4(&v.group)
+        && group != [0; 4]
+    {
         let mut g = o;
-        g.dst_ip = vtep_as_v4(&group).unwrap_or_default();
-        g.dst_mac = multicast_mac(&g.dst_ip);
+        g.dst_ip = group;
+        g.dst_mac = multicast_mac(&group);
         g.src_mac = cfg.uplink_mac;
         g.ttl = cfg.mcast_ttl;
-        if ctx.store(0, outer_hdr(&g, inner_len).bytes(), 0).is_ok()
+        buf.v4 = outer_hdr(&g, inner_len);
+        if ctx.store(0, buf.v4.bytes(), 0).is_ok()
             && ctx.clone_redirect(cfg.uplink_ifindex, 0).is_ok()
         {
             count(Counter::TxGroupCopy);
         }
     }
 
+    let n_remotes = v.n_remotes as usize;
     for i in 0..MAX_REMOTES {
         if i >= n_remotes {
             break;
@@ -345,12 +487,73 @@ fn flood(ctx: &TcContext, cfg: &Config, vni: u32, in_ifindex: u32) -> Result<i32
         o.dst_ip = vtep_as_v4(&dst).unwrap_or_default();
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
-        if ctx.store(0, outer_hdr(&o, inner_len).bytes(), 0).is_err() {
+        buf.v4 = outer_hdr(&o, inner_len);
+        if ctx.store(0, buf.v4.bytes(), 0).is_err() {
             count(Counter::DropEncapFailed);
             continue;
         }
         if ctx.clone_redirect(nh.ifindex, 0).is_ok() {
             count(Counter::TxFloodCopy);
+        }
+    }
+    Ok(TC_ACT_SHOT)
+}
+
+/// [`flood_remotes`] over IPv6: the inner frame was summed once
+/// ([`Job::inner_sum`]); each copy's checksum adds its own pseudo-header.
+#[inline(never)]
+fn flood_remotes6(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
+    let cfg = config().ok_or(Counter::DropEncapFailed)?;
+    // SAFETY: map value read in place.
+    let Some(v) = (unsafe { VNIS.get(job.vni) }) else {
+        return Err(Counter::DropNoFloodTarget);
+    };
+    let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
+    let mut o = outer_for(ctx, cfg, job);
+    let inner_len = ctx.len() as u16;
+    let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
+    // SAFETY: as in `unicast`.
+    let buf = unsafe { &mut *buf };
+
+    // The room, with the group's copy in it (or a first header that every
+    // remote's copy overwrites).
+    let has_group = !vtep_is_none(&v.group);
+    o.src_mac = cfg.uplink_mac;
+    let ttl = o.ttl;
+    o.ttl = cfg.mcast_ttl;
+    let sum = buf
+        .v6
+        .fill(&o, &cfg.local_ip6, label(ctx), inner_len, job.inner_sum);
+    buf.v6.set_dst(&multicast_mac6(&v.group), &v.group, sum);
+    push_outer(ctx, is_ip, job.tags as usize, buf.v6.bytes())?;
+    if has_group && ctx.clone_redirect(cfg.uplink_ifindex, 0).is_ok() {
+        count(Counter::TxGroupCopy);
+        count(Counter::TxEncap6);
+    }
+    // Unicast copies: the hop limit for unicast, each copy's source MAC,
+    // destination and checksum.
+    buf.v6.ip_nh_hop = ((u16::from(IPPROTO_UDP) << 8) | u16::from(ttl)).to_be();
+
+    let n_remotes = v.n_remotes as usize;
+    for i in 0..MAX_REMOTES {
+        if i >= n_remotes {
+            break;
+        }
+        let dst = v.remotes[i];
+        // SAFETY: copied out at once.
+        let Some(nh) = (unsafe { NEIGH.get(&dst) }).copied() else {
+            count(Counter::DropNoNeigh);
+            continue;
+        };
+        buf.v6.eth_src = nh.smac;
+        buf.v6.set_dst(&nh.dmac, &dst, sum);
+        if ctx.store(0, buf.v6.bytes(), 0).is_err() {
+            count(Counter::DropEncapFailed);
+            continue;
+        }
+        if ctx.clone_redirect(nh.ifindex, 0).is_ok() {
+            count(Counter::TxFloodCopy);
+            count(Counter::TxEncap6);
         }
     }
     Ok(TC_ACT_SHOT)

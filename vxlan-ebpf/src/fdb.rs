@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use vxlan_common::{
     Config, Counter, EV_LEARN, EV_MOVE, FDB_F_PORT_KNOWN, FDB_PORT_FLAGS_SHIFT, FdbEntry, FdbEvent,
-    FdbKey, LEARN_CHECK_JIFFIES, VtepAddr, LEARN_REFRESH_NS, learned_key_port, learned_key_vni,
+    FdbKey, LEARN_CHECK_JIFFIES, LEARN_REFRESH_NS, VtepAddr, learned_key_port, learned_key_vni,
     wire::{is_multicast_mac, is_zero_mac},
 };
 

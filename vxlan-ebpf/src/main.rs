@@ -100,8 +100,9 @@ pub fn vxlan_tc_port(ctx: TcContext) -> i32 {
     // Only drops are logged here: logging every outcome after the flood
     // loops multiplies the verifier's states past its limit.
     let outcome = match encap::run(&ctx) {
-        // Too big for the tunnel, from an IPv6 sender: the Packet Too Big is
-        // built here, outside `run`'s stack frame.
+        // Too big for the tunnel: the ICMP error is built here, outside
+        // `run`'s stack frame (see `pmtu::too_big_signal`).
+        Err(Counter::TxIcmpFragNeeded) => pmtu::reject4(&ctx),
         Err(Counter::TxIcmp6TooBig) => pmtu::reject6(&ctx),
         other => other,
     };

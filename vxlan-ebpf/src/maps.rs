@@ -7,7 +7,8 @@ use aya_ebpf::{
 use vxlan_common::{
     ALLOW_DATA_LEN, ArpEntry, ArpKey, BumWindow, Config, EVENTS_BYTES, FDB_CAPACITY, FdbEntry,
     FdbKey, LocalIp, MAX_ALLOWED, MAX_ARP, MAX_GROUPS, MAX_NEIGH, MAX_PORT_ENTRIES, MAX_VNIS,
-    NeighEntry, NeighSeen, PortInfo, VniInfo, VtepAddr, counters::NUM_COUNTERS,
+    NeighEntry, NeighSeen, PortInfo, VniInfo, VtepAddr, counters::NUM_COUNTERS, wire::OuterHdr,
+    wire6::OuterHdr6,
 };
 
 /// Instance configuration, index 0.
@@ -67,6 +68,19 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static ALLOWED: LpmTrie<[u8; ALLOW_DATA_LEN], u32> =
     LpmTrie::with_max_entries(MAX_ALLOWED, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Per-CPU scratch space where the port program builds outer headers:
+/// built on the stack, they would not fit the verifier's 512 bytes along
+/// the encapsulation's call chain.
+#[map]
+pub static OUTER: PerCpuArray<OuterBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// One frame's outer headers, for either family.
+#[repr(C)]
+pub struct OuterBuf {
+    pub v4: OuterHdr,
+    pub v6: OuterHdr6,
+}
 
 /// Per-CPU scratch buffer of the UDP checksum check (`csum`).
 #[map]

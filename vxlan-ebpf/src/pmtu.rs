@@ -1,6 +1,7 @@
 //! Path MTU: frames that would not fit the uplink once encapsulated are
 //! dropped and counted; for an IPv4 sender that set DF, an ICMP
-//! "fragmentation needed" goes back with the overlay MTU (uplink − 50), and
+//! "fragmentation needed" goes back with the overlay MTU (uplink − 50, or
+//! − 70 over an IPv6 underlay), and
 //! for an IPv6 sender an ICMPv6 "Packet Too Big", as the kernel's vxlan does
 //! (`skb_tunnel_check_pmtu`), so its path MTU discovery converges.
 
@@ -10,32 +11,38 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use vxlan_common::{
-    Config, Counter,
+    Config, Counter, VNI_F_IPV6,
     wire::{
         ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_FRAG_LEN, IPV4_HLEN, OVERHEAD, icmp_error_allowed,
         icmp_frag_needed,
     },
     wire6::{
-        ICMP6_PACKET_TOO_BIG, IPPROTO_ICMPV6, IPV6_HLEN, IPV6_MIN_MTU, PTB_HDR_LEN,
+        ICMP6_PACKET_TOO_BIG, IPPROTO_ICMPV6, IPV6_HLEN, IPV6_MIN_MTU, OVERHEAD6, PTB_HDR_LEN,
         PTB_PAYLOAD_LEN, PTB_QUOTE, icmp6_error_allowed,
     },
 };
 
-use crate::{csum, maps::config, stats::count};
+use crate::{
+    csum,
+    maps::{PORTS, VNIS, config},
+    stats::count,
+};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
 /// Whether the frame (or each segment of a GSO frame) would exceed the
-/// uplink MTU with 50 bytes of encapsulation and `extra` bytes that are
-/// not in the frame yet (an accelerated VLAN tag that goes inside).
+/// uplink MTU with `encap` bytes of encapsulation (50 or 70) and `extra`
+/// bytes that are not in the frame yet (an accelerated VLAN tag that goes
+/// inside).
 #[inline(always)]
-pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16, extra: usize) -> bool {
+pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16, extra: usize, encap: usize) -> bool {
     let mtu = (cfg.uplink_mtu as usize).saturating_sub(extra);
+    let overhead = encap - ETH_HLEN;
     // SAFETY: reading a field of our skb context.
     let gso = unsafe { (*ctx.skb.skb).gso_size } as usize;
     if gso == 0 {
-        return ctx.len() as usize - ETH_HLEN + OVERHEAD as usize > mtu;
+        return ctx.len() as usize - ETH_HLEN + overhead > mtu;
     }
     // GSO: the largest segment is the L3 and L4 headers plus gso_size.
     let (l3, l4proto) = match proto {
@@ -61,22 +68,43 @@ pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16, extra: usize) -> bool 
         IPPROTO_UDP => 8,
         _ => return false,
     };
-    l3 + l4 + gso + OVERHEAD as usize > mtu
+    l3 + l4 + gso + overhead > mtu
 }
 
-/// Drops a too-big frame; for IPv4 with DF (and no IP options), turns it
-/// into the ICMP "fragmentation needed", for IPv6 into the ICMPv6 "Packet
-/// Too Big", and sends that back out of the port it came from.
+/// What the port program returns for a frame too big for the tunnel: a
+/// signal for its entry point, which then calls [`reject4`] or [`reject6`]
+/// (their frames are not on the encapsulation's call chain, whose stack
+/// the verifier limits to 512 bytes), or a plain drop for a frame no ICMP
+/// error is sent about.
 #[inline(always)]
-pub fn reject(ctx: &TcContext, cfg: &Config, proto: u16, in_ifindex: u32) -> Result<i32, Counter> {
-    if proto == ETH_P_IPV6 {
-        // Built by the program's entry point with [`reject6`], outside this
-        // call chain: the verifier limits a chain's stack to 512 bytes.
-        return Err(Counter::TxIcmp6TooBig);
+pub fn too_big_signal(proto: u16) -> Counter {
+    match proto {
+        ETH_P_IP => Counter::TxIcmpFragNeeded,
+        ETH_P_IPV6 => Counter::TxIcmp6TooBig,
+        _ => Counter::DropTooBig,
     }
-    if proto != ETH_P_IP {
-        return Err(Counter::DropTooBig);
-    }
+}
+
+/// The overlay MTU of port `ifindex`: the uplink's less the overhead of
+/// its VNI's underlay family.
+#[inline(always)]
+fn overlay_mtu(cfg: &Config, ifindex: u32) -> u32 {
+    // SAFETY: copied out at once.
+    let vni = unsafe { PORTS.get(ifindex) }.map_or(0, |p| p.vni);
+    // SAFETY: a field read in place.
+    let v6 = unsafe { VNIS.get(vni) }.is_some_and(|v| v.flags & VNI_F_IPV6 != 0);
+    cfg.uplink_mtu
+        .saturating_sub(if v6 { OVERHEAD6 } else { OVERHEAD })
+}
+
+/// Drops a too-big IPv4 frame; with DF (and no IP options), turns it
+/// into the ICMP "fragmentation needed" with the overlay MTU and sends
+/// that back out of the port it came from.
+#[inline(never)]
+pub fn reject4(ctx: &TcContext) -> Result<i32, Counter> {
+    let cfg = config().ok_or(Counter::DropTooBig)?;
+    // SAFETY: reading a field of our skb context.
+    let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let orig: [u8; ETH_HLEN + IPV4_HLEN + 8] = ctx.load(0).map_err(|_| Counter::DropTooBig)?;
     let df = orig[ETH_HLEN + 6] & 0x40 != 0;
     let mut ip = [0u8; IPV4_HLEN + 8];
@@ -84,7 +112,7 @@ pub fn reject(ctx: &TcContext, cfg: &Config, proto: u16, in_ifindex: u32) -> Res
     if orig[ETH_HLEN] != 0x45 || !df || !icmp_error_allowed(&ip) {
         return Err(Counter::DropTooBig);
     }
-    let mtu = cfg.uplink_mtu.saturating_sub(OVERHEAD) as u16;
+    let mtu = overlay_mtu(cfg, in_ifindex) as u16;
     let icmp = icmp_frag_needed(&orig, mtu, cfg.ttl);
     // SAFETY: helper call on our own skb.
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, ICMP_FRAG_LEN as u32, 0) } != 0 {
@@ -97,8 +125,8 @@ pub fn reject(ctx: &TcContext, cfg: &Config, proto: u16, in_ifindex: u32) -> Res
     Ok(unsafe { bpf_redirect(in_ifindex, 0) } as i32)
 }
 
-/// The IPv6 half of [`reject`], called by the port program's entry point
-/// when [`reject`] asked for it (`Err(Counter::TxIcmp6TooBig)`): the frame
+/// The IPv6 counterpart of [`reject4`], called by the port program's entry
+/// point when asked (`Err(Counter::TxIcmp6TooBig)`): the frame
 /// is cut to the quote (its first 1232 bytes of IPv6: what fits the minimum
 /// MTU with the new headers), 48 bytes of room are opened after its
 /// Ethernet header for the new IPv6 and ICMPv6 headers, and the checksum
@@ -112,7 +140,7 @@ pub fn reject6(ctx: &TcContext) -> Result<i32, Counter> {
     let cfg = config().ok_or(Counter::DropTooBig)?;
     // SAFETY: reading a field of our skb context.
     let in_ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let mtu = cfg.uplink_mtu.saturating_sub(OVERHEAD);
+    let mtu = overlay_mtu(cfg, in_ifindex);
     if mtu < IPV6_MIN_MTU || (ctx.len() as usize) < ETH_HLEN + PTB_QUOTE {
         return Err(Counter::DropTooBig);
     }

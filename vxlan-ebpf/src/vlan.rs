@@ -22,8 +22,11 @@ use crate::pkt::ptr_at_mut;
 const MAX_TAGS: usize = 2;
 const TAG_LEN: usize = 4;
 
-/// Whether the frame carries an accelerated tag.
-#[inline(always)]
+/// Whether the frame carries an accelerated tag. A subprogram: inlined
+/// at several places of one function, LLVM keeps `&skb->vlan_present` in
+/// a register, and the verifier refuses a context pointer with an offset
+/// ("dereference of modified ctx ptr").
+#[inline(never)]
 pub fn present(ctx: &TcContext) -> bool {
     // SAFETY: reading a field of our skb context.
     unsafe { (*ctx.skb.skb).vlan_present != 0 }
