@@ -237,9 +237,11 @@ async fn start_and_serve(
         let mut keep: Vec<String> = dp.port_links().into_iter().map(|l| l.name).collect();
         keep.push(uplink.name.clone());
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        let guarded = dp.guarded_ports();
-        let guarded: Vec<&str> = guarded.iter().map(String::as_str).collect();
-        crate::attach::remove_strays(&nl, &keep, &guarded).await;
+        crate::attach::remove_strays(&nl, &keep).await;
+        if let Some(old) = &old {
+            let old_ports: Vec<u32> = old.ports.keys().filter_map(Result::ok).collect();
+            crate::attach::remove_stray_guards(&nl, &old_ports, &dp.guarded_ports()).await;
+        }
         if let Some(old) = &old {
             // Entries the old programs learned while we were starting.
             let _ = adopt::copy_fdb(old, dp.maps_mut(), &ports, false);

@@ -727,7 +727,23 @@ impl Dataplane {
         for (slot, p) in info.ports.iter_mut().zip(&ports) {
             *slot = *p;
         }
+        let was_v6 = self
+            .maps
+            .vnis
+            .get(&id, 0)
+            .ok()
+            .map(|o| o.flags & VNI_F_IPV6 != 0);
+        let is_v6 = info.flags & VNI_F_IPV6 != 0;
         self.maps.vnis.insert(id, info, 0).context("writing VNIS")?;
+        if was_v6.is_some_and(|w| w != is_v6) {
+            // The VNI changed family: its entries behind VTEPs of the
+            // other family can no longer be reached.
+            let fam = if is_v6 { Family::V6 } else { Family::V4 };
+            info!("VNI {id} runs over {fam} now: its entries behind other VTEPs are removed");
+            self.flush_where(|k, e| {
+                k.vni == id && !e.is_local() && vxlan_common::vtep_is_v4(&e.remote) == is_v6
+            })?;
+        }
         Ok(())
     }
 
@@ -1511,11 +1527,11 @@ impl Dataplane {
             .collect()
     }
 
-    /// Names of the ports that carry the GSO guard now.
-    pub fn guarded_ports(&self) -> Vec<String> {
+    /// The ifindexes of the ports that carry the GSO guard now.
+    pub fn guarded_ports(&self) -> Vec<u32> {
         self.attached
             .as_ref()
-            .map(|a| a.guarded().map(str::to_owned).collect())
+            .map(|a| a.guarded().collect())
             .unwrap_or_default()
     }
 
