@@ -294,9 +294,11 @@ async fn local_addresses(
             vni_family(v.id, vni_addrs(&v.remotes, v.group.as_ref())) == Ok(Some(Family::V6))
         });
     // An address just configured may still be tentative (duplicate
-    // address detection takes about a second).
+    // address detection takes about a second): waited for when a VNI
+    // needs IPv6, or when there is no address at all yet.
+    let none = cfg.local.v4.is_none() && cfg.local.v6.is_none() && found.v4.is_none();
     for _ in 0..30 {
-        if found.v6.is_some() || !wants_v6 {
+        if found.v6.is_some() || !(wants_v6 || none) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
