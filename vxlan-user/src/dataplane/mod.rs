@@ -1031,7 +1031,7 @@ impl Dataplane {
         if let Some(dst) = spec.dst
             && op != Op::Del
         {
-            self.check_vtep_family(spec.vni, dst, "dst")?;
+            self.check_vtep_family(spec.vni, dst, "fdb dst")?;
         }
         fdb::apply(&mut self.maps, op, &spec, port_index).context("changing the FDB")?;
         if let Some(dst) = spec.dst
