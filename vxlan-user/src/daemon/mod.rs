@@ -197,10 +197,23 @@ async fn start_and_serve(
             Err(e) => warn!("ignoring the runtime journal: {e:#}"),
         }
         let ports = port_vnis(&dp);
-        let old = match adopt {
-            Some(r) => {
-                let old =
-                    Maps::from_program(r.prog_id).context("opening the running datapath's maps")?;
+        // The running datapath's maps; those of another version (their
+        // key or value sizes differ: the VTEP address grew to 16 bytes)
+        // cannot be copied: its programs are still replaced, and the table
+        // comes from the state file.
+        let old_maps = adopt.and_then(|r| match Maps::from_program(r.prog_id) {
+            Ok(m) => Some((r, m)),
+            Err(e) => {
+                warn!(
+                    "the running datapath (program {}) has maps of another version ({e:#}): its \
+                     table is not copied",
+                    r.prog_id
+                );
+                None
+            }
+        });
+        let old = match old_maps {
+            Some((r, old)) => {
                 let n = adopt::copy_state(&old, dp.maps_mut(), &ports)?;
                 info!(
                     "adopting the running datapath (program {}): {n} FDB entries",
