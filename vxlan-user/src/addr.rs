@@ -64,7 +64,7 @@ impl std::fmt::Display for Family {
 pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     s.parse::<IpAddr>()
         .map(vtep_canonical)
-        .map_err(|_| format!("'{s}' is not an IP address (IPv4 or IPv6)"))
+        .map_err(|_| format!("'{s}' is not an IPv4 address or an IPv6 address"))
 }
 
 /// Parses `addr/len` or a bare address (a host prefix), either family.
@@ -253,7 +253,10 @@ mod tests {
         assert_eq!(parse_ip("::ffff:10.0.0.1"), Ok(ip("10.0.0.1")), "mapped");
         for bad in ["192.168.57", "fd00::57::2", "", "eth0", "10.0.0.1/8"] {
             let e = parse_ip(bad).unwrap_err();
-            assert!(e.contains("is not an IP address"), "{bad}: {e}");
+            assert!(
+                e.contains("is not an IPv4 address or an IPv6 address"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -18,8 +18,10 @@
 //! The GSO guard ([`prog::XDP_PORT_GUARD`]) is native XDP on the ports of
 //! IPv6 VNIs, also attached through netlink: a restart replaces a previous
 //! instance's guard with its own (atomically, `XDP_FLAGS_REPLACE`), and
-//! removes guards left on interfaces that no longer want one
-//! ([`remove_strays`]); a clean stop removes them all.
+//! removes the guards the adopted instance left on its ports that no
+//! longer want one ([`remove_stray_guards`]; only its own ports: another
+//! forwarder's in the namespace are not ours to touch); a clean stop
+//! removes them all.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -348,11 +350,29 @@ fn xdp_fd(ebpf: &Ebpf) -> Result<i32> {
     Ok(xdp.fd()?.as_fd().as_raw_fd())
 }
 
+/// Removes the GSO guards from the adopted instance's ports (`old_ports`,
+/// the ifindexes of its PORTS map) that do not carry ours (`guarded`).
+pub async fn remove_stray_guards(nl: &Netlink, old_ports: &[u32], guarded: &[u32]) {
+    for &index in old_ports {
+        if guarded.contains(&index) {
+            continue;
+        }
+        if let Ok(link) = nl.link_by_index(index).await
+            && link.xdp_prog_id.is_some_and(is_guard_program)
+        {
+            detach_guard(nl, index).await;
+            log::info!(
+                "removed a previous instance's GSO guard from '{}'",
+                link.name
+            );
+        }
+    }
+}
+
 /// Removes filters of ours, at either priority, from every link of the
 /// namespace except `keep` (the uplink and the current ports): a previous
-/// instance's filters on ports the configuration no longer has. Likewise
-/// GSO guards from every link but `guarded` (the ports that carry ours).
-pub async fn remove_strays(nl: &Netlink, keep: &[&str], guarded: &[&str]) {
+/// instance's filters on ports the configuration no longer has.
+pub async fn remove_strays(nl: &Netlink, keep: &[&str]) {
     let Ok(links) = nl.links().await else {
         return;
     };
@@ -363,18 +383,6 @@ pub async fn remove_strays(nl: &Netlink, keep: &[&str], guarded: &[&str]) {
         )
         .map(|p| p.id())
         .collect();
-    for link in &links {
-        if !guarded.contains(&link.name.as_str())
-            && let Some(id) = link.xdp_prog_id
-            && is_guard_program(id)
-        {
-            detach_guard(nl, link.index).await;
-            log::info!(
-                "removed a previous instance's GSO guard from '{}'",
-                link.name
-            );
-        }
-    }
     for link in links {
         if keep.contains(&link.name.as_str()) {
             continue;
@@ -393,9 +401,9 @@ pub async fn remove_strays(nl: &Netlink, keep: &[&str], guarded: &[&str]) {
 }
 
 impl Attached {
-    /// Names of the ports that carry our GSO guard.
-    pub fn guarded(&self) -> impl Iterator<Item = &str> {
-        self.guards.keys().map(String::as_str)
+    /// The ifindexes of the ports that carry our GSO guard.
+    pub fn guarded(&self) -> impl Iterator<Item = u32> + '_ {
+        self.guards.values().copied()
     }
 
     /// Makes the ports that carry our GSO guard `want` (the attached
@@ -508,5 +516,112 @@ impl Attached {
                 warn!("removing clsact from {iface}: {e:#}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd as _;
+
+    use aya::{EbpfLoader, programs::Xdp};
+
+    use super::*;
+
+    #[test]
+    fn kernel_names_are_cut_at_15() {
+        assert_eq!(kernel_prog_name(prog::XDP_PORT_GUARD), "vxlan_xdp_port_");
+        assert_eq!(kernel_prog_name(prog::TC_PORT), prog::TC_PORT);
+    }
+
+    /// Our guard program, loaded from the object (as a new instance would).
+    fn loaded_guard() -> Ebpf {
+        let mut ebpf = EbpfLoader::new()
+            .load(crate::EBPF_OBJ)
+            .expect("loading the object");
+        let p: &mut Xdp = ebpf
+            .program_mut(prog::XDP_PORT_GUARD)
+            .expect("guard program")
+            .try_into()
+            .expect("an XDP program");
+        p.load().expect("loading the guard");
+        ebpf
+    }
+
+    /// The guard on a veth in a private namespace: attached in native
+    /// mode, replaced (not doubled) by a second instance's, never put over
+    /// someone else's program, refused on a non-veth, removed by
+    /// `detach_guard` and by `remove_stray_guards`.
+    #[test]
+    fn guard_attach_replace_detach() {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    let nl = Netlink::new().unwrap();
+                    nl.create_veth("gd0", "gd0p", 1500).await.unwrap();
+                    let link = nl.link_by_name("gd0").await.unwrap();
+                    let peer = nl.link_by_name("gd0p").await.unwrap();
+                    nl.set_up(link.index).await.unwrap();
+                    nl.set_up(peer.index).await.unwrap();
+                    let prog_id = |ebpf: &Ebpf| guard_prog(ebpf).unwrap().1;
+                    let xdp_of = |i| {
+                        let nl = nl.clone();
+                        async move { nl.link_by_index(i).await.unwrap().xdp_prog_id }
+                    };
+
+                    let first = loaded_guard();
+                    attach_guard(&first, &nl, &link).await.unwrap();
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&first)));
+                    assert!(is_guard_program(prog_id(&first)));
+                    // Again: nothing to do.
+                    attach_guard(&first, &nl, &link).await.unwrap();
+                    // A restarted instance replaces it.
+                    let second = loaded_guard();
+                    attach_guard(&second, &nl, &link).await.unwrap();
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&second)));
+                    drop(first);
+                    // Not on a non-veth.
+                    let lo = nl.link_by_name("lo").await.unwrap();
+                    let e = attach_guard(&second, &nl, &lo).await.unwrap_err();
+                    assert!(format!("{e:#}").contains("not a veth"), "{e:#}");
+                    // Stray guards go, kept ones stay.
+                    remove_stray_guards(&nl, &[link.index], &[link.index]).await;
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&second)));
+                    remove_stray_guards(&nl, &[], &[]).await;
+                    assert_eq!(xdp_of(link.index).await, Some(prog_id(&second)));
+                    remove_stray_guards(&nl, &[link.index], &[]).await;
+                    assert_eq!(xdp_of(link.index).await, None);
+                    attach_guard(&second, &nl, &link).await.unwrap();
+                    detach_guard(&nl, link.index).await;
+                    assert_eq!(xdp_of(link.index).await, None);
+                    // Someone else's program is left alone.
+                    let other = crate::sys_bpf::load_xdp_returning(2, "not_ours")
+                        .expect("loading a program");
+                    nl.set_xdp(
+                        link.index,
+                        Some(other.as_raw_fd()),
+                        XDP_FLAGS_DRV_MODE,
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                    let theirs = xdp_of(link.index).await;
+                    let e = attach_guard(&second, &nl, &link).await.unwrap_err();
+                    assert!(format!("{e:#}").contains("another XDP program"), "{e:#}");
+                    detach_guard(&nl, link.index).await;
+                    remove_stray_guards(&nl, &[link.index], &[]).await;
+                    assert_eq!(xdp_of(link.index).await, theirs);
+                });
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
     }
 }

@@ -1183,6 +1183,61 @@ mod tests {
         );
         assert!(nl.neighbour_mac(9999, static_ip).await.is_err());
 
+        // IPv6: the uplink's global address (not link-local, not
+        // tentative), a route lookup and neighbour discovery.
+        let a6: Ipv6Addr = "fd00:99::1".parse().unwrap();
+        let b6: Ipv6Addr = "fd00:99::3".parse().unwrap();
+        let add6 = |nl: &Netlink, index: u32, ip: Ipv6Addr, nodad: bool| {
+            let mut req = nl.handle.address().add(index, IpAddr::V6(ip), 64);
+            if nodad {
+                req.message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            req.execute()
+        };
+        add6(&nl_b, peer_b.index, b6, true).await.unwrap();
+        // With duplicate address detection running, not an address yet.
+        add6(&nl, veth.index, "fd00:98::1".parse().unwrap(), false)
+            .await
+            .unwrap();
+        assert_eq!(nl.first_ipv6_global(veth.index).await.unwrap(), None);
+        // A link-local address (ND solicits from one; addrgenmode is none
+        // here): never a VTEP's.
+        add6(&nl, veth.index, "fe80::1".parse().unwrap(), true)
+            .await
+            .unwrap();
+        add6(&nl, veth.index, a6, true).await.unwrap();
+        assert_eq!(nl.first_ipv6_global(veth.index).await.unwrap(), Some(a6));
+        assert_eq!(nl.first_ipv6_global(lo.index).await.unwrap(), None);
+        assert_eq!(
+            nl.route_get(IpAddr::V6(b6)).await.unwrap(),
+            (veth.index, IpAddr::V6(b6))
+        );
+        nl.kick_neighbour(veth.index, IpAddr::V6(b6)).await.unwrap();
+        let mut mac = None;
+        for _ in 0..100 {
+            mac = nl.neighbour_mac(veth.index, IpAddr::V6(b6)).await.unwrap();
+            if mac.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(mac, Some(peer_b.mac), "resolved over ND");
+        let err = nl.route_get(IpAddr::V6(a6)).await.unwrap_err();
+        assert!(err.to_string().contains("local address"), "{err:#}");
+        assert!(matches!(
+            nl.neighbour(veth.index, IpAddr::V6(b6)).await.unwrap(),
+            Neighbour::Known { .. }
+        ));
+        nl.forget_neighbour(veth.index, IpAddr::V6(b6))
+            .await
+            .unwrap();
+        assert_eq!(
+            nl.neighbour(veth.index, IpAddr::V6(b6)).await.unwrap(),
+            Neighbour::Unknown
+        );
+
         // XDP program id.
         match crate::sys_bpf::load_xdp_returning(2, "nlt_pass") {
             Ok(prog) => {

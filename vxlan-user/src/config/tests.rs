@@ -334,7 +334,7 @@ fn group_must_be_multicast() {
 fn bad_addresses() {
     assert_eq!(
         err("[[vni]]\nid = 42\nremotes = [\"192.168.57.54\",\n\"192.168.57\"]\n"),
-        "vxlan.toml:4: key `remotes`: '192.168.57' is not an IP address (IPv4 or IPv6)"
+        "vxlan.toml:4: key `remotes`: '192.168.57' is not an IPv4 address or an IPv6 address"
     );
     assert_eq!(
         err("iface = \"eth0\"\nlocal = \"fe80::1\"\n"),
@@ -346,7 +346,7 @@ fn bad_addresses() {
     );
     assert_eq!(
         err("[[vni]]\nid = 42\ngroup = \"224.1.1\"\n"),
-        "vxlan.toml:3: key `group`: '224.1.1' is not an IP address (IPv4 or IPv6)"
+        "vxlan.toml:3: key `group`: '224.1.1' is not an IPv4 address or an IPv6 address"
     );
     assert_eq!(
         err("[[vni]]\nid = 42\nremotes = [\n  \"10.0.0.1\",\n  \"0.0.0.0\",\n]\n"),

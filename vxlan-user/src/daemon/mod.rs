@@ -197,10 +197,23 @@ async fn start_and_serve(
             Err(e) => warn!("ignoring the runtime journal: {e:#}"),
         }
         let ports = port_vnis(&dp);
-        let old = match adopt {
-            Some(r) => {
-                let old =
-                    Maps::from_program(r.prog_id).context("opening the running datapath's maps")?;
+        // The running datapath's maps; those of another version (their
+        // key or value sizes differ: the VTEP address grew to 16 bytes)
+        // cannot be copied: its programs are still replaced, and the table
+        // comes from the state file.
+        let old_maps = adopt.and_then(|r| match Maps::from_program(r.prog_id) {
+            Ok(m) => Some((r, m)),
+            Err(e) => {
+                warn!(
+                    "the running datapath (program {}) has maps of another version ({e:#}): its \
+                     table is not copied",
+                    r.prog_id
+                );
+                None
+            }
+        });
+        let old = match old_maps {
+            Some((r, old)) => {
                 let n = adopt::copy_state(&old, dp.maps_mut(), &ports)?;
                 info!(
                     "adopting the running datapath (program {}): {n} FDB entries",
@@ -237,9 +250,11 @@ async fn start_and_serve(
         let mut keep: Vec<String> = dp.port_links().into_iter().map(|l| l.name).collect();
         keep.push(uplink.name.clone());
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        let guarded = dp.guarded_ports();
-        let guarded: Vec<&str> = guarded.iter().map(String::as_str).collect();
-        crate::attach::remove_strays(&nl, &keep, &guarded).await;
+        crate::attach::remove_strays(&nl, &keep).await;
+        if let Some(old) = &old {
+            let old_ports: Vec<u32> = old.ports.keys().filter_map(Result::ok).collect();
+            crate::attach::remove_stray_guards(&nl, &old_ports, &dp.guarded_ports()).await;
+        }
         if let Some(old) = &old {
             // Entries the old programs learned while we were starting.
             let _ = adopt::copy_fdb(old, dp.maps_mut(), &ports, false);
@@ -292,9 +307,11 @@ async fn local_addresses(
             vni_family(v.id, vni_addrs(&v.remotes, v.group.as_ref())) == Ok(Some(Family::V6))
         });
     // An address just configured may still be tentative (duplicate
-    // address detection takes about a second).
+    // address detection takes about a second): waited for when a VNI
+    // needs IPv6, or when there is no address at all yet.
+    let none = cfg.local.v4.is_none() && cfg.local.v6.is_none() && found.v4.is_none();
     for _ in 0..30 {
-        if found.v6.is_some() || !wants_v6 {
+        if found.v6.is_some() || !(wants_v6 || none) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -323,12 +323,19 @@ impl Dataplane {
         let Some(v) = self.vnis.get(&vni) else {
             return true;
         };
-        // A VNI that names no address takes the first VTEP's family.
-        let explicit = super::explicit_family(v).is_some();
-        if !explicit && v.remotes.is_empty() {
-            return true;
-        }
-        match self.check_vtep_family(vni, addr, "etcd VTEP") {
+        let family = crate::addr::Family::of(&addr);
+        let check = if self.local.get(family).is_none() {
+            Err(anyhow::anyhow!(
+                "VNI {vni}: VTEP {addr} is {family} but this forwarder has no local {family} \
+                 address"
+            ))
+        } else if super::explicit_family(v).is_none() {
+            // A VNI that names no address takes the first VTEP's family.
+            Ok(())
+        } else {
+            self.check_vtep_family(vni, addr, "etcd VTEP")
+        };
+        match check {
             Ok(()) => true,
             Err(e) => {
                 if self.etcd_family_warned.insert((vni, addr)) {

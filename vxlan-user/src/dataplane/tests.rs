@@ -434,10 +434,17 @@ fn ipv6_vni() {
         .await
         .unwrap();
         assert_eq!(info(&dp, 11).unwrap().flags & VNI_F_IPV6, 0);
+        let behind_v4 = FdbKey::new(11, [2, 0, 0, 0, 0, 0x11]);
+        let e4 = vxlan_common::FdbEntry::new_remote(vtep_from_ip(ip("10.0.0.9")), 0, 0);
+        dp.maps.fdb.insert(behind_v4, e4, 0).unwrap();
         dp.remote_add(11, ip("fd00:57::5"), Origin::Runtime)
             .await
             .unwrap();
         assert_ne!(info(&dp, 11).unwrap().flags & VNI_F_IPV6, 0);
+        assert!(
+            dp.maps.fdb.get(&behind_v4, 0).is_err(),
+            "an entry behind an IPv4 VTEP in a VNI turned IPv6"
+        );
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
