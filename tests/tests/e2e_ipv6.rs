@@ -134,6 +134,25 @@ fn inner_ipv6_pmtu_discovery() {
 
 // ====================================================== VXLAN over IPv6
 
+/// Runs `body` once per receive mode over the IPv6 underlay (the mode
+/// matrix), every mode even when an earlier one fails (each mode's
+/// namespaces are removed by their guards as its panic unwinds); panics at
+/// the end naming the modes that failed (their messages are above).
+fn over_ipv6_in_every_mode(test: &str, body: fn(Setup)) {
+    let mut failed = Vec::new();
+    for setup in Setup::matrix_of(Family::V6) {
+        let mode = setup.mode.name();
+        eprintln!("{test}: receive mode {mode}");
+        if std::panic::catch_unwind(|| body(setup)).is_err() {
+            failed.push(mode);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{test} failed in receive mode(s) {failed:?}"
+    );
+}
+
 const HOST_IF: &str = "vxlan0";
 const C1_IP4: &str = "172.18.1.2";
 const C2_IP4: &str = "172.18.1.3";
@@ -280,9 +299,10 @@ fn assert_kernel_learned(h: &Host, mac: &str, dst: &str) {
 /// own IPv6 decapsulation path.
 #[test]
 fn kernel_peer_bridge_over_ipv6() {
-    for setup in Setup::matrix_of(Family::V6) {
-        kernel_peer_bridge_over_ipv6_in(setup);
-    }
+    over_ipv6_in_every_mode(
+        "kernel_peer_bridge_over_ipv6",
+        kernel_peer_bridge_over_ipv6_in,
+    );
 }
 
 /// The receive mode asked for is the one `eth0` has: native (`ip -j
@@ -304,7 +324,6 @@ fn assert_mode(ns: &NetNs, setup: Setup) {
 
 fn kernel_peer_bridge_over_ipv6_in(setup: Setup) {
     let mode = setup.mode.name();
-    eprintln!("kernel_peer_bridge_over_ipv6: receive mode {mode}");
     let topo = setup.two_hosts(&setup.prefix("vx6-kbr-"));
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let [c1, c2] = topo.pick_containers(["c1", "c2"]);
@@ -501,13 +520,10 @@ fn ipv6_only_underlay() {
 /// In every receive mode of the two forwarders.
 #[test]
 fn group_mode_over_ipv6() {
-    for setup in Setup::matrix_of(Family::V6) {
-        group_mode_over_ipv6_in(setup);
-    }
+    over_ipv6_in_every_mode("group_mode_over_ipv6", group_mode_over_ipv6_in);
 }
 
 fn group_mode_over_ipv6_in(setup: Setup) {
-    eprintln!("group_mode_over_ipv6: receive mode {}", setup.mode.name());
     let topo = setup.three_hosts(&setup.prefix("vx6-grp-"));
     let [h1, h2, h3] = topo.pick_hosts(["h1", "h2", "h3"]);
     let [c1, c2, c3] = topo.pick_containers(["c1", "c2", "c3"]);
@@ -799,12 +815,15 @@ fn underlay_capture_ipv6_outer_headers_and_udp_checksums() {
 /// container's full-size IPv6 packet is answered with an ICMPv6 Packet
 /// Too Big carrying 1430 and the sender learns `mtu 1430`; a full-size
 /// IPv4 packet with DF gets "fragmentation needed" with 1430; at the
-/// learned sizes every packet crosses.
+/// learned sizes every packet crosses. In every receive mode.
 #[test]
 fn pmtu_over_ipv6_underlay() {
-    let setup = Setup::V6;
+    over_ipv6_in_every_mode("pmtu_over_ipv6_underlay", pmtu_over_ipv6_underlay_in);
+}
+
+fn pmtu_over_ipv6_underlay_in(setup: Setup) {
     let topo = setup
-        .hosts("vx6-mtu6-", 2)
+        .hosts(&setup.prefix("vx6-mtu-"), 2)
         .container_with_mtu("c1", "h1", "veth0", C1_IP, 1500)
         .container_with_mtu("c2", "h2", "veth0", C2_IP, 1500)
         .ipv6(true)
