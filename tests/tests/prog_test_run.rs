@@ -2284,3 +2284,35 @@ fn tc_overlay_mtu_over_ipv4_is_uplink_minus_50() {
     assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
     assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450, "next-hop MTU");
 }
+
+/// A unicast non-IP inner frame (an ARP reply to c1, 42 bytes: shorter
+/// than an IPv6 header after its Ethernet header) through TC
+/// decapsulation over IPv6, to a known port: delivered exactly. Positive
+/// control: the same inner frame over IPv4.
+#[test]
+fn tc_decap_ipv6_delivers_a_short_non_ip_frame() {
+    let mut inner = frames::arp_request(C2_MAC, C2_IP, C1_IP);
+    inner[..6].copy_from_slice(&C1_MAC);
+    inner[21] = 2; // reply
+    for v6 in [false, true] {
+        let mut dp = if v6 { Dp::new6() } else { Dp::new() };
+        dp.set_cfg_flags(CFG_F_LEARNING | CFG_F_TC_DECAP);
+        let port_a = dp.port_a;
+        dp.pin_port(C1_MAC, port_a);
+        let f = if v6 {
+            vxlan6(&inner, VNI, LOCAL6, 4789, 0x08)
+        } else {
+            vxlan_frame(&inner, VNI, LOCAL, 4789, 0x08)
+        };
+        let (action, out) = dp.run_tc(Prog::TcUplink, &f, LO);
+        let counters = dp.dp.counters().unwrap();
+        let nonzero: Vec<(Counter, u64)> = Counter::ALL
+            .iter()
+            .map(|k| (*k, counters[*k as usize]))
+            .filter(|(_, n)| *n != 0)
+            .collect();
+        let what = if v6 { "over IPv6" } else { "over IPv4" };
+        assert_eq!(action, TC_ACT_REDIRECT, "{what}: counters {nonzero:?}");
+        assert_eq!(out, inner, "{what}: the inner frame exactly");
+    }
+}
