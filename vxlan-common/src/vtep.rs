@@ -77,6 +77,12 @@ mod user {
             None => IpAddr::V6(Ipv6Addr::from(*a)),
         }
     }
+
+    /// `ip` as the one value it is as a VTEP: an IPv4-mapped IPv6 address
+    /// (`::ffff:192.0.2.1`) is the IPv4 address, anything else itself.
+    pub fn vtep_canonical(ip: IpAddr) -> IpAddr {
+        vtep_to_ip(&vtep_from_ip(ip))
+    }
 }
 
 #[cfg(feature = "user")]
@@ -112,5 +118,11 @@ mod tests {
         assert_eq!(vtep_as_v4(&vtep_from_ip(v6)), None);
         assert!(vtep_is_none(&VTEP_NONE));
         assert!(!vtep_is_none(&vtep_v4([0, 0, 0, 0])));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            vtep_canonical(mapped),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(vtep_canonical(v6), v6);
     }
 }

@@ -383,7 +383,7 @@ mod tests {
 
     fn entry(i: u32) -> FdbEntry {
         FdbEntry {
-            remote: (0x0a00_0000 | i).to_be_bytes(),
+            remote: vxlan_common::vtep_v4((0x0a00_0000 | i).to_be_bytes()),
             ifindex: i % 7,
             flags: i % 2,
             last_seen_ns: u64::from(i) * 1000,

@@ -1,9 +1,11 @@
 //! Command line.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use vxlan_common::VNI_MAX;
+
+pub use crate::addr::parse_ip;
 
 /// A VXLAN tunnel endpoint whose datapath runs in the kernel as eBPF.
 #[derive(Debug, Parser)]
@@ -63,12 +65,13 @@ pub enum VniCommand {
     Add {
         #[arg(value_parser = parse_vni)]
         vni: u32,
-        /// Remote VTEP to flood to; repeatable.
-        #[arg(long = "remote", value_name = "IP", value_parser = parse_ipv4)]
-        remotes: Vec<Ipv4Addr>,
-        /// Multicast group for floods.
-        #[arg(long, value_name = "IP", value_parser = parse_ipv4)]
-        group: Option<Ipv4Addr>,
+        /// Remote VTEP to flood to (IPv4 or IPv6; all of one family);
+        /// repeatable.
+        #[arg(long = "remote", value_name = "IP", value_parser = parse_ip)]
+        remotes: Vec<IpAddr>,
+        /// Multicast group for floods (e.g. 239.1.1.1 or ff05::100).
+        #[arg(long, value_name = "IP", value_parser = parse_ip)]
+        group: Option<IpAddr>,
         /// Create a host interface with this name for the VNI.
         #[arg(long, value_name = "NAME")]
         host_if: Option<String>,
@@ -191,18 +194,23 @@ pub struct RunArgs {
     /// VXLAN network identifier (1..16777215).
     #[arg(long, value_parser = parse_vni)]
     pub vni: Option<u32>,
-    /// Local VTEP address (default: the first IPv4 address of --iface).
-    #[arg(long, value_parser = parse_ipv4)]
-    pub local: Option<Ipv4Addr>,
+    /// Local VTEP address; at most once per family (IPv4 and IPv6).
+    /// Default for each family a VNI needs: the uplink's own address (its
+    /// first IPv4 address; a global, non-tentative IPv6 address).
+    #[arg(long = "local", value_name = "IP", value_parser = parse_ip)]
+    pub local: Vec<IpAddr>,
     /// UDP destination port (default 4789).
     #[arg(long)]
     pub dstport: Option<u16>,
-    /// Remote VTEP to flood to (an all-zeros default FDB entry); repeatable.
-    #[arg(long = "remote", value_name = "IP", value_parser = parse_ipv4)]
-    pub remotes: Vec<Ipv4Addr>,
-    /// Multicast group: floods go to it and VXLAN sent to it is received.
-    #[arg(long, value_name = "IP", value_parser = parse_ipv4)]
-    pub group: Option<Ipv4Addr>,
+    /// Remote VTEP to flood to (an all-zeros default FDB entry), IPv4 or
+    /// IPv6: the VNI's underlay family follows its remotes or group, which
+    /// must be of one family; repeatable.
+    #[arg(long = "remote", value_name = "IP", value_parser = parse_ip)]
+    pub remotes: Vec<IpAddr>,
+    /// Multicast group: floods go to it and VXLAN sent to it is received
+    /// (e.g. 239.1.1.1, or ff05::100 over IPv6).
+    #[arg(long, value_name = "IP", value_parser = parse_ip)]
+    pub group: Option<IpAddr>,
     /// Local port of the VNI (e.g. a container's host-side veth); repeatable.
     #[arg(long = "port", value_name = "IFACE")]
     pub ports: Vec<String>,
@@ -228,7 +236,7 @@ pub struct RunArgs {
     /// and counted (`drop_bum_rate`).
     #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..))]
     pub bum_pps: Option<u32>,
-    /// Also accept VXLAN from senders in this prefix (anti-spoofing: by
+    /// Also accept VXLAN from senders in this prefix (IPv4 or IPv6; anti-spoofing: by
     /// default only a VNI's remotes may send into it; in group mode anyone,
     /// unless this is given); repeatable.
     #[arg(long = "allow-remote", value_name = "CIDR", value_parser = crate::config::parse_cidr)]
@@ -302,11 +310,6 @@ pub fn parse_vni(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
-pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not an IPv4 address"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,12 +324,37 @@ mod tests {
     }
 
     #[test]
-    fn ipv4() {
+    fn addresses_of_both_families() {
+        let cli = Cli::try_parse_from([
+            "vxlan-fwd",
+            "--iface",
+            "eth0",
+            "--local",
+            "10.0.0.1",
+            "--local",
+            "fd00:57::1",
+            "--vni",
+            "42",
+            "--remote",
+            "fd00:57::2",
+            "--group",
+            "ff05::100",
+            "--allow-remote",
+            "fd00:57::/64",
+        ])
+        .unwrap();
+        let run = cli.run.unwrap();
         assert_eq!(
-            parse_ipv4("192.168.57.54"),
-            Ok(Ipv4Addr::new(192, 168, 57, 54))
+            run.local,
+            [
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "fd00:57::1".parse().unwrap()
+            ]
         );
-        assert!(parse_ipv4("192.168.57").is_err());
+        assert_eq!(run.remotes, ["fd00:57::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(run.group, Some("ff05::100".parse().unwrap()));
+        assert_eq!(run.allow_remote[0].to_string(), "fd00:57::/64");
+        assert!(Cli::try_parse_from(["vxlan-fwd", "--local", "192.168.57"]).is_err());
     }
 
     #[test]

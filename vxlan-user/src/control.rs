@@ -8,7 +8,7 @@
 //! one JSON response line; a `Watch` request turns the connection into a
 //! stream of FDB events, one JSON object per line.
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -83,10 +83,11 @@ pub struct VniRow {
     pub vni: u32,
     /// Where it came from: `config`, `runtime` or `etcd`.
     pub origin: String,
-    pub remotes: Vec<Ipv4Addr>,
+    /// IPv4 or IPv6: the VNI's underlay family.
+    pub remotes: Vec<IpAddr>,
     /// The origin of each remote, in the same order.
     pub remote_origins: Vec<String>,
-    pub group: Option<Ipv4Addr>,
+    pub group: Option<IpAddr>,
     pub host_if: Option<String>,
     pub ports: Vec<String>,
     /// This VNI's own limits (unset: the instance's).
@@ -227,10 +228,20 @@ mod tests {
         let reqs = [
             Request::VniAdd(VniSpec {
                 id: 7,
-                remotes: vec![Ipv4Addr::new(10, 0, 0, 1)],
+                remotes: vec!["10.0.0.1".parse().unwrap()],
                 group: None,
                 host_if: Some("vx7".into()),
                 limits: VniLimits::default(),
+            }),
+            Request::VniAdd(VniSpec {
+                id: 8,
+                remotes: vec!["fd00:57::2".parse().unwrap()],
+                group: Some("ff05::100".parse().unwrap()),
+                host_if: None,
+                limits: VniLimits {
+                    allow_remote: Some(vec!["fd00:57::/64".parse().unwrap()]),
+                    ..VniLimits::default()
+                },
             }),
             Request::PortDel {
                 name: "veth0".into(),

@@ -41,7 +41,7 @@ impl Event {
             event: event.to_owned(),
             entry: FdbRow {
                 origin: Some("learned".to_owned()),
-                ..FdbRow::at(ev.vni, &ev.mac, ev.remote, ev.ifindex, names)
+                ..FdbRow::at(ev.vni, &ev.mac, &ev.remote, ev.ifindex, names)
             },
         }
     }

@@ -4,15 +4,19 @@
 //! Default remotes (the all-zeros MAC) live in each VNI's flood list
 //! (`VNIS`); every other entry in the `FDB` hash map.
 
-use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
+use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
-use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey, VniInfo, learned_key_port, learned_key_vni};
+use vxlan_common::{
+    FDB_F_STATIC, FdbEntry, FdbKey, VniInfo, VtepAddr, learned_key_port, learned_key_vni,
+    vtep_from_ip, vtep_to_ip,
+};
 
 use crate::{
+    addr::parse_ip,
     batch,
-    cli::{parse_ipv4, parse_vni},
+    cli::parse_vni,
     maps::Maps,
     netlink::{format_mac, parse_mac},
 };
@@ -30,8 +34,10 @@ use crate::{
 pub struct FdbRow {
     /// Lower-case `aa:bb:cc:dd:ee:ff` ([`format_mac`]).
     pub mac: String,
-    /// Remote VTEP, for entries behind one.
-    pub dst: Option<Ipv4Addr>,
+    /// Remote VTEP (IPv4 or IPv6), for entries behind one: in JSON and
+    /// the state file the address as a string (`"10.0.0.3"`,
+    /// `"fd00:57::2"`).
+    pub dst: Option<IpAddr>,
     /// Local port name, for local entries (by name: ifindexes change when
     /// a port is recreated).
     pub dev: Option<String>,
@@ -61,13 +67,13 @@ impl FdbRow {
     pub fn at(
         vni: u32,
         mac: &[u8; 6],
-        remote: [u8; 4],
+        remote: &VtepAddr,
         ifindex: u32,
         names: &StdHashMap<u32, String>,
     ) -> Self {
         Self {
             mac: format_mac(mac),
-            dst: (ifindex == 0).then(|| Ipv4Addr::from(remote)),
+            dst: (ifindex == 0).then(|| vtep_to_ip(remote)),
             dev: (ifindex != 0).then(|| {
                 names
                     .get(&ifindex)
@@ -118,7 +124,7 @@ pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRo
         permanent: e.is_static(),
         extern_learn: e.is_extern(),
         origin: Some(origin.to_owned()),
-        ..FdbRow::at(key.vni, &key.mac, e.remote, e.ifindex, names)
+        ..FdbRow::at(key.vni, &key.mac, &e.remote, e.ifindex, names)
     }
 }
 
@@ -128,7 +134,7 @@ pub fn row(key: &FdbKey, e: &FdbEntry, names: &StdHashMap<u32, String>) -> FdbRo
 pub fn rows(
     maps: &Maps,
     names: &StdHashMap<u32, String>,
-    origins: &StdHashMap<(u32, Ipv4Addr), String>,
+    origins: &StdHashMap<(u32, IpAddr), String>,
 ) -> Result<Vec<FdbRow>> {
     let mut out = Vec::new();
     for item in maps.vnis.iter() {
@@ -142,7 +148,7 @@ pub fn rows(
                         .cloned()
                         .unwrap_or_else(|| "config".to_owned()),
                 ),
-                ..FdbRow::at(vni, &[0; 6], r.octets(), 0, &StdHashMap::new())
+                ..FdbRow::at(vni, &[0; 6], &vtep_from_ip(r), 0, &StdHashMap::new())
             });
         }
     }
@@ -151,11 +157,11 @@ pub fn rows(
     Ok(out)
 }
 
-pub fn remotes_of(info: &VniInfo) -> Vec<Ipv4Addr> {
+pub fn remotes_of(info: &VniInfo) -> Vec<IpAddr> {
     info.remotes
         .iter()
         .take(info.n_remotes as usize)
-        .map(|r| Ipv4Addr::from(*r))
+        .map(vtep_to_ip)
         .collect()
 }
 
@@ -164,7 +170,8 @@ pub fn remotes_of(info: &VniInfo) -> Vec<Ipv4Addr> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub mac: [u8; 6],
-    pub dst: Option<Ipv4Addr>,
+    /// IPv4 or IPv6 (the VNI's family: the dataplane checks).
+    pub dst: Option<IpAddr>,
     pub dev: Option<String>,
     pub vni: u32,
 }
@@ -178,7 +185,7 @@ impl Spec {
         while let Some(word) = it.next() {
             let mut value = || it.next().ok_or_else(|| anyhow!("`{word}` needs a value"));
             match word.as_str() {
-                "dst" => dst = Some(parse_ipv4(value()?).map_err(|e| anyhow!(e))?),
+                "dst" => dst = Some(parse_ip(value()?).map_err(|e| anyhow!(e))?),
                 "dev" => dev = Some(value()?.clone()),
                 "vni" => vni = Some(parse_vni(value()?).map_err(|e| anyhow!(e))?),
                 other => bail!("unexpected `{other}`: expected `dst IP`, `dev PORT` or `vni N`"),
@@ -224,7 +231,7 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
             bail!("no entry for {} in VNI {}", format_mac(&spec.mac), spec.vni)
         };
         if let Some(dst) = spec.dst
-            && (e.is_local() || Ipv4Addr::from(e.remote) != dst)
+            && (e.is_local() || vtep_to_ip(&e.remote) != dst)
         {
             bail!(
                 "{} in VNI {} is not behind {dst}",
@@ -239,16 +246,8 @@ pub fn apply(maps: &mut Maps, op: Op, spec: &Spec, port_index: Option<u32>) -> R
         return Ok(());
     }
     let entry = match (spec.dst, port_index) {
-        (Some(dst), _) => FdbEntry {
-            remote: dst.octets(),
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
-        (None, Some(ifindex)) => FdbEntry {
-            ifindex,
-            flags: FDB_F_STATIC,
-            ..Default::default()
-        },
+        (Some(dst), _) => FdbEntry::new_remote(vtep_from_ip(dst), FDB_F_STATIC, 0),
+        (None, Some(ifindex)) => FdbEntry::new_local(ifindex, FDB_F_STATIC, 0),
         (None, None) => bail!("missing `dst IP` or `dev PORT`"),
     };
     if matches!(op, Op::Add | Op::Append) && existing.is_some() {
@@ -356,11 +355,11 @@ impl Counts {
 /// The (VNI, remote VTEP) pairs of static FDB entries behind a remote:
 /// senders to allow and next hops to keep, like the default remotes. One
 /// batched walk of the FDB.
-pub fn static_remotes(maps: &Maps) -> Result<std::collections::BTreeSet<(u32, Ipv4Addr)>> {
+pub fn static_remotes(maps: &Maps) -> Result<std::collections::BTreeSet<(u32, IpAddr)>> {
     let mut set = std::collections::BTreeSet::new();
     batch::for_each(&maps.fdb, |k, e| {
         if e.is_static() && !e.is_local() {
-            set.insert((k.vni, Ipv4Addr::from(e.remote)));
+            set.insert((k.vni, vtep_to_ip(&e.remote)));
         }
     })?;
     Ok(set)
@@ -402,20 +401,48 @@ mod tests {
     fn spec_words() {
         let s = Spec::parse(&words("02:00:00:00:00:01 dst 192.168.57.54 vni 42")).unwrap();
         assert_eq!(s.mac, [2, 0, 0, 0, 0, 1]);
-        assert_eq!(s.dst, Some(Ipv4Addr::new(192, 168, 57, 54)));
+        assert_eq!(s.dst, Some("192.168.57.54".parse().unwrap()));
         assert_eq!(s.vni, 42);
+        let s = Spec::parse(&words("02:00:00:00:00:01 dst fd00:57::2 vni 42")).unwrap();
+        assert_eq!(s.dst, Some("fd00:57::2".parse().unwrap()));
         let s = Spec::parse(&words("02:00:00:00:00:01 dev veth0 vni 7")).unwrap();
         assert_eq!(s.dev.as_deref(), Some("veth0"));
         for (bad, why) in [
             ("02:00:00:00:00:01 dst 192.168.57.54", "no vni"),
             ("nope dst 1.2.3.4 vni 1", "bad MAC"),
             ("02:00:00:00:00:01 dst 1.2.3 vni 1", "bad IP"),
+            ("02:00:00:00:00:01 dst fd00::57::2 vni 1", "bad IPv6"),
             ("02:00:00:00:00:01 dst 1.2.3.4 vni 0", "bad VNI"),
             ("02:00:00:00:00:01 via 1.2.3.4 vni 1", "unknown word"),
             ("02:00:00:00:00:01 dst", "no value"),
         ] {
             assert!(Spec::parse(&words(bad)).is_err(), "{why}: {bad}");
         }
+    }
+
+    /// `fdb show` lines and JSON of IPv6 and IPv4 remotes and a local
+    /// entry, from the map values.
+    #[test]
+    fn show_formatting() {
+        let names: StdHashMap<u32, String> = [(5, "veth0".to_owned())].into();
+        let key = FdbKey::new(42, [2, 0, 0, 0, 0, 1]);
+        let v6: IpAddr = "fd00:57::2".parse().unwrap();
+        let e = FdbEntry::new_remote(vtep_from_ip(v6), FDB_F_STATIC, 0);
+        let r = row(&key, &e, &names);
+        assert_eq!(
+            r.to_string(),
+            "02:00:00:00:00:01 dst fd00:57::2 vni 42 permanent"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["dst"], "fd00:57::2");
+        let back: FdbRow = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        let e4 = FdbEntry::new_remote(vxlan_common::vtep_v4([10, 0, 0, 3]), 0, 0);
+        let r4 = row(&key, &e4, &names);
+        assert_eq!(r4.to_string(), "02:00:00:00:00:01 dst 10.0.0.3 vni 42");
+        assert_eq!(serde_json::to_value(&r4).unwrap()["dst"], "10.0.0.3");
+        let local = row(&key, &FdbEntry::new_local(5, 0, 0), &names);
+        assert_eq!(local.to_string(), "02:00:00:00:00:01 dev veth0 vni 42");
     }
 }
 

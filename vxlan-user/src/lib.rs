@@ -6,10 +6,13 @@
 //!   line, validation);
 //! - [`control`]: the control socket's protocol, [`commands`]: the client
 //!   side of `vni`, `port`, `fdb` and `stats`;
+//! - [`addr`]: underlay addresses of both families (parsing, a VNI's
+//!   family, ALLOWED keys);
 //! - kernel interfaces: [`attach`], [`maps`], [`batch`], [`netlink`];
 //! - [`fdb`], [`state`], [`events`], [`stats`], [`metrics`], [`notify`],
 //!   [`paths`].
 
+pub mod addr;
 pub mod attach;
 pub mod batch;
 pub mod cli;

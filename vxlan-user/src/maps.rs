@@ -11,8 +11,8 @@ use aya::{
     programs::loaded_programs,
 };
 use vxlan_common::{
-    ArpEntry, ArpKey, BumWindow, Config, FdbEntry, FdbKey, LocalIp, NeighEntry, NeighSeen,
-    PortInfo, VniInfo, map, prog,
+    ALLOW_DATA_LEN, ArpEntry, ArpKey, BumWindow, Config, FdbEntry, FdbKey, LocalIp, NeighEntry,
+    NeighSeen, PortInfo, VniInfo, VtepAddr, map, prog,
 };
 
 use crate::netlink::{LinkInfo, Netlink};
@@ -23,19 +23,21 @@ pub struct Maps {
     pub ports: HashMap<MapData, u32, PortInfo>,
     pub vnis: HashMap<MapData, u32, VniInfo>,
     pub counters: PerCpuArray<MapData, u64>,
-    pub neigh: HashMap<MapData, [u8; 4], NeighEntry>,
-    pub groups: HashMap<MapData, [u8; 4], u32>,
+    /// Next hops of remote VTEPs, by VTEP address.
+    pub neigh: HashMap<MapData, VtepAddr, NeighEntry>,
+    /// Multicast groups joined, by group address.
+    pub groups: HashMap<MapData, VtepAddr, u32>,
     pub learned: Array<MapData, u64>,
     /// Learned entries per VNI and per port (`vxlan_common::learned_key_*`).
     pub learned_by: HashMap<MapData, u64, u64>,
     /// Remote VTEPs whose frames came from another MAC than NEIGH holds.
-    pub neigh_seen: HashMap<MapData, [u8; 4], NeighSeen>,
+    pub neigh_seen: HashMap<MapData, VtepAddr, NeighSeen>,
     /// Each rate-limited port's BUM window (by ifindex). Only the port
     /// program uses it, so it is absent when the maps are opened by the
     /// uplink program's id (`from_program`).
     pub bum: Option<HashMap<MapData, u32, BumWindow>>,
     /// Key data: `vxlan_common::allow_data(vni, addr)`.
-    pub allowed: LpmTrie<MapData, [u8; 8], u32>,
+    pub allowed: LpmTrie<MapData, [u8; ALLOW_DATA_LEN], u32>,
     /// ARP suppression table and snooped local addresses: port program
     /// only (absent, like `bum`, when opened by the uplink program's id).
     pub arp: Option<HashMap<MapData, ArpKey, ArpEntry>>,
@@ -130,7 +132,7 @@ impl Maps {
     /// The keys of ALLOWED as (prefix length, data): what
     /// [`crate::dataplane::Dataplane::sync_allowed`] compares with what it
     /// wants, and what tests check.
-    pub fn allowed_keys(&self) -> std::collections::BTreeSet<(u32, [u8; 8])> {
+    pub fn allowed_keys(&self) -> std::collections::BTreeSet<(u32, [u8; ALLOW_DATA_LEN])> {
         self.allowed
             .keys()
             .filter_map(Result::ok)

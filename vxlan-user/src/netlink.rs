@@ -1,5 +1,6 @@
-//! rtnetlink helpers of the userspace loader: link lookup and creation, IPv4
-//! addresses, route lookups and neighbour (ARP) resolution.
+//! rtnetlink helpers of the userspace loader: link lookup and creation, the
+//! uplink's addresses, route lookups and neighbour resolution (ARP for
+//! IPv4, ND for IPv6), for both families alike.
 //!
 //! Everything goes through a `NETLINK_ROUTE` socket via [`rtnetlink`]; nothing
 //! shells out to `ip`. Every request is bounded by a timeout
@@ -9,7 +10,7 @@
 use std::{
     future::Future,
     io,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -17,7 +18,7 @@ use anyhow::{Context as _, anyhow, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    address::{AddressAttribute, AddressHeaderFlags},
+    address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope},
     link::{
         AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoVeth, LinkAttribute, LinkFlags,
         LinkInfo as NlLinkInfo, LinkMessage, LinkXdp,
@@ -96,18 +97,21 @@ pub enum LinkEvent {
     Link(LinkInfo),
     /// A link disappeared.
     LinkGone { index: u32, name: String },
-    /// An IPv4 address of link `index` was added or removed.
+    /// An IPv4 or IPv6 address of link `index` was added, changed (an
+    /// IPv6 address that finished duplicate address detection) or removed.
     Address { index: u32 },
     /// Events were lost (the socket overran): re-read what matters.
     Overrun,
 }
 
-/// Subscribes to link and IPv4 address events of this network namespace.
+/// Subscribes to link and address (IPv4 and IPv6) events of this network
+/// namespace.
 /// The stream ends when the returned receiver is dropped.
 pub fn subscribe_links() -> anyhow::Result<tokio::sync::mpsc::Receiver<LinkEvent>> {
     use netlink_sys::{AsyncSocket as _, SocketAddr};
     const RTMGRP_LINK: u32 = 1;
     const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+    const RTMGRP_IPV6_IFADDR: u32 = 0x100;
     let runtime = tokio::runtime::Handle::try_current()
         .context("subscribe_links() must be called from within a tokio runtime")?;
     let (mut connection, handle, mut messages) =
@@ -115,7 +119,10 @@ pub fn subscribe_links() -> anyhow::Result<tokio::sync::mpsc::Receiver<LinkEvent
     connection
         .socket_mut()
         .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        .bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+        ))
         .context("subscribing to link events")?;
     runtime.spawn(connection);
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -225,6 +232,56 @@ impl Netlink {
             first_secondary.get_or_insert(ip);
         }
         Ok(first_secondary)
+    }
+
+    /// The first global IPv6 address of the interface that can be a VTEP's
+    /// source: scope global (no link-local), neither tentative (duplicate
+    /// address detection still running) nor failed DAD nor deprecated.
+    /// Permanent (configured) addresses win over autoconfigured ones. An
+    /// unknown `index` simply yields `None`.
+    pub async fn first_ipv6_global(&self, index: u32) -> anyhow::Result<Option<Ipv6Addr>> {
+        let mut request = self.handle.address().get().set_link_index_filter(index);
+        request.message_mut().header.family = AddressFamily::Inet6;
+        let request = request.execute();
+        let messages: Vec<_> = timed(async { request.try_collect().await.map_err(nl_error) })
+            .await
+            .with_context(|| format!("failed to list the IPv6 addresses of ifindex {index}"))?;
+        let mut first_dynamic = None;
+        for msg in messages {
+            if msg.header.index != index || msg.header.scope != AddressScope::Universe {
+                continue;
+            }
+            // IFA_FLAGS (32 bits) when present, else the header's 8.
+            let flags = msg
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Flags(f) => Some(*f),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits()))
+                });
+            if flags.intersects(
+                AddressFlags::Tentative | AddressFlags::Dadfailed | AddressFlags::Deprecated,
+            ) {
+                continue;
+            }
+            let Some(ip) = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if ip.is_unicast_link_local() || ip.is_loopback() || ip.is_multicast() {
+                continue;
+            }
+            if flags.contains(AddressFlags::Permanent) {
+                return Ok(Some(ip));
+            }
+            first_dynamic.get_or_insert(ip);
+        }
+        Ok(first_dynamic)
     }
 
     /// Creates a veth pair `name` <-> `peer` in this namespace, both with
@@ -403,20 +460,31 @@ impl Netlink {
         .await
     }
 
-    /// Route lookup (RTM_GETROUTE for a /32, like `ip route get`): returns
-    /// (output ifindex, next hop) where next hop is the gateway if the route
-    /// has one, else `dst` itself.
+    /// Route lookup (RTM_GETROUTE for a host route, like `ip route get`),
+    /// IPv4 or IPv6: returns (output ifindex, next hop) where next hop is
+    /// the gateway if the route has one (of either family: an IPv4 route
+    /// may have an IPv6 next hop), else `dst` itself.
     ///
     /// Fails if there is no route, or if `dst` is an address of this host
     /// (its route would go through loopback).
-    pub async fn route_get(&self, dst: Ipv4Addr) -> anyhow::Result<(u32, Ipv4Addr)> {
+    pub async fn route_get(&self, dst: IpAddr) -> anyhow::Result<(u32, IpAddr)> {
         // Only family, prefix length and destination are set so that the
         // request is also valid for sockets with NETLINK_GET_STRICT_CHK.
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = 32;
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        match dst {
+            IpAddr::V4(a) => {
+                msg.header.address_family = AddressFamily::Inet;
+                msg.header.destination_prefix_length = 32;
+                msg.attributes
+                    .push(RouteAttribute::Destination(RouteAddress::Inet(a)));
+            }
+            IpAddr::V6(a) => {
+                msg.header.address_family = AddressFamily::Inet6;
+                msg.header.destination_prefix_length = 128;
+                msg.attributes
+                    .push(RouteAttribute::Destination(RouteAddress::Inet6(a)));
+            }
+        }
         let request = self.handle.route().get(msg).execute();
         let route = timed(async {
             futures::pin_mut!(request);
@@ -435,9 +503,13 @@ impl Netlink {
             match attr {
                 RouteAttribute::Oif(index) => oif = Some(*index),
                 RouteAttribute::Gateway(RouteAddress::Inet(ip))
-                | RouteAttribute::Via(RouteVia::Inet(ip)) => gateway = Some(*ip),
+                | RouteAttribute::Via(RouteVia::Inet(ip)) => gateway = Some(IpAddr::V4(*ip)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(ip))
+                | RouteAttribute::Via(RouteVia::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
                 RouteAttribute::Via(via) => {
-                    bail!("route to {dst} uses a non-IPv4 next hop ({via:?}), which is unsupported")
+                    bail!(
+                        "route to {dst} uses a next hop of another kind ({via:?}), which is unsupported"
+                    )
                 }
                 _ => {}
             }
@@ -448,13 +520,14 @@ impl Netlink {
 
     /// Ask the kernel to resolve the neighbour `ip` on `ifindex` (RTM_NEWNEIGH
     /// with NTF_USE and NLM_F_CREATE|NLM_F_REPLACE, no lladdr), like `ip neigh
-    /// replace IP dev X use` - it starts ARP if the entry is missing or stale
-    /// and never overrides a resolved address.
+    /// replace IP dev X use` - it starts ARP (IPv4) or neighbour discovery
+    /// (IPv6) if the entry is missing or stale and never overrides a
+    /// resolved address.
     ///
     /// Static (`PERMANENT`) and `NOARP` entries are left alone: the kernel
     /// would otherwise strip the `PERMANENT` state of an existing entry when
     /// it sees NTF_USE.
-    pub async fn kick_neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> anyhow::Result<()> {
+    pub async fn kick_neighbour(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<()> {
         if let Some(entry) = self.neighbour_entry(ifindex, ip).await?
             && matches!(
                 entry.header.state,
@@ -469,20 +542,20 @@ impl Netlink {
         let request = self
             .handle
             .neighbours()
-            .add(ifindex, IpAddr::V4(ip))
+            .add(ifindex, ip)
             .state(NeighbourState::None)
             .flags(NeighbourFlags::Use)
             .replace()
             .execute();
         ack(request).await.with_context(|| {
-            format!("failed to trigger ARP resolution of {ip} on ifindex {ifindex}")
+            format!("failed to trigger neighbour resolution of {ip} on ifindex {ifindex}")
         })
     }
 
     /// Link-layer address of a neighbour if the kernel has a valid
     /// (REACHABLE/STALE/DELAY/PROBE/PERMANENT) entry.
     /// What the kernel knows of neighbour `ip` on `ifindex`.
-    pub async fn neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> anyhow::Result<Neighbour> {
+    pub async fn neighbour(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<Neighbour> {
         let Some(entry) = self.neighbour_entry(ifindex, ip).await? else {
             return Ok(Neighbour::Unknown);
         };
@@ -500,7 +573,7 @@ impl Netlink {
 
     /// Deletes the kernel's neighbour entry for `ip` on `ifindex` (unless
     /// permanent), so that the next use resolves it afresh.
-    pub async fn forget_neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> anyhow::Result<()> {
+    pub async fn forget_neighbour(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<()> {
         let Some(entry) = self.neighbour_entry(ifindex, ip).await? else {
             return Ok(());
         };
@@ -515,11 +588,7 @@ impl Netlink {
             .with_context(|| format!("failed to delete neighbour {ip} on ifindex {ifindex}"))
     }
 
-    pub async fn neighbour_mac(
-        &self,
-        ifindex: u32,
-        ip: Ipv4Addr,
-    ) -> anyhow::Result<Option<[u8; 6]>> {
+    pub async fn neighbour_mac(&self, ifindex: u32, ip: IpAddr) -> anyhow::Result<Option<[u8; 6]>> {
         let Some(entry) = self.neighbour_entry(ifindex, ip).await? else {
             return Ok(None);
         };
@@ -554,16 +623,16 @@ impl Netlink {
     async fn neighbour_entry(
         &self,
         ifindex: u32,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     ) -> anyhow::Result<Option<NeighbourMessage>> {
         let what = || format!("failed to look up neighbour {ip} on ifindex {ifindex}");
         // rtnetlink only offers neighbour dumps; a targeted RTM_GETNEIGH
         // (Linux >= 5.0) avoids walking the whole table on every call.
         let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = neigh_family(&ip);
         msg.header.ifindex = ifindex;
         msg.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+            .push(NeighbourAttribute::Destination(neigh_address(ip)));
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
         request.header.flags = NLM_F_REQUEST;
         let mut handle = self.handle.clone();
@@ -601,27 +670,45 @@ impl Netlink {
         }
     }
 
-    /// Slow path of [`Self::neighbour_entry`]: dump the IPv4 neighbour table
-    /// and pick the entry.
+    /// Slow path of [`Self::neighbour_entry`]: dump the neighbour table of
+    /// `ip`'s family and pick the entry.
     async fn neighbour_entry_from_dump(
         &self,
         ifindex: u32,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     ) -> anyhow::Result<Option<NeighbourMessage>> {
+        let want = neigh_address(ip);
         let request = self
             .handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Inet)
+            .set_address_family(neigh_family(&ip))
             .execute();
         let entries: Vec<NeighbourMessage> =
             timed(async { request.try_collect().await.map_err(nl_error) }).await?;
         Ok(entries.into_iter().find(|entry| {
             entry.header.ifindex == ifindex
-                && entry.attributes.iter().any(|a| {
-                    matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)) if *dst == ip)
-                })
+                && entry
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, NeighbourAttribute::Destination(dst) if *dst == want))
         }))
+    }
+}
+
+/// The address family of neighbour entries for `ip`.
+fn neigh_family(ip: &IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+/// `ip` as a neighbour entry's destination.
+fn neigh_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
     }
 }
 
@@ -863,7 +950,7 @@ mod tests {
         std::fs::File::open("/proc/thread-self/ns/net").expect("open /proc/thread-self/ns/net")
     }
 
-    async fn neighbour_state(nl: &Netlink, ifindex: u32, ip: Ipv4Addr) -> Option<NeighbourState> {
+    async fn neighbour_state(nl: &Netlink, ifindex: u32, ip: IpAddr) -> Option<NeighbourState> {
         nl.neighbour_entry(ifindex, ip)
             .await
             .unwrap()
@@ -986,27 +1073,36 @@ mod tests {
         assert!(nl.link_by_index(veth.index).await.unwrap().up);
 
         // Routes.
-        let on_link = Ipv4Addr::new(10, 99, 0, 2);
-        let gateway = Ipv4Addr::new(10, 99, 0, 3);
+        let on_link = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
+        let gw4 = Ipv4Addr::new(10, 99, 0, 3);
+        let gateway = IpAddr::V4(gw4);
         assert_eq!(nl.route_get(on_link).await.unwrap(), (veth.index, on_link));
         nl.handle
             .route()
             .add(
                 rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
                     .destination_prefix(Ipv4Addr::new(10, 200, 0, 0), 16)
-                    .gateway(gateway)
+                    .gateway(gw4)
                     .build(),
             )
             .execute()
             .await
             .unwrap();
         assert_eq!(
-            nl.route_get(Ipv4Addr::new(10, 200, 1, 1)).await.unwrap(),
+            nl.route_get(Ipv4Addr::new(10, 200, 1, 1).into())
+                .await
+                .unwrap(),
             (veth.index, gateway)
         );
-        let err = nl.route_get(Ipv4Addr::new(10, 99, 0, 1)).await.unwrap_err();
+        let err = nl
+            .route_get(Ipv4Addr::new(10, 99, 0, 1).into())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("local address"), "{err:#}");
-        let err = nl.route_get(Ipv4Addr::new(192, 0, 2, 1)).await.unwrap_err();
+        let err = nl
+            .route_get(Ipv4Addr::new(192, 0, 2, 1).into())
+            .await
+            .unwrap_err();
         eprintln!("unroutable: {err:#}");
         assert_eq!(errno(&err), Some(libc::ENETUNREACH), "{err:#}");
 
@@ -1062,11 +1158,11 @@ mod tests {
         );
 
         // Static entries are reported and survive a kick.
-        let static_ip = Ipv4Addr::new(10, 99, 0, 9);
+        let static_ip = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 9));
         let static_mac = parse_mac("02:00:00:00:00:09").unwrap();
         nl.handle
             .neighbours()
-            .add(veth.index, IpAddr::V4(static_ip))
+            .add(veth.index, static_ip)
             .link_layer_address(&static_mac)
             .state(NeighbourState::Permanent)
             .execute()
@@ -1086,6 +1182,61 @@ mod tests {
             Some(static_mac)
         );
         assert!(nl.neighbour_mac(9999, static_ip).await.is_err());
+
+        // IPv6: the uplink's global address (not link-local, not
+        // tentative), a route lookup and neighbour discovery.
+        let a6: Ipv6Addr = "fd00:99::1".parse().unwrap();
+        let b6: Ipv6Addr = "fd00:99::3".parse().unwrap();
+        let add6 = |nl: &Netlink, index: u32, ip: Ipv6Addr, nodad: bool| {
+            let mut req = nl.handle.address().add(index, IpAddr::V6(ip), 64);
+            if nodad {
+                req.message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            req.execute()
+        };
+        add6(&nl_b, peer_b.index, b6, true).await.unwrap();
+        // With duplicate address detection running, not an address yet.
+        add6(&nl, veth.index, "fd00:98::1".parse().unwrap(), false)
+            .await
+            .unwrap();
+        assert_eq!(nl.first_ipv6_global(veth.index).await.unwrap(), None);
+        // A link-local address (ND solicits from one; addrgenmode is none
+        // here): never a VTEP's.
+        add6(&nl, veth.index, "fe80::1".parse().unwrap(), true)
+            .await
+            .unwrap();
+        add6(&nl, veth.index, a6, true).await.unwrap();
+        assert_eq!(nl.first_ipv6_global(veth.index).await.unwrap(), Some(a6));
+        assert_eq!(nl.first_ipv6_global(lo.index).await.unwrap(), None);
+        assert_eq!(
+            nl.route_get(IpAddr::V6(b6)).await.unwrap(),
+            (veth.index, IpAddr::V6(b6))
+        );
+        nl.kick_neighbour(veth.index, IpAddr::V6(b6)).await.unwrap();
+        let mut mac = None;
+        for _ in 0..100 {
+            mac = nl.neighbour_mac(veth.index, IpAddr::V6(b6)).await.unwrap();
+            if mac.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(mac, Some(peer_b.mac), "resolved over ND");
+        let err = nl.route_get(IpAddr::V6(a6)).await.unwrap_err();
+        assert!(err.to_string().contains("local address"), "{err:#}");
+        assert!(matches!(
+            nl.neighbour(veth.index, IpAddr::V6(b6)).await.unwrap(),
+            Neighbour::Known { .. }
+        ));
+        nl.forget_neighbour(veth.index, IpAddr::V6(b6))
+            .await
+            .unwrap();
+        assert_eq!(
+            nl.neighbour(veth.index, IpAddr::V6(b6)).await.unwrap(),
+            Neighbour::Unknown
+        );
 
         // XDP program id.
         match crate::sys_bpf::load_xdp_returning(2, "nlt_pass") {

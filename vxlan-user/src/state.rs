@@ -17,7 +17,9 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use serde::{Deserialize, Serialize};
-use vxlan_common::{FDB_F_STATIC, FdbEntry, FdbKey};
+use vxlan_common::{
+    FDB_F_STATIC, FdbEntry, FdbKey, VNI_F_IPV6, VTEP_NONE, vtep_from_ip, vtep_is_v4,
+};
 
 use crate::{
     batch,
@@ -69,7 +71,7 @@ impl Table {
             }
             let mut h = DefaultHasher::new();
             let (remote, ifindex) = match e.is_local() {
-                true => ([0; 4], e.ifindex),
+                true => (VTEP_NONE, e.ifindex),
                 false => (e.remote, 0),
             };
             (k.vni, k.mac, remote, ifindex, e.is_static()).hash(&mut h);
@@ -97,7 +99,7 @@ impl Table {
             .map(|(k, e)| FdbRow {
                 permanent: e.is_static(),
                 last_seen_ns: Some(e.last_seen_ns),
-                ..FdbRow::at(k.vni, &k.mac, e.remote, e.ifindex, names)
+                ..FdbRow::at(k.vni, &k.mac, &e.remote, e.ifindex, names)
             })
             .collect();
         Saved {
@@ -159,8 +161,9 @@ pub fn load(path: &Path) -> Result<Option<Saved>> {
 }
 
 /// Puts saved entries back, filtered against what runs now: entries of
-/// VNIs that exist; local ones only if their port (by name) is a port of
-/// that VNI now. Learned entries keep the time they were last seen when
+/// VNIs that exist; remote ones only if their VTEP is of the VNI's
+/// underlay family now; local ones only if their port (by name) is a port
+/// of that VNI now. Learned entries keep the time they were last seen when
 /// the file is of this boot (else: as just seen). Returns how many.
 pub fn restore(
     maps: &mut Maps,
@@ -171,9 +174,9 @@ pub fn restore(
     let same_boot = !saved.boot_id.is_empty() && saved.boot_id == crate::paths::boot_id();
     let mut n = 0;
     for e in &saved.entries {
-        if maps.vnis.get(&e.vni, 0).is_err() {
+        let Ok(info) = maps.vnis.get(&e.vni, 0) else {
             continue;
-        }
+        };
         let Ok(mac) = parse_mac(&e.mac) else { continue };
         let seen = e.last_seen_ns.unwrap_or(0);
         let seen = if same_boot && seen <= now_ns {
@@ -181,19 +184,21 @@ pub fn restore(
         } else {
             now_ns
         };
-        let mut entry = FdbEntry {
-            flags: if e.permanent { FDB_F_STATIC } else { 0 },
-            last_seen_ns: seen,
-            ..Default::default()
-        };
-        match (&e.dst, &e.dev) {
-            (Some(dst), _) => entry.remote = dst.octets(),
+        let flags = if e.permanent { FDB_F_STATIC } else { 0 };
+        let entry = match (&e.dst, &e.dev) {
+            (Some(dst), _) => {
+                let remote = vtep_from_ip(*dst);
+                if vtep_is_v4(&remote) == (info.flags & VNI_F_IPV6 != 0) {
+                    continue; // the VNI changed family since
+                }
+                FdbEntry::new_remote(remote, flags, seen)
+            }
             (None, Some(dev)) => match port_of.get(dev) {
-                Some(&(ifindex, vni)) if vni == e.vni => entry.ifindex = ifindex,
+                Some(&(ifindex, vni)) if vni == e.vni => FdbEntry::new_local(ifindex, flags, seen),
                 _ => continue,
             },
             (None, None) => continue,
-        }
+        };
         if maps.fdb.insert(FdbKey::new(e.vni, mac), entry, 0).is_ok() {
             n += 1;
         }
@@ -204,10 +209,10 @@ pub fn restore(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use aya::EbpfLoader;
-    use vxlan_common::{VniInfo, map};
+    use vxlan_common::{VniInfo, map, vtep_v4};
 
     use super::*;
     use crate::EBPF_OBJ;
@@ -234,7 +239,7 @@ pub(crate) mod tests {
             [
                 row(
                     "02:00:00:00:00:01",
-                    Some(Ipv4Addr::new(10, 0, 0, 3)),
+                    Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3))),
                     None,
                     42,
                     true,
@@ -245,6 +250,13 @@ pub(crate) mod tests {
         );
         let again: Saved = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
         assert_eq!(again, saved);
+        // An IPv6 remote is stored as its address string.
+        let six = r#"{"vni":7,"mac":"02:00:00:00:00:03","dst":"fd00:57::2","dev":null,"permanent":true,"last_seen_ns":0}"#;
+        let r: FdbRow = serde_json::from_str(six).unwrap();
+        assert_eq!(r.dst, Some("fd00:57::2".parse().unwrap()));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""dst":"fd00:57::2""#), "{text}");
+        assert_eq!(serde_json::from_str::<FdbRow>(&text).unwrap(), r);
         // Whether an entry is static is never guessed.
         let unsure = r#"{"vni":1,"mac":"02:00:00:00:00:01","dst":null,"dev":"veth0"}"#;
         assert!(serde_json::from_str::<FdbRow>(unsure).is_err());
@@ -270,24 +282,36 @@ pub(crate) mod tests {
             n_remotes: remotes.len() as u32,
             ..Default::default()
         };
-        info.remotes[..remotes.len()].copy_from_slice(remotes);
+        for (slot, r) in info.remotes.iter_mut().zip(remotes) {
+            *slot = vtep_v4(*r);
+        }
+        maps.vnis.insert(vni, info, 0).unwrap();
+    }
+
+    /// An IPv6 VNI with no remotes.
+    pub(crate) fn add_vni6(maps: &mut Maps, vni: u32) {
+        let info = VniInfo {
+            flags: VNI_F_IPV6,
+            ..Default::default()
+        };
         maps.vnis.insert(vni, info, 0).unwrap();
     }
 
     pub(crate) fn remote(ip: [u8; 4], is_static: bool, seen: u64) -> FdbEntry {
-        FdbEntry {
-            remote: ip,
-            flags: if is_static { FDB_F_STATIC } else { 0 },
-            last_seen_ns: seen,
-            ..Default::default()
-        }
+        FdbEntry::new_remote(vtep_v4(ip), if is_static { FDB_F_STATIC } else { 0 }, seen)
+    }
+
+    pub(crate) fn remote6(ip: &str, is_static: bool, seen: u64) -> FdbEntry {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        FdbEntry::new_remote(
+            vtep_from_ip(ip),
+            if is_static { FDB_F_STATIC } else { 0 },
+            seen,
+        )
     }
 
     pub(crate) fn local(ifindex: u32, is_static: bool, seen: u64) -> FdbEntry {
-        FdbEntry {
-            ifindex,
-            ..remote([0; 4], is_static, seen)
-        }
+        FdbEntry::new_local(ifindex, if is_static { FDB_F_STATIC } else { 0 }, seen)
     }
 
     fn mac(last: u8) -> [u8; 6] {
@@ -319,7 +343,7 @@ pub(crate) mod tests {
             .iter()
             .map(|e| (e.vni, e.mac.as_str(), e.dst, e.dev.as_deref(), e.permanent))
             .collect();
-        let ip = Ipv4Addr::new;
+        let ip = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
         assert_eq!(
             rows,
             [
@@ -375,5 +399,54 @@ pub(crate) mod tests {
         assert_eq!(snapshot(&fresh, &renamed).unwrap(), saved);
         assert_eq!(fresh.learned.get(&0, 0).unwrap(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// IPv6 remotes are saved as address strings and restored into a VNI
+    /// of that family only.
+    #[test]
+    fn ipv6_round_trip_and_family_filter() {
+        let Some(mut maps) = live_maps(1024) else {
+            return;
+        };
+        add_vni6(&mut maps, 7);
+        add_vni(&mut maps, 42, &[]);
+        let names = StdHashMap::new();
+        maps.fdb
+            .insert(FdbKey::new(7, mac(1)), remote6("fd00:57::2", true, 0), 0)
+            .unwrap();
+        maps.fdb
+            .insert(FdbKey::new(42, mac(2)), remote([10, 0, 0, 2], false, 5), 0)
+            .unwrap();
+        let saved = snapshot(&maps, &names).unwrap();
+        let text = serde_json::to_string(&saved).unwrap();
+        assert!(text.contains(r#""dst":"fd00:57::2""#), "{text}");
+        let back: Saved = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, saved);
+        assert_eq!(
+            back.entries[0].to_string(),
+            "02:00:00:00:00:01 dst fd00:57::2 vni 7 permanent"
+        );
+
+        let Some(mut fresh) = live_maps(1024) else {
+            return;
+        };
+        add_vni6(&mut fresh, 7);
+        add_vni(&mut fresh, 42, &[]);
+        assert_eq!(
+            restore(&mut fresh, &back, &StdHashMap::new(), 10).unwrap(),
+            2
+        );
+        assert_eq!(snapshot(&fresh, &names).unwrap().entries, saved.entries);
+        // VNI 7 is IPv4 now: its IPv6 entry is not restored, nor is the
+        // IPv4 one into VNI 42 turned IPv6.
+        let Some(mut other) = live_maps(1024) else {
+            return;
+        };
+        add_vni(&mut other, 7, &[]);
+        add_vni6(&mut other, 42);
+        assert_eq!(
+            restore(&mut other, &back, &StdHashMap::new(), 10).unwrap(),
+            0
+        );
     }
 }

@@ -14,9 +14,10 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
     if let Some(name) = &cli.iface {
         check_ifname(name, IFNAME_MAX, "").map_err(|e| anyhow!("--iface: {e}"))?;
     }
-    if let Some(ip) = cli.local {
-        check_local(ip).map_err(|e| anyhow!("--local: {e}"))?;
+    for ip in &cli.local {
+        check_local(*ip).map_err(|e| anyhow!("--local: {e}"))?;
     }
+    let cli_local = Locals::from_list(&cli.local).map_err(|e| anyhow!("--local: {e}"))?;
     if let Some(p) = cli.dstport {
         check_dstport(i64::from(p)).map_err(|e| anyhow!("--dstport: {e}"))?;
     }
@@ -117,7 +118,7 @@ pub fn resolve(file: Option<FileConfig>, cli: Overrides) -> Result<Config> {
 
     Ok(Config {
         iface,
-        local: cli.local.or(file.local),
+        local: cli_local.or(file.local),
         dstport: cli.dstport.or(file.dstport).unwrap_or(DEFAULT_DSTPORT),
         ageing: cli.ageing.or(file.ageing).unwrap_or(DEFAULT_AGEING),
         max_fdb: cli.max_fdb.or(file.max_fdb).unwrap_or(DEFAULT_MAX_FDB),

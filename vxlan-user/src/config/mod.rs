@@ -2,7 +2,9 @@
 //!
 //! ```toml
 //! iface = "eth0"          # uplink
-//! local = "192.168.57.50" # optional, default: first IPv4 address of iface
+//! local = "192.168.57.50" # optional, default: the uplink's own address of
+//!                         # each family a VNI needs; one of each family:
+//!                         # local = ["192.168.57.50", "fd00:57::1"]
 //! dstport = 4789          # optional
 //! ageing = 300            # optional, seconds
 //! max_fdb = 65536         # optional, cap on learned FDB entries
@@ -11,11 +13,12 @@
 //! [[vni]]
 //! id = 42
 //! ports = ["veth0", "veth1"]     # optional
-//! remotes = ["192.168.57.54"]    # optional
-//! group = "224.1.1.1"            # optional multicast group
+//! remotes = ["192.168.57.54"]    # optional (IPv4 or IPv6: "fd00:57::2")
+//! group = "224.1.1.1"            # optional multicast group ("ff05::100")
 //! host_if = "vxlan0"             # optional
 //! max_fdb = 1000                 # optional: this VNI's own learning cap
 //! allow_remote = ["10.0.0.0/8"]  # optional: replaces the top-level list
+//!                                # (IPv6 too: "fd00:57::/64")
 //! port_max_fdb = 100             # optional: cap per port (top-level default)
 //! bum_pps = 1000                 # optional: BUM rate per port (top-level default)
 //!
@@ -29,6 +32,10 @@
 //! key = "/etc/vxlan-fwd/etcd-client.key"
 //! ```
 //!
+//! A VNI's underlay family (IPv4 or IPv6) follows its remotes or group,
+//! which must all be of one family; a VNI with neither is IPv4 unless the
+//! instance has only an IPv6 local address.
+//!
 //! [`parse`] (or [`load`]) turns the file into a [`FileConfig`], checking
 //! everything that can be checked from the file alone; errors name the file,
 //! the line and the key (``vxlan.toml:7: key `id`: VNI 0 is outside
@@ -38,7 +45,7 @@
 
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -93,23 +100,18 @@ const VNI_KEYS: &[&str] = &[
     "bum_pps",
 ];
 
-/// An IPv4 prefix (`allow_remote`); serialized as `a.b.c.d/len`.
-pub type Cidr = ipnet::Ipv4Net;
-
-/// Parses `a.b.c.d/len` or `a.b.c.d` (a /32).
-pub fn parse_cidr(s: &str) -> std::result::Result<Cidr, String> {
-    s.parse::<Cidr>()
-        .or_else(|_| s.parse::<Ipv4Addr>().map(Cidr::from))
-        .map_err(|_| format!("'{s}' is not an IPv4 prefix (like 192.168.57.0/24)"))
-}
+/// A sender prefix (`allow_remote`), IPv4 or IPv6.
+pub use crate::addr::{Cidr, Locals, parse_cidr};
 
 /// One VNI: its local ports, flood list and host interface.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VniConfig {
     pub id: u32,
     pub ports: Vec<String>,
-    pub remotes: Vec<Ipv4Addr>,
-    pub group: Option<Ipv4Addr>,
+    /// Remote VTEPs, all of the VNI's family.
+    pub remotes: Vec<IpAddr>,
+    /// Multicast group (IPv4 or IPv6), of the VNI's family.
+    pub group: Option<IpAddr>,
     pub host_if: Option<String>,
     pub limits: VniLimits,
 }
@@ -164,7 +166,9 @@ pub struct FileEtcd {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub iface: String,
-    pub local: Option<Ipv4Addr>,
+    /// Fixed local addresses (at most one per family); the families not
+    /// given follow the uplink's addresses.
+    pub local: Locals,
     pub dstport: u16,
     pub ageing: u64,
     pub max_fdb: u32,
@@ -185,7 +189,9 @@ pub struct Config {
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub iface: Option<String>,
-    pub local: Option<Ipv4Addr>,
+    /// `--local`, repeatable: at most one per family; each replaces the
+    /// file's address of its family.
+    pub local: Vec<IpAddr>,
     pub dstport: Option<u16>,
     pub ageing: Option<u64>,
     pub max_fdb: Option<u32>,
@@ -208,7 +214,7 @@ pub struct Overrides {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileConfig {
     pub iface: Option<String>,
-    pub local: Option<Ipv4Addr>,
+    pub local: Locals,
     pub dstport: Option<u16>,
     pub ageing: Option<u64>,
     pub max_fdb: Option<u32>,

@@ -7,7 +7,7 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFile {
     iface: Option<Spanned<String>>,
-    local: Option<Spanned<String>>,
+    local: Option<Spanned<OneOrMany>>,
     dstport: Option<Spanned<i64>>,
     ageing: Option<Spanned<i64>>,
     max_fdb: Option<Spanned<i64>>,
@@ -18,6 +18,14 @@ pub(super) struct RawFile {
     etcd: Option<RawEtcd>,
     #[serde(default)]
     vni: Vec<Spanned<RawVni>>,
+}
+
+/// `local`: one address, or one of each family.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -77,10 +85,17 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
         file.iface = Some(v.into_inner());
     }
     if let Some(v) = raw.local {
-        let ip = parse_ipv4(v.get_ref())
-            .and_then(check_local)
+        let list = match v.get_ref() {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(l) => l.as_slice(),
+        };
+        let ips = list
+            .iter()
+            .map(|s| parse_ip(s).and_then(check_local))
+            .collect::<Result<Vec<_>, String>>()
+            .and_then(|ips| Locals::from_list(&ips))
             .map_err(|e| anyhow!("{}: {e}", at(v.span(), "local")))?;
-        file.local = Some(ip);
+        file.local = ips;
     }
     if let Some(v) = raw.dstport {
         let port =
@@ -190,7 +205,7 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
             lines.remotes_key = Some(line(list.span()));
             for r in list.into_inner() {
                 lines.remotes.push(line(r.span()));
-                let ip = parse_ipv4(r.get_ref())
+                let ip = parse_ip(r.get_ref())
                     .map_err(|e| anyhow!("{}: {e}", at(r.span(), "remotes")))?;
                 vni.remotes.push(ip);
             }
@@ -198,7 +213,7 @@ pub fn parse(text: &str, origin: &str) -> Result<FileConfig> {
         if let Some(g) = raw.group {
             lines.group = Some(line(g.span()));
             let ip =
-                parse_ipv4(g.get_ref()).map_err(|e| anyhow!("{}: {e}", at(g.span(), "group")))?;
+                parse_ip(g.get_ref()).map_err(|e| anyhow!("{}: {e}", at(g.span(), "group")))?;
             vni.group = Some(ip);
         }
         if let Some(h) = raw.host_if {
@@ -356,6 +371,10 @@ pub(super) fn plain_types(msg: &str) -> String {
         .replace("expected struct RawVni", "expected a table")
         .replace("invalid type: sequence", "invalid type: array")
         .replace("invalid type: map", "invalid type: table")
+        .replace(
+            "data did not match any variant of untagged enum OneOrMany",
+            "expected an address or an array of addresses",
+        )
 }
 
 /// Finds the key whose name or value covers byte `pos`, innermost first;

@@ -22,8 +22,13 @@ id = 43
 group = "224.1.1.2"
 "#;
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// The local addresses `list`.
+fn locals(list: &[&str]) -> Locals {
+    Locals::from_list(&list.iter().map(|s| ip(s)).collect::<Vec<_>>()).unwrap()
 }
 
 fn vni(id: u32, ports: &[&str]) -> VniConfig {
@@ -43,7 +48,7 @@ fn vni(id: u32, ports: &[&str]) -> VniConfig {
 fn defaults_on_eth0(learning: bool, vnis: Vec<VniConfig>) -> Config {
     Config {
         iface: "eth0".into(),
-        local: None,
+        local: Locals::default(),
         dstport: DEFAULT_DSTPORT,
         ageing: DEFAULT_AGEING,
         max_fdb: DEFAULT_MAX_FDB,
@@ -81,7 +86,7 @@ fn full_file() {
     let f = file(FULL);
     assert_eq!(f.origin(), "vxlan.toml");
     assert_eq!(f.iface.as_deref(), Some("eth0"));
-    assert_eq!(f.local, Some(ip("192.168.57.50")));
+    assert_eq!(f.local, locals(&["192.168.57.50"]));
     assert_eq!(f.dstport, Some(8472));
     assert_eq!(f.ageing, Some(60));
     assert_eq!(f.max_fdb, Some(1000));
@@ -105,7 +110,7 @@ fn full_file() {
         c,
         Config {
             iface: "eth0".into(),
-            local: Some(ip("192.168.57.50")),
+            local: locals(&["192.168.57.50"]),
             dstport: 8472,
             ageing: 60,
             max_fdb: 1000,
@@ -329,11 +334,11 @@ fn group_must_be_multicast() {
 fn bad_addresses() {
     assert_eq!(
         err("[[vni]]\nid = 42\nremotes = [\"192.168.57.54\",\n\"192.168.57\"]\n"),
-        "vxlan.toml:4: key `remotes`: '192.168.57' is not an IPv4 address"
+        "vxlan.toml:4: key `remotes`: '192.168.57' is not an IPv4 address or an IPv6 address"
     );
     assert_eq!(
         err("iface = \"eth0\"\nlocal = \"fe80::1\"\n"),
-        "vxlan.toml:2: key `local`: 'fe80::1' is not an IPv4 address"
+        "vxlan.toml:2: key `local`: fe80::1 is a link-local address; give a global IPv6 address"
     );
     assert_eq!(
         err("local = \"224.0.0.1\"\n"),
@@ -341,7 +346,7 @@ fn bad_addresses() {
     );
     assert_eq!(
         err("[[vni]]\nid = 42\ngroup = \"224.1.1\"\n"),
-        "vxlan.toml:3: key `group`: '224.1.1' is not an IPv4 address"
+        "vxlan.toml:3: key `group`: '224.1.1' is not an IPv4 address or an IPv6 address"
     );
     assert_eq!(
         err("[[vni]]\nid = 42\nremotes = [\n  \"10.0.0.1\",\n  \"0.0.0.0\",\n]\n"),
@@ -448,7 +453,7 @@ fn too_many() {
 fn cli_overrides_top_level() {
     let cli = Overrides {
         iface: Some("eth1".into()),
-        local: Some(ip("10.1.1.1")),
+        local: vec![ip("10.1.1.1")],
         dstport: Some(4790),
         ageing: Some(10),
         max_fdb: Some(5),
@@ -461,7 +466,7 @@ fn cli_overrides_top_level() {
     };
     let c = resolve(Some(file(FULL)), cli).unwrap();
     assert_eq!(c.iface, "eth1");
-    assert_eq!(c.local, Some(ip("10.1.1.1")));
+    assert_eq!(c.local, locals(&["10.1.1.1"]));
     assert_eq!(
         (c.dstport, c.ageing, c.max_fdb, c.learning),
         (4790, 10, 5, true)
@@ -776,6 +781,8 @@ fn key_lists_match_the_file_model() {
 fn cidrs() {
     let c = parse_cidr("192.168.57.99/24").unwrap();
     assert_eq!((c.prefix_len(), c.network()), (24, ip("192.168.57.0")));
+    let c = parse_cidr("fd00:57::9/64").unwrap();
+    assert_eq!((c.prefix_len(), c.network()), (64, ip("fd00:57::")));
     assert_eq!(parse_cidr("10.1.2.3").unwrap().prefix_len(), 32);
     assert_eq!(parse_cidr("0.0.0.0/0").unwrap().network(), ip("0.0.0.0"));
     assert!(parse_cidr("10.0.0.0/33").is_err());
@@ -896,4 +903,114 @@ fn etcd_errors_name_the_line_or_flag() {
         ..Overrides::default()
     };
     assert!(format!("{:#}", resolve(None, cli).unwrap_err()).contains("need --etcd"));
+}
+
+#[test]
+fn ipv6_underlay_in_the_file() {
+    let f = file(
+        "iface = \"eth0\"\nlocal = [\"192.168.57.50\", \"fd00:57::1\"]\nallow_remote = \
+         [\"fd00:57::/64\", \"10.0.0.0/8\"]\n\n[[vni]]\nid = 42\nremotes = [\"fd00:57::2\", \
+         \"fd00:57::3\"]\n\n[[vni]]\nid = 43\ngroup = \"ff05::100\"\n\n[[vni]]\nid = 44\n\
+         remotes = [\"::ffff:10.0.0.2\"]\n",
+    );
+    assert_eq!(f.local, locals(&["192.168.57.50", "fd00:57::1"]));
+    assert_eq!(f.vnis[0].remotes, vec![ip("fd00:57::2"), ip("fd00:57::3")]);
+    assert_eq!(f.vnis[1].group, Some(ip("ff05::100")));
+    // An IPv4-mapped address is the IPv4 address.
+    assert_eq!(f.vnis[2].remotes, vec![ip("10.0.0.2")]);
+    assert_eq!(
+        f.allow_remote,
+        vec![
+            parse_cidr("fd00:57::/64").unwrap(),
+            parse_cidr("10.0.0.0/8").unwrap()
+        ]
+    );
+    // One address is still one string.
+    assert_eq!(
+        file("local = \"fd00:57::1\"\n").local,
+        locals(&["fd00:57::1"])
+    );
+}
+
+#[test]
+fn ipv6_errors() {
+    assert_eq!(
+        err("[[vni]]\nid = 42\nremotes = [\n  \"10.0.0.2\",\n  \"fd00:57::2\",\n]\n"),
+        "vxlan.toml:5: key `remotes`: VNI 42 mixes underlay families: remote 10.0.0.2 is IPv4 \
+         but remote fd00:57::2 is IPv6 (one VNI runs over one family) (lines 4 and 5)"
+    );
+    assert_eq!(
+        err("[[vni]]\nid = 42\nremotes = [\"fd00:57::2\"]\ngroup = \"239.1.1.1\"\n"),
+        "vxlan.toml:4: key `group`: VNI 42 mixes underlay families: remote fd00:57::2 is IPv6 \
+         but group 239.1.1.1 is IPv4 (one VNI runs over one family) (lines 3 and 4)"
+    );
+    assert_eq!(
+        err("[[vni]]\nid = 42\ngroup = \"fd00::1\"\n"),
+        "vxlan.toml:3: key `group`: fd00::1 is not an IPv6 multicast address (ff00::/8)"
+    );
+    assert_eq!(
+        err("[[vni]]\nid = 42\nremotes = [\"ff05::1\"]\n"),
+        "vxlan.toml:3: key `remotes`: VNI 42: ff05::1 is not a usable remote address"
+    );
+    assert_eq!(
+        err("local = [\"fd00::1\", \"fd00::2\"]\n"),
+        "vxlan.toml:1: key `local`: two local IPv6 addresses, fd00::1 and fd00::2: give at most \
+         one of each family"
+    );
+    assert_eq!(
+        err("local = \"ff02::1\"\n"),
+        "vxlan.toml:1: key `local`: ff02::1 is not a unicast address"
+    );
+    assert!(err("local = 5\n").contains("expected an address or an array of addresses"));
+    assert_eq!(
+        err("allow_remote = [\"fd00::/129\"]\n"),
+        "vxlan.toml:1: key `allow_remote`: 'fd00::/129' is not an IP prefix (like \
+         192.168.57.0/24 or fd00:57::/64)"
+    );
+}
+
+#[test]
+fn ipv6_on_the_command_line() {
+    // `--local` per family: the command line's replaces the file's of its
+    // family only.
+    let cli = Overrides {
+        local: vec![ip("fd00:57::9")],
+        vni: Some(VniConfig {
+            remotes: vec![ip("fd00:57::2")],
+            ..vni(7, &[])
+        }),
+        ..Overrides::default()
+    };
+    let c = resolve(
+        Some(file(
+            "iface = \"eth0\"\nlocal = [\"10.0.0.1\", \"fd00:57::1\"]\n",
+        )),
+        cli,
+    )
+    .unwrap();
+    assert_eq!(c.local, locals(&["10.0.0.1", "fd00:57::9"]));
+    assert_eq!(c.vnis[0].remotes, vec![ip("fd00:57::2")]);
+    let twice = Overrides {
+        iface: Some("eth0".into()),
+        local: vec![ip("10.0.0.1"), ip("10.0.0.2")],
+        ..Overrides::default()
+    };
+    assert_eq!(
+        resolve_err(None, twice),
+        "--local: two local IPv4 addresses, 10.0.0.1 and 10.0.0.2: give at most one of each family"
+    );
+    let mixed = Overrides {
+        iface: Some("eth0".into()),
+        vni: Some(VniConfig {
+            remotes: vec![ip("fd00:57::2")],
+            group: Some(ip("239.1.1.1")),
+            ..vni(7, &[])
+        }),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        resolve_err(None, mixed),
+        "--group: VNI 7 mixes underlay families: remote fd00:57::2 is IPv6 but group 239.1.1.1 is \
+         IPv4 (one VNI runs over one family) (--remote and --group)"
+    );
 }

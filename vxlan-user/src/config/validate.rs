@@ -2,6 +2,7 @@
 //! and merging.
 
 use super::*;
+use crate::addr::Family;
 /// Where a VNI's values came from.
 #[derive(Clone, Copy)]
 pub(super) enum Src<'a> {
@@ -206,6 +207,7 @@ pub(super) fn check_vni(v: &VniConfig, src: Src<'_>) -> Result<()> {
     if let Some(g) = v.group {
         check_group(g).map_err(|e| anyhow!("{}: {e}", src.at(Field::Group)))?;
     }
+    check_family(v, src)?;
     if let Some(h) = &v.host_if {
         check_ifname(
             h,
@@ -252,30 +254,85 @@ pub(super) fn check_max_fdb(v: i64) -> Result<u32, String> {
     }
 }
 
-/// The command line's parser: one message for a bad address everywhere.
-pub(super) use crate::cli::parse_ipv4;
+/// The one parser of addresses: one message for a bad address everywhere.
+pub(super) use crate::addr::parse_ip;
 
-pub(super) fn check_local(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+/// A VNI's remotes and group are of one family ([`crate::addr::vni_family`]);
+/// the error points at the first address of the other family.
+fn check_family(v: &VniConfig, src: Src<'_>) -> Result<()> {
+    let Some(first) = v.remotes.first().or(v.group.as_ref()) else {
+        return Ok(());
+    };
+    let want = Family::of(first);
+    let first_what = if v.remotes.is_empty() {
+        "group"
+    } else {
+        "remote"
+    };
+    let first_at = if v.remotes.is_empty() {
+        Field::Group
+    } else {
+        Field::Remote(0)
+    };
+    let odd = v
+        .remotes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (Field::Remote(i), "remote", r))
+        .chain(v.group.as_ref().map(|g| (Field::Group, "group", g)))
+        .find(|(_, _, ip)| Family::of(ip) != want);
+    match odd {
+        None => Ok(()),
+        Some((f, what, ip)) => Err(anyhow!(
+            "{}: {}{}",
+            src.at(f),
+            crate::addr::family_mix(v.id, (first_what, first), (what, ip)),
+            two_places((src, first_at), (src, f))
+        )),
+    }
+}
+
+/// A local VTEP address: unicast and, for IPv6, global (a link-local
+/// address needs a scope and reaches no other link).
+pub(super) fn check_local(ip: IpAddr) -> Result<IpAddr, String> {
+    let bad = match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+    };
+    if bad {
         return Err(format!("{ip} is not a unicast address"));
+    }
+    if let IpAddr::V6(a) = ip
+        && a.is_unicast_link_local()
+    {
+        return Err(format!(
+            "{ip} is a link-local address; give a global IPv6 address"
+        ));
     }
     Ok(ip)
 }
 
-pub(super) fn check_remote(ip: Ipv4Addr) -> Result<(), String> {
-    if ip.is_unspecified() || ip.is_broadcast() {
+pub(super) fn check_remote(ip: IpAddr) -> Result<(), String> {
+    let bad = match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback(),
+    };
+    if bad {
         return Err(format!("{ip} is not a usable remote address"));
     }
     Ok(())
 }
 
-pub(super) fn check_group(ip: Ipv4Addr) -> Result<(), String> {
-    if !ip.is_multicast() {
-        return Err(format!(
+pub(super) fn check_group(ip: IpAddr) -> Result<(), String> {
+    match ip {
+        IpAddr::V4(a) if !a.is_multicast() => Err(format!(
             "{ip} is not an IPv4 multicast address (224.0.0.0/4)"
-        ));
+        )),
+        IpAddr::V6(a) if !a.is_multicast() => {
+            Err(format!("{ip} is not an IPv6 multicast address (ff00::/8)"))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// An interface name the kernel accepts, at most `max` bytes long.

@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap as StdHashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -38,7 +38,7 @@ pub enum Report {
     /// Learned entries that aged out.
     Aged(Vec<(FdbKey, FdbEntry)>),
     /// The (VNI, remote) pairs of static FDB entries behind a remote.
-    StaticRemotes(BTreeSet<(u32, Ipv4Addr)>),
+    StaticRemotes(BTreeSet<(u32, IpAddr)>),
 }
 
 /// Port names by ifindex, kept current by the serve loop (for snapshots).
@@ -104,7 +104,7 @@ fn run(
     let mut next_scan = now;
     let mut next_snap = now + SNAPSHOT_EVERY;
     let mut digest: Option<state::Digest> = None;
-    let mut last_statics: Option<BTreeSet<(u32, Ipv4Addr)>> = None;
+    let mut last_statics: Option<BTreeSet<(u32, IpAddr)>> = None;
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
         let now = Instant::now();

@@ -136,15 +136,7 @@ async fn start_and_serve(
             uplink.name
         );
     }
-    let local = match cfg.local {
-        Some(ip) => ip,
-        None => nl.first_ipv4(uplink.index).await?.ok_or_else(|| {
-            anyhow!(
-                "interface '{}' has no IPv4 address; give one with --local",
-                uplink.name
-            )
-        })?,
-    };
+    let local = local_addresses(&nl, &uplink, &cfg).await?;
     let debug = u8::from(opts.debug_log);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(map::FDB, cfg.max_fdb.saturating_add(FDB_STATIC_RESERVE))
@@ -205,10 +197,23 @@ async fn start_and_serve(
             Err(e) => warn!("ignoring the runtime journal: {e:#}"),
         }
         let ports = port_vnis(&dp);
-        let old = match adopt {
-            Some(r) => {
-                let old =
-                    Maps::from_program(r.prog_id).context("opening the running datapath's maps")?;
+        // The running datapath's maps; those of another version (their
+        // key or value sizes differ: the VTEP address grew to 16 bytes)
+        // cannot be copied: its programs are still replaced, and the table
+        // comes from the state file.
+        let old_maps = adopt.and_then(|r| match Maps::from_program(r.prog_id) {
+            Ok(m) => Some((r, m)),
+            Err(e) => {
+                warn!(
+                    "the running datapath (program {}) has maps of another version ({e:#}): its \
+                     table is not copied",
+                    r.prog_id
+                );
+                None
+            }
+        });
+        let old = match old_maps {
+            Some((r, old)) => {
                 let n = adopt::copy_state(&old, dp.maps_mut(), &ports)?;
                 info!(
                     "adopting the running datapath (program {}): {n} FDB entries",
@@ -247,6 +252,10 @@ async fn start_and_serve(
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
         crate::attach::remove_strays(&nl, &keep).await;
         if let Some(old) = &old {
+            let old_ports: Vec<u32> = old.ports.keys().filter_map(Result::ok).collect();
+            crate::attach::remove_stray_guards(&nl, &old_ports, &dp.guarded_ports()).await;
+        }
+        if let Some(old) = &old {
             // Entries the old programs learned while we were starting.
             let _ = adopt::copy_fdb(old, dp.maps_mut(), &ports, false);
         }
@@ -278,6 +287,46 @@ async fn start_and_serve(
     result
 }
 
+/// The local VTEP addresses to start with: `--local` (per family), and
+/// for the other families the uplink's own (its first IPv4 address; a
+/// global, non-tentative IPv6 address). A family some VNI needs but the
+/// uplink lacks is an error then (naming the VNI); with no VNI yet, at
+/// least one address must exist.
+async fn local_addresses(
+    nl: &Netlink,
+    uplink: &crate::netlink::LinkInfo,
+    cfg: &Config,
+) -> Result<crate::addr::Locals> {
+    use crate::addr::{Family, vni_addrs, vni_family};
+    let mut found = crate::addr::Locals {
+        v4: nl.first_ipv4(uplink.index).await?,
+        v6: nl.first_ipv6_global(uplink.index).await?,
+    };
+    let wants_v6 = cfg.local.v6.is_none()
+        && cfg.vnis.iter().any(|v| {
+            vni_family(v.id, vni_addrs(&v.remotes, v.group.as_ref())) == Ok(Some(Family::V6))
+        });
+    // An address just configured may still be tentative (duplicate
+    // address detection takes about a second): waited for when a VNI
+    // needs IPv6, or when there is no address at all yet.
+    let none = cfg.local.v4.is_none() && cfg.local.v6.is_none() && found.v4.is_none();
+    for _ in 0..30 {
+        if found.v6.is_some() || !(wants_v6 || none) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        found.v6 = nl.first_ipv6_global(uplink.index).await?;
+    }
+    let local = cfg.local.or(found);
+    if local.v4.is_none() && local.v6.is_none() {
+        bail!(
+            "interface '{}' has no IPv4 address and no global IPv6 address; give one with --local",
+            uplink.name
+        );
+    }
+    Ok(local)
+}
+
 /// ifindex → VNI of the attached ports.
 fn port_vnis(dp: &Dataplane) -> std::collections::HashMap<u32, u32> {
     dp.port_map().into_values().collect()
@@ -291,7 +340,7 @@ pub(crate) fn print_ready(dp: &Dataplane) {
         println!(
             "vxlan-fwd: ready: uplink {} local {} dstport {} no VNI yet (add one with `vxlan-fwd vni add`)",
             up.name,
-            dp.local(),
+            dp.locals(),
             dp.settings().dstport
         );
     }
@@ -299,7 +348,8 @@ pub(crate) fn print_ready(dp: &Dataplane) {
         println!(
             "vxlan-fwd: ready: uplink {} local {} vni {} dstport {} remotes [{}] group {} ports [{}]",
             up.name,
-            dp.local(),
+            dp.local_of(v.vni)
+                .map_or_else(|| "none".to_owned(), |a| a.to_string()),
             v.vni,
             dp.settings().dstport,
             v.remotes
@@ -335,6 +385,15 @@ fn load(ebpf: &mut Ebpf) -> Result<()> {
         .ok_or_else(|| anyhow!("program {} missing", prog::XDP_UPLINK))?
         .try_into()?;
     xdp.load().map_err(|e| load_error(prog::XDP_UPLINK, e))?;
+    // The GSO guard of the ports of IPv6 VNIs: loaded once, attached to
+    // each such port.
+    let guard: &mut Xdp = ebpf
+        .program_mut(prog::XDP_PORT_GUARD)
+        .ok_or_else(|| anyhow!("program {} missing", prog::XDP_PORT_GUARD))?
+        .try_into()?;
+    guard
+        .load()
+        .map_err(|e| load_error(prog::XDP_PORT_GUARD, e))?;
     for name in [prog::TC_UPLINK, prog::TC_PORT] {
         let tc: &mut SchedClassifier = ebpf
             .program_mut(name)

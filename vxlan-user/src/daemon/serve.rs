@@ -145,9 +145,10 @@ pub async fn serve(
                 }
                 Some(LinkEvent::LinkGone { index, .. }) => dp.link_removed(index).await,
                 Some(LinkEvent::Address { index }) if index == uplink_index => {
-                    match dp.netlink().first_ipv4(uplink_index).await {
-                        Ok(a) => if let Err(e) = dp.uplink_address(a) { warn!("{e:#}") },
-                        Err(e) => warn!("reading the uplink's address: {e:#}"),
+                    let nl = dp.netlink().clone();
+                    match (nl.first_ipv4(uplink_index).await, nl.first_ipv6_global(uplink_index).await) {
+                        (Ok(a4), Ok(a6)) => if let Err(e) = dp.uplink_address(a4, a6) { warn!("{e:#}") },
+                        (Err(e), _) | (_, Err(e)) => warn!("reading the uplink's addresses: {e:#}"),
                     }
                 }
                 Some(LinkEvent::Address { .. }) => {}
@@ -199,6 +200,7 @@ pub async fn serve(
                 }
                 dp.resolve_remotes().await;
                 dp.resync_ports().await;
+                dp.sync_family_effects().await;
                 if dp.netlink().link_by_index(uplink_index).await.is_err() {
                     break Err(anyhow!("the uplink '{}' was deleted; stopping", dp.uplink().name));
                 }
@@ -402,9 +404,12 @@ async fn apply(dp: &mut Dataplane, old: &Config, new: &Config) -> Result<Vec<Str
     // Ports first: nothing changes if one is missing.
     let problems = dp.apply_config(new).await?;
     dp.set_settings(Settings::from(new))?;
-    if new.local.is_none() && old.local.is_some() {
-        let addr = dp.netlink().first_ipv4(dp.uplink().index).await?;
-        dp.uplink_address(addr)?;
+    if new.local != old.local {
+        // Families no longer fixed follow the uplink's addresses again.
+        let (nl, index) = (dp.netlink().clone(), dp.uplink().index);
+        let a4 = nl.first_ipv4(index).await?;
+        let a6 = nl.first_ipv6_global(index).await?;
+        dp.uplink_address(a4, a6)?;
     }
     Ok(problems)
 }

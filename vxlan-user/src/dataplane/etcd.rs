@@ -2,11 +2,17 @@
 //! flood list (origin `etcd`), remote MACs as `extern_learn` FDB entries,
 //! IPv4 addresses in the ARP suppression table; and what it publishes: the
 //! local endpoints and their snooped addresses.
+//!
+//! VTEPs may be IPv4 or IPv6; one of the other family than the VNI's (its
+//! remotes' or group's) is refused with a warning, once.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use log::{debug, warn};
-use vxlan_common::{ArpEntry, ArpKey, FDB_F_EXTERN, FdbEntry, FdbKey, MAX_REMOTES};
+use vxlan_common::{ArpEntry, ArpKey, FDB_F_EXTERN, FdbEntry, FdbKey, MAX_REMOTES, vtep_from_ip};
 
 use super::{Dataplane, Origin};
 use crate::{
@@ -58,7 +64,7 @@ impl Dataplane {
                 .etcd
                 .macs
                 .get(&(k.vni, k.mac))
-                .is_some_and(|v| v.vtep.octets() == e.remote);
+                .is_some_and(|v| vtep_from_ip(v.vtep) == e.remote);
             if e.is_extern() && !held {
                 stray.push(*k);
             }
@@ -120,8 +126,11 @@ impl Dataplane {
 
     /// VTEP `addr` joins or leaves VNI `vni`'s flood list (written by
     /// [`Self::etcd_settle`]).
-    fn etcd_vtep(&mut self, vni: u32, addr: Ipv4Addr, present: bool) {
-        if addr == self.local {
+    fn etcd_vtep(&mut self, vni: u32, addr: IpAddr, present: bool) {
+        if self.local.contains(&addr) {
+            return;
+        }
+        if present && !self.etcd_family_ok(vni, addr) {
             return;
         }
         let Some(v) = self.vnis.get_mut(&vni) else {
@@ -149,8 +158,12 @@ impl Dataplane {
                 // Room again: a VTEP that waited for it takes the place.
                 if self.etcd_full.remove(&vni) {
                     let local = self.local;
+                    let fam = v.remotes.first().map(|(r, _)| crate::addr::Family::of(r));
                     let waiting = self.etcd.vteps.iter().find(|(n, a)| {
-                        *n == vni && *a != local && !v.remotes.iter().any(|(r, _)| r == a)
+                        *n == vni
+                            && !local.contains(a)
+                            && fam.is_none_or(|f| f == crate::addr::Family::of(a))
+                            && !v.remotes.iter().any(|(r, _)| r == a)
                     });
                     if let Some(&(_, a)) = waiting {
                         v.remotes.push((a, Origin::Etcd));
@@ -174,6 +187,9 @@ impl Dataplane {
         if !self.vnis.contains_key(&vni) {
             return;
         }
+        if !self.local.contains(&v.vtep) && !self.etcd_family_ok(vni, v.vtep) {
+            return;
+        }
         if let Some(ip) = v.ip
             && let Some(arp) = self.maps.arp.as_mut()
             && let Err(e) = arp.insert(
@@ -189,7 +205,7 @@ impl Dataplane {
         }
         let key = FdbKey::new(vni, mac);
         let existing = self.maps.fdb.get(&key, 0).ok();
-        if v.vtep == self.local {
+        if self.local.contains(&v.vtep) {
             // Ours: the datapath knows it as local. An entry from when it
             // was elsewhere goes.
             if existing.is_some_and(|e| e.is_extern()) {
@@ -208,13 +224,7 @@ impl Dataplane {
             Some(e) if e.is_learned() => self.etcd_recount = true,
             _ => {}
         }
-        let entry = FdbEntry {
-            remote: v.vtep.octets(),
-            ifindex: 0,
-            flags: FDB_F_EXTERN,
-            seen_jiffies: 0,
-            last_seen_ns: 0,
-        };
+        let entry = FdbEntry::new_remote(vtep_from_ip(v.vtep), FDB_F_EXTERN, 0);
         if let Err(e) = self.maps.fdb.insert(key, entry, 0) {
             warn!("etcd: installing {} of VNI {vni}: {e}", format_mac(&mac));
         }
@@ -230,7 +240,7 @@ impl Dataplane {
             .maps
             .fdb
             .get(&key, 0)
-            .is_ok_and(|e| e.is_extern() && e.remote == v.vtep.octets())
+            .is_ok_and(|e| e.is_extern() && e.remote == vtep_from_ip(v.vtep))
         {
             let _ = self.maps.fdb.remove(&key);
         }
@@ -251,7 +261,7 @@ impl Dataplane {
 
     /// A VNI was added: what the table holds for it is installed.
     pub(super) async fn etcd_install_vni(&mut self, vni: u32) {
-        let vteps: Vec<Ipv4Addr> = self
+        let vteps: Vec<IpAddr> = self
             .etcd
             .vteps
             .iter()
@@ -292,11 +302,14 @@ impl Dataplane {
 
     /// The VTEPs the table names for the VNIs served (flood-list members
     /// and the VTEPs behind MACs): senders to allow.
-    pub(super) fn etcd_senders(&self) -> BTreeSet<(u32, Ipv4Addr)> {
-        let mut out: BTreeSet<(u32, Ipv4Addr)> = BTreeSet::new();
+    pub(super) fn etcd_senders(&self) -> BTreeSet<(u32, IpAddr)> {
+        let mut out: BTreeSet<(u32, IpAddr)> = BTreeSet::new();
         let mut last = None;
         for (&(vni, _), v) in &self.etcd.macs {
-            if last != Some((vni, v.vtep)) && self.vnis.contains_key(&vni) && v.vtep != self.local {
+            if last != Some((vni, v.vtep))
+                && self.vnis.contains_key(&vni)
+                && !self.local.contains(&v.vtep)
+            {
                 out.insert((vni, v.vtep));
                 last = Some((vni, v.vtep));
             }
@@ -304,13 +317,46 @@ impl Dataplane {
         out
     }
 
-    /// What this forwarder publishes: its address, its VNIs and the local
-    /// endpoints the datapath knows (FDB entries on ports) with their
-    /// snooped IPv4 addresses.
+    /// Whether the control plane's VTEP `addr` may serve VNI `vni`: of the
+    /// VNI's family. Refused ones are warned about once.
+    fn etcd_family_ok(&mut self, vni: u32, addr: IpAddr) -> bool {
+        let Some(v) = self.vnis.get(&vni) else {
+            return true;
+        };
+        let family = crate::addr::Family::of(&addr);
+        let check = if self.local.get(family).is_none() {
+            Err(anyhow::anyhow!(
+                "VNI {vni}: VTEP {addr} is {family} but this forwarder has no local {family} \
+                 address"
+            ))
+        } else if super::explicit_family(v).is_none() {
+            // A VNI that names no address takes the first VTEP's family.
+            Ok(())
+        } else {
+            self.check_vtep_family(vni, addr, "etcd VTEP")
+        };
+        match check {
+            Ok(()) => true,
+            Err(e) => {
+                if self.etcd_family_warned.insert((vni, addr)) {
+                    warn!("etcd: {e:#}; ignored");
+                }
+                false
+            }
+        }
+    }
+
+    /// What this forwarder publishes: its address in each VNI (the local
+    /// address of the VNI's family), its VNIs and the local endpoints the
+    /// datapath knows (FDB entries on ports) with their snooped IPv4
+    /// addresses.
     pub fn etcd_local(&self) -> Local {
         let mut local = Local {
-            vtep: (!self.local.is_unspecified()).then_some(self.local),
-            vnis: self.vnis.keys().copied().collect(),
+            vnis: self
+                .vnis
+                .keys()
+                .filter_map(|&id| Some((id, self.local_of(id)?)))
+                .collect(),
             endpoints: Default::default(),
         };
         let mut found = Vec::new();

@@ -10,7 +10,7 @@
 //! another VNI). Deleting something the configuration gave is not
 //! journalled: the configuration gives it again at the next start.
 
-use std::{io::Write as _, net::Ipv4Addr, path::Path};
+use std::{io::Write as _, net::IpAddr, path::Path};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ pub struct Journal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JVni {
     pub id: u32,
-    pub group: Option<Ipv4Addr>,
+    pub group: Option<IpAddr>,
     pub host_if: Option<String>,
     #[serde(default)]
     pub limits: crate::config::VniLimits,
@@ -41,7 +41,8 @@ pub struct JVni {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JRemote {
     pub vni: u32,
-    pub addr: Ipv4Addr,
+    /// IPv4 or IPv6 (the VNI's family).
+    pub addr: IpAddr,
 }
 
 /// A port added at run time.
@@ -98,10 +99,16 @@ mod tests {
                 host_if: Some("vx7".into()),
                 limits: Default::default(),
             }],
-            remotes: vec![JRemote {
-                vni: 7,
-                addr: Ipv4Addr::new(10, 0, 0, 1),
-            }],
+            remotes: vec![
+                JRemote {
+                    vni: 7,
+                    addr: "10.0.0.1".parse().unwrap(),
+                },
+                JRemote {
+                    vni: 8,
+                    addr: "fd00:57::2".parse().unwrap(),
+                },
+            ],
             ports: vec![JPort {
                 name: "veth3".into(),
                 vni: 7,

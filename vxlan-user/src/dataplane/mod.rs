@@ -5,8 +5,13 @@
 //! (over the control socket), link events, and later other control planes.
 //! Each operation is typed and updates the derived tables in the same call:
 //! the VNI's flood list and port list (`VNIS`), the port map (`PORTS`),
-//! multicast memberships (`GROUPS` and a real IGMP join), the allowed
-//! senders (`ALLOWED`) and the next hops of remotes (`NEIGH`).
+//! multicast memberships (`GROUPS` and a real IGMP or MLD join), the
+//! allowed senders (`ALLOWED`), the next hops of remotes (`NEIGH`) and the
+//! GSO guard on the ports of IPv6 VNIs.
+//!
+//! Addresses are [`IpAddr`]s of either family throughout (a VNI's
+//! underlay family follows its remotes or group, see [`Vni`]); they become
+//! the datapath's [`vxlan_common::VtepAddr`] where a map is written.
 //!
 //! Every VNI, port and default remote records its [`Origin`]; FDB entries
 //! record theirs in their flags (learned, or static from a command).
@@ -19,10 +24,11 @@ pub mod host_if;
 pub mod journal;
 #[cfg(test)]
 mod tests;
+mod underlay;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
-    net::{Ipv4Addr, UdpSocket},
+    net::{IpAddr, UdpSocket},
     path::PathBuf,
 };
 
@@ -31,13 +37,14 @@ use aya::{Ebpf, maps::lpm_trie::Key};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use vxlan_common::{
-    CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP, CFG_F_TC_DECAP,
-    Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER, PortInfo,
-    VNI_F_ANY_SENDER, VniInfo, allow_data, wire::OVERHEAD,
+    ALLOW_DATA_LEN, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
+    CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER,
+    PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6, VniInfo, VtepAddr, vtep_from_ip, vtep_to_ip,
 };
 
 use self::{host_if::HostIf, journal::Journal};
 use crate::{
+    addr::{Family, Locals, allowed_host_key, allowed_key},
     attach::Attached,
     batch,
     config::{Cidr, Config, VniConfig, VniLimits},
@@ -78,8 +85,9 @@ impl Origin {
 pub struct VniSpec {
     #[serde(rename = "vni")]
     pub id: u32,
-    pub remotes: Vec<Ipv4Addr>,
-    pub group: Option<Ipv4Addr>,
+    /// IPv4 or IPv6, all of one family.
+    pub remotes: Vec<IpAddr>,
+    pub group: Option<IpAddr>,
     pub host_if: Option<String>,
     #[serde(default)]
     pub limits: VniLimits,
@@ -97,12 +105,17 @@ impl From<&VniConfig> for VniSpec {
     }
 }
 
+/// A VNI. Its underlay family ([`Dataplane::family`]) follows its remotes
+/// or group, which are all of one family (checked when they are added);
+/// a VNI with neither is IPv4 unless the instance has only an IPv6 local
+/// address ([`Locals::default_family`]), so it may change family when its
+/// first remote arrives (from a command or the control plane).
 #[derive(Debug)]
 struct Vni {
     origin: Origin,
     /// Default remotes in flood order, each with its origin.
-    remotes: Vec<(Ipv4Addr, Origin)>,
-    group: Option<Ipv4Addr>,
+    remotes: Vec<(IpAddr, Origin)>,
+    group: Option<IpAddr>,
     host_if: Option<HostIf>,
     limits: VniLimits,
 }
@@ -125,8 +138,9 @@ pub struct Settings {
     pub max_fdb: u32,
     pub learning: bool,
     pub allow_remote: Vec<Cidr>,
-    /// `--local`: fixed; otherwise it follows the uplink's address.
-    pub local: Option<Ipv4Addr>,
+    /// `--local` (per family): fixed; the other families follow the
+    /// uplink's addresses.
+    pub local: Locals,
     /// Defaults of the VNIs' port limits.
     pub port_max_fdb: Option<u32>,
     pub bum_pps: Option<u32>,
@@ -160,17 +174,19 @@ pub struct Dataplane {
     ebpf: Ebpf,
     maps: Maps,
     uplink: LinkInfo,
-    local: Ipv4Addr,
+    /// The local VTEP address of each family in use.
+    local: Locals,
     settings: Settings,
     tc_decap: bool,
     /// What is attached; `None` until [`Dataplane::attach`].
     attached: Option<Attached>,
     vnis: BTreeMap<u32, Vni>,
     ports: BTreeMap<String, Port>,
-    memberships: BTreeMap<Ipv4Addr, UdpSocket>,
+    /// Multicast groups joined (IGMP or MLD), each held by a socket.
+    memberships: BTreeMap<IpAddr, UdpSocket>,
     /// (VNI, remote) of static FDB entries behind a remote VTEP: allowed
     /// senders and next hops to keep, like the default remotes.
-    static_remotes: BTreeSet<(u32, Ipv4Addr)>,
+    static_remotes: BTreeSet<(u32, IpAddr)>,
     journal_path: PathBuf,
     /// Where the next check of recorded next hops starts.
     neigh_cursor: usize,
@@ -178,12 +194,12 @@ pub struct Dataplane {
     remote_cursor: usize,
     /// VTEPs whose kernel neighbour entry a sighting made us forget, and
     /// when (see [`SIGHTING_HOLDOFF`]).
-    forgotten: BTreeMap<Ipv4Addr, std::time::Instant>,
+    forgotten: BTreeMap<IpAddr, std::time::Instant>,
     /// The `max_fdb` the FDB map was sized for.
     map_max_fdb: u32,
     /// Static remote entries added lately, by `fdb add` (see
     /// [`Dataplane::set_static_remotes`]).
-    recent_static: BTreeMap<(u32, Ipv4Addr), std::time::Instant>,
+    recent_static: BTreeMap<(u32, IpAddr), std::time::Instant>,
     /// What the control plane's table holds (installed for the VNIs served).
     etcd: crate::etcd::Table,
     /// The control plane is connected.
@@ -197,7 +213,12 @@ pub struct Dataplane {
     etcd_touched: BTreeSet<u32>,
     etcd_dirty: bool,
     /// Remotes that failed to resolve (warned once until they resolve).
-    unresolved: BTreeSet<Ipv4Addr>,
+    unresolved: BTreeSet<IpAddr>,
+    /// Ports whose GSO guard could not be attached (warned once).
+    guard_warned: BTreeSet<String>,
+    /// (VNI, VTEP) of the control plane refused for their family (warned
+    /// once).
+    etcd_family_warned: BTreeSet<(u32, IpAddr)>,
 }
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
@@ -217,7 +238,7 @@ impl Dataplane {
         ebpf: Ebpf,
         maps: Maps,
         uplink: LinkInfo,
-        local: Ipv4Addr,
+        local: Locals,
         settings: Settings,
         tc_decap: bool,
         journal_path: PathBuf,
@@ -247,6 +268,8 @@ impl Dataplane {
             etcd_recount: false,
             etcd_full: BTreeSet::new(),
             unresolved: BTreeSet::new(),
+            guard_warned: BTreeSet::new(),
+            etcd_family_warned: BTreeSet::new(),
             etcd_touched: BTreeSet::new(),
             etcd_dirty: false,
         };
@@ -266,8 +289,14 @@ impl Dataplane {
     pub fn uplink(&self) -> &LinkInfo {
         &self.uplink
     }
-    pub fn local(&self) -> Ipv4Addr {
+    /// The local VTEP address of each family.
+    pub fn locals(&self) -> Locals {
         self.local
+    }
+    /// Our VTEP address in VNI `id` (the local address of its family).
+    pub fn local_of(&self, id: u32) -> Option<IpAddr> {
+        let v = self.vnis.get(&id)?;
+        self.local.get(self.family(v))
     }
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -286,7 +315,7 @@ impl Dataplane {
         let (port_lo, port_hi, ttl) = kernel_defaults();
         let s = &self.settings;
         let dp = DpConfig {
-            local_ip: self.local.octets(),
+            local_ip: self.local.v4.map_or([0; 4], |a| a.octets()),
             uplink_ifindex: self.uplink.index,
             dstport: s.dstport,
             port_lo,
@@ -310,6 +339,7 @@ impl Dataplane {
             _pad: [0; 2],
             uplink_mtu: self.uplink.mtu,
             _pad2: 0,
+            local_ip6: self.local.v6.map_or([0; 16], |a| a.octets()),
         };
         self.maps.config.set(0, dp, 0).context("writing CONFIG")
     }
@@ -323,10 +353,12 @@ impl Dataplane {
         let allow_changed = s.allow_remote != self.settings.allow_remote
             || s.port_max_fdb != self.settings.port_max_fdb
             || s.bum_pps != self.settings.bum_pps;
-        if let Some(ip) = s.local {
-            self.local = ip;
-        }
+        let v4_before = self.local.v4;
+        self.local = s.local.or(self.local);
         self.settings = s;
+        if self.local.v4 != v4_before {
+            self.rejoin_v4();
+        }
         self.write_config()?;
         if allow_changed {
             fdb::recount_learned(&mut self.maps)?;
@@ -358,14 +390,7 @@ impl Dataplane {
         };
         self.write_config()?;
         if mtu_changed {
-            let mtu = self.uplink.mtu.saturating_sub(OVERHEAD);
-            for v in self.vnis.values() {
-                if let Some(h) = &v.host_if
-                    && let Err(e) = self.nl.set_mtu(h.index, mtu).await
-                {
-                    warn!("setting the MTU of {}: {e:#}", h.name);
-                }
-            }
+            self.sync_host_if_mtus().await;
         }
         Ok(())
     }
@@ -377,37 +402,6 @@ impl Dataplane {
         if let Some(att) = &mut self.attached {
             att.uplink_renamed(name);
         }
-    }
-
-    /// The uplink's first IPv4 address is now `addr`: the local VTEP
-    /// address follows it unless `--local` fixed it.
-    pub fn uplink_address(&mut self, addr: Option<Ipv4Addr>) -> Result<()> {
-        if self.settings.local.is_some() {
-            return Ok(());
-        }
-        let Some(addr) = addr else {
-            warn!(
-                "uplink {} has no IPv4 address now: still sending from {}",
-                self.uplink.name, self.local
-            );
-            return Ok(());
-        };
-        if addr == self.local {
-            return Ok(());
-        }
-        info!(
-            "local VTEP address {} -> {addr} (the uplink's address)",
-            self.local
-        );
-        self.local = addr;
-        self.write_config()?;
-        // Memberships were joined on the old address.
-        let groups: Vec<Ipv4Addr> = self.memberships.keys().copied().collect();
-        self.memberships.clear();
-        for g in groups {
-            self.join(g);
-        }
-        Ok(())
     }
 
     // -----------------------------------------------------------------
@@ -426,6 +420,25 @@ impl Dataplane {
         {
             bail!("group {g} is not a multicast address");
         }
+        let family = crate::addr::vni_family(
+            spec.id,
+            crate::addr::vni_addrs(&spec.remotes, spec.group.as_ref()),
+        )
+        .map_err(|e| anyhow!(e))?;
+        let family = match family {
+            Some(f) => {
+                let why = match spec.remotes.first() {
+                    Some(r) => format!("remote {r}"),
+                    None => format!(
+                        "group {}",
+                        spec.group.map(|g| g.to_string()).unwrap_or_default()
+                    ),
+                };
+                self.ensure_local(f, spec.id, &why).await?;
+                f
+            }
+            None => self.local.default_family(),
+        };
         if let Some(name) = &spec.host_if
             && self
                 .vnis
@@ -452,14 +465,14 @@ impl Dataplane {
             if let Some(g) = spec.group {
                 self.maps
                     .groups
-                    .insert(g.octets(), 1, 0)
+                    .insert(vtep_from_ip(g), 1, 0)
                     .context("writing GROUPS")?;
                 self.join(g);
             }
             self.sync_allowed();
             self.resolve_remotes().await;
             if let Some(name) = &spec.host_if {
-                let mtu = self.uplink.mtu.saturating_sub(OVERHEAD);
+                let mtu = self.overlay_mtu(family);
                 let h = HostIf::existing_or_create(&self.nl, name, mtu).await?;
                 let peer = h.peer_name.clone();
                 if let Some(v) = self.vnis.get_mut(&spec.id) {
@@ -475,7 +488,8 @@ impl Dataplane {
             return Err(e);
         }
         self.etcd_install_vni(spec.id).await;
-        info!("VNI {} added ({})", spec.id, origin.name());
+        self.sync_guards().await;
+        info!("VNI {} added ({}, over {family})", spec.id, origin.name());
         Ok(())
     }
 
@@ -507,7 +521,7 @@ impl Dataplane {
         if let Some(g) = v.group
             && !self.vnis.values().any(|o| o.group == Some(g))
         {
-            let _ = self.maps.groups.remove(&g.octets());
+            let _ = self.maps.groups.remove(&vtep_from_ip(g));
             self.memberships.remove(&g);
         }
         if let Some(h) = &v.host_if
@@ -562,10 +576,14 @@ impl Dataplane {
         let mut info = VniInfo {
             n_remotes: v.remotes.len().min(MAX_REMOTES) as u32,
             n_ports: ports.len() as u32,
-            group: v.group.map_or([0; 4], |g| g.octets()),
+            group: v.group.map_or([0; 16], vtep_from_ip),
             // Group mode takes VXLAN from any sender, unless told whom.
             flags: if v.group.is_some() && self.allow_of(v).is_empty() {
                 VNI_F_ANY_SENDER
+            } else {
+                0
+            } | if self.family(v) == Family::V6 {
+                VNI_F_IPV6
             } else {
                 0
             },
@@ -573,12 +591,28 @@ impl Dataplane {
             ..Default::default()
         };
         for (slot, (r, _)) in info.remotes.iter_mut().zip(&v.remotes) {
-            *slot = r.octets();
+            *slot = vtep_from_ip(*r);
         }
         for (slot, p) in info.ports.iter_mut().zip(&ports) {
             *slot = *p;
         }
+        let was_v6 = self
+            .maps
+            .vnis
+            .get(&id, 0)
+            .ok()
+            .map(|o| o.flags & VNI_F_IPV6 != 0);
+        let is_v6 = info.flags & VNI_F_IPV6 != 0;
         self.maps.vnis.insert(id, info, 0).context("writing VNIS")?;
+        if was_v6.is_some_and(|w| w != is_v6) {
+            // The VNI changed family: its entries behind VTEPs of the
+            // other family can no longer be reached.
+            let fam = if is_v6 { Family::V6 } else { Family::V4 };
+            info!("VNI {id} runs over {fam} now: its entries behind other VTEPs are removed");
+            self.flush_where(|k, e| {
+                k.vni == id && !e.is_local() && vxlan_common::vtep_is_v4(&e.remote) == is_v6
+            })?;
+        }
         Ok(())
     }
 
@@ -645,27 +679,13 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Joins `g` on the uplink: a real IGMP membership, held by a socket.
-    fn join(&mut self, g: Ipv4Addr) {
-        if self.memberships.contains_key(&g) {
-            return;
-        }
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .and_then(|s| s.join_multicast_v4(&g, &self.local).map(|()| s));
-        match sock {
-            Ok(s) => {
-                self.memberships.insert(g, s);
-            }
-            Err(e) => warn!("joining multicast group {g} on {}: {e}", self.local),
-        }
-    }
-
     // -----------------------------------------------------------------
     // Default remotes
 
     /// Adds default remote `addr` to VNI `vni` (no error if present: the
     /// origin is updated when `origin` is the configuration).
-    pub async fn remote_add(&mut self, vni: u32, addr: Ipv4Addr, origin: Origin) -> Result<()> {
+    /// A remote of the other family than the VNI's is refused.
+    pub async fn remote_add(&mut self, vni: u32, addr: IpAddr, origin: Origin) -> Result<()> {
         let v = self
             .vnis
             .get_mut(&vni)
@@ -679,15 +699,22 @@ impl Dataplane {
         if v.remotes.len() >= MAX_REMOTES {
             bail!("at most {MAX_REMOTES} default remotes per VNI");
         }
+        self.check_vtep_family(vni, addr, "remote")?;
+        self.ensure_local(Family::of(&addr), vni, &format!("remote {addr}"))
+            .await?;
+        let Some(v) = self.vnis.get_mut(&vni) else {
+            return Ok(());
+        };
         v.remotes.push((addr, origin));
         self.write_vni(vni)?;
         self.sync_allowed();
         self.resolve_remotes().await;
+        self.sync_family_effects().await;
         Ok(())
     }
 
     /// Removes default remote `addr` from VNI `vni`.
-    pub fn remote_del(&mut self, vni: u32, addr: Ipv4Addr) -> Result<()> {
+    pub fn remote_del(&mut self, vni: u32, addr: IpAddr) -> Result<()> {
         let v = self
             .vnis
             .get_mut(&vni)
@@ -702,7 +729,7 @@ impl Dataplane {
         Ok(())
     }
 
-    fn remotes_of(&self, vni: u32) -> Vec<Ipv4Addr> {
+    fn remotes_of(&self, vni: u32) -> Vec<IpAddr> {
         self.vnis
             .get(&vni)
             .map(|v| v.remotes.iter().map(|(r, _)| *r).collect())
@@ -799,6 +826,9 @@ impl Dataplane {
             Ok::<_, anyhow::Error>(())
         }
         .await;
+        if up.is_ok() {
+            self.sync_guards().await;
+        }
         if up.is_err() {
             // As it was: not attached (a later link event or resync tries
             // again).
@@ -827,6 +857,7 @@ impl Dataplane {
         if let Some(att) = &mut self.attached {
             att.remove_port(&link.name);
         }
+        self.sync_guards().await;
         if let Err(e) = self.write_vni(vni) {
             warn!("VNI {vni}: {e:#}");
         }
@@ -997,6 +1028,11 @@ impl Dataplane {
             },
             None => None,
         };
+        if let Some(dst) = spec.dst
+            && op != Op::Del
+        {
+            self.check_vtep_family(spec.vni, dst, "fdb dst")?;
+        }
         fdb::apply(&mut self.maps, op, &spec, port_index).context("changing the FDB")?;
         if let Some(dst) = spec.dst
             && op != Op::Del
@@ -1077,7 +1113,7 @@ impl Dataplane {
     }
 
     /// Static remote entries, from a scan of the FDB (by the housekeeper).
-    pub fn set_static_remotes(&mut self, mut set: BTreeSet<(u32, Ipv4Addr)>) {
+    pub fn set_static_remotes(&mut self, mut set: BTreeSet<(u32, IpAddr)>) {
         // A scan may have started before an `fdb add`: what was added in
         // the last minute stays until a later scan can have seen it.
         let now = std::time::Instant::now();
@@ -1094,23 +1130,21 @@ impl Dataplane {
     // Derived tables
 
     /// ALLOWED = for each VNI: its default remotes and static remote
-    /// entries (/32), and the `allow_remote` prefixes.
+    /// entries (host prefixes), and the `allow_remote` prefixes, of either
+    /// family (see [`crate::addr::allowed_key`]).
     pub fn sync_allowed(&mut self) {
-        let mut want: BTreeSet<(u32, [u8; 8])> = BTreeSet::new();
+        let mut want: BTreeSet<(u32, [u8; ALLOW_DATA_LEN])> = BTreeSet::new();
         for (&vni, v) in &self.vnis {
             for (r, _) in &v.remotes {
-                want.insert((32 + 32, allow_data(vni, r.octets())));
+                want.insert(allowed_host_key(vni, *r));
             }
             for c in self.allow_of(v) {
-                want.insert((
-                    32 + u32::from(c.prefix_len()),
-                    allow_data(vni, c.network().octets()),
-                ));
+                want.insert(allowed_key(vni, c));
             }
         }
         for (vni, r) in self.static_remotes.iter().chain(&self.etcd_senders()) {
             if self.vnis.contains_key(vni) {
-                want.insert((32 + 32, allow_data(*vni, r.octets())));
+                want.insert(allowed_host_key(*vni, *r));
             }
         }
         let have = self.maps.allowed_keys();
@@ -1142,17 +1176,17 @@ impl Dataplane {
     pub async fn resolve_remotes(&mut self) {
         let remotes = self.remote_addrs();
         // Next hops the datapath recorded: a bounded number per tick.
-        let recorded: Vec<Ipv4Addr> = self
+        let recorded: Vec<IpAddr> = self
             .maps
             .neigh
             .keys()
             .filter_map(Result::ok)
-            .map(Ipv4Addr::from)
+            .map(|k| vtep_to_ip(&k))
             .filter(|a| !remotes.contains(a))
             .collect();
         let n = recorded.len();
         let start = if n == 0 { 0 } else { self.neigh_cursor % n };
-        let batch: Vec<Ipv4Addr> = recorded
+        let batch: Vec<IpAddr> = recorded
             .iter()
             .cycle()
             .skip(start)
@@ -1164,10 +1198,10 @@ impl Dataplane {
         // Remotes: those without a next hop first (new ones), then the
         // others in turn, at most REMOTES_PER_TICK a tick (a fleet of a
         // thousand VTEPs must not stall the serve loop every second).
-        let (missing, known): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) = remotes
+        let (missing, known): (Vec<IpAddr>, Vec<IpAddr>) = remotes
             .iter()
-            .partition(|r| self.maps.neigh.get(&r.octets(), 0).is_err());
-        let mut todo: Vec<Ipv4Addr> = missing.into_iter().take(REMOTES_PER_TICK).collect();
+            .partition(|r| self.maps.neigh.get(&vtep_from_ip(**r), 0).is_err());
+        let mut todo: Vec<IpAddr> = missing.into_iter().take(REMOTES_PER_TICK).collect();
         let room = REMOTES_PER_TICK - todo.len();
         if !known.is_empty() && room > 0 {
             let start = self.remote_cursor % known.len();
@@ -1196,7 +1230,7 @@ impl Dataplane {
     /// inner MAC): the kernel's entry is deleted and resolved afresh, and
     /// NEIGH takes its answer. Cheap when there are none: called often.
     pub async fn handle_sightings(&mut self) {
-        let seen: Vec<[u8; 4]> = self.maps.neigh_seen.keys().filter_map(Result::ok).collect();
+        let seen: Vec<VtepAddr> = self.maps.neigh_seen.keys().filter_map(Result::ok).collect();
         if seen.is_empty() {
             return;
         }
@@ -1206,7 +1240,7 @@ impl Dataplane {
             .retain(|_, t| now.duration_since(*t) < SIGHTING_HOLDOFF);
         for ip in &seen {
             let _ = self.maps.neigh_seen.remove(ip);
-            let addr = Ipv4Addr::from(*ip);
+            let addr = vtep_to_ip(ip);
             // Only a VTEP on the uplink's own link: behind a router the
             // frames carry a router's MAC (one of several, with ECMP), and
             // the router's entry is not ours to forget. At most once per
@@ -1222,17 +1256,17 @@ impl Dataplane {
                 let _ = self.nl.kick_neighbour(oif, nh).await;
             }
         }
-        // An ARP exchange on a LAN takes well under this.
+        // An ARP or ND exchange on a LAN takes well under this.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         for ip in seen {
-            let addr = Ipv4Addr::from(ip);
+            let addr = vtep_to_ip(&ip);
             let _ = self.resolve(addr, configured.contains(&addr)).await;
         }
     }
 
     /// The default remotes of every VNI and the static remote entries: the
     /// VTEPs we send to by configuration or command.
-    fn remote_addrs(&self) -> BTreeSet<Ipv4Addr> {
+    fn remote_addrs(&self) -> BTreeSet<IpAddr> {
         self.vnis
             .values()
             .flat_map(|v| v.remotes.iter().map(|(r, _)| *r))
@@ -1242,8 +1276,10 @@ impl Dataplane {
 
     /// Brings NEIGH[remote] in line with the kernel; `configured`: ask
     /// the kernel to resolve it when it does not know it.
-    async fn resolve(&mut self, remote: Ipv4Addr, configured: bool) -> Result<()> {
-        let key = remote.octets();
+    /// IPv4 remotes are resolved over ARP, IPv6 ones over neighbour
+    /// discovery, both by the kernel.
+    async fn resolve(&mut self, remote: IpAddr, configured: bool) -> Result<()> {
+        let key = vtep_from_ip(remote);
         let (oif, nh) = self.nl.route_get(remote).await?;
         match self.nl.neighbour(oif, nh).await? {
             Neighbour::Known { mac, stale } => {
@@ -1285,6 +1321,7 @@ impl Dataplane {
         let att = crate::attach::attach(&mut self.ebpf, &self.nl, &self.uplink, &ports, xdp, adopt)
             .await?;
         self.attached = Some(att);
+        self.sync_guards().await;
         Ok(())
     }
 
@@ -1413,7 +1450,7 @@ impl Dataplane {
                     have.origin = Origin::Config;
                     let host_if = have.host_if.as_ref().map(|h| h.name.clone());
                     if have.group != spec.group || host_if != spec.host_if {
-                        let runtime: Vec<Ipv4Addr> = have
+                        let runtime: Vec<IpAddr> = have
                             .remotes
                             .iter()
                             .filter(|(_, o)| *o == Origin::Runtime)
@@ -1425,7 +1462,7 @@ impl Dataplane {
                         }
                     } else {
                         // Remotes: the configured ones are the truth.
-                        let old: Vec<Ipv4Addr> = have
+                        let old: Vec<IpAddr> = have
                             .remotes
                             .iter()
                             .filter(|(r, o)| *o == Origin::Config && !spec.remotes.contains(r))
@@ -1528,8 +1565,17 @@ impl Dataplane {
     }
 }
 
-fn dedup(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = Vec::with_capacity(v.len());
+/// The family VNI `v`'s remotes or group give it, if they give one.
+fn explicit_family(v: &Vni) -> Option<Family> {
+    v.remotes
+        .first()
+        .map(|(r, _)| r)
+        .or(v.group.as_ref())
+        .map(Family::of)
+}
+
+fn dedup(v: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::with_capacity(v.len());
     for r in v {
         if !out.contains(r) {
             out.push(*r);

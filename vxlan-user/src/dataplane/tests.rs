@@ -4,7 +4,7 @@
 //! configuration owns and what runtime commands own, the journal, and link
 //! events. Needs root (skips otherwise).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use aya::EbpfLoader;
 use vxlan_common::{VniInfo, map};
@@ -59,7 +59,7 @@ async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
         max_fdb: 1000,
         learning: true,
         allow_remote: Vec::new(),
-        local: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        local: locals(),
         port_max_fdb: None,
         bum_pps: None,
         control_plane: false,
@@ -70,7 +70,7 @@ async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
         ebpf,
         maps,
         uplink,
-        Ipv4Addr::new(10, 0, 0, 1),
+        locals(),
         settings,
         true,
         journal,
@@ -78,10 +78,18 @@ async fn dataplane(nl: &Netlink, journal: PathBuf) -> Dataplane {
     .expect("dataplane")
 }
 
+/// The local addresses of the tests' dataplanes: one of each family.
+fn locals() -> Locals {
+    Locals {
+        v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        v6: Some("fd00:57::1".parse().unwrap()),
+    }
+}
+
 fn cfg(vnis: Vec<VniConfig>) -> Config {
     Config {
         iface: "up0".into(),
-        local: None,
+        local: Locals::default(),
         dstport: 4789,
         ageing: 300,
         max_fdb: 1000,
@@ -98,7 +106,10 @@ fn vni(id: u32, ports: &[&str], remotes: &[[u8; 4]]) -> VniConfig {
     VniConfig {
         id,
         ports: ports.iter().map(|p| (*p).to_owned()).collect(),
-        remotes: remotes.iter().map(|r| Ipv4Addr::from(*r)).collect(),
+        remotes: remotes
+            .iter()
+            .map(|r| IpAddr::V4(Ipv4Addr::from(*r)))
+            .collect(),
         group: None,
         host_if: None,
         limits: Default::default(),
@@ -109,8 +120,12 @@ fn info(dp: &Dataplane, id: u32) -> Option<VniInfo> {
     dp.maps.vnis.get(&id, 0).ok()
 }
 
+/// The IPv4 remotes of a VNI.
 fn remotes(i: &VniInfo) -> Vec<[u8; 4]> {
-    i.remotes[..i.n_remotes as usize].to_vec()
+    i.remotes[..i.n_remotes as usize]
+        .iter()
+        .filter_map(vxlan_common::vtep_as_v4)
+        .collect()
 }
 
 fn ports(i: &VniInfo) -> Vec<u32> {
@@ -157,7 +172,7 @@ fn config_runtime_journal_and_links() {
         .await
         .unwrap();
         dp.port_add("pc", 7, Origin::Runtime).await.unwrap();
-        dp.remote_add(42, Ipv4Addr::new(10, 0, 0, 9), Origin::Runtime)
+        dp.remote_add(42, "10.0.0.9".parse().unwrap(), Origin::Runtime)
             .await
             .unwrap();
         // Errors, with nothing changed.
@@ -195,7 +210,7 @@ fn config_runtime_journal_and_links() {
         assert_eq!(j.ports.len(), 1);
         assert_eq!((j.ports[0].name.as_str(), j.ports[0].vni), ("pc", 7));
         assert_eq!(j.remotes.len(), 1);
-        assert_eq!(j.remotes[0].addr, Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(j.remotes[0].addr, "10.0.0.9".parse::<IpAddr>().unwrap());
 
         // Reload: remote .3 and port pb leave the configuration; the
         // runtime remote .9, VNI 7 and its port stay.
@@ -288,10 +303,152 @@ fn config_runtime_journal_and_links() {
         let p = fresh.maps.ports.get(&pb, 0).unwrap();
         assert_eq!((p.max_learned, p.bum_pps), (0, 0));
         let allowed = fresh.maps.allowed_keys();
-        assert!(allowed.contains(&(48, vxlan_common::allow_data(42, [10, 9, 0, 0]))));
-        assert!(!allowed.contains(&(56, vxlan_common::allow_data(42, [10, 8, 0, 0]))));
-        assert!(allowed.contains(&(56, vxlan_common::allow_data(43, [10, 8, 0, 0]))));
-        assert!(!allowed.contains(&(48, vxlan_common::allow_data(43, [10, 9, 0, 0]))));
+        let key = |vni, c: &str| allowed_key(vni, &crate::config::parse_cidr(c).unwrap());
+        assert_eq!(key(42, "10.9.0.0/16").0, 32 + 96 + 16);
+        assert!(allowed.contains(&key(42, "10.9.0.0/16")));
+        assert!(!allowed.contains(&key(42, "10.8.0.0/24")));
+        assert!(allowed.contains(&key(43, "10.8.0.0/24")));
+        assert!(!allowed.contains(&key(43, "10.9.0.0/16")));
+        assert!(allowed.contains(&allowed_host_key(42, "10.0.0.2".parse().unwrap())));
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A VNI over IPv6 beside an IPv4 one: its flag, remotes, allowed senders,
+/// group, host interface MTU; and the family-mix errors.
+#[test]
+fn ipv6_vni() {
+    let dir = std::env::temp_dir().join(format!("vxlan-fwd-dp6-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jpath = dir.join("journal.json");
+    in_private_netns(move || async move {
+        let nl = Netlink::new().unwrap();
+        let mut dp = dataplane(&nl, jpath).await;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut v6 = vni(8, &["pa"], &[]);
+        v6.remotes = vec![ip("fd00:57::2")];
+        v6.host_if = Some("vx8".into());
+        v6.limits.allow_remote = Some(vec![crate::config::parse_cidr("fd00:99::/48").unwrap()]);
+        let mut g6 = vni(9, &["pb"], &[]);
+        g6.group = Some(ip("ff05::100"));
+        let c = cfg(vec![v6, g6, vni(42, &["pc"], &[[10, 0, 0, 2]])]);
+        let problems = dp.apply_config(&c).await.unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let i8 = info(&dp, 8).unwrap();
+        assert_ne!(i8.flags & VNI_F_IPV6, 0);
+        assert_eq!(
+            i8.remotes[..i8.n_remotes as usize],
+            [vtep_from_ip(ip("fd00:57::2"))]
+        );
+        assert_eq!(info(&dp, 42).unwrap().flags & VNI_F_IPV6, 0);
+        let i9 = info(&dp, 9).unwrap();
+        assert_ne!(i9.flags & VNI_F_IPV6, 0);
+        assert_eq!(i9.group, vtep_from_ip(ip("ff05::100")));
+        assert!(
+            dp.maps
+                .groups
+                .get(&vtep_from_ip(ip("ff05::100")), 0)
+                .is_ok()
+        );
+        assert!(dp.memberships.contains_key(&ip("ff05::100")), "MLD join");
+        let allowed = dp.maps.allowed_keys();
+        assert!(allowed.contains(&allowed_host_key(8, ip("fd00:57::2"))));
+        assert_eq!(allowed_host_key(8, ip("fd00:57::2")).0, 32 + 128);
+        let p48 = allowed_key(8, &crate::config::parse_cidr("fd00:99::/48").unwrap());
+        assert_eq!(p48.0, 32 + 48);
+        assert!(allowed.contains(&p48));
+        // The host interface of an IPv6 VNI: uplink MTU - 70.
+        assert_eq!(nl.link_by_name("vx8").await.unwrap().mtu, 1500 - 70);
+        assert_eq!(dp.local_of(8), Some(ip("fd00:57::1")));
+        assert_eq!(dp.local_of(42), Some(ip("10.0.0.1")));
+        let cfg_now = dp.maps.config().unwrap();
+        assert_eq!(cfg_now.local_ip6, ip_octets6("fd00:57::1"));
+        assert_eq!(cfg_now.local_ip, [10, 0, 0, 1]);
+
+        // Mixing families is refused, naming the VNI and both addresses.
+        let e = format!(
+            "{:#}",
+            dp.remote_add(8, ip("10.0.0.7"), Origin::Runtime)
+                .await
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("VNI 8") && e.contains("fd00:57::2") && e.contains("10.0.0.7"),
+            "{e}"
+        );
+        let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let e = format!(
+            "{:#}",
+            dp.fdb(Op::Add, &words("02:00:00:00:00:09 dst 10.0.0.7 vni 8"))
+                .await
+                .unwrap_err()
+        );
+        assert!(e.contains("VNI 8") && e.contains("10.0.0.7"), "{e}");
+        let e = format!(
+            "{:#}",
+            dp.fdb(Op::Add, &words("02:00:00:00:00:09 dst fd00:57::7 vni 42"))
+                .await
+                .unwrap_err()
+        );
+        assert!(e.contains("VNI 42") && e.contains("fd00:57::7"), "{e}");
+        let e = format!(
+            "{:#}",
+            dp.vni_add(
+                &VniSpec {
+                    id: 10,
+                    remotes: vec![ip("fd00:57::2"), ip("10.0.0.2")],
+                    ..Default::default()
+                },
+                Origin::Runtime
+            )
+            .await
+            .unwrap_err()
+        );
+        assert!(e.contains("VNI 10 mixes underlay families"), "{e}");
+        assert!(info(&dp, 10).is_none());
+        // A static IPv6 entry in the IPv6 VNI is fine, and shows as such.
+        dp.fdb(Op::Add, &words("02:00:00:00:00:09 dst fd00:57::7 vni 8"))
+            .await
+            .unwrap();
+        let rows = fdb::rows(&dp.maps, &dp.port_names(), &Default::default()).unwrap();
+        assert!(
+            rows.iter()
+                .any(|r| r.to_string() == "02:00:00:00:00:09 dst fd00:57::7 vni 8 permanent"),
+            "{rows:?}"
+        );
+        assert!(
+            dp.maps
+                .allowed_keys()
+                .contains(&allowed_host_key(8, ip("fd00:57::7")))
+        );
+        // A VNI with no address is IPv4 here (there is an IPv4 local
+        // address); its first remote decides.
+        dp.vni_add(
+            &VniSpec {
+                id: 11,
+                ..Default::default()
+            },
+            Origin::Runtime,
+        )
+        .await
+        .unwrap();
+        assert_eq!(info(&dp, 11).unwrap().flags & VNI_F_IPV6, 0);
+        let behind_v4 = FdbKey::new(11, [2, 0, 0, 0, 0, 0x11]);
+        let e4 = vxlan_common::FdbEntry::new_remote(vtep_from_ip(ip("10.0.0.9")), 0, 0);
+        dp.maps.fdb.insert(behind_v4, e4, 0).unwrap();
+        dp.remote_add(11, ip("fd00:57::5"), Origin::Runtime)
+            .await
+            .unwrap();
+        assert_ne!(info(&dp, 11).unwrap().flags & VNI_F_IPV6, 0);
+        assert!(
+            dp.maps.fdb.get(&behind_v4, 0).is_err(),
+            "an entry behind an IPv4 VTEP in a VNI turned IPv6"
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn ip_octets6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
 }

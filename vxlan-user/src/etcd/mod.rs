@@ -19,8 +19,8 @@
 pub mod schema;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
 
@@ -57,8 +57,10 @@ pub struct Endpoint {
 /// What this forwarder publishes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Local {
-    pub vtep: Option<Ipv4Addr>,
-    pub vnis: BTreeSet<u32>,
+    /// The VNIs served, each with our VTEP address in it (the local
+    /// address of the VNI's underlay family; VNIs of a family without a
+    /// local address are left out).
+    pub vnis: BTreeMap<u32, IpAddr>,
     pub endpoints: BTreeMap<(u32, [u8; 6]), Endpoint>,
 }
 
@@ -251,7 +253,7 @@ async fn session(st: &mut State, up: &mut Option<bool>, endpoints: &str) -> Resu
         let local = st.local.borrow();
         let now = crate::fdb::monotonic_ns();
         for (k, v) in &table.macs {
-            if Some(v.vtep) != local.vtep && local.endpoints.contains_key(k) {
+            if local.vnis.get(&k.0) != Some(&v.vtep) && local.endpoints.contains_key(k) {
                 st.taken.insert(*k, now);
             }
         }
@@ -369,7 +371,10 @@ fn noticed(st: &mut State, change: &Change) {
     };
     let (ours, here) = {
         let l = st.local.borrow();
-        (l.vtep, l.endpoints.contains_key(&(*vni, *mac)))
+        (
+            l.vnis.get(vni).copied(),
+            l.endpoints.contains_key(&(*vni, *mac)),
+        )
     };
     if Some(v.vtep) != ours {
         let key = schema::mac_key(&st.cfg.prefix, *vni, mac);
@@ -389,26 +394,24 @@ fn noticed(st: &mut State, change: &Change) {
 async fn publish(st: &mut State, client: &mut Client, lease: i64, local: &Local) -> Result<()> {
     let prefix = st.cfg.prefix.clone();
     let mut want: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(vtep) = local.vtep {
-        for &vni in &local.vnis {
-            want.insert(
-                schema::vtep_key(&prefix, vni, vtep),
-                schema::vtep_value(vtep),
-            );
-        }
-        for (&(vni, mac), ep) in &local.endpoints {
-            if !local.vnis.contains(&vni) {
+    for (&vni, &vtep) in &local.vnis {
+        want.insert(
+            schema::vtep_key(&prefix, vni, vtep),
+            schema::vtep_value(vtep),
+        );
+    }
+    for (&(vni, mac), ep) in &local.endpoints {
+        let Some(&vtep) = local.vnis.get(&vni) else {
+            continue;
+        };
+        if let Some(&at) = st.taken.get(&(vni, mac)) {
+            if ep.seen_ns <= at {
                 continue;
             }
-            if let Some(&at) = st.taken.get(&(vni, mac)) {
-                if ep.seen_ns <= at {
-                    continue;
-                }
-                st.taken.remove(&(vni, mac));
-            }
-            let v = MacValue { vtep, ip: ep.ip };
-            want.insert(schema::mac_key(&prefix, vni, &mac), schema::mac_value(&v));
+            st.taken.remove(&(vni, mac));
         }
+        let v = MacValue { vtep, ip: ep.ip };
+        want.insert(schema::mac_key(&prefix, vni, &mac), schema::mac_value(&v));
     }
     let gone: Vec<(String, String)> = st
         .published

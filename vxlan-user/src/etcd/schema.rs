@@ -5,6 +5,8 @@
 //! <prefix>/v1/vni/<vni>/vtep/<address>  {"vtep":"<address>"}
 //!     a VTEP serving <vni>: a member of its flood list
 //! <prefix>/v1/vni/<vni>/mac/<mac>       {"vtep":"<address>","ip":"<IPv4>"}
+//!     <address>: a VTEP's IPv4 or IPv6 address (fd00:57::2), in its
+//!     canonical text form
 //!     an endpoint of <vni> behind <vtep>; "ip" (optional) answers ARP
 //! ```
 //!
@@ -16,7 +18,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,8 @@ pub const VERSION: &str = "v1";
 /// The value of a MAC key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MacValue {
-    pub vtep: Ipv4Addr,
+    /// IPv4 or IPv6.
+    pub vtep: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Ipv4Addr>,
 }
@@ -38,20 +41,20 @@ pub struct MacValue {
 /// The value of a VTEP key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VtepValue {
-    pub vtep: Ipv4Addr,
+    pub vtep: IpAddr,
 }
 
 /// What one key says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
-    Vtep { vni: u32, addr: Ipv4Addr },
+    Vtep { vni: u32, addr: IpAddr },
     Mac { vni: u32, mac: [u8; 6] },
 }
 
 /// Everything the fleet publishes (what a full read or the watch gives).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
-    pub vteps: BTreeSet<(u32, Ipv4Addr)>,
+    pub vteps: BTreeSet<(u32, IpAddr)>,
     pub macs: BTreeMap<(u32, [u8; 6]), MacValue>,
 }
 
@@ -126,7 +129,7 @@ impl Table {
 pub enum Change {
     Vtep {
         vni: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         present: bool,
     },
     Mac {
@@ -136,9 +139,21 @@ pub enum Change {
     },
 }
 
-/// A unicast address a VTEP can have.
-fn is_vtep(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+/// A unicast address a VTEP can have (an IPv4-mapped IPv6 address is
+/// refused: the IPv4 address is its one spelling).
+fn is_vtep(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some())
+        }
+    }
 }
 
 /// `<prefix>/v1/` (the range every forwarder reads and watches).
@@ -146,7 +161,7 @@ pub fn root(prefix: &str) -> String {
     format!("{}/{VERSION}/", prefix.trim_end_matches('/'))
 }
 
-pub fn vtep_key(prefix: &str, vni: u32, addr: Ipv4Addr) -> String {
+pub fn vtep_key(prefix: &str, vni: u32, addr: IpAddr) -> String {
     format!("{}vni/{vni}/vtep/{addr}", root(prefix))
 }
 
@@ -154,7 +169,7 @@ pub fn mac_key(prefix: &str, vni: u32, mac: &[u8; 6]) -> String {
     format!("{}vni/{vni}/mac/{}", root(prefix), format_mac(mac))
 }
 
-pub fn vtep_value(addr: Ipv4Addr) -> String {
+pub fn vtep_value(addr: IpAddr) -> String {
     serde_json::to_string(&VtepValue { vtep: addr }).unwrap_or_default()
 }
 
@@ -185,9 +200,13 @@ pub fn parse_key(prefix: &str, key: &[u8]) -> Result<Option<Entry>, String> {
         .ok_or_else(|| format!("'{vni}' is not a VNI (1..{VNI_MAX}, decimal)"))?;
     match kind {
         "vtep" => {
-            let addr: Ipv4Addr = name
+            let addr: IpAddr = name
                 .parse()
-                .map_err(|_| format!("'{name}' is not an IPv4 address"))?;
+                .map_err(|_| format!("'{name}' is not an IP address"))?;
+            // Canonical text only: `fd00:0::1` would alias `fd00::1`.
+            if addr.to_string() != name {
+                return Err(format!("'{name}' is not in canonical form (write {addr})"));
+            }
             Ok(Some(Entry::Vtep { vni, addr }))
         }
         "mac" => {
@@ -215,17 +234,29 @@ mod tests {
     const P: &str = "/vxlan-fwd";
     const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
     #[test]
     fn keys_round_trip() {
-        let k = vtep_key(P, 42, Ipv4Addr::new(10, 0, 0, 1));
+        let k = vtep_key(P, 42, v4(10, 0, 0, 1));
         assert_eq!(k, "/vxlan-fwd/v1/vni/42/vtep/10.0.0.1");
         assert_eq!(
             parse_key(P, k.as_bytes()),
             Ok(Some(Entry::Vtep {
                 vni: 42,
-                addr: Ipv4Addr::new(10, 0, 0, 1)
+                addr: v4(10, 0, 0, 1)
             }))
         );
+        let a6: IpAddr = "fd00:57::2".parse().unwrap();
+        let k = vtep_key(P, 42, a6);
+        assert_eq!(k, "/vxlan-fwd/v1/vni/42/vtep/fd00:57::2");
+        assert_eq!(
+            parse_key(P, k.as_bytes()),
+            Ok(Some(Entry::Vtep { vni: 42, addr: a6 }))
+        );
+        assert_eq!(vtep_value(a6), r#"{"vtep":"fd00:57::2"}"#);
         let k = mac_key(P, 7, &MAC);
         assert_eq!(k, "/vxlan-fwd/v1/vni/7/mac/02:00:00:00:00:0a");
         assert_eq!(
@@ -242,7 +273,9 @@ mod tests {
             ("/vxlan-fwd/v1/vni/0/vtep/10.0.0.1", "not a VNI"),
             ("/vxlan-fwd/v1/vni/16777216/vtep/10.0.0.1", "not a VNI"),
             ("/vxlan-fwd/v1/vni/x/mac/02:00:00:00:00:01", "not a VNI"),
-            ("/vxlan-fwd/v1/vni/5/vtep/10.0.0", "not an IPv4"),
+            ("/vxlan-fwd/v1/vni/5/vtep/10.0.0", "not an IP address"),
+            ("/vxlan-fwd/v1/vni/5/vtep/fd00:0::1", "canonical"),
+            ("/vxlan-fwd/v1/vni/5/vtep/FD00::1", "canonical"),
             ("/vxlan-fwd/v1/vni/5/mac/zz:00:00:00:00:01", "MAC"),
             ("/vxlan-fwd/v1/vni/5/mac/ff:ff:ff:ff:ff:ff", "unicast"),
             ("/vxlan-fwd/v1/vni/5/mac", "is not <prefix>"),
@@ -266,7 +299,7 @@ mod tests {
         let mut t = Table::default();
         let k = mac_key(P, 5, &MAC);
         let v = MacValue {
-            vtep: Ipv4Addr::new(10, 0, 0, 2),
+            vtep: v4(10, 0, 0, 2),
             ip: Some(Ipv4Addr::new(192, 168, 0, 2)),
         };
         assert_eq!(
@@ -287,7 +320,7 @@ mod tests {
                 vni: 5,
                 mac: MAC,
                 value: Some(MacValue {
-                    vtep: Ipv4Addr::new(10, 0, 0, 3),
+                    vtep: v4(10, 0, 0, 3),
                     ip: None
                 })
             }))
@@ -301,13 +334,27 @@ mod tests {
             }))
         );
         assert_eq!(t.delete(P, k.as_bytes()), Ok(None));
-        let vk = vtep_key(P, 5, Ipv4Addr::new(10, 0, 0, 9));
-        let vv = vtep_value(Ipv4Addr::new(10, 0, 0, 9));
+        let vk = vtep_key(P, 5, v4(10, 0, 0, 9));
+        let vv = vtep_value(v4(10, 0, 0, 9));
         assert!(matches!(
             t.put(P, vk.as_bytes(), vv.as_bytes()),
             Ok(Some(Change::Vtep { present: true, .. }))
         ));
-        assert!(t.vteps.contains(&(5, Ipv4Addr::new(10, 0, 0, 9))));
+        assert!(t.vteps.contains(&(5, v4(10, 0, 0, 9))));
+        // An IPv6 VTEP and an endpoint behind it.
+        let a6: IpAddr = "fd00:57::9".parse().unwrap();
+        let vk = vtep_key(P, 6, a6);
+        assert!(matches!(
+            t.put(P, vk.as_bytes(), vtep_value(a6).as_bytes()),
+            Ok(Some(Change::Vtep { present: true, .. }))
+        ));
+        assert!(t.vteps.contains(&(6, a6)));
+        let k6 = mac_key(P, 6, &MAC);
+        let v6 = br#"{"vtep":"fd00:57::9","ip":"192.168.0.9"}"#;
+        assert!(matches!(
+            t.put(P, k6.as_bytes(), v6),
+            Ok(Some(Change::Mac { value: Some(MacValue { vtep, .. }), .. })) if vtep == a6
+        ));
     }
 
     #[test]
@@ -330,9 +377,19 @@ mod tests {
                 String::from_utf8_lossy(v)
             );
         }
-        let vk = vtep_key(P, 5, Ipv4Addr::new(10, 0, 0, 9));
+        let vk = vtep_key(P, 5, v4(10, 0, 0, 9));
         assert!(t.put(P, vk.as_bytes(), br#"{"vtep":"10.0.0.8"}"#).is_err());
-        for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "127.0.0.1"] {
+        for a in [
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::",
+            "::1",
+            "ff05::100",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             let k = format!("/vxlan-fwd/v1/vni/5/vtep/{a}");
             let v = format!("{{\"vtep\":\"{a}\"}}");
             assert!(t.put(P, k.as_bytes(), v.as_bytes()).is_err(), "{a}");
