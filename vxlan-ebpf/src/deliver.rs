@@ -29,8 +29,8 @@ use aya_ebpf::{
 use vxlan_common::{
     CFG_F_TC_DECAP, Config, Counter, MAX_PORTS, META_MAGIC, META_MAGIC_TC_DECAP, PORT_F_PEER,
     XdpMeta,
-    wire::{ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
-    wire6::ENCAP6_LEN,
+    wire::{ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN},
+    wire6::{ENCAP6_LEN, IPV6_HLEN},
 };
 
 use crate::{
@@ -177,8 +177,26 @@ fn decap(ctx: &TcContext, cfg: &Config) -> Result<i32, Counter> {
             )
             .is_ok();
     if !cleared {
+        // Without an inner L3 flag the kernel wants what is left after
+        // the outer Ethernet header to hold an outer network header (20
+        // bytes, 40 over IPv6): a shorter inner frame (ARP: 28, over
+        // IPv6) is padded for the shrink and cut back after it.
+        let base = if v6 { IPV6_HLEN } else { IPV4_HLEN };
+        let short = if l3 == 0 && inner_l3_len < base {
+            base - inner_l3_len
+        } else {
+            0
+        };
+        let len = ctx.len();
+        // SAFETY (both): helper calls on our own skb (not GSO: short).
+        if short > 0 && unsafe { bpf_skb_change_tail(ctx.skb.skb, len + short as u32, 0) } != 0 {
+            return Err(Counter::DropDecapFailed);
+        }
         ctx.adjust_room(-(encap as i32), BPF_ADJ_ROOM_MAC, adj)
             .map_err(|_| Counter::DropDecapFailed)?;
+        if short > 0 && unsafe { bpf_skb_change_tail(ctx.skb.skb, len - encap as u32, 0) } != 0 {
+            return Err(Counter::DropDecapFailed);
+        }
     }
     count(Counter::RxDecap);
     if v6 {
