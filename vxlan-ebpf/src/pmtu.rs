@@ -38,7 +38,10 @@ const IPPROTO_UDP: u8 = 17;
 #[inline(always)]
 pub fn too_big(ctx: &TcContext, cfg: &Config, proto: u16, extra: usize, encap: usize) -> bool {
     let mtu = (cfg.uplink_mtu as usize).saturating_sub(extra);
-    let overhead = encap - ETH_HLEN;
+    // The outer IP packet: the inner frame (its Ethernet header too) and
+    // the outer IP, UDP and VXLAN headers, i.e. `encap` bytes more than
+    // the inner network packet.
+    let overhead = encap;
     // SAFETY: reading a field of our skb context.
     let gso = unsafe { (*ctx.skb.skb).gso_size } as usize;
     if gso == 0 {
