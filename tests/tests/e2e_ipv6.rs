@@ -488,6 +488,40 @@ fn vxlan_fwd_pair_over_ipv6_tcp() {
     assert_full_size_ping(c1, C2_IP4, FULL_PING4, false, &[&f1, &f2]);
     assert_full_size_ping(c2, C1_IP4, FULL_PING4, false, &[&f1, &f2]);
     eprintln!("h1 counters: {:?}", f1.counters());
+
+    // The GSO guard: native XDP on the IPv6 VNI's port while the forwarder
+    // runs (what turned the container's segmentation offload off above),
+    // gone after a clean stop.
+    let h1 = topo.host(&c1.host);
+    let guard = || {
+        let link = h1.ns.link(&c1.port).expect("the port");
+        let xdp = &link["xdp"];
+        (
+            xdp["mode"].as_u64(),
+            xdp["prog"]["name"].as_str().map(str::to_owned),
+        )
+    };
+    let (mode, name) = guard();
+    assert_eq!(mode, Some(1), "h1's {}: native XDP while running", c1.port);
+    // The kernel keeps 15 characters of a program's name.
+    assert_eq!(
+        name.as_deref(),
+        Some(&vxlan_common::prog::XDP_PORT_GUARD[..15]),
+        "h1's {}: the guard program",
+        c1.port
+    );
+    let out = f1.stop();
+    assert!(
+        out.status.success() && !out.timed_out,
+        "vxlan-fwd h1 stopped cleanly: {}",
+        out.stderr
+    );
+    assert_eq!(
+        guard(),
+        (None, None),
+        "h1's {}: no XDP left after a clean stop",
+        c1.port
+    );
 }
 
 /// An IPv6-only underlay: the hosts' IPv4 addresses are removed before
