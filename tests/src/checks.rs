@@ -5,7 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Container, Forwarder, NetNs, Output, fdb_harness::Fwd, ping_result, ping_strict};
+use serde_json::Value;
+
+use crate::{
+    Container, Forwarder, NetNs, Output, fdb_harness::Fwd, ping_result, ping_strict,
+    traffic::iperf3,
+};
 
 /// A running forwarder that can describe its state for a failure message.
 pub trait Diagnose {
@@ -31,6 +36,38 @@ pub fn diagnostics<D: Diagnose>(fwds: &[&D]) -> String {
         .map(|f| f.diagnostics())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Runs iperf3 for 3 s from `client` to `server` (`reverse`: the server
+/// sends); asserts no error and more than 50 MB through (`what` and
+/// `fwds`' diagnostics in every failure); returns iperf3's report.
+pub fn assert_iperf<D: Diagnose>(
+    client: &Container,
+    server: &Container,
+    reverse: bool,
+    fwds: &[&D],
+    what: &str,
+) -> Value {
+    let (out, srv_out) = iperf3(client, server, reverse);
+    let diag = || format!("client: {out}\nserver: {srv_out}\n{}", diagnostics(fwds));
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: iperf3 did not print JSON ({e}):\n{}", diag()));
+    assert!(
+        report.get("error").is_none(),
+        "{what}: iperf3 error {}:\n{}",
+        report["error"],
+        diag()
+    );
+    assert!(out.success(), "{what}: iperf3 failed:\n{}", diag());
+    let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let retrans = &report["end"]["sum_sent"]["retransmits"];
+    eprintln!("{what}: {bytes} bytes received in 3 s, {retrans} retransmits");
+    assert!(
+        bytes > 50_000_000,
+        "{what}: only {bytes} bytes received in 3 s:\n{}",
+        diag()
+    );
+    report
 }
 
 /// Strict connectivity: one warm-up ping, then every one of `count` pings

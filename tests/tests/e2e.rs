@@ -8,18 +8,17 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use vxlan_tests::{
     Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf,
     checks::{
-        assert_one_error_line, assert_ping, counters_delta, diagnostics, leftovers, ping_all,
+        assert_iperf, assert_one_error_line, assert_ping, counters_delta, diagnostics, leftovers,
+        ping_all,
     },
     fdb_checks::{assert_local, assert_remote, defaults, rows},
     forwarder::{start_and_signal_on_ready, vxlan_fwd_timeout},
     ping_result,
     process::run_with_timeout,
     scenario::{BuildChecked, Pick, RxMode, Setup, ZERO_MAC},
-    traffic::iperf3,
     vxlan_fwd, vxlan_fwd_bin, xdp,
 };
 
@@ -233,38 +232,6 @@ fn interop_kernel_peer_point_to_point() {
     );
 }
 
-/// Runs an iperf3 test of 3 s from `client` to `server` (`reverse`: the
-/// server sends) and returns iperf3's JSON report; asserts it has no error
-/// and that more than 50 MB arrived.
-fn iperf(
-    client: &Container,
-    server: &Container,
-    reverse: bool,
-    fwds: &[&Forwarder],
-    what: &str,
-) -> Value {
-    let (out, srv_out) = iperf3(client, server, reverse);
-    let diag = || format!("client: {out}\nserver: {srv_out}\n{}", diagnostics(fwds));
-    let report: Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("{what}: iperf3 did not print JSON ({e}):\n{}", diag()));
-    assert!(
-        report.get("error").is_none(),
-        "{what}: iperf3 error {}:\n{}",
-        report["error"],
-        diag()
-    );
-    assert!(out.success(), "{what}: iperf3 failed:\n{}", diag());
-    let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let retrans = &report["end"]["sum_sent"]["retransmits"];
-    eprintln!("{what}: {bytes} bytes received in 3 s, {retrans} retransmits");
-    assert!(
-        bytes > 50_000_000,
-        "{what}: only {bytes} bytes received in 3 s:\n{}",
-        diag()
-    );
-    report
-}
-
 /// `ping -M do -s 1422` (a 1450-byte IP packet, DF set) from `from` to
 /// `to` gets all its replies.
 fn assert_full_size_ping(from: &Container, to: &Container, fwds: &[&Forwarder]) {
@@ -305,7 +272,7 @@ fn tcp_full_size_segments_in(setup: Setup) {
 
     // vxlan-fwd <-> vxlan-fwd, both directions.
     let encap_before = f1.counter("tx_encap");
-    let report = iperf(
+    let report = assert_iperf(
         c1,
         c2,
         false,
@@ -323,7 +290,7 @@ fn tcp_full_size_segments_in(setup: Setup) {
         "{mode}: h1 tx_encap did not grow ({encap_before} -> {encap_after})"
     );
     let decap_before = f1.counter("rx_decap");
-    iperf(
+    assert_iperf(
         c1,
         c2,
         true,
@@ -353,14 +320,14 @@ fn tcp_full_size_segments_in(setup: Setup) {
     );
     setup.kernel_bridge_peer(h2, "h1");
     assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
-    iperf(
+    assert_iperf(
         c1,
         c2,
         false,
         &[&f1],
         &format!("{mode}: c1 -> c2 (kernel vxlan on h2)"),
     );
-    iperf(
+    assert_iperf(
         c1,
         c2,
         true,

@@ -18,7 +18,7 @@ use serde_json::Value;
 use vxlan_tests::{
     Container, Forwarder, H1_IP, H1_IP6, H2_IP, H2_IP6, Host, NetNs, Topology,
     capture::PcapCapture,
-    checks::{assert_ping, counters_delta, diagnostics, ping_all},
+    checks::{assert_iperf, assert_ping, counters_delta, diagnostics, ping_all},
     fdb_checks::{assert_remote, defaults, rows},
     frames::{
         self, ETH_P_IPV6, InnerCsum, V6_INNER, V6_IP, V6_UDP, V6_VXLAN, complete_inner_l4_checksum,
@@ -27,7 +27,6 @@ use vxlan_tests::{
     ping_strict,
     process::run_with_timeout,
     scenario::{BuildChecked, Family, GROUP6, Pick, RxMode, Setup, ZERO_MAC},
-    traffic::iperf3,
 };
 
 const C1_IP: &str = "172.18.1.2";
@@ -249,25 +248,7 @@ fn iperf(
     fwds: &[&Forwarder],
     what: &str,
 ) -> Value {
-    let (out, srv_out) = iperf3(client, server, reverse);
-    let diag = || format!("client: {out}\nserver: {srv_out}\n{}", diagnostics(fwds));
-    let report: Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("{what}: iperf3 did not print JSON ({e}):\n{}", diag()));
-    assert!(
-        report.get("error").is_none(),
-        "{what}: iperf3 error {}:\n{}",
-        report["error"],
-        diag()
-    );
-    assert!(out.success(), "{what}: iperf3 failed:\n{}", diag());
-    let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let retrans = &report["end"]["sum_sent"]["retransmits"];
-    eprintln!("{what}: {bytes} bytes received in 3 s, {retrans} retransmits");
-    assert!(
-        bytes > 50_000_000,
-        "{what}: only {bytes} bytes received in 3 s:\n{}",
-        diag()
-    );
+    let report = assert_iperf(client, server, reverse, fwds, what);
     let mss = report["start"]["tcp_mss_default"].as_u64().unwrap_or(0);
     assert!(
         mss >= 1360,
