@@ -186,6 +186,19 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     }))
 }
 
+/// What an outer UDP checksum check (`ok`: whether it adds up, `None`
+/// when it could not be read) means for the frame, for both families.
+#[inline(always)]
+fn csum_verdict<F: Frame>(f: &F, ok: Option<bool>) -> Result<(), Counter> {
+    match ok {
+        Some(true) => Ok(()),
+        // Left for offload by a sender on this host (veth)? TC can tell.
+        Some(false) if f.defers_bad_csum() => Err(Counter::RxCsumDeferred),
+        Some(false) => Err(Counter::DropUdpCsum),
+        None => Err(Counter::DropDecapFailed),
+    }
+}
+
 /// The outer IPv4 and UDP headers: `None` if the frame is not VXLAN for
 /// this VTEP, an error if it is and the headers are bad.
 #[inline(always)]
@@ -268,13 +281,7 @@ fn outer4<F: Frame>(f: &F, cfg: &Config, eth: &EthHdr) -> Result<Option<Outer>, 
     }
     let (src_ip, dst_ip, tos) = (ip.src_addr, ip.dst_addr, ip.tos);
     if udp.check != [0, 0] && !f.udp_csum_trusted() {
-        match csum::udp4_ok(f, OFF_UDP, udp_len, src_ip, dst_ip) {
-            Some(true) => {}
-            // Left for offload by a sender on this host (veth)? TC can tell.
-            Some(false) if f.defers_bad_csum() => return Err(Counter::RxCsumDeferred),
-            Some(false) => return Err(Counter::DropUdpCsum),
-            None => return Err(Counter::DropDecapFailed),
-        }
+        csum_verdict(f, csum::udp4_ok(f, OFF_UDP, udp_len, src_ip, dst_ip))?;
     }
     Ok(Some(Outer {
         src: vtep_v4(src_ip),
@@ -349,12 +356,7 @@ fn outer6<F: Frame>(f: &F, cfg: &Config, eth: &EthHdr) -> Result<Option<Outer>, 
     let (src, tos) = (ip.src, (ip.vtcfl[0] << 4) | (ip.vtcfl[1] >> 4));
     if !f.udp_csum_trusted() {
         let dst = ip.dst;
-        match csum::udp6_ok(f, OFF6_UDP, plen, &src, &dst) {
-            Some(true) => {}
-            Some(false) if f.defers_bad_csum() => return Err(Counter::RxCsumDeferred),
-            Some(false) => return Err(Counter::DropUdpCsum),
-            None => return Err(Counter::DropDecapFailed),
-        }
+        csum_verdict(f, csum::udp6_ok(f, OFF6_UDP, plen, &src, &dst))?;
     }
     Ok(Some(Outer {
         src,
