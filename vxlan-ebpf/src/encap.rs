@@ -22,7 +22,7 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::{
-        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
         bpf_redirect_neigh, bpf_skb_change_head,
     },
     programs::TcContext,
@@ -41,9 +41,9 @@ use vxlan_common::{
 use crate::{
     arp, csum,
     deliver::redirect_port,
-    fdb,
+    fdb, flow,
     maps::{BUM, NEIGH, OUTER, PORTS, VNIS, config},
-    pkt::ptr_at_mut,
+    pkt::{ptr_at, ptr_at_mut},
     pmtu,
     stats::count,
     vlan,
@@ -71,7 +71,12 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
         return Ok(TC_ACT_UNSPEC);
     };
     let vni = port.vni;
-    let eth: EthHdr = ctx.load(0).map_err(|_| Counter::DropTxTruncated)?;
+    // In place when the linear data holds it (it always should).
+    // SAFETY: bounds checked by ptr_at; copied out at once.
+    let eth: EthHdr = match unsafe { ptr_at::<_, EthHdr>(ctx, 0) } {
+        Some(p) => unsafe { *p },
+        None => ctx.load(0).map_err(|_| Counter::DropTxTruncated)?,
+    };
     // A bridge refuses these sources; they must never be learned.
     if is_multicast_mac(&eth.src_addr) || is_zero_mac(&eth.src_addr) {
         return Err(Counter::DropBadSrcMac);
@@ -153,30 +158,36 @@ fn bum_budget(ifindex: u32, pps: u32) -> Result<(), Counter> {
 }
 
 /// Outer header fields for a frame of `job`, destination still unset
-/// (its network header is after the inner Ethernet header and tags).
+/// (its network header is after the inner Ethernet header and tags), and
+/// the frame's flow hash (for an IPv6 flow label: from the same hash as
+/// the source port).
 #[inline(always)]
-fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job) -> Outer {
-    // SAFETY: helper calls on our own skb.
-    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job) -> (Outer, u32) {
     let l3 = ETH_HLEN + (job.tags as usize & 0xf);
+    let hash = flow::hash(ctx, l3, job.proto);
+    // The DS field, in place when the linear data holds it.
+    // SAFETY: bounds checked by ptr_at; copied out at once.
+    let w = match unsafe { ptr_at::<_, [u8; 2]>(ctx, l3) } {
+        Some(p) => unsafe { *p },
+        None => ctx.load::<[u8; 2]>(l3).unwrap_or([0; 2]),
+    };
     let ds = match job.proto {
-        ETH_P_IP => ctx.load::<u8>(l3 + 1).unwrap_or(0),
-        ETH_P_IPV6 => {
-            let b: [u8; 2] = ctx.load(l3).unwrap_or([0; 2]);
-            (b[0] << 4) | (b[1] >> 4)
-        }
+        ETH_P_IP => w[1],
+        ETH_P_IPV6 => (w[0] << 4) | (w[1] >> 4),
         _ => 0,
     };
-    Outer {
+    let o = Outer {
         src_ip: cfg.local_ip,
         src_port: flow_src_port(hash, cfg.port_lo, cfg.port_hi),
         dst_port: cfg.dstport,
         vni: job.vni,
         ttl: cfg.ttl,
         tos: ecn_encap(ds),
+        // SAFETY: a plain helper call.
         ip_id: unsafe { bpf_get_prandom_u32() } as u16,
         ..Outer::default()
-    }
+    };
+    (o, hash)
 }
 
 /// Inserts room for the `N` bytes of outer headers (IPv4: 50, IPv6: 70)
@@ -265,13 +276,6 @@ fn is_gso(ctx: &TcContext) -> bool {
     unsafe { (*ctx.skb.skb).gso_size != 0 }
 }
 
-/// The outer IPv6 flow label for this frame's flow.
-#[inline(always)]
-fn label(ctx: &TcContext) -> u32 {
-    // SAFETY: helper call on our own skb (the hash is cached there).
-    flow_label(unsafe { bpf_get_hash_recalc(ctx.skb.skb) })
-}
-
 /// A frame ready for its outer headers, as [`prepare`] leaves it for
 /// [`unicast`] and [`flood_remotes`] (passed by reference: a BPF call
 /// takes at most five arguments, a returned `Result`'s pointer among
@@ -302,7 +306,8 @@ fn prepare(ctx: &TcContext, cfg: &Config, vni: u32, v6: bool) -> Result<Job, Cou
         return Err(Counter::DropGso6);
     }
     let proto = skb_proto(ctx);
-    let tag = if vlan::present(ctx) { 4 } else { 0 };
+    let tagged = vlan::present(ctx);
+    let tag = if tagged { 4 } else { 0 };
     let encap = if v6 { ENCAP6_LEN } else { ENCAP_LEN };
     if pmtu::too_big(ctx, cfg, proto, tag, encap) {
         return Err(pmtu::too_big_signal(proto));
@@ -311,7 +316,7 @@ fn prepare(ctx: &TcContext, cfg: &Config, vni: u32, v6: bool) -> Result<Job, Cou
     if outer_len_overflows(ctx, tag) {
         return Err(Counter::DropTooBig);
     }
-    let tags = vlan::push_inside(ctx)?;
+    let tags = vlan::push_inside(ctx, tagged)?;
     let inner_sum = if v6 {
         let s = csum::wire_sum(ctx, (ETH_HLEN + tags) as u32);
         if s < 0 {
@@ -342,7 +347,7 @@ fn unicast(ctx: &TcContext, job: &Job, remote: &VtepAddr) -> Result<i32, Counter
     if nh.is_none() && !is_ip {
         return Err(Counter::DropNoNeigh);
     }
-    let mut o = outer_for(ctx, cfg, job);
+    let (mut o, hash) = outer_for(ctx, cfg, job);
     if let Some(nh) = nh {
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
@@ -356,7 +361,7 @@ fn unicast(ctx: &TcContext, job: &Job, remote: &VtepAddr) -> Result<i32, Counter
     if job.v6 {
         let sum = buf
             .v6
-            .fill(&o, &cfg.local_ip6, label(ctx), inner_len, job.inner_sum);
+            .fill(&o, &cfg.local_ip6, flow_label(hash), inner_len, job.inner_sum);
         buf.v6.set_dst(&o.dst_mac, &remote, sum);
         push_outer(ctx, is_ip, tags, buf.v6.bytes())?;
         count(Counter::TxEncap6);
@@ -446,7 +451,7 @@ fn flood_remotes4(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
         return Err(Counter::DropNoFloodTarget);
     };
     let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
-    let mut o = outer_for(ctx, cfg, job);
+    let (mut o, _) = outer_for(ctx, cfg, job);
     let inner_len = ctx.len() as u16;
     let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
     // SAFETY: as in `unicast`.
@@ -509,7 +514,7 @@ fn flood_remotes6(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
         return Err(Counter::DropNoFloodTarget);
     };
     let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
-    let mut o = outer_for(ctx, cfg, job);
+    let (mut o, hash) = outer_for(ctx, cfg, job);
     let inner_len = ctx.len() as u16;
     let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
     // SAFETY: as in `unicast`.
@@ -523,7 +528,7 @@ fn flood_remotes6(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
     o.ttl = cfg.mcast_ttl;
     let sum = buf
         .v6
-        .fill(&o, &cfg.local_ip6, label(ctx), inner_len, job.inner_sum);
+        .fill(&o, &cfg.local_ip6, flow_label(hash), inner_len, job.inner_sum);
     buf.v6.set_dst(&multicast_mac6(&v.group), &v.group, sum);
     push_outer(ctx, is_ip, job.tags as usize, buf.v6.bytes())?;
     if has_group && ctx.clone_redirect(cfg.uplink_ifindex, 0).is_ok() {

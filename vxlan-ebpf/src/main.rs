@@ -22,6 +22,7 @@ mod deliver;
 mod ecn;
 mod encap;
 mod fdb;
+mod flow;
 mod maps;
 mod pkt;
 mod pmtu;
