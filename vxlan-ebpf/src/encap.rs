@@ -42,7 +42,7 @@ use crate::{
     arp, csum,
     deliver::redirect_port,
     fdb, flow,
-    maps::{BUM, NEIGH, OUTER, PORTS, VNIS, config},
+    maps::{BUM, NEIGH, OUTER, OuterBuf, PORTS, VNIS, config},
     pkt::{ptr_at, ptr_at_mut},
     pmtu,
     stats::count,
@@ -162,7 +162,7 @@ fn bum_budget(ifindex: u32, pps: u32) -> Result<(), Counter> {
 /// the frame's flow hash (for an IPv6 flow label: from the same hash as
 /// the source port).
 #[inline(always)]
-fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job) -> (Outer, u32) {
+fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job, buf: &mut OuterBuf) -> (Outer, u32) {
     let l3 = ETH_HLEN + (job.tags as usize & 0xf);
     let hash = flow::hash(ctx, l3, job.proto);
     // The DS field, in place when the linear data holds it.
@@ -183,11 +183,28 @@ fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job) -> (Outer, u32) {
         vni: job.vni,
         ttl: cfg.ttl,
         tos: ecn_encap(ds),
-        // SAFETY: a plain helper call.
-        ip_id: unsafe { bpf_get_prandom_u32() } as u16,
+        ip_id: next_ip_id(buf),
         ..Outer::default()
     };
     (o, hash)
+}
+
+/// The outer IPv4 identification of the next frame from this CPU. The
+/// outer header does not set DF, so the identification must differ
+/// between frames in flight to one receiver (RFC 6864): a per-CPU
+/// counter does, and costs no helper call per frame (a random number
+/// did). It starts at a random value, so that the CPUs' sequences do not
+/// coincide.
+#[inline(always)]
+fn next_ip_id(buf: &mut OuterBuf) -> u16 {
+    let mut n = buf.ip_id;
+    if n >> 16 == 0 {
+        // SAFETY: a plain helper call (once per CPU).
+        n = unsafe { bpf_get_prandom_u32() };
+    }
+    let id = n as u16;
+    buf.ip_id = 0x1_0000 | u32::from(id.wrapping_add(1));
+    id
 }
 
 /// Inserts room for the `N` bytes of outer headers (IPv4: 50, IPv6: 70)
@@ -347,17 +364,17 @@ fn unicast(ctx: &TcContext, job: &Job, remote: &VtepAddr) -> Result<i32, Counter
     if nh.is_none() && !is_ip {
         return Err(Counter::DropNoNeigh);
     }
-    let (mut o, hash) = outer_for(ctx, cfg, job);
+    let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
+    // SAFETY: this CPU's scratch buffer, a valid map value; nothing else
+    // runs on this CPU while the program does.
+    let buf = unsafe { &mut *buf };
+    let (mut o, hash) = outer_for(ctx, cfg, job, buf);
     if let Some(nh) = nh {
         o.src_mac = nh.smac;
         o.dst_mac = nh.dmac;
     }
     let tags = job.tags as usize;
     let inner_len = ctx.len() as u16;
-    let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
-    // SAFETY: this CPU's scratch buffer, a valid map value; nothing else
-    // runs on this CPU while the program does.
-    let buf = unsafe { &mut *buf };
     if job.v6 {
         let sum = buf
             .v6
@@ -451,11 +468,11 @@ fn flood_remotes4(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
         return Err(Counter::DropNoFloodTarget);
     };
     let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
-    let (mut o, _) = outer_for(ctx, cfg, job);
-    let inner_len = ctx.len() as u16;
     let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
     // SAFETY: as in `unicast`.
     let buf = unsafe { &mut *buf };
+    let (mut o, _) = outer_for(ctx, cfg, job, buf);
+    let inner_len = ctx.len() as u16;
     buf.v4 = outer_hdr(&o, inner_len);
     push_outer(ctx, is_ip, job.tags as usize, buf.v4.bytes())?;
 
@@ -514,11 +531,11 @@ fn flood_remotes6(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
         return Err(Counter::DropNoFloodTarget);
     };
     let is_ip = job.proto == ETH_P_IP || job.proto == ETH_P_IPV6;
-    let (mut o, hash) = outer_for(ctx, cfg, job);
-    let inner_len = ctx.len() as u16;
     let buf = OUTER.get_ptr_mut(0).ok_or(Counter::DropEncapFailed)?;
     // SAFETY: as in `unicast`.
     let buf = unsafe { &mut *buf };
+    let (mut o, hash) = outer_for(ctx, cfg, job, buf);
+    let inner_len = ctx.len() as u16;
 
     // The room, with the group's copy in it (or a first header that every
     // remote's copy overwrites).

@@ -75,11 +75,15 @@ pub static ALLOWED: LpmTrie<[u8; ALLOW_DATA_LEN], u32> =
 #[map]
 pub static OUTER: PerCpuArray<OuterBuf> = PerCpuArray::with_max_entries(1, 0);
 
-/// One frame's outer headers, for either family.
+/// One frame's outer headers, for either family, and the CPU's IPv4
+/// identification counter.
 #[repr(C)]
 pub struct OuterBuf {
     pub v4: OuterHdr,
     pub v6: OuterHdr6,
+    /// The next outer IPv4 identification sent from this CPU (low 16
+    /// bits), with bit 16 set once seeded (see `encap::next_ip_id`).
+    pub ip_id: u32,
 }
 
 /// Per-CPU scratch buffer of the UDP checksum check (`csum`).

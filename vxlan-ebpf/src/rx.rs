@@ -12,7 +12,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
-    CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, VNI_F_IPV6, VtepAddr,
+    ALLOW_F_VNI_FLAGS, CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, VNI_F_IPV6, VtepAddr,
     allow_data, vtep_is_none, vtep_v4,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN, OFF_IP, OFF_UDP,
@@ -109,19 +109,29 @@ pub fn classify<F: Frame>(f: &F, cfg: &Config, ingress: u32) -> Result<Option<Rx
     }
     // Reserved bits are ignored, as RFC 7348 says receivers must.
     let vni = vxlan_vni(vx);
-    // SAFETY: copied out at once.
-    let Some(vni_flags) = (unsafe { VNIS.get(vni) }).map(|v| v.flags) else {
-        return Err(Counter::DropUnknownVni);
+    // The sender first: its ALLOWED entry normally carries the VNI's
+    // flags (`allow_value`), which saves the VNIS lookup. Without one
+    // (a VNI open to any sender, an unknown VNI or sender, an entry
+    // written without the flags) VNIS decides, with the checks in the
+    // kernel's order: VNI, family, sender.
+    let key = Key::new(32 + 128, allow_data(vni, &o.src));
+    let allowed = ALLOWED.get(&key).copied();
+    let vni_flags = match allowed {
+        Some(a) if a & ALLOW_F_VNI_FLAGS != 0 => a,
+        _ => {
+            // SAFETY: copied out at once.
+            let Some(f) = (unsafe { VNIS.get(vni) }).map(|v| v.flags) else {
+                return Err(Counter::DropUnknownVni);
+            };
+            if (f & VNI_F_IPV6 != 0) == v6 && allowed.is_none() && f & VNI_F_ANY_SENDER == 0 {
+                return Err(Counter::DropSpoofed);
+            }
+            f
+        }
     };
     // A VNI lives on one underlay family.
     if (vni_flags & VNI_F_IPV6 != 0) != v6 {
         return Err(Counter::DropFamily);
-    }
-    if vni_flags & VNI_F_ANY_SENDER == 0 {
-        let key = Key::new(32 + 128, allow_data(vni, &o.src));
-        if ALLOWED.get(&key).is_none() {
-            return Err(Counter::DropSpoofed);
-        }
     }
     let Some(inner) = (unsafe { ptr_at::<_, EthHdr>(f, o.encap_len) }) else {
         return Err(Counter::DropInnerTruncated);

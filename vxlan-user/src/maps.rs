@@ -129,6 +129,17 @@ impl Maps {
         Ok(self.config.get(&0, 0)?)
     }
 
+    /// ALLOWED as (prefix length, data) → value: what
+    /// [`crate::dataplane::Dataplane::sync_allowed`] compares with what it
+    /// wants.
+    pub fn allowed_entries(&self) -> std::collections::BTreeMap<(u32, [u8; ALLOW_DATA_LEN]), u32> {
+        self.allowed
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+            .collect()
+    }
+
     /// The keys of ALLOWED as (prefix length, data): what
     /// [`crate::dataplane::Dataplane::sync_allowed`] compares with what it
     /// wants, and what tests check.

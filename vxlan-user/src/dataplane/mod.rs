@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use vxlan_common::{
     ALLOW_DATA_LEN, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
     CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER,
-    PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6, VniInfo, VtepAddr, vtep_from_ip, vtep_to_ip,
+    PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6, VniInfo, VtepAddr, allow_value, vtep_from_ip, vtep_to_ip,
 };
 
 use self::{host_if::HostIf, journal::Journal};
@@ -577,16 +577,7 @@ impl Dataplane {
             n_remotes: v.remotes.len().min(MAX_REMOTES) as u32,
             n_ports: ports.len() as u32,
             group: v.group.map_or([0; 16], vtep_from_ip),
-            // Group mode takes VXLAN from any sender, unless told whom.
-            flags: if v.group.is_some() && self.allow_of(v).is_empty() {
-                VNI_F_ANY_SENDER
-            } else {
-                0
-            } | if self.family(v) == Family::V6 {
-                VNI_F_IPV6
-            } else {
-                0
-            },
+            flags: self.vni_flags(v),
             max_learned: v.limits.max_fdb.unwrap_or(0),
             ..Default::default()
         };
@@ -614,6 +605,23 @@ impl Dataplane {
             })?;
         }
         Ok(())
+    }
+
+    /// `VniInfo::flags` of VNI `v` (also in its ALLOWED entries' values,
+    /// see `vxlan_common::allow_value`).
+    fn vni_flags(&self, v: &Vni) -> u32 {
+        // Group mode takes VXLAN from any sender, unless told whom.
+        let any = if v.group.is_some() && self.allow_of(v).is_empty() {
+            VNI_F_ANY_SENDER
+        } else {
+            0
+        };
+        let v6 = if self.family(v) == Family::V6 {
+            VNI_F_IPV6
+        } else {
+            0
+        };
+        any | v6
     }
 
     /// The senders VNI `v` accepts besides its remotes: its own list, or
@@ -1133,26 +1141,32 @@ impl Dataplane {
     /// entries (host prefixes), and the `allow_remote` prefixes, of either
     /// family (see [`crate::addr::allowed_key`]).
     pub fn sync_allowed(&mut self) {
-        let mut want: BTreeSet<(u32, [u8; ALLOW_DATA_LEN])> = BTreeSet::new();
+        // Each entry's value carries its VNI's flags (`allow_value`): an
+        // entry whose VNI changed family is rewritten.
+        let mut want: BTreeMap<(u32, [u8; ALLOW_DATA_LEN]), u32> = BTreeMap::new();
         for (&vni, v) in &self.vnis {
+            let value = allow_value(self.vni_flags(v));
             for (r, _) in &v.remotes {
-                want.insert(allowed_host_key(vni, *r));
+                want.insert(allowed_host_key(vni, *r), value);
             }
             for c in self.allow_of(v) {
-                want.insert(allowed_key(vni, c));
+                want.insert(allowed_key(vni, c), value);
             }
         }
         for (vni, r) in self.static_remotes.iter().chain(&self.etcd_senders()) {
-            if self.vnis.contains_key(vni) {
-                want.insert(allowed_host_key(*vni, *r));
+            if let Some(v) = self.vnis.get(vni) {
+                want.insert(allowed_host_key(*vni, *r), allow_value(self.vni_flags(v)));
             }
         }
-        let have = self.maps.allowed_keys();
-        for (len, data) in have.difference(&want) {
+        let have = self.maps.allowed_entries();
+        for (len, data) in have.keys().filter(|k| !want.contains_key(k)) {
             let _ = self.maps.allowed.remove(&Key::new(*len, *data));
         }
-        for (len, data) in want.difference(&have) {
-            if let Err(e) = self.maps.allowed.insert(&Key::new(*len, *data), 1, 0) {
+        for ((len, data), value) in &want {
+            if have.get(&(*len, *data)) == Some(value) {
+                continue;
+            }
+            if let Err(e) = self.maps.allowed.insert(&Key::new(*len, *data), *value, 0) {
                 warn!("updating the allowed senders: {e}");
             }
         }

@@ -22,7 +22,7 @@ use aya::maps::lpm_trie::Key;
 use serde::Serialize;
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, vtep_v4, wire::Outer,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, allow_value, vtep_v4, wire::Outer,
 };
 use vxlan_tests::{
     fixture::{
@@ -186,7 +186,7 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
         runs,
         [(
             "xdp_decap_learned_any_sender".into(),
-            "XDP decap, learned entries, VNI open to any sender (no ALLOWED lookup)".into(),
+            "XDP decap, learned entries, VNI open to any sender, sender not in ALLOWED".into(),
             vxlan,
             Prog::Xdp,
             XDP_PASS,
@@ -367,7 +367,11 @@ impl Dp {
             self.dp
                 .maps
                 .allowed
-                .insert(&Key::new(32 + 128, allow_data(VNI, &vtep_v4(r))), 1, 0)
+                .insert(
+                    &Key::new(32 + 128, allow_data(VNI, &vtep_v4(r))),
+                    allow_value(0),
+                    0,
+                )
                 .context("ALLOWED")?;
         }
         self.dp.maps.vnis.insert(VNI, v, 0).context("VNIS")?;
@@ -387,11 +391,17 @@ impl Dp {
         Ok(())
     }
 
-    /// VNI 42 accepts any sender: no ALLOWED lookup.
+    /// VNI 42 accepts any sender, and REMOTE is not in ALLOWED (a sender
+    /// the configuration does not name): the trie misses, VNIS decides.
     fn any_sender(&mut self) -> Result<()> {
         let mut v = self.dp.maps.vnis.get(&VNI, 0).context("VNIS")?;
         v.flags |= VNI_F_ANY_SENDER;
         self.dp.maps.vnis.insert(VNI, v, 0).context("VNIS")?;
+        self.dp
+            .maps
+            .allowed
+            .remove(&Key::new(32 + 128, allow_data(VNI, &vtep_v4(REMOTE))))
+            .context("ALLOWED")?;
         Ok(())
     }
 
