@@ -9,7 +9,7 @@ use vxlan_common::{
     ArpEntry, ArpKey, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
     CFG_F_TC_DECAP, Counter, FDB_F_EXTERN, FDB_F_STATIC, FdbEntry, FdbKey, LocalIp, META_MAGIC,
     META_MAGIC_TC_DECAP, NeighEntry, PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6,
-    VTEP_NONE, VniInfo, VtepAddr, XdpMeta, allow_data, vtep_v4,
+    VTEP_NONE, VniInfo, VtepAddr, XdpMeta, allow_data, allow_value, vtep_v4,
     wire::{ENCAP_LEN, OFF_INNER, OFF_IP, OFF_UDP, OFF_VXLAN, Outer},
     wire6::{ENCAP6_LEN, OFF6_INNER, OFF6_IP, OFF6_UDP, OFF6_VXLAN, flow_label, outer_hdr6},
 };
@@ -368,6 +368,34 @@ fn xdp_trims_ethernet_padding() {
     let (action, out) = dp.run_xdp(&f);
     assert_eq!(action, XDP_PASS);
     assert_eq!(&out[16..], &inner[..], "padding gone");
+}
+
+#[test]
+fn xdp_takes_the_vni_flags_from_the_senders_allowed_entry() {
+    // Userspace writes ALLOWED values with the VNI's flags
+    // (`allow_value`): the datapath then skips the VNIS lookup and goes
+    // by them. (The other tests write 1, an entry without them, as
+    // before: the datapath looks the VNI up.)
+    let mut dp = Dp::new();
+    let key = Key::new(32 + 128, allow_data(VNI, &vtep_v4(REMOTE)));
+    dp.dp.maps.allowed.insert(&key, allow_value(0), 0).unwrap();
+    let frame = vxlan_frame(&inner_arp(C2_MAC), VNI, LOCAL, 4789, 0x08);
+    assert_eq!(dp.run_xdp(&frame).0, XDP_PASS);
+    assert_eq!(dp.counter(Counter::RxDecap), 1);
+    assert_eq!(dp.fdb_get(C2_MAC).unwrap().remote, vtep_v4(REMOTE));
+    // The entry's flags are what counts: an IPv6 VNI there refuses an
+    // IPv4 frame, whatever VNIS says.
+    dp.dp
+        .maps
+        .allowed
+        .insert(&key, allow_value(VNI_F_IPV6), 0)
+        .unwrap();
+    assert_eq!(dp.run_xdp(&frame).0, XDP_DROP);
+    assert_eq!(dp.counter(Counter::DropFamily), 1);
+    // Without the entry the sender is refused (VNIS decides: not open).
+    dp.dp.maps.allowed.remove(&key).unwrap();
+    assert_eq!(dp.run_xdp(&frame).0, XDP_DROP);
+    assert_eq!(dp.counter(Counter::DropSpoofed), 1);
 }
 
 #[test]

@@ -64,7 +64,9 @@ pub static BUM: HashMap<u32, BumWindow> = HashMap::with_max_entries(MAX_PORT_ENT
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Senders allowed to send VXLAN into each VNI (anti-spoofing), by
-/// longest prefix over (VNI, sender address).
+/// longest prefix over (VNI, sender address). The value is the VNI's
+/// flags (`vxlan_common::allow_value`): a frame whose sender matches
+/// needs no VNIS lookup.
 #[map]
 pub static ALLOWED: LpmTrie<[u8; ALLOW_DATA_LEN], u32> =
     LpmTrie::with_max_entries(MAX_ALLOWED, aya_ebpf::bindings::BPF_F_NO_PREALLOC);

@@ -518,7 +518,13 @@ fn testrun_only(plan: &Plan) -> Result<()> {
             fdb_sizes: plan.fdb_sizes.clone(),
         })?;
         for c in &cases {
-            outln!("{:<70} {:>9.1} ns  ({} runs)", c.what, c.ns, c.runs);
+            outln!(
+                "{:<70} {:>9.1} ns  (median run {:.0} ns, {} runs)",
+                c.what,
+                c.ns,
+                c.median_ns,
+                c.runs
+            );
         }
         all.push(cases);
     }
@@ -527,6 +533,22 @@ fn testrun_only(plan: &Plan) -> Result<()> {
         let v: Vec<f64> = all
             .iter()
             .filter_map(|r| r.iter().find(|x| x.key == c.key).map(|x| x.ns))
+            .collect();
+        if let Some(s) = report::Stat::of(&v) {
+            outln!(
+                "{:<70} {:>9.1} ns  ({:.1}–{:.1})",
+                c.what,
+                s.median,
+                s.min,
+                s.max
+            );
+        }
+    }
+    section("medians of the runs' median durations (robust to preemption)");
+    for c in all.first().into_iter().flatten() {
+        let v: Vec<f64> = all
+            .iter()
+            .filter_map(|r| r.iter().find(|x| x.key == c.key).map(|x| x.median_ns))
             .collect();
         if let Some(s) = report::Stat::of(&v) {
             outln!(

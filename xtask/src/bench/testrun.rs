@@ -44,6 +44,9 @@ pub struct Case {
     pub what: String,
     /// Mean kernel-reported duration of one run, ns.
     pub ns: f64,
+    /// Median of the runs' durations, ns: unlike the mean, not moved by
+    /// the few runs that another task preempted (a shared machine).
+    pub median_ns: f64,
     pub runs: u64,
     /// The program's return value (checked: it must be the expected action).
     pub retval: u32,
@@ -109,18 +112,21 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
 
     // The floor, both ways.
     let floor = Floor(RawXdp::load(XDP_DROP, "xdp_floor")?);
-    let (ns, done) = floor.per_call(vxlan, runs)?;
+    let (ns, median_ns, done) = floor.per_call(vxlan, runs)?;
     cases.push(Case {
         key: "floor_xdp_drop".into(),
         what: "floor: XDP program `return XDP_DROP`, one run per call (as the cases below)".into(),
         ns,
+        median_ns,
         runs: done,
         retval: XDP_DROP,
     });
+    let ns = floor.repeated(vxlan, runs)?;
     cases.push(Case {
         key: "floor_xdp_drop_repeat".into(),
         what: format!("floor: same program, repeat={runs} in one call"),
-        ns: floor.repeated(vxlan, runs)?,
+        ns,
+        median_ns: ns,
         runs,
         retval: XDP_DROP,
     });
@@ -452,6 +458,7 @@ impl Dp {
         };
         let mut out = vec![0u8; frame.len() + 512];
         let (mut total, mut done, mut retval) = (Duration::ZERO, 0u64, 0u32);
+        let mut each: Vec<u32> = Vec::new();
         let started = Instant::now();
         while done < runs {
             let r = self
@@ -468,6 +475,7 @@ impl Dp {
                 );
             }
             total += r.duration;
+            each.push(u32::try_from(r.duration.as_nanos()).unwrap_or(u32::MAX));
             done += 1;
             if done % 1024 == 0 && started.elapsed() > CASE_BUDGET {
                 break;
@@ -477,6 +485,7 @@ impl Dp {
             key: key.into(),
             what: what.into(),
             ns: total.as_nanos() as f64 / done as f64,
+            median_ns: median(&mut each),
             runs: done,
             retval,
         })
@@ -495,23 +504,40 @@ impl Floor {
         Ok((retval, duration))
     }
 
-    /// Mean duration over `runs` calls of one run each.
-    fn per_call(&self, frame: &[u8], runs: u64) -> Result<(f64, u64)> {
+    /// Mean and median duration over `runs` calls of one run each.
+    fn per_call(&self, frame: &[u8], runs: u64) -> Result<(f64, f64, u64)> {
         let (mut total, mut done) = (0u64, 0u64);
+        let mut each = Vec::new();
         let started = Instant::now();
         while done < runs {
-            total += u64::from(self.test(frame, 1)?.1);
+            let d = self.test(frame, 1)?.1;
+            total += u64::from(d);
+            each.push(d);
             done += 1;
             if done % 1024 == 0 && started.elapsed() > CASE_BUDGET {
                 break;
             }
         }
-        Ok((total as f64 / done as f64, done))
+        Ok((total as f64 / done as f64, median(&mut each), done))
     }
 
     /// The kernel's mean over one call with `repeat = runs`.
     fn repeated(&self, frame: &[u8], runs: u64) -> Result<f64> {
         let repeat = u32::try_from(runs).unwrap_or(u32::MAX);
         Ok(f64::from(self.test(frame, repeat)?.1))
+    }
+}
+
+/// The median of `v` (0 when empty).
+fn median(v: &mut [u32]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let n = v.len();
+    if n % 2 == 1 {
+        f64::from(v[n / 2])
+    } else {
+        (f64::from(v[n / 2 - 1]) + f64::from(v[n / 2])) / 2.0
     }
 }
