@@ -185,7 +185,32 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
         runs,
         known_unicast("_learned", "learned entries", &frames),
     )?;
-    // What the anti-spoofing trie lookup costs: the same without it.
+    // The sender's ALLOWED entry as written before `allow_value` (1,
+    // without the VNI's flags): the datapath looks VNIS up as well.
+    dp.allowed_without_flags()?;
+    dp.cases(
+        &mut cases,
+        runs,
+        [
+            (
+                "xdp_decap_learned_allowed_no_flags".into(),
+                "XDP decap, learned entries, ALLOWED entry without the VNI's flags (+ VNIS lookup)"
+                    .into(),
+                vxlan,
+                Prog::Xdp,
+                XDP_PASS,
+            ),
+            (
+                "tc_decap_learned_allowed_no_flags".into(),
+                "TC decap, learned entries, ALLOWED entry without the VNI's flags (+ VNIS lookup)"
+                    .into(),
+                vxlan,
+                Prog::TcUplink,
+                TC_ACT_REDIRECT,
+            ),
+        ],
+    )?;
+    // A sender the trie does not know, into a VNI open to any sender.
     dp.any_sender()?;
     dp.cases(
         &mut cases,
@@ -394,6 +419,21 @@ impl Dp {
                 .insert(FdbKey::new(VNI, super::filler_mac(i)), entry, 0)
                 .with_context(|| format!("adding FDB entry {i} of {n}"))?;
         }
+        Ok(())
+    }
+
+    /// REMOTE's ALLOWED entry with value 1, as written before
+    /// `allow_value`.
+    fn allowed_without_flags(&mut self) -> Result<()> {
+        self.dp
+            .maps
+            .allowed
+            .insert(
+                &Key::new(32 + 128, allow_data(VNI, &vtep_v4(REMOTE))),
+                1,
+                0,
+            )
+            .context("ALLOWED")?;
         Ok(())
     }
 
