@@ -22,8 +22,8 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::{
-        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
-        bpf_redirect_neigh, bpf_skb_change_head,
+        bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_skb_change_head,
     },
     programs::TcContext,
 };
@@ -376,9 +376,13 @@ fn unicast(ctx: &TcContext, job: &Job, remote: &VtepAddr) -> Result<i32, Counter
     let tags = job.tags as usize;
     let inner_len = ctx.len() as u16;
     if job.v6 {
-        let sum = buf
-            .v6
-            .fill(&o, &cfg.local_ip6, flow_label(hash), inner_len, job.inner_sum);
+        let sum = buf.v6.fill(
+            &o,
+            &cfg.local_ip6,
+            flow_label(hash),
+            inner_len,
+            job.inner_sum,
+        );
         buf.v6.set_dst(&o.dst_mac, &remote, sum);
         push_outer(ctx, is_ip, tags, buf.v6.bytes())?;
         count(Counter::TxEncap6);
@@ -543,9 +547,13 @@ fn flood_remotes6(ctx: &TcContext, job: &Job) -> Result<i32, Counter> {
     o.src_mac = cfg.uplink_mac;
     let ttl = o.ttl;
     o.ttl = cfg.mcast_ttl;
-    let sum = buf
-        .v6
-        .fill(&o, &cfg.local_ip6, flow_label(hash), inner_len, job.inner_sum);
+    let sum = buf.v6.fill(
+        &o,
+        &cfg.local_ip6,
+        flow_label(hash),
+        inner_len,
+        job.inner_sum,
+    );
     buf.v6.set_dst(&multicast_mac6(&v.group), &v.group, sum);
     push_outer(ctx, is_ip, job.tags as usize, buf.v6.bytes())?;
     if has_group && ctx.clone_redirect(cfg.uplink_ifindex, 0).is_ok() {

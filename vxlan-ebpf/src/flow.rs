@@ -15,10 +15,7 @@
 //! choice) hashes the outer headers, whose source port is per flow too.
 //! Any other frame (ARP...) still asks the kernel.
 
-use aya_ebpf::{
-    helpers::bpf_get_hash_recalc,
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::bpf_get_hash_recalc, programs::TcContext};
 use vxlan_common::wire::{ETH_P_IP, ETH_P_IPV6};
 
 use crate::pkt::ptr_at;
@@ -76,7 +73,10 @@ fn v4(ctx: &TcContext, l3: usize) -> Option<u32> {
     } else {
         ports(ctx, l3 + ihl, h[9])
     };
-    let mut s = mix(0x5bd1_e995, u32::from_ne_bytes([h[12], h[13], h[14], h[15]]));
+    let mut s = mix(
+        0x5bd1_e995,
+        u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+    );
     s = mix(s, u32::from_ne_bytes([h[16], h[17], h[18], h[19]]));
     s = mix(s, u32::from(h[9]));
     s = mix(s, p);
@@ -105,8 +105,14 @@ fn v6(ctx: &TcContext, l3: usize) -> Option<u32> {
 /// One step of MurmurHash3's 32-bit body.
 #[inline(always)]
 fn mix(h: u32, k: u32) -> u32 {
-    let k = k.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 /// MurmurHash3's finaliser: every input bit reaches every output bit, so

@@ -12,8 +12,8 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 use vxlan_common::{
-    ALLOW_F_VNI_FLAGS, CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER, VNI_F_IPV6, VtepAddr,
-    allow_data, vtep_is_none, vtep_v4,
+    ALLOW_F_VNI_FLAGS, CFG_F_LEARNING, Config, Counter, NeighEntry, NeighSeen, VNI_F_ANY_SENDER,
+    VNI_F_IPV6, VtepAddr, allow_data, vtep_is_none, vtep_v4,
     wire::{
         ENCAP_LEN, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP, IPV4_HLEN, OFF_IP, OFF_UDP,
         UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN, ipv4_checksum, is_bad_source_ip, is_multicast_ip,

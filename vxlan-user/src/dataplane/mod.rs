@@ -39,7 +39,8 @@ use serde::{Deserialize, Serialize};
 use vxlan_common::{
     ALLOW_DATA_LEN, CFG_F_ARP_SUPPRESS, CFG_F_LEARNING, CFG_F_PORT_LEARN, CFG_F_SNOOP,
     CFG_F_TC_DECAP, Config as DpConfig, FdbKey, MAX_PORTS, MAX_REMOTES, NeighEntry, PORT_F_PEER,
-    PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6, VniInfo, VtepAddr, allow_value, vtep_from_ip, vtep_to_ip,
+    PortInfo, VNI_F_ANY_SENDER, VNI_F_IPV6, VniInfo, VtepAddr, allow_value, vtep_from_ip,
+    vtep_to_ip,
 };
 
 use self::{host_if::HostIf, journal::Journal};

@@ -22,7 +22,8 @@ use aya::maps::lpm_trie::Key;
 use serde::Serialize;
 use vxlan_common::{
     CFG_F_LEARNING, CFG_F_TC_DECAP, FDB_F_STATIC, FDB_STATIC_RESERVE, FdbEntry, FdbKey, NeighEntry,
-    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, allow_value, vtep_v4, wire::Outer,
+    PORT_F_PEER, PortInfo, VNI_F_ANY_SENDER, VniInfo, allow_data, allow_value, vtep_v4,
+    wire::Outer,
 };
 use vxlan_tests::{
     fixture::{
@@ -428,11 +429,7 @@ impl Dp {
         self.dp
             .maps
             .allowed
-            .insert(
-                &Key::new(32 + 128, allow_data(VNI, &vtep_v4(REMOTE))),
-                1,
-                0,
-            )
+            .insert(&Key::new(32 + 128, allow_data(VNI, &vtep_v4(REMOTE))), 1, 0)
             .context("ALLOWED")?;
         Ok(())
     }
