@@ -219,6 +219,8 @@ pub struct Dataplane {
     /// (VNI, VTEP) of the control plane refused for their family (warned
     /// once).
     etcd_family_warned: BTreeSet<(u32, IpAddr)>,
+    /// [`DpConfig::meta_key`]: random, chosen once for these maps.
+    meta_key: [u32; 2],
 }
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
@@ -244,6 +246,10 @@ impl Dataplane {
         journal_path: PathBuf,
     ) -> Result<Self> {
         let settings_max_fdb = settings.max_fdb;
+        let mut key = [0u8; 8];
+        getrandom::getrandom(&mut key)
+            .map_err(|e| anyhow::anyhow!("reading random bytes for the metadata key: {e}"))?;
+        let meta_key = bytemuck::cast(key);
         let mut dp = Self {
             nl,
             ebpf,
@@ -272,6 +278,7 @@ impl Dataplane {
             etcd_family_warned: BTreeSet::new(),
             etcd_touched: BTreeSet::new(),
             etcd_dirty: false,
+            meta_key,
         };
         dp.write_config()?;
         Ok(dp)
@@ -340,6 +347,7 @@ impl Dataplane {
             uplink_mtu: self.uplink.mtu,
             _pad2: 0,
             local_ip6: self.local.v6.map_or([0; 16], |a| a.octets()),
+            meta_key: self.meta_key,
         };
         self.maps.config.set(0, dp, 0).context("writing CONFIG")
     }
