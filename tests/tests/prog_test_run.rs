@@ -2088,15 +2088,22 @@ fn label_and_port_agree(label: u32, sport: u16) -> bool {
     })
 }
 
+/// `Config::hop_limit` in `tc_encap_ipv6_exact_outer_header`.
+const HOP6: u8 = 57;
+
 #[test]
 fn tc_encap_ipv6_exact_outer_header() {
     let mut dp = Dp::new6();
+    // The uplink's IPv6 hop limit, not the IPv4 TTL (64).
+    let mut cfg = dp.dp.maps.config.get(&0, 0).expect("CONFIG");
+    cfg.hop_limit = HOP6;
+    dp.dp.set_config(cfg).expect("CONFIG");
     dp.pin_vtep(C2_MAC, REMOTE6);
     dp.neigh_remote6();
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0xb9); // DSCP 46, ECT(1)
     let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(action, TC_ACT_REDIRECT, "{:?}", dp.dp.counters());
-    let (sport, label) = assert_outer6(&out, &inner, REMOTE6, REMOTE_MAC, 64, 0x01, "unicast");
+    let (sport, label) = assert_outer6(&out, &inner, REMOTE6, REMOTE_MAC, HOP6, 0x01, "unicast");
     assert!(
         label_and_port_agree(label, sport),
         "flow label {label:#x} and source port {sport} come from different hashes"
@@ -2114,7 +2121,7 @@ fn tc_encap_ipv6_exact_outer_header() {
     );
     let other = inner_udp(C2_MAC, C1_MAC, 0, 54, b"another flow");
     let (_, o2) = dp.run_tc(Prog::TcPort, &other, LO);
-    let (sport2, label2) = assert_outer6(&o2, &other, REMOTE6, REMOTE_MAC, 64, 0, "another flow");
+    let (sport2, label2) = assert_outer6(&o2, &other, REMOTE6, REMOTE_MAC, HOP6, 0, "another flow");
     assert_ne!(label2, label, "two flows, one flow label");
     assert!(label_and_port_agree(label2, sport2));
     // Odd inner lengths: the checksum's tail.
@@ -2129,7 +2136,7 @@ fn tc_encap_ipv6_exact_outer_header() {
             &i,
             REMOTE6,
             REMOTE_MAC,
-            64,
+            HOP6,
             0,
             &format!("inner of {len} bytes"),
         );

@@ -226,7 +226,10 @@ pub struct Config {
     pub max_learned: u32,
     /// MAC of the uplink: outer source of multicast copies.
     pub uplink_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Outer hop limit for unicast over IPv6 (the kernel's
+    /// `net.ipv6.conf.<uplink>.hop_limit`); 0: `ttl`.
+    pub hop_limit: u8,
+    pub _pad: u8,
     /// MTU of the uplink: encapsulated frames must fit.
     pub uplink_mtu: u32,
     pub _pad2: u32,

@@ -105,10 +105,10 @@ const PULL: usize = ENCAP6_LEN + ETH_HLEN + 20;
 /// With `bpf_skb_store_bytes`, not in place: a program that writes packet
 /// data in place gets a prologue that makes a cloned skb's data private
 /// before it starts (`bpf_unclone_prologue`), and the XDP metadata does not
-/// survive that: with a packet socket on the uplink (tcpdump), which clones
-/// every frame, TC would never see the [`XdpMeta`] of a frame XDP
-/// decapsulated. The helper unclones only when it is called, after the
-/// metadata was read.
+/// survive that: with a plain packet socket on the uplink (`ETH_P_ALL`, no
+/// ring), for which the kernel clones every frame, TC would never see the
+/// [`XdpMeta`] of a frame XDP decapsulated. The helper unclones only when
+/// it is called, after the metadata was read.
 #[inline(always)]
 fn inner_eth_to_front<const INNER: usize>(ctx: &TcContext) -> Result<(), Counter> {
     // SAFETY: bounds checked by ptr_at (the inner header lies within the

@@ -343,7 +343,8 @@ impl Dataplane {
                 },
             max_learned: s.max_fdb,
             uplink_mac: self.uplink.mac,
-            _pad: [0; 2],
+            hop_limit: ipv6_hop_limit(&self.uplink.name),
+            _pad: 0,
             uplink_mtu: self.uplink.mtu,
             _pad2: 0,
             local_ip6: self.local.v6.map_or([0; 16], |a| a.octets()),
@@ -1362,6 +1363,7 @@ impl Dataplane {
             .map(|(&id, v)| VniRow {
                 vni: id,
                 origin: v.origin.name().to_owned(),
+                underlay: self.family(v).name().to_owned(),
                 remotes: v.remotes.iter().map(|(r, _)| *r).collect(),
                 remote_origins: v.remotes.iter().map(|(_, o)| o.name().to_owned()).collect(),
                 group: v.group,
@@ -1594,6 +1596,19 @@ fn dedup(v: &[IpAddr]) -> Vec<IpAddr> {
 
 fn read_proc(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
+}
+
+/// The kernel's default IPv6 hop limit for packets out of `uplink` (what
+/// its vxlan device uses over IPv6 unless given a TTL): the device's
+/// `hop_limit`, else `all`'s, else 64.
+fn ipv6_hop_limit(uplink: &str) -> u8 {
+    [
+        format!("/proc/sys/net/ipv6/conf/{uplink}/hop_limit"),
+        "/proc/sys/net/ipv6/conf/all/hop_limit".to_owned(),
+    ]
+    .iter()
+    .find_map(|p| read_proc(p).and_then(|s| s.trim().parse().ok()))
+    .unwrap_or(64)
 }
 
 /// The kernel's outer UDP source port range and default TTL.
