@@ -178,44 +178,6 @@ pub fn parse_pcap(data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
     Ok(frames)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_pcap;
-
-    #[test]
-    fn pcap_records_both_byte_orders_and_cut_frames() {
-        let file = |le: bool, frames: &[(&[u8], u32)]| {
-            let w = |v: u32| if le { v.to_le_bytes() } else { v.to_be_bytes() };
-            let mut d = Vec::new();
-            d.extend_from_slice(&w(0xa1b2_c3d4));
-            d.extend_from_slice(&[0; 4]);
-            if le {
-                d[4..8].copy_from_slice(&[2, 0, 4, 0]);
-            }
-            d.extend_from_slice(&[0; 8]);
-            d.extend_from_slice(&w(262_144));
-            d.extend_from_slice(&w(1));
-            for (f, orig) in frames {
-                d.extend_from_slice(&w(1));
-                d.extend_from_slice(&w(2));
-                d.extend_from_slice(&w(f.len() as u32));
-                d.extend_from_slice(&w(*orig));
-                d.extend_from_slice(f);
-            }
-            d
-        };
-        for le in [true, false] {
-            let got = parse_pcap(&file(le, &[(&[1, 2, 3], 3), (&[4; 70], 70)])).unwrap();
-            assert_eq!(got, vec![vec![1, 2, 3], vec![4; 70]]);
-            assert!(
-                parse_pcap(&file(le, &[(&[1, 2, 3], 9)])).is_err(),
-                "a cut frame"
-            );
-        }
-        assert!(parse_pcap(b"not a pcap file at all..").is_err());
-    }
-}
-
 /// A plain AF_PACKET socket (`ETH_P_ALL`, no filter, no ring) on one
 /// interface of a namespace, as scapy or a simple sniffer opens one: the
 /// kernel clones every frame the interface receives for it, before TC
@@ -233,7 +195,7 @@ impl PacketTap {
         use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
         let dev = iface.to_owned();
         let what = format!("packet socket on {iface} in {}", ns.name());
-        let fd = crate::hostile_net::in_netns(ns.name(), &what, move || {
+        let opened = crate::netns::in_netns(ns.name(), move || -> std::io::Result<OwnedFd> {
             let cdev = std::ffi::CString::new(dev.clone()).map_err(std::io::Error::other)?;
             // SAFETY: valid NUL-terminated string.
             let ifindex = unsafe { libc::if_nametoindex(cdev.as_ptr()) };
@@ -283,6 +245,11 @@ impl PacketTap {
             }
             Ok(fd)
         });
+        let fd = match opened {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(e)) => panic!("{what}: {e}"),
+            Err(e) => panic!("{what}: {e:#}"),
+        };
         Self { fd, what }
     }
 
@@ -315,5 +282,43 @@ impl PacketTap {
                 n += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pcap;
+
+    #[test]
+    fn pcap_records_both_byte_orders_and_cut_frames() {
+        let file = |le: bool, frames: &[(&[u8], u32)]| {
+            let w = |v: u32| if le { v.to_le_bytes() } else { v.to_be_bytes() };
+            let mut d = Vec::new();
+            d.extend_from_slice(&w(0xa1b2_c3d4));
+            d.extend_from_slice(&[0; 4]);
+            if le {
+                d[4..8].copy_from_slice(&[2, 0, 4, 0]);
+            }
+            d.extend_from_slice(&[0; 8]);
+            d.extend_from_slice(&w(262_144));
+            d.extend_from_slice(&w(1));
+            for (f, orig) in frames {
+                d.extend_from_slice(&w(1));
+                d.extend_from_slice(&w(2));
+                d.extend_from_slice(&w(f.len() as u32));
+                d.extend_from_slice(&w(*orig));
+                d.extend_from_slice(f);
+            }
+            d
+        };
+        for le in [true, false] {
+            let got = parse_pcap(&file(le, &[(&[1, 2, 3], 3), (&[4; 70], 70)])).unwrap();
+            assert_eq!(got, vec![vec![1, 2, 3], vec![4; 70]]);
+            assert!(
+                parse_pcap(&file(le, &[(&[1, 2, 3], 9)])).is_err(),
+                "a cut frame"
+            );
+        }
+        assert!(parse_pcap(b"not a pcap file at all..").is_err());
     }
 }
