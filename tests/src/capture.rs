@@ -178,6 +178,113 @@ pub fn parse_pcap(data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
     Ok(frames)
 }
 
+/// A plain AF_PACKET socket (`ETH_P_ALL`, no filter, no ring) on one
+/// interface of a namespace, as scapy or a simple sniffer opens one: the
+/// kernel clones every frame the interface receives for it, before TC
+/// ingress runs (tcpdump's `TPACKET` ring copies instead and clones
+/// nothing). Closed when dropped.
+pub struct PacketTap {
+    fd: std::os::fd::OwnedFd,
+    what: String,
+}
+
+impl PacketTap {
+    /// Opens the socket on `iface` of `ns`, with an 8 MB receive buffer (a
+    /// full buffer would stop the clones). Panics on failure.
+    pub fn open(ns: &NetNs, iface: &str) -> Self {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        let dev = iface.to_owned();
+        let what = format!("packet socket on {iface} in {}", ns.name());
+        let opened = crate::netns::in_netns(ns.name(), move || -> std::io::Result<OwnedFd> {
+            let cdev = std::ffi::CString::new(dev.clone()).map_err(std::io::Error::other)?;
+            // SAFETY: valid NUL-terminated string.
+            let ifindex = unsafe { libc::if_nametoindex(cdev.as_ptr()) };
+            if ifindex == 0 {
+                return Err(std::io::Error::other(format!("no interface {dev}")));
+            }
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2) call.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    i32::from(proto),
+                )
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let size: libc::c_int = 8 << 20;
+            // SAFETY: valid option pointer and length.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&raw const size).cast(),
+                    size_of::<libc::c_int>() as u32,
+                );
+            }
+            // SAFETY: a zeroed sockaddr_ll is valid; filled in below.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex as i32;
+            // SAFETY: a valid address of the given length.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&raw const sll).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(fd)
+        });
+        let fd = match opened {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(e)) => panic!("{what}: {e}"),
+            Err(e) => panic!("{what}: {e:#}"),
+        };
+        Self { fd, what }
+    }
+
+    /// Frames received since the last call (drained).
+    pub fn received(&self) -> usize {
+        use std::os::fd::AsRawFd as _;
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0;
+        loop {
+            // SAFETY: a zeroed sockaddr_ll is valid; buffer pointers valid.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: valid buffer and address pointers for the call.
+            let r = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&raw mut sll).cast(),
+                    &mut len,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{}: {e}", self.what);
+                return n;
+            }
+            if sll.sll_pkttype != libc::PACKET_OUTGOING {
+                n += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_pcap;

@@ -58,6 +58,9 @@ pub const VNI: u32 = 42;
 /// (h1, [`config6`]'s `local_ip6`) and fd00:57::2 (h2).
 pub const LOCAL6: [u8; 16] = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 pub const REMOTE6: [u8; 16] = [0xfd, 0, 0, 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// `Config::meta_key` of [`config`]: what the XDP program writes into
+/// every `XdpMeta`, and what the TC program requires of one.
+pub const META_KEY: [u32; 2] = [0x6b65_7931, 0x5eed_0042];
 /// The VXLAN port.
 pub const DSTPORT: u16 = 4789;
 /// The ifindex of `lo`: BPF_PROG_TEST_RUN builds a TC program's skb as
@@ -191,6 +194,7 @@ pub fn config(uplink_ifindex: u32, max_learned: u32) -> Config {
         max_learned,
         uplink_mac: UPLINK_MAC,
         uplink_mtu: 1500,
+        meta_key: META_KEY,
         ..Default::default()
     }
 }

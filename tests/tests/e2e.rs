@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use vxlan_tests::{
     Container, Forwarder, H1_IP, H2_IP, NetNs, Output, Topology, bpf,
+    capture::PacketTap,
     checks::{
         assert_iperf, assert_one_error_line, assert_ping, counters_delta, diagnostics, leftovers,
         ping_all,
@@ -19,6 +20,7 @@ use vxlan_tests::{
     ping_result,
     process::run_with_timeout,
     scenario::{BuildChecked, Pick, RxMode, Setup, ZERO_MAC},
+    topo::UPLINK,
     vxlan_fwd, vxlan_fwd_bin, xdp,
 };
 
@@ -185,6 +187,19 @@ fn interop_kernel_peer_bridge_in(setup: Setup) {
     assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
     assert_ping(&c2.ns, "172.18.1.2", 3, &[&f1]);
     assert_mode(&h1.ns, setup);
+
+    // A plain packet socket on the uplink (no ring, no filter): the kernel
+    // clones every frame for it before TC runs. With XDP, TC must still
+    // find the metadata of what XDP decapsulated (it did not, until the TC
+    // program stopped writing packet data in place).
+    let tap = PacketTap::open(&h1.ns, UPLINK);
+    assert_ping(&c1.ns, "172.18.1.3", 3, &[&f1]);
+    assert_ping(&c2.ns, "172.18.1.2", 3, &[&f1]);
+    let seen = tap.received();
+    assert!(
+        seen >= 6,
+        "{mode}: the packet socket on h1's uplink received {seen} frames during 6 answered pings"
+    );
 
     let fdb1 = rows(&f1.fdb_show_json());
     assert_remote(

@@ -338,6 +338,13 @@ fn kernel_peer_bridge_over_ipv6_in(setup: Setup) {
         );
     }
     assert_kernel_learned(h2, &c1.mac(), H1_IP6);
+    // `vni show` names the VNI's underlay family.
+    let vnis = f1.command(&["vni", "show"]);
+    assert!(
+        vnis.lines()
+            .any(|l| l.starts_with("vni 42 ") && l.contains(" underlay IPv6 ")),
+        "h1 vni show does not say VNI 42 is over IPv6:\n{vnis}"
+    );
 
     // Full-size packets with DF set cross unfragmented both ways.
     assert_full_size_ping(c1, C2_IP4, FULL_PING4, false, &[&f1]);
@@ -628,8 +635,11 @@ struct Checked {
     bad: Vec<String>,
 }
 
+/// h1's `net.ipv6.conf.eth0.hop_limit` in the capture test.
+const HOP_LIMIT: u8 = 57;
+
 /// Checks one VXLAN frame vxlan-fwd on h1 sent (to `dst`): Ethernet type
-/// IPv6, version 6, next header UDP, our source, hop limit 64, lengths
+/// IPv6, version 6, next header UDP, our source, hop limit [`HOP_LIMIT`], lengths
 /// consistent with the frame, VXLAN I flag and VNI 42, and a UDP checksum
 /// that is present and right over the datagram as its receiver sees it.
 ///
@@ -654,8 +664,8 @@ fn check_frame(f: &[u8], dst: &[u8; 16], src: &[u8; 16], into: &mut Checked) -> 
     if &ip[8..24] != src || &ip[24..40] != dst {
         return fail(into, "addresses");
     }
-    if ip[7] != 64 {
-        return fail(into, "hop limit not 64");
+    if ip[7] != HOP_LIMIT {
+        return fail(into, "hop limit not h1's net.ipv6.conf.eth0.hop_limit");
     }
     let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
     let ulen = usize::from(u16::from_be_bytes([f[V6_UDP + 4], f[V6_UDP + 5]]));
@@ -714,6 +724,12 @@ fn underlay_capture_ipv6_outer_headers_and_udp_checksums() {
     let topo = setup.two_hosts("vx6-cap-");
     let [h1, h2] = topo.pick_hosts(["h1", "h2"]);
     let [c1, c2] = topo.pick_containers(["c1", "c2"]);
+    // Not the default 64: the outer hop limit must be the uplink's, as the
+    // kernel's vxlan over IPv6 takes it.
+    h1.ns.run(
+        "sysctl",
+        ["-qw", &format!("net.ipv6.conf.eth0.hop_limit={HOP_LIMIT}")],
+    );
     let f1 = Forwarder::start(&h1.ns, &setup.peer_args("h1", &["h1", "h2"], &[]));
     setup.kernel_bridge_peer(h2, "h1");
     assert_ping(&c1.ns, C2_IP4, 2, &[&f1]);

@@ -103,6 +103,7 @@ fn runtime_vnis_and_ports() {
     let vnis = json(&f1, &["vni", "show"]);
     assert_eq!(vnis[0]["vni"], 42, "{vnis}");
     assert_eq!(vnis[0]["origin"], "runtime", "{vnis}");
+    assert_eq!(vnis[0]["underlay"], "IPv4", "{vnis}");
     assert_eq!(vnis[0]["remotes"], serde_json::json!([H2_IP]), "{vnis}");
     assert_eq!(vnis[0]["ports"], serde_json::json!(["veth0"]), "{vnis}");
     let p = port_row(&f1, "veth0").expect("veth0 in port show");

@@ -36,6 +36,9 @@
 //!   (padding trimmed, ECN per RFC 6040) for a decapsulation.
 //! - `fuzz_tc_uplink`: without XDP metadata (all that test_run can give it)
 //!   every frame continues untouched (TC_ACT_UNSPEC), nothing counted.
+//! - `fuzz_tc_uplink_handoff` (module `handoff`): the XDP-to-TC hand-off
+//!   through a real uplink, with valid, forged, short and no metadata in
+//!   front of the frames (see there).
 //!
 //! At the end of each test the counters must add up (outcomes = runs, every
 //! reachable outcome seen at least once, copies counted = copies seen),
@@ -46,7 +49,8 @@
 //!
 //! Environment:
 //! - `VXLAN_FUZZ_FRAMES`: frames per program (default 20 000, CI size;
-//!   `cargo xtask fuzz` runs 1 000 000); `fuzz_tc_uplink` runs a tenth.
+//!   `cargo xtask fuzz` runs 1 000 000); `fuzz_tc_uplink` runs a tenth,
+//!   `fuzz_tc_uplink_handoff` half.
 //! - `VXLAN_FUZZ_SEED`: the seed (decimal or 0x-hex); printed at the start.
 //!   The same seed and frame count replay the same frames in the same order.
 //!
@@ -80,8 +84,8 @@ use vxlan_common::{
 };
 use vxlan_tests::{
     fixture::{
-        self, DSTPORT, Datapath, LOCAL, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
-        UPLINK_MAC, Veth, XDP_ABORTED, XDP_DROP, XDP_PASS, private_netns,
+        self, DSTPORT, Datapath, LOCAL, META_KEY, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        TC_ACT_UNSPEC, UPLINK_MAC, Veth, XDP_ABORTED, XDP_DROP, XDP_PASS, private_netns,
     },
     frames::{self, IP_DF, Ipv4, fix_ip_checksum, fix_lengths, set},
 };
@@ -1711,6 +1715,7 @@ impl Lab {
                 ensure!(
                     m == XdpMeta {
                         magic: META_MAGIC_TC_DECAP,
+                        key: META_KEY,
                         ..XdpMeta::default()
                     },
                     "xdp: deferred frame without the TC-decap metadata",
@@ -1782,10 +1787,11 @@ impl Lab {
         );
         let m = *bytemuck::from_bytes::<XdpMeta>(&out[..ML]);
         ensure!(
-            m.magic == META_MAGIC,
-            "xdp: decap metadata magic",
-            "{:#x}",
-            m.magic
+            m.magic == META_MAGIC && m.key == META_KEY,
+            "xdp: decap metadata magic or key",
+            "{:#x} {:x?}",
+            m.magic,
+            m.key
         );
         let vni = u32::from_be_bytes([0, f[OFF_VXLAN + 4], f[OFF_VXLAN + 5], f[OFF_VXLAN + 6]]);
         ensure!(
@@ -2882,3 +2888,7 @@ fn fuzz_tc_decap() {
 fn fuzz_tc_uplink() {
     fuzz(Prog::TcUplink, 10);
 }
+
+// The XDP-to-TC hand-off with metadata, valid and forged.
+#[path = "fuzz/handoff.rs"]
+mod handoff;

@@ -417,6 +417,12 @@ fn example_config_parses() {
     let file = vxlan_user::config::parse(&on, "eth0.toml.example (uncommented)")
         .unwrap_or_else(|e| panic!("{e:#}\n{on}"));
     let ids: Vec<u32> = file.vnis.iter().map(|v| v.id).collect();
-    assert_eq!(ids, [42, 43]);
+    assert_eq!(ids, [42, 43, 44]);
     assert_eq!(file.dstport, Some(4789));
+    let v44 = &file.vnis[2];
+    assert!(
+        v44.remotes.iter().all(|r| r.is_ipv6()) && !v44.remotes.is_empty(),
+        "VNI 44 of the example is over IPv6: {:?}",
+        v44.remotes
+    );
 }

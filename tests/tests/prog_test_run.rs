@@ -15,7 +15,7 @@ use vxlan_common::{
 };
 use vxlan_tests::{
     fixture::{
-        C1_MAC, C2_MAC, Datapath, LO, LOCAL, LOCAL6, Prog, REMOTE, REMOTE_MAC, REMOTE6,
+        C1_MAC, C2_MAC, Datapath, LO, LOCAL, LOCAL6, META_KEY, Prog, REMOTE, REMOTE_MAC, REMOTE6,
         TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_MAC, VNI, Veth, XDP_DROP, XDP_PASS,
         config, config6, private_netns,
     },
@@ -173,8 +173,11 @@ fn vxlan_frame(inner: &[u8], vni: u32, dst_ip: [u8; 4], dport: u16, flags: u8) -
     f
 }
 
+/// Length of the metadata XDP puts in front of a frame.
+const ML: usize = std::mem::size_of::<XdpMeta>();
+
 fn meta_of(out: &[u8]) -> XdpMeta {
-    *bytemuck::from_bytes::<XdpMeta>(&out[..std::mem::size_of::<XdpMeta>()])
+    *bytemuck::from_bytes::<XdpMeta>(&out[..ML])
 }
 
 #[test]
@@ -195,6 +198,7 @@ fn xdp_decap_exact_output_to_known_port() {
         meta_of(&out),
         XdpMeta {
             magic: META_MAGIC,
+            key: META_KEY,
             vni: VNI,
             ifindex: dp.port_a,
             flags: PORT_F_PEER
@@ -216,7 +220,7 @@ fn xdp_decap_broadcast_floods_and_learns() {
         (META_MAGIC, VNI, 0),
         "ifindex 0: flood"
     );
-    assert_eq!(&out[16..], &inner[..]);
+    assert_eq!(&out[std::mem::size_of::<XdpMeta>()..], &inner[..]);
 
     let learned = dp.fdb_get(C2_MAC).expect("inner source MAC learned");
     assert_eq!(
@@ -367,7 +371,7 @@ fn xdp_trims_ethernet_padding() {
     f.extend_from_slice(&[0xee; 6]);
     let (action, out) = dp.run_xdp(&f);
     assert_eq!(action, XDP_PASS);
-    assert_eq!(&out[16..], &inner[..], "padding gone");
+    assert_eq!(&out[ML..], &inner[..], "padding gone");
 }
 
 #[test]
@@ -856,12 +860,12 @@ fn tc_decap_agrees_with_xdp_on_damaged_frames() {
             XDP_DROP => assert_eq!(ta, TC_ACT_SHOT, "{what}"),
             XDP_PASS if deferred => {
                 assert_eq!(ta, TC_ACT_SHOT, "{what}");
-                assert_eq!(&xout[16..], &f[..], "{what}: handed on modified");
+                assert_eq!(&xout[ML..], &f[..], "{what}: handed on modified");
             }
             XDP_PASS if decap => {
                 decapsulated += 1;
                 assert_eq!(ta, TC_ACT_REDIRECT, "{what}");
-                assert_eq!(&xout[16..], &tout[..], "{what}: inner frames differ");
+                assert_eq!(&xout[ML..], &tout[..], "{what}: inner frames differ");
             }
             XDP_PASS => {
                 assert_eq!(ta, TC_ACT_UNSPEC, "{what}");
@@ -1492,6 +1496,7 @@ fn xdp_decap_ipv6_exact_output_learns_the_ipv6_vtep() {
         meta_of(&out),
         XdpMeta {
             magic: META_MAGIC,
+            key: META_KEY,
             vni: VNI,
             ifindex: port_a,
             flags: PORT_F_PEER
@@ -2111,15 +2116,22 @@ fn label_and_port_agree(label: u32, sport: u16) -> bool {
     })
 }
 
+/// `Config::hop_limit` in `tc_encap_ipv6_exact_outer_header`.
+const HOP6: u8 = 57;
+
 #[test]
 fn tc_encap_ipv6_exact_outer_header() {
     let mut dp = Dp::new6();
+    // The uplink's IPv6 hop limit, not the IPv4 TTL (64).
+    let mut cfg = dp.dp.maps.config.get(&0, 0).expect("CONFIG");
+    cfg.hop_limit = HOP6;
+    dp.dp.set_config(cfg).expect("CONFIG");
     dp.pin_vtep(C2_MAC, REMOTE6);
     dp.neigh_remote6();
     let inner = inner_ipv4(C2_MAC, C1_MAC, 0xb9); // DSCP 46, ECT(1)
     let (action, out) = dp.run_tc(Prog::TcPort, &inner, LO);
     assert_eq!(action, TC_ACT_REDIRECT, "{:?}", dp.dp.counters());
-    let (sport, label) = assert_outer6(&out, &inner, REMOTE6, REMOTE_MAC, 64, 0x01, "unicast");
+    let (sport, label) = assert_outer6(&out, &inner, REMOTE6, REMOTE_MAC, HOP6, 0x01, "unicast");
     assert!(
         label_and_port_agree(label, sport),
         "flow label {label:#x} and source port {sport} come from different hashes"
@@ -2137,7 +2149,7 @@ fn tc_encap_ipv6_exact_outer_header() {
     );
     let other = inner_udp(C2_MAC, C1_MAC, 0, 54, b"another flow");
     let (_, o2) = dp.run_tc(Prog::TcPort, &other, LO);
-    let (sport2, label2) = assert_outer6(&o2, &other, REMOTE6, REMOTE_MAC, 64, 0, "another flow");
+    let (sport2, label2) = assert_outer6(&o2, &other, REMOTE6, REMOTE_MAC, HOP6, 0, "another flow");
     assert_ne!(label2, label, "two flows, one flow label");
     assert!(label_and_port_agree(label2, sport2));
     // Odd inner lengths: the checksum's tail.
@@ -2152,7 +2164,7 @@ fn tc_encap_ipv6_exact_outer_header() {
             &i,
             REMOTE6,
             REMOTE_MAC,
-            64,
+            HOP6,
             0,
             &format!("inner of {len} bytes"),
         );

@@ -226,13 +226,23 @@ pub struct Config {
     pub max_learned: u32,
     /// MAC of the uplink: outer source of multicast copies.
     pub uplink_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Outer hop limit for unicast over IPv6 (the kernel's
+    /// `net.ipv6.conf.<uplink>.hop_limit`); 0: `ttl`.
+    pub hop_limit: u8,
+    pub _pad: u8,
     /// MTU of the uplink: encapsulated frames must fit.
     pub uplink_mtu: u32,
     pub _pad2: u32,
     /// Local VTEP IPv6 address (all zeros: none): the source of VXLAN over
     /// IPv6 (VNIs with `VNI_F_IPV6`) and the destination it is received on.
     pub local_ip6: [u8; 16],
+    /// Random per instance (chosen by userspace when it creates the maps):
+    /// the XDP program writes it into every [`XdpMeta`], and the TC program
+    /// on the uplink ignores metadata that does not carry it. Metadata is
+    /// only as trustworthy as whoever wrote it: another XDP program, or a
+    /// frame redirected into the uplink with its metadata by one elsewhere,
+    /// must not name a port for a frame nobody checked.
+    pub meta_key: [u32; 2],
 }
 
 /// Deliver to this port with `bpf_redirect_peer` (a veth whose peer lives in
@@ -427,6 +437,8 @@ pub const META_MAGIC_TC_DECAP: u32 = 0x5658_4c43;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct XdpMeta {
     pub magic: u32,
+    /// [`Config::meta_key`]: proves the metadata is this instance's.
+    pub key: [u32; 2],
     pub vni: u32,
     /// Destination local port, or 0 to flood to every local port of the VNI.
     pub ifindex: u32,

@@ -20,7 +20,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         return Ok(XDP_PASS);
     };
     let rx = match rx::classify(ctx, cfg, ctx.ingress_ifindex() as u32) {
-        Err(Counter::RxCsumDeferred) => return defer(ctx),
+        Err(Counter::RxCsumDeferred) => return defer(ctx, cfg.meta_key),
         other => other?,
     };
     let Some(rx) = rx else {
@@ -39,6 +39,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
         ctx,
         XdpMeta {
             magic: META_MAGIC,
+            key: cfg.meta_key,
             vni: rx.vni,
             ifindex: rx.ifindex,
             flags: rx.port_flags,
@@ -54,11 +55,12 @@ pub fn run(ctx: &XdpContext) -> Result<u32, Counter> {
 /// Hands a frame whose outer UDP checksum XDP could not confirm to the TC
 /// program, still encapsulated ([`META_MAGIC_TC_DECAP`]).
 #[inline(always)]
-fn defer(ctx: &XdpContext) -> Result<u32, Counter> {
+fn defer(ctx: &XdpContext, key: [u32; 2]) -> Result<u32, Counter> {
     put_meta(
         ctx,
         XdpMeta {
             magic: META_MAGIC_TC_DECAP,
+            key,
             ..XdpMeta::default()
         },
     )?;

@@ -36,7 +36,7 @@ use vxlan_common::{
 use crate::{
     ecn,
     maps::{VNIS, config},
-    pkt::ptr_at_mut,
+    pkt::ptr_at,
     rx,
     stats::count,
 };
@@ -57,6 +57,9 @@ pub fn redirect_port(ifindex: u32, flags: u32) -> i32 {
 }
 
 pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
+    let Some(cfg) = config() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
     // SAFETY: reading fields of the skb context the program was given.
     let (meta, data) = unsafe {
         (
@@ -68,16 +71,22 @@ pub fn run(ctx: &TcContext) -> Result<i32, Counter> {
     if meta + size_of::<XdpMeta>() <= data {
         // SAFETY: bounds checked just above.
         let m = unsafe { *(meta as *const XdpMeta) };
-        if m.magic == META_MAGIC {
-            return deliver(ctx, m.vni, m.ifindex, m.flags);
+        // Metadata without our key was not written by our XDP program
+        // (another program's, or forged): the frame is treated as if it
+        // had none.
+        if m.key == cfg.meta_key {
+            if m.magic == META_MAGIC {
+                return deliver(ctx, m.vni, m.ifindex, m.flags);
+            }
+            handed_over = m.magic == META_MAGIC_TC_DECAP;
         }
-        handed_over = m.magic == META_MAGIC_TC_DECAP;
     }
     // One call site: `decap` (and `rx::classify` in it) stays inlined, a
     // subprogram returning Rust enums would give the kernel BTF it refuses.
-    match config() {
-        Some(cfg) if handed_over || cfg.flags & CFG_F_TC_DECAP != 0 => decap(ctx, cfg),
-        _ => Ok(TC_ACT_UNSPEC),
+    if handed_over || cfg.flags & CFG_F_TC_DECAP != 0 {
+        decap(ctx, cfg)
+    } else {
+        Ok(TC_ACT_UNSPEC)
     }
 }
 
@@ -92,17 +101,20 @@ const PULL: usize = ENCAP6_LEN + ETH_HLEN + 20;
 
 /// Moves the inner Ethernet header, `INNER` bytes into the frame, to the
 /// front (over the outer one).
+///
+/// With `bpf_skb_store_bytes`, not in place: a program that writes packet
+/// data in place gets a prologue that makes a cloned skb's data private
+/// before it starts (`bpf_unclone_prologue`), and the XDP metadata does not
+/// survive that: with a plain packet socket on the uplink (`ETH_P_ALL`, no
+/// ring), for which the kernel clones every frame, TC would never see the
+/// [`XdpMeta`] of a frame XDP decapsulated. The helper unclones only when
+/// it is called, after the metadata was read.
 #[inline(always)]
 fn inner_eth_to_front<const INNER: usize>(ctx: &TcContext) -> Result<(), Counter> {
-    // SAFETY: bounds checked by ptr_at_mut (the inner header lies within
-    // the checked range); the two ranges do not overlap (INNER >= 14); no
-    // helper call in between.
-    unsafe {
-        let p =
-            ptr_at_mut::<_, [u8; ETH_HLEN]>(ctx, INNER).ok_or(Counter::DropDecapFailed)? as *mut u8;
-        core::ptr::copy_nonoverlapping(p, p.sub(INNER), ETH_HLEN);
-    }
-    Ok(())
+    // SAFETY: bounds checked by ptr_at (the inner header lies within the
+    // checked range); read before any helper call.
+    let eth = unsafe { *ptr_at::<_, [u8; ETH_HLEN]>(ctx, INNER).ok_or(Counter::DropDecapFailed)? };
+    ctx.store(0, &eth, 0).map_err(|_| Counter::DropDecapFailed)
 }
 
 /// Decapsulates in TC (no XDP on the uplink).

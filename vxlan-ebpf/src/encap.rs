@@ -181,7 +181,11 @@ fn outer_for(ctx: &TcContext, cfg: &Config, job: &Job, buf: &mut OuterBuf) -> (O
         src_port: flow_src_port(hash, cfg.port_lo, cfg.port_hi),
         dst_port: cfg.dstport,
         vni: job.vni,
-        ttl: cfg.ttl,
+        ttl: if job.v6 && cfg.hop_limit != 0 {
+            cfg.hop_limit
+        } else {
+            cfg.ttl
+        },
         tos: ecn_encap(ds),
         ip_id: next_ip_id(buf),
         ..Outer::default()

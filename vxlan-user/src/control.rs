@@ -83,7 +83,11 @@ pub struct VniRow {
     pub vni: u32,
     /// Where it came from: `config`, `runtime` or `etcd`.
     pub origin: String,
-    /// IPv4 or IPv6: the VNI's underlay family.
+    /// `IPv4` or `IPv6`: the VNI's underlay family (of its remotes or
+    /// group, else of the instance's local address).
+    #[serde(default)]
+    pub underlay: String,
+    /// Default remote VTEPs (head-end replication).
     pub remotes: Vec<IpAddr>,
     /// The origin of each remote, in the same order.
     pub remote_origins: Vec<String>,
@@ -107,9 +111,10 @@ impl std::fmt::Display for VniRow {
         let remotes: Vec<String> = self.remotes.iter().map(ToString::to_string).collect();
         write!(
             f,
-            "vni {} origin {} remotes {} group {} host-if {} ports {}",
+            "vni {} origin {} underlay {} remotes {} group {} host-if {} ports {}",
             self.vni,
             self.origin,
+            self.underlay,
             list(&remotes),
             self.group.map_or_else(|| "-".to_owned(), |g| g.to_string()),
             self.host_if.as_deref().unwrap_or("-"),

@@ -51,6 +51,12 @@ pub fn load_xdp_returning(action: u32, name: &str) -> io::Result<OwnedFd> {
         [0xb7, 0, 0, 0, a[0], a[1], a[2], a[3]],
         [0x95, 0, 0, 0, 0, 0, 0, 0],
     ];
+    load_xdp_insns(&insns, name)
+}
+
+/// Loads raw instructions (`struct bpf_insn`, 8 bytes each) as a
+/// GPL-licensed XDP program named `name` (at most 15 bytes).
+pub fn load_xdp_insns(insns: &[[u8; 8]], name: &str) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut attr = zeroed_attr();
     // SAFETY: writing the `BPF_PROG_LOAD` member of a zeroed union.

@@ -220,6 +220,8 @@ pub struct Dataplane {
     /// (VNI, VTEP) of the control plane refused for their family (warned
     /// once).
     etcd_family_warned: BTreeSet<(u32, IpAddr)>,
+    /// [`DpConfig::meta_key`]: random, chosen once for these maps.
+    meta_key: [u32; 2],
 }
 
 /// A VTEP's kernel neighbour entry is forgotten at most this often.
@@ -245,6 +247,10 @@ impl Dataplane {
         journal_path: PathBuf,
     ) -> Result<Self> {
         let settings_max_fdb = settings.max_fdb;
+        let mut key = [0u8; 8];
+        getrandom::getrandom(&mut key)
+            .map_err(|e| anyhow::anyhow!("reading random bytes for the metadata key: {e}"))?;
+        let meta_key = bytemuck::cast(key);
         let mut dp = Self {
             nl,
             ebpf,
@@ -273,6 +279,7 @@ impl Dataplane {
             etcd_family_warned: BTreeSet::new(),
             etcd_touched: BTreeSet::new(),
             etcd_dirty: false,
+            meta_key,
         };
         dp.write_config()?;
         Ok(dp)
@@ -337,10 +344,12 @@ impl Dataplane {
                 },
             max_learned: s.max_fdb,
             uplink_mac: self.uplink.mac,
-            _pad: [0; 2],
+            hop_limit: ipv6_hop_limit(&self.uplink.name),
+            _pad: 0,
             uplink_mtu: self.uplink.mtu,
             _pad2: 0,
             local_ip6: self.local.v6.map_or([0; 16], |a| a.octets()),
+            meta_key: self.meta_key,
         };
         self.maps.config.set(0, dp, 0).context("writing CONFIG")
     }
@@ -1369,6 +1378,7 @@ impl Dataplane {
             .map(|(&id, v)| VniRow {
                 vni: id,
                 origin: v.origin.name().to_owned(),
+                underlay: self.family(v).name().to_owned(),
                 remotes: v.remotes.iter().map(|(r, _)| *r).collect(),
                 remote_origins: v.remotes.iter().map(|(_, o)| o.name().to_owned()).collect(),
                 group: v.group,
@@ -1601,6 +1611,19 @@ fn dedup(v: &[IpAddr]) -> Vec<IpAddr> {
 
 fn read_proc(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
+}
+
+/// The kernel's default IPv6 hop limit for packets out of `uplink` (what
+/// its vxlan device uses over IPv6 unless given a TTL): the device's
+/// `hop_limit`, else `all`'s, else 64.
+fn ipv6_hop_limit(uplink: &str) -> u8 {
+    [
+        format!("/proc/sys/net/ipv6/conf/{uplink}/hop_limit"),
+        "/proc/sys/net/ipv6/conf/all/hop_limit".to_owned(),
+    ]
+    .iter()
+    .find_map(|p| read_proc(p).and_then(|s| s.trim().parse().ok()))
+    .unwrap_or(64)
 }
 
 /// The kernel's outer UDP source port range and default TTL.
