@@ -47,27 +47,33 @@ impl RawSender {
     /// Opens the socket in `ns`, for interface `dev` of that namespace.
     pub fn open(ns: &NetNs, dev: &str) -> Self {
         let dev_owned = dev.to_owned();
-        let (fd, ifindex) = in_netns(ns.name(), &format!("raw socket on {dev}"), move || {
-            let cdev = std::ffi::CString::new(dev_owned.clone()).expect("interface name");
-            // SAFETY: valid NUL-terminated string.
-            let ifindex = unsafe { libc::if_nametoindex(cdev.as_ptr()) };
-            if ifindex == 0 {
-                return Err(io::Error::other(format!("no interface {dev_owned}")));
-            }
-            // SAFETY: plain socket(2); the descriptor is owned at once.
-            let s =
-                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-            if s < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: the kernel just returned this new descriptor.
-            Ok((unsafe { OwnedFd::from_raw_fd(s) }, ifindex as i32))
+        let mut s = in_netns(ns.name(), &format!("raw socket on {dev}"), move || {
+            Self::here(&dev_owned)
         });
-        Self {
-            fd,
-            ifindex,
-            label: format!("{}/{dev}", ns.name()),
+        s.label = format!("{}/{dev}", ns.name());
+        s
+    }
+
+    /// Opens the socket in the calling thread's namespace, for its
+    /// interface `dev`.
+    pub fn here(dev: &str) -> io::Result<Self> {
+        let cdev = std::ffi::CString::new(dev).map_err(io::Error::other)?;
+        // SAFETY: valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cdev.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::other(format!("no interface {dev}")));
         }
+        // SAFETY: plain socket(2); the descriptor is owned at once.
+        let s = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            // SAFETY: the kernel just returned this new descriptor.
+            fd: unsafe { OwnedFd::from_raw_fd(s) },
+            ifindex: ifindex as i32,
+            label: dev.to_owned(),
+        })
     }
 
     /// Sends one frame (from its Ethernet header on); panics unless the

@@ -43,7 +43,10 @@ use nix::{
     unistd::Pid,
 };
 use vxlan_common::{META_MAGIC, prog};
-use vxlan_tests::xdp::{META_MAKER_PREFIX, load_meta_maker, set_xdp, with_meta};
+use vxlan_tests::{
+    hostile_net::RawSender,
+    xdp::{META_MAKER_PREFIX, load_meta_maker, set_xdp, with_meta},
+};
 
 use super::*;
 
@@ -167,7 +170,7 @@ fn valid_targets(lab: &Lab, meta: &[u8]) -> Option<(Vec<u32>, Counter)> {
 /// Sends frames into the uplink (`up0`) from its peer, each followed by
 /// the sentinel.
 struct Injector {
-    fd: OwnedFd,
+    sender: RawSender,
     peer: u32,
     /// The sentinel's port, metadata and frame.
     sentinel_port: u32,
@@ -178,21 +181,7 @@ struct Injector {
 impl Injector {
     fn new(lab: &Lab) -> Self {
         let peer = fixture::ifindex("up0p").expect("ifindex of up0p");
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                0, // sends only
-            )
-        };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sender = RawSender::here("up0p").expect("a raw socket on up0p");
         let v45 = lab.vni_cfg(45).expect("VNI 45");
         let sentinel_port = v45.ports[0];
         assert_eq!(
@@ -212,7 +201,7 @@ impl Injector {
         ];
         sentinel.extend_from_slice(b"handoff sentinel");
         Self {
-            fd,
+            sender,
             peer,
             sentinel_port,
             sentinel_meta: bytemuck::bytes_of(&meta).to_vec(),
@@ -220,38 +209,13 @@ impl Injector {
         }
     }
 
-    fn send(&self, data: &[u8]) {
-        // SAFETY: a zeroed sockaddr_ll is valid; filled in below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.peer as i32;
-        sll.sll_halen = 6;
-        // SAFETY: valid buffer and address for the call.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                0,
-                (&raw const sll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(
-            n,
-            data.len() as isize,
-            "sending {} bytes into up0: {}",
-            data.len(),
-            std::io::Error::last_os_error()
-        );
-    }
-
     /// Sends `frame` with `meta` in front of it (as XDP metadata on
     /// `up0`), then the sentinel; returns what the frame did: the copies
     /// sent (sorted by device) and the counter deltas.
     fn run(&self, lab: &mut Lab, meta: &[u8], frame: &[u8]) -> (Vec<(u32, Vec<u8>)>, Vec<u64>) {
-        self.send(&with_meta(meta, frame));
-        self.send(&with_meta(&self.sentinel_meta, &self.sentinel));
+        self.sender.send(&with_meta(meta, frame));
+        self.sender
+            .send(&with_meta(&self.sentinel_meta, &self.sentinel));
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut copies = Vec::new();
         loop {

@@ -528,36 +528,30 @@ fn testrun_only(plan: &Plan) -> Result<()> {
         }
         all.push(cases);
     }
-    section("medians");
-    for c in all.first().into_iter().flatten() {
-        let v: Vec<f64> = all
-            .iter()
-            .filter_map(|r| r.iter().find(|x| x.key == c.key).map(|x| x.ns))
-            .collect();
-        if let Some(s) = report::Stat::of(&v) {
-            outln!(
-                "{:<70} {:>9.1} ns  ({:.1}–{:.1})",
-                c.what,
-                s.median,
-                s.min,
-                s.max
-            );
-        }
-    }
-    section("medians of the runs' median durations (robust to preemption)");
-    for c in all.first().into_iter().flatten() {
-        let v: Vec<f64> = all
-            .iter()
-            .filter_map(|r| r.iter().find(|x| x.key == c.key).map(|x| x.median_ns))
-            .collect();
-        if let Some(s) = report::Stat::of(&v) {
-            outln!(
-                "{:<70} {:>9.1} ns  ({:.1}–{:.1})",
-                c.what,
-                s.median,
-                s.min,
-                s.max
-            );
+    type Field = fn(&testrun::Case) -> f64;
+    let figures: [(&str, Field); 2] = [
+        ("medians", |x| x.ns),
+        (
+            "medians of the runs' median durations (robust to preemption)",
+            |x| x.median_ns,
+        ),
+    ];
+    for (title, field) in figures {
+        section(title);
+        for c in all.first().into_iter().flatten() {
+            let v: Vec<f64> = all
+                .iter()
+                .filter_map(|r| r.iter().find(|x| x.key == c.key).map(field))
+                .collect();
+            if let Some(s) = report::Stat::of(&v) {
+                outln!(
+                    "{:<70} {:>9.1} ns  ({:.1}–{:.1})",
+                    c.what,
+                    s.median,
+                    s.min,
+                    s.max
+                );
+            }
         }
     }
     Ok(())
