@@ -57,11 +57,18 @@ pub fn load_xdp_returning(action: u32, name: &str) -> io::Result<OwnedFd> {
 /// Loads raw instructions (`struct bpf_insn`, 8 bytes each) as a
 /// GPL-licensed XDP program named `name` (at most 15 bytes).
 pub fn load_xdp_insns(insns: &[[u8; 8]], name: &str) -> io::Result<OwnedFd> {
+    load_insns(bpf_prog_type::BPF_PROG_TYPE_XDP, insns, name)
+}
+
+/// Loads raw instructions (`struct bpf_insn`, 8 bytes each) as a
+/// GPL-licensed program of type `prog_type` named `name` (at most 15
+/// bytes).
+pub fn load_insns(prog_type: bpf_prog_type, insns: &[[u8; 8]], name: &str) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut attr = zeroed_attr();
     // SAFETY: writing the `BPF_PROG_LOAD` member of a zeroed union.
     let load = unsafe { &mut attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_XDP as u32;
+    load.prog_type = prog_type as u32;
     load.insn_cnt = insns.len() as u32;
     load.insns = insns.as_ptr() as u64;
     load.license = license.as_ptr() as u64;

@@ -20,6 +20,9 @@
 //!    and Kubernetes nodes;
 //! 3. vxlan-fwd against the no-tunnel path (hooks off);
 //! 4. vxlan-fwd per receive mode on the veth uplink (hooks off);
+//! 9. the zero-work bound (hooks off): TC programs that only redirect, on
+//!    the hops vxlan-fwd uses, with no tunnel (see `bound.rs`): the most
+//!    any TC datapath could reach here, and vxlan-fwd's share of it;
 //!
 //! and in each:
 //!
@@ -54,6 +57,8 @@
 // rest is still compiled (and unit-tested).
 #![cfg_attr(not(feature = "bench-ebpf"), allow(dead_code))]
 
+#[cfg(feature = "bench-ebpf")]
+mod bound;
 #[cfg(feature = "bench-ebpf")]
 mod etcd;
 pub mod generator;
@@ -90,6 +95,11 @@ pub struct BenchArgs {
     /// for comparing datapath changes quickly.
     #[arg(long)]
     pub testrun_only: bool,
+    /// (development) Only the setups whose name contains one of these
+    /// (comma-separated, e.g. `bound,no tunnel`), for comparing a few
+    /// quickly; the report's other rows stay empty.
+    #[arg(long, hide = true, value_name = "LIST", value_delimiter = ',')]
+    pub only: Vec<String>,
     /// (internal) Use this vxlan-fwd instead of building it.
     #[arg(long, hide = true, value_name = "PATH")]
     pub fwd_bin: Option<PathBuf>,
@@ -107,6 +117,8 @@ pub struct Plan {
     pub test_runs: u64,
     /// Only figure 5.
     pub testrun_only: bool,
+    /// `--only`.
+    pub only: Vec<String>,
 }
 
 impl Plan {
@@ -119,6 +131,7 @@ impl Plan {
             fdb_sizes: vec![1000, big],
             test_runs: if args.quick { 100_000 } else { 1_000_000 },
             testrun_only: args.testrun_only,
+            only: args.only.clone(),
         }
     }
 }
@@ -216,6 +229,9 @@ fn relaunch(args: &BenchArgs, fwd: &std::path::Path) -> Result<u8> {
     }
     if let Some(s) = args.seconds {
         inner.arg("--seconds").arg(s.to_string());
+    }
+    if !args.only.is_empty() {
+        inner.arg("--only").arg(args.only.join(","));
     }
     outln!("xtask: {}", describe(&inner));
     Ok(exit_code(run_foreground(&mut inner)?))

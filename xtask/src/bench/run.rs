@@ -27,7 +27,7 @@ use vxlan_user::maps::Maps;
 use super::{
     Plan, filler_mac, max_fdb_for,
     report::{self, Group, Panel, Row},
-    scale_label, testrun,
+    bound, scale_label, testrun,
 };
 use crate::{
     signals,
@@ -63,6 +63,8 @@ enum Setup {
     /// The same hops without a tunnel: each host bridges its container's
     /// veth straight onto the underlay.
     NoTunnel,
+    /// Section 9: TC programs that only redirect (see `bound.rs`).
+    Bound,
 }
 
 impl Setup {
@@ -71,6 +73,7 @@ impl Setup {
             Setup::Kernel => "kernel vxlan + bridge",
             Setup::VxlanFwd => "vxlan-fwd",
             Setup::NoTunnel => "no tunnel (containers bridged onto the underlay)",
+            Setup::Bound => "zero-work bound (TC programs that only redirect, no tunnel)",
         }
     }
 }
@@ -162,6 +165,7 @@ impl Variant {
             best(Setup::Kernel),
             best(Setup::VxlanFwd),
             best(Setup::NoTunnel),
+            Self::new(Setup::Bound, false),
             Self::new(Setup::Kernel, true),
             Self::new(Setup::VxlanFwd, true),
             Self::new(Setup::NoTunnel, true),
@@ -637,6 +641,8 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
     let mut rounds = Vec::new();
     for r in 1..=env.plan.rounds {
         let mut order = Variant::all();
+        let only = &env.plan.only;
+        order.retain(|v| only.is_empty() || only.iter().any(|o| v.name().contains(o.as_str())));
         if r % 2 == 0 {
             order.reverse();
         }
@@ -652,6 +658,7 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
                     Setup::Kernel => kernel_setup(env, v),
                     Setup::VxlanFwd => fwd_setup(env, v),
                     Setup::NoTunnel => no_tunnel_setup(env, v),
+                    Setup::Bound => bound_setup(env, v),
                 };
                 let mtu = if v.ipv6 {
                     set_overlay_mtu(env, CONTAINER_MTU)
@@ -807,6 +814,22 @@ fn no_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     });
     // Deleting the bridge releases eth0, whose address is still there.
     let down = kernel_down(env).and_then(|()| check_underlay(env, " after the no-tunnel setup"));
+    let r = r?;
+    down?;
+    Ok(r)
+}
+
+fn bound_setup(env: &Env, v: Variant) -> Result<SetupResult> {
+    let hosts = [env.h(0).netns.as_str(), env.h(1).netns.as_str()];
+    outln!(
+        "h1, h2: TC ingress programs that only redirect: {PORT} -> out of {UPLINK} \
+         (bpf_redirect), {UPLINK} -> the container (bpf_redirect_peer)"
+    );
+    let b = bound::Bound::up(&hosts)?;
+    let r = check_overlay(env).and_then(|()| SetupResult::measure(env, v, Setup::Bound));
+    // Closing the links detaches the programs.
+    drop(b);
+    let down = check_underlay(env, " after the zero-work bound");
     let r = r?;
     down?;
     Ok(r)
@@ -1504,6 +1527,34 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
             )
             .with_no_tunnel(per(none, &f)),
         );
+    }
+    // 9. The zero-work bound (hooks off), against the kernel and no-tunnel
+    // figures of sections 1 and 3; vxlan-fwd's share of it.
+    let bound_v = Variant::new(Setup::Bound, false);
+    for (key, label, unit, f) in figures {
+        if key == "rate_sent" {
+            continue;
+        }
+        rows.push(
+            Row::new(
+                &format!("bound_{key}"),
+                &format!("9. zero-work bound (TC programs that only redirect): {label}"),
+                unit,
+                per(kernel, &f),
+                per(bound_v, &f),
+            )
+            .with_no_tunnel(per(none, &f)),
+        );
+        rows.push(Row::new(
+            &format!("fwd_share_of_bound_{key}"),
+            &format!("9. vxlan-fwd as a share of the zero-work bound: {label}"),
+            "%",
+            Vec::new(),
+            rounds
+                .iter()
+                .filter_map(|r| Some(100.0 * f(r.get(fwd)?)? / f(r.get(bound_v)?)?))
+                .collect(),
+        ));
     }
     rows.push(both(
         "fwd_cpu",
