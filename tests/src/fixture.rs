@@ -29,7 +29,9 @@ use aya::{
 use nix::sched::{CloneFlags, unshare};
 use vxlan_common::{CFG_F_LEARNING, Config, Counter, map, prog};
 pub use vxlan_user::maps::Maps;
-use vxlan_user::sys_bpf::{bpf, bpf_cmd, load_xdp_returning, zeroed_attr};
+use vxlan_user::sys_bpf::{
+    bpf, bpf_cmd, bpf_prog_type, load_insns, load_xdp_returning, zeroed_attr,
+};
 
 use crate::frames::format_mac;
 
@@ -346,16 +348,31 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
 }
 
-/// A one-instruction XDP program (`return action`) loaded with bpf(2): no
-/// object needed. The bench's floor; "someone else's" XDP program.
-pub struct RawXdp {
+/// A one-instruction program (`return action`) loaded with bpf(2): no
+/// object needed. XDP: the bench's floor, "someone else's" XDP program;
+/// TC ([`RawProg::load_tc`]): the bench's TC floor.
+pub struct RawProg {
     fd: OwnedFd,
 }
 
-impl RawXdp {
+impl RawProg {
+    /// An XDP program.
     pub fn load(action: u32, name: &str) -> Result<Self> {
         let fd = load_xdp_returning(action, name)
             .with_context(|| format!("BPF_PROG_LOAD of XDP program {name}"))?;
+        Ok(Self { fd })
+    }
+
+    /// A TC (`BPF_PROG_TYPE_SCHED_CLS`) program.
+    pub fn load_tc(action: u32, name: &str) -> Result<Self> {
+        let a = action.to_le_bytes();
+        // r0 = action; exit.
+        let insns: [[u8; 8]; 2] = [
+            [0xb7, 0, 0, 0, a[0], a[1], a[2], a[3]],
+            [0x95, 0, 0, 0, 0, 0, 0, 0],
+        ];
+        let fd = load_insns(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, &insns, name)
+            .with_context(|| format!("BPF_PROG_LOAD of TC program {name}"))?;
         Ok(Self { fd })
     }
 
@@ -375,7 +392,7 @@ impl RawXdp {
         test.repeat = repeat;
         // SAFETY: `frame` outlives the call; no output buffers.
         unsafe { bpf(bpf_cmd::BPF_PROG_TEST_RUN, &mut attr) }
-            .context("BPF_PROG_TEST_RUN of a raw XDP program")?;
+            .context("BPF_PROG_TEST_RUN of a raw program")?;
         // SAFETY: the member written above, updated by the kernel.
         let test = unsafe { attr.test };
         Ok((test.retval, test.duration))

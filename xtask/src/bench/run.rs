@@ -25,9 +25,9 @@ use vxlan_tests::{
 use vxlan_user::maps::Maps;
 
 use super::{
-    Plan, filler_mac, max_fdb_for,
+    Plan, bound, filler_mac, max_fdb_for,
     report::{self, Group, Panel, Row},
-    bound, scale_label, testrun,
+    scale_label, testrun,
 };
 use crate::{
     signals,
@@ -1578,12 +1578,20 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
             .collect()
     };
     let floor = report::Stat::of(&ns_of("floor_xdp_drop")).map(|s| s.median);
+    let tc_floor = report::Stat::of(&ns_of("floor_tc_shot")).map(|s| s.median);
     for (key, what) in &cases {
         let vals = ns_of(key);
         // Against the floor measured the same way (one run per call).
         let times = match (floor, report::Stat::of(&vals)) {
             (Some(f), Some(s)) if f > 0.0 && !key.starts_with("floor") => {
-                format!(" [{:.1}× the floor]", s.median / f)
+                // TC programs also against the TC floor.
+                let tc = match tc_floor {
+                    Some(t) if t > 0.0 && key.starts_with("tc_") => {
+                        format!(", {:.1}× the TC floor", s.median / t)
+                    }
+                    _ => String::new(),
+                };
+                format!(" [{:.1}× the floor{tc}]", s.median / f)
             }
             _ => String::new(),
         };
