@@ -1788,8 +1788,9 @@ fn definitions(plan: &Plan) -> Vec<String> {
         "5. BPF_PROG_TEST_RUN in a private network namespace: mean of the kernel-reported \
          duration of single runs (repeat=1; the programs change the buffer, so a repeat would \
          run another path); it includes the kernel's timing overhead, shown by the floor \
-         (`return XDP_DROP`) measured the same way and with one call of repeat=N. Flood copies \
-         leave through a veth whose peer's stack drops them."
+         (`return XDP_DROP`) measured the same way and with one call of repeat=N, and by the \
+         TC floor (a TC program `return TC_ACT_SHOT`, single runs). Flood copies leave through \
+         a veth whose peer's stack drops them."
             .into(),
         format!(
             "6. FDB filler (hooks off): N static entries (02:fb:..) behind the peer VTEP in each \
@@ -1804,6 +1805,13 @@ fn definitions(plan: &Plan) -> Vec<String> {
          fd00:57::1 and fd00:57::2 (kernel: vxlan0 with `local`/`remote` IPv6; vxlan-fwd: \
          --remote fd00:57::N), hooks off, containers and their ports at MTU 1430 (1500 - 70) \
          for these runs only; no tunnel as in section 3, for scale"
+            .into(),
+        "9. zero-work bound (hooks off): in each host a TC program on veth0 that only redirects \
+         every frame out of eth0 (bpf_redirect) and one on eth0 that only hands every frame to \
+         the container (bpf_redirect_peer), four instructions each, attached as tcx links; no \
+         tunnel, no lookups, no checks: the hops vxlan-fwd uses with nothing done on them, the \
+         most any TC datapath could reach here. The share row is vxlan-fwd's figure over the \
+         bound's, per round (median over the rounds)."
             .into(),
     ]
 }
