@@ -2,7 +2,10 @@
 //! ("was it sent, and how often") and the bench (ARP requests on the
 //! underlay).
 
-use std::time::Duration;
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    time::Duration,
+};
 
 use anyhow::{Result, bail};
 
@@ -178,21 +181,103 @@ pub fn parse_pcap(data: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
     Ok(frames)
 }
 
-/// A plain AF_PACKET socket (`ETH_P_ALL`, no filter, no ring) on one
-/// interface of a namespace, as scapy or a simple sniffer opens one: the
-/// kernel clones every frame the interface receives for it, before TC
-/// ingress runs (tcpdump's `TPACKET` ring copies instead and clones
-/// nothing). Closed when dropped.
+/// A plain AF_PACKET socket (`ETH_P_ALL`, no filter, no ring, non-blocking)
+/// in the calling thread's namespace, with an 8 MB receive buffer (a full
+/// buffer would stop the clones): bound to interface `ifindex`, or on every
+/// interface with `None`.
+pub fn packet_socket(ifindex: Option<u32>) -> std::io::Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: valid option pointer and length.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+    }
+    if let Some(ifindex) = ifindex {
+        // SAFETY: a zeroed sockaddr_ll is valid; filled in below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: a valid address of the given length.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(fd)
+}
+
+/// Reads every frame waiting on packet socket `fd` (without blocking) into
+/// `buf` and calls `f(packet type, ifindex, frame)` for each. Panics, naming
+/// `what`, on any error but "nothing left" (EAGAIN).
+pub fn drain_packets(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    what: &str,
+    mut f: impl FnMut(u8, u32, &[u8]),
+) {
+    loop {
+        // SAFETY: a zeroed sockaddr_ll is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: valid buffer and address pointers for the call.
+        let r = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&raw mut sll).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{what}: {e}");
+            return;
+        }
+        f(sll.sll_pkttype, sll.sll_ifindex as u32, &buf[..r as usize]);
+    }
+}
+
+/// A plain AF_PACKET socket ([`packet_socket`]) on one interface of a
+/// namespace, as scapy or a simple sniffer opens one: the kernel clones
+/// every frame the interface receives for it, before TC ingress runs
+/// (tcpdump's `TPACKET` ring copies instead and clones nothing). Closed
+/// when dropped.
 pub struct PacketTap {
-    fd: std::os::fd::OwnedFd,
+    fd: OwnedFd,
     what: String,
 }
 
 impl PacketTap {
-    /// Opens the socket on `iface` of `ns`, with an 8 MB receive buffer (a
-    /// full buffer would stop the clones). Panics on failure.
+    /// Opens the socket on `iface` of `ns`. Panics on failure.
     pub fn open(ns: &NetNs, iface: &str) -> Self {
-        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
         let dev = iface.to_owned();
         let what = format!("packet socket on {iface} in {}", ns.name());
         let opened = crate::netns::in_netns(ns.name(), move || -> std::io::Result<OwnedFd> {
@@ -202,48 +287,7 @@ impl PacketTap {
             if ifindex == 0 {
                 return Err(std::io::Error::other(format!("no interface {dev}")));
             }
-            let proto = (libc::ETH_P_ALL as u16).to_be();
-            // SAFETY: plain socket(2) call.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    i32::from(proto),
-                )
-            };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: a fresh descriptor we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let size: libc::c_int = 8 << 20;
-            // SAFETY: valid option pointer and length.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&raw const size).cast(),
-                    size_of::<libc::c_int>() as u32,
-                );
-            }
-            // SAFETY: a zeroed sockaddr_ll is valid; filled in below.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = proto;
-            sll.sll_ifindex = ifindex as i32;
-            // SAFETY: a valid address of the given length.
-            let rc = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&raw const sll).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(fd)
+            packet_socket(Some(ifindex))
         });
         let fd = match opened {
             Ok(Ok(fd)) => fd,
@@ -255,33 +299,14 @@ impl PacketTap {
 
     /// Frames received since the last call (drained).
     pub fn received(&self) -> usize {
-        use std::os::fd::AsRawFd as _;
         let mut buf = vec![0u8; 65536];
         let mut n = 0;
-        loop {
-            // SAFETY: a zeroed sockaddr_ll is valid; buffer pointers valid.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: valid buffer and address pointers for the call.
-            let r = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&raw mut sll).cast(),
-                    &mut len,
-                )
-            };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{}: {e}", self.what);
-                return n;
-            }
-            if sll.sll_pkttype != libc::PACKET_OUTGOING {
+        drain_packets(self.fd.as_fd(), &mut buf, &self.what, |kind, _, _| {
+            if kind != libc::PACKET_OUTGOING {
                 n += 1;
             }
-        }
+        });
+        n
     }
 }
 

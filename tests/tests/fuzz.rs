@@ -67,7 +67,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
     fmt::Write as _,
     mem::size_of,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd as _, OwnedFd},
     time::Instant,
 };
 
@@ -83,6 +83,7 @@ use vxlan_common::{
     },
 };
 use vxlan_tests::{
+    capture::{drain_packets, packet_socket},
     fixture::{
         self, DSTPORT, Datapath, LOCAL, META_KEY, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
         TC_ACT_UNSPEC, UPLINK_MAC, Veth, XDP_ABORTED, XDP_DROP, XDP_PASS, private_netns,
@@ -675,32 +676,7 @@ struct Capture {
 
 impl Capture {
     fn open() -> Self {
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from((libc::ETH_P_ALL as u16).to_be()),
-            )
-        };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let size: libc::c_int = 8 << 20;
-        // SAFETY: valid option pointer and length.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const size).cast(),
-                size_of::<libc::c_int>() as u32,
-            );
-        }
+        let fd = packet_socket(None).unwrap_or_else(|e| panic!("AF_PACKET socket: {e}"));
         Self {
             fd,
             buf: vec![0; 65536],
@@ -710,33 +686,17 @@ impl Capture {
     /// Frames transmitted since the last call: (ifindex, bytes).
     fn drain(&mut self) -> Vec<(u32, Vec<u8>)> {
         let mut out = Vec::new();
-        loop {
-            // SAFETY: zeroed sockaddr_ll is valid; buffer pointers valid.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&raw mut sll).cast(),
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                assert_eq!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN),
-                    "recvfrom on the capture socket: {e}"
-                );
-                return out;
-            }
-            if sll.sll_pkttype == libc::PACKET_OUTGOING {
-                out.push((sll.sll_ifindex as u32, self.buf[..n as usize].to_vec()));
-            }
-        }
+        drain_packets(
+            self.fd.as_fd(),
+            &mut self.buf,
+            "recvfrom on the capture socket",
+            |kind, ifindex, frame| {
+                if kind == libc::PACKET_OUTGOING {
+                    out.push((ifindex, frame.to_vec()));
+                }
+            },
+        );
+        out
     }
 }
 

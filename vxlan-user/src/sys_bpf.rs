@@ -7,7 +7,7 @@ use std::{
     os::fd::{FromRawFd as _, OwnedFd},
 };
 
-pub use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_type};
+pub use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_func_id, bpf_prog_type};
 
 /// An all-zero `union bpf_attr`: what the kernel expects in every field a
 /// command does not use.

@@ -32,7 +32,7 @@
 //!
 //! [`Config::meta_key`]: vxlan_common::Config::meta_key
 
-use std::time::Duration;
+use std::{os::fd::AsRawFd as _, time::Duration};
 
 use aya::programs::{
     SchedClassifier, TcAttachType,

@@ -527,6 +527,11 @@ impl Dataplane {
         let Some(v) = self.vnis.remove(&id) else {
             return Ok(());
         };
+        // Its senders first: an ALLOWED entry carries the VNI's flags, so
+        // while it is there the datapath accepts (and learns from) the
+        // VNI's frames without looking at VNIS. Then VNIS, then the FDB:
+        // nothing is learned into the VNI after its flush.
+        self.sync_allowed();
         let _ = self.maps.vnis.remove(&id);
         if let Some(g) = v.group
             && !self.vnis.values().any(|o| o.group == Some(g))
@@ -541,7 +546,6 @@ impl Dataplane {
         }
         self.flush_where(|k, _| k.vni == id)?;
         self.etcd_remove_vni(id);
-        self.sync_allowed();
         info!("VNI {id} removed");
         Ok(())
     }
@@ -742,8 +746,11 @@ impl Dataplane {
         if v.remotes.len() == before {
             bail!("{addr} is not a default remote of VNI {vni}");
         }
-        self.write_vni(vni)?;
+        // The sender's permission goes before the flood list changes (and
+        // the flags its entry carries with it, should the VNI's family
+        // follow the remotes left).
         self.sync_allowed();
+        self.write_vni(vni)?;
         Ok(())
     }
 

@@ -445,6 +445,28 @@ fn ipv6_vni() {
             dp.maps.fdb.get(&behind_v4, 0).is_err(),
             "an entry behind an IPv4 VTEP in a VNI turned IPv6"
         );
+        // A remote removed, a VNI removed: their senders are no longer
+        // allowed (the entries go before VNIS changes).
+        assert!(
+            dp.maps
+                .allowed_keys()
+                .contains(&allowed_host_key(11, ip("fd00:57::5")))
+        );
+        dp.remote_del(11, ip("fd00:57::5")).unwrap();
+        assert!(
+            !dp.maps
+                .allowed_keys()
+                .contains(&allowed_host_key(11, ip("fd00:57::5")))
+        );
+        dp.vni_del(8).await.unwrap();
+        let allowed = dp.maps.allowed_keys();
+        for k in [
+            allowed_host_key(8, ip("fd00:57::2")),
+            allowed_host_key(8, ip("fd00:57::7")),
+            allowed_key(8, &crate::config::parse_cidr("fd00:99::/48").unwrap()),
+        ] {
+            assert!(!allowed.contains(&k), "{k:?} left after vni del 8");
+        }
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,13 +28,12 @@ use vxlan_tests::{
     in_netns,
     topo::{PORT, UPLINK},
 };
-use vxlan_user::sys_bpf::{bpf, bpf_cmd, bpf_prog_type, load_insns, zeroed_attr};
+use vxlan_user::sys_bpf::{
+    bpf, bpf_attach_type, bpf_cmd, bpf_func_id, bpf_prog_type, load_insns, zeroed_attr,
+};
 
-/// `bpf_redirect` and `bpf_redirect_peer`, by helper number.
-const BPF_FUNC_REDIRECT: i32 = 23;
-const BPF_FUNC_REDIRECT_PEER: i32 = 155;
-/// `BPF_TCX_INGRESS`.
-const BPF_TCX_INGRESS: u32 = 46;
+const BPF_FUNC_REDIRECT: i32 = bpf_func_id::BPF_FUNC_redirect as i32;
+const BPF_FUNC_REDIRECT_PEER: i32 = bpf_func_id::BPF_FUNC_redirect_peer as i32;
 
 /// `r1 = ifindex; r2 = 0; r0 = helper(r1, r2); exit`: the helper's return
 /// (TC_ACT_REDIRECT, or TC_ACT_SHOT if it fails) is the verdict.
@@ -70,7 +69,7 @@ fn tcx_ingress(prog: &OwnedFd, ifindex: u32) -> Result<OwnedFd> {
     let l = unsafe { &mut attr.link_create };
     l.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
     l.__bindgen_anon_2.target_ifindex = ifindex;
-    l.attach_type = BPF_TCX_INGRESS;
+    l.attach_type = bpf_attach_type::BPF_TCX_INGRESS as u32;
     // SAFETY: no pointers in this member.
     let fd = unsafe { bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr) }
         .context("BPF_LINK_CREATE (tcx ingress)")?;
