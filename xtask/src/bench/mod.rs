@@ -95,10 +95,10 @@ pub struct BenchArgs {
     /// for comparing datapath changes quickly.
     #[arg(long)]
     pub testrun_only: bool,
-    /// (development) Only the setups whose name contains one of these
+    /// Only the setups whose name contains one of these
     /// (comma-separated, e.g. `bound,no tunnel`), for comparing a few
     /// quickly; the report's other rows stay empty.
-    #[arg(long, hide = true, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub only: Vec<String>,
     /// (internal) Use this vxlan-fwd instead of building it.
     #[arg(long, hide = true, value_name = "PATH")]
