@@ -77,6 +77,20 @@ fn tcx_ingress(prog: &OwnedFd, ifindex: u32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Whether `e` (from [`Bound::up`]) says the kernel has no tcx (before
+/// Linux 6.6): `BPF_LINK_CREATE` refusing the attach type. Anything else
+/// (a verifier rejection, a missing device) is a real failure.
+pub fn tcx_missing(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.to_string().starts_with("BPF_LINK_CREATE"))
+        && e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                // ENOTSUPP (524) is the kernel's internal "not supported".
+                .is_some_and(|n| [libc::EINVAL, libc::EOPNOTSUPP, 524].contains(&n))
+        })
+}
+
 /// The bound's programs in both hosts, attached while this lives.
 pub struct Bound {
     _links: Vec<OwnedFd>,

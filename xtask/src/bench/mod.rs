@@ -42,7 +42,8 @@
 //! Then, for the section-1 setups only:
 //!
 //! 5. per-packet cost of each eBPF program with BPF_PROG_TEST_RUN (see
-//!    `testrun.rs`), and the floor (an XDP program that only drops);
+//!    `testrun.rs`), and the floors (an XDP program that only drops, a TC
+//!    program that only returns TC_ACT_SHOT);
 //! 6. FDB scale: the 64-byte rate again with 1k and 1M FDB entries (100k
 //!    with `--quick`);
 //! 7. memory: vxlan-fwd's BPF map memory (the kernel's `memlock` of each

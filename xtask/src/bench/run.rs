@@ -644,10 +644,11 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
             drop(b);
             true
         }
-        Err(e) => {
-            outln!("warning: section 9 (the zero-work bound) is skipped: {e:#}");
+        Err(e) if bound::tcx_missing(&e) => {
+            outln!("warning: section 9 (the zero-work bound) is skipped: no tcx here: {e:#}");
             false
         }
+        Err(e) => return Err(e.context("section 9's redirect programs")),
     };
     let mut rounds = Vec::new();
     for r in 1..=env.plan.rounds {
