@@ -30,7 +30,7 @@ use nix::sched::{CloneFlags, unshare};
 use vxlan_common::{CFG_F_LEARNING, Config, Counter, map, prog};
 pub use vxlan_user::maps::Maps;
 use vxlan_user::sys_bpf::{
-    bpf, bpf_cmd, bpf_prog_type, load_insns, load_xdp_returning, zeroed_attr,
+    bpf, bpf_cmd, bpf_prog_type, load_returning, load_xdp_returning, zeroed_attr,
 };
 
 use crate::frames::format_mac;
@@ -365,13 +365,7 @@ impl RawProg {
 
     /// A TC (`BPF_PROG_TYPE_SCHED_CLS`) program.
     pub fn load_tc(action: u32, name: &str) -> Result<Self> {
-        let a = action.to_le_bytes();
-        // r0 = action; exit.
-        let insns: [[u8; 8]; 2] = [
-            [0xb7, 0, 0, 0, a[0], a[1], a[2], a[3]],
-            [0x95, 0, 0, 0, 0, 0, 0, 0],
-        ];
-        let fd = load_insns(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, &insns, name)
+        let fd = load_returning(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, action, name)
             .with_context(|| format!("BPF_PROG_LOAD of TC program {name}"))?;
         Ok(Self { fd })
     }

@@ -44,6 +44,12 @@ pub unsafe fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
 /// bytes): no object file needed. For tests that need an XDP program of
 /// "someone else" (attachment, replacement) and for the bench's floor.
 pub fn load_xdp_returning(action: u32, name: &str) -> io::Result<OwnedFd> {
+    load_returning(bpf_prog_type::BPF_PROG_TYPE_XDP, action, name)
+}
+
+/// Loads `r0 = action; exit` as a program of type `prog_type` named `name`
+/// (at most 15 bytes).
+pub fn load_returning(prog_type: bpf_prog_type, action: u32, name: &str) -> io::Result<OwnedFd> {
     // BPF_ALU64 | BPF_MOV | BPF_K into r0 with the immediate `action`;
     // BPF_JMP | BPF_EXIT.
     let a = action.to_le_bytes();
@@ -51,7 +57,7 @@ pub fn load_xdp_returning(action: u32, name: &str) -> io::Result<OwnedFd> {
         [0xb7, 0, 0, 0, a[0], a[1], a[2], a[3]],
         [0x95, 0, 0, 0, 0, 0, 0, 0],
     ];
-    load_xdp_insns(&insns, name)
+    load_insns(prog_type, &insns, name)
 }
 
 /// Loads raw instructions (`struct bpf_insn`, 8 bytes each) as a

@@ -113,15 +113,12 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
 
     // The floor, both ways.
     let floor = Floor(RawProg::load(XDP_DROP, "xdp_floor")?, XDP_DROP);
-    let (ns, median_ns, done) = floor.per_call(vxlan, runs)?;
-    cases.push(Case {
-        key: "floor_xdp_drop".into(),
-        what: "floor: XDP program `return XDP_DROP`, one run per call (as the cases below)".into(),
-        ns,
-        median_ns,
-        runs: done,
-        retval: XDP_DROP,
-    });
+    cases.push(floor.case(
+        vxlan,
+        runs,
+        "floor_xdp_drop",
+        "floor: XDP program `return XDP_DROP`, one run per call (as the cases below)",
+    )?);
     let ns = floor.repeated(vxlan, runs)?;
     cases.push(Case {
         key: "floor_xdp_drop_repeat".into(),
@@ -136,15 +133,12 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
     // builds an skb around the frame, but outside the timed run, so this
     // shows whether the timed part costs more for TC than for XDP.
     let floor = Floor(RawProg::load_tc(TC_ACT_SHOT, "tc_floor")?, TC_ACT_SHOT);
-    let (ns, median_ns, done) = floor.per_call(vxlan, runs)?;
-    cases.push(Case {
-        key: "floor_tc_shot".into(),
-        what: "floor of TC: TC program `return TC_ACT_SHOT`, one run per call".into(),
-        ns,
-        median_ns,
-        runs: done,
-        retval: TC_ACT_SHOT,
-    });
+    cases.push(floor.case(
+        vxlan,
+        runs,
+        "floor_tc_shot",
+        "floor of TC: TC program `return TC_ACT_SHOT`, one run per call",
+    )?);
     drop(floor);
 
     let mut dp = Dp::new(&devs, None)?;
@@ -554,6 +548,19 @@ impl Floor {
             bail!("the floor program returned {retval}, not {}", self.1);
         }
         Ok((retval, duration))
+    }
+
+    /// The case `key` (`what`): [`Floor::per_call`].
+    fn case(&self, frame: &[u8], runs: u64, key: &str, what: &str) -> Result<Case> {
+        let (ns, median_ns, done) = self.per_call(frame, runs)?;
+        Ok(Case {
+            key: key.into(),
+            what: what.into(),
+            ns,
+            median_ns,
+            runs: done,
+            retval: self.1,
+        })
     }
 
     /// Mean and median duration over `runs` calls of one run each.
