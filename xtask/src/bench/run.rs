@@ -65,6 +65,9 @@ enum Setup {
     NoTunnel,
     /// Section 9: TC programs that only redirect (see `bound.rs`).
     Bound,
+    /// Section 10: TC programs that only encapsulate and decapsulate (see
+    /// `bound.rs`).
+    MinTunnel,
 }
 
 impl Setup {
@@ -74,6 +77,7 @@ impl Setup {
             Setup::VxlanFwd => "vxlan-fwd",
             Setup::NoTunnel => "no tunnel (containers bridged onto the underlay)",
             Setup::Bound => "zero-work bound (TC programs that only redirect, no tunnel)",
+            Setup::MinTunnel => "minimal tunnel (TC programs that only encapsulate and decapsulate)",
         }
     }
 }
@@ -166,6 +170,7 @@ impl Variant {
             best(Setup::VxlanFwd),
             best(Setup::NoTunnel),
             Self::new(Setup::Bound, false),
+            Self::new(Setup::MinTunnel, false),
             Self::new(Setup::Kernel, true),
             Self::new(Setup::VxlanFwd, true),
             Self::new(Setup::NoTunnel, true),
@@ -645,7 +650,10 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
             true
         }
         Err(e) if bound::tcx_missing(&e) => {
-            outln!("warning: section 9 (the zero-work bound) is skipped: no tcx here: {e:#}");
+            outln!(
+                "warning: sections 9 and 10 (the zero-work bound, the minimal tunnel) are \
+                 skipped: no tcx here: {e:#}"
+            );
             false
         }
         Err(e) => return Err(e.context("section 9's redirect programs")),
@@ -655,7 +663,7 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
         let mut order = Variant::all();
         let only = &env.plan.only;
         order.retain(|v| only.is_empty() || only.iter().any(|o| v.name().contains(o.as_str())));
-        order.retain(|v| bound_ok || v.setup != Setup::Bound);
+        order.retain(|v| bound_ok || !matches!(v.setup, Setup::Bound | Setup::MinTunnel));
         if r % 2 == 0 {
             order.reverse();
         }
@@ -672,6 +680,7 @@ fn measure(env: &Env) -> Result<Vec<Round>> {
                     Setup::VxlanFwd => fwd_setup(env, v),
                     Setup::NoTunnel => no_tunnel_setup(env, v),
                     Setup::Bound => bound_setup(env, v),
+                    Setup::MinTunnel => min_tunnel_setup(env, v),
                 };
                 let mtu = if v.ipv6 {
                     set_overlay_mtu(env, CONTAINER_MTU)
@@ -843,6 +852,41 @@ fn bound_setup(env: &Env, v: Variant) -> Result<SetupResult> {
     // Closing the links detaches the programs.
     drop(b);
     let down = check_underlay(env, " after the zero-work bound");
+    let r = r?;
+    down?;
+    Ok(r)
+}
+
+fn min_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
+    let mac = |i: usize| -> Result<[u8; 6]> {
+        let text = env.topo.host(&env.h(i).name).ns.mac(UPLINK);
+        let mut m = [0u8; 6];
+        let parts: Vec<&str> = text.split(':').collect();
+        if parts.len() != 6 {
+            bail!("{}: {UPLINK} has no MAC address ({text:?})", env.h(i).name);
+        }
+        for (b, p) in m.iter_mut().zip(parts) {
+            *b = u8::from_str_radix(p, 16).with_context(|| format!("MAC {text:?}"))?;
+        }
+        Ok(m)
+    };
+    let (m0, m1) = (mac(0)?, mac(1)?);
+    let end = |i: usize, me: [u8; 6], peer: [u8; 6]| bound::TunnelEnd {
+        netns: env.h(i).netns.clone(),
+        mac: me,
+        ip: env.h(i).underlay_ip.octets(),
+        peer_mac: peer,
+        peer_ip: env.h(1 - i).underlay_ip.octets(),
+    };
+    outln!(
+        "h1, h2: TC ingress programs that only encapsulate ({PORT}: adjust_room +50, fixed \
+         outer headers, out of {UPLINK}) and decapsulate ({UPLINK}: IPv4/UDP/4789 -> \
+         adjust_room -50, into the container)"
+    );
+    let t = bound::MinTunnel::up(&[end(0, m0, m1), end(1, m1, m0)])?;
+    let r = check_overlay(env).and_then(|()| SetupResult::measure(env, v, Setup::MinTunnel));
+    drop(t);
+    let down = check_underlay(env, " after the minimal tunnel");
     let r = r?;
     down?;
     Ok(r)
@@ -1569,6 +1613,37 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
                 .collect(),
         ));
     }
+    // 10. The minimal tunnel (hooks off), against the same; vxlan-fwd's
+    // share of it.
+    let min_v = Variant::new(Setup::MinTunnel, false);
+    for (key, label, unit, f) in figures {
+        if key == "rate_sent" {
+            continue;
+        }
+        rows.push(
+            Row::new(
+                &format!("min_tunnel_{key}"),
+                &format!(
+                    "10. minimal tunnel (TC programs that only encapsulate and decapsulate): \
+                     {label}"
+                ),
+                unit,
+                per(kernel, &f),
+                per(min_v, &f),
+            )
+            .with_no_tunnel(per(none, &f)),
+        );
+        rows.push(Row::new(
+            &format!("fwd_share_of_min_tunnel_{key}"),
+            &format!("10. vxlan-fwd as a share of the minimal tunnel: {label}"),
+            "%",
+            Vec::new(),
+            rounds
+                .iter()
+                .filter_map(|r| Some(100.0 * f(r.get(fwd)?)? / f(r.get(min_v)?)?))
+                .collect(),
+        ));
+    }
     rows.push(both(
         "fwd_cpu",
         "1. vxlan-fwd processes' CPU during the 64-byte figure",
@@ -1825,6 +1900,16 @@ fn definitions(plan: &Plan) -> Vec<String> {
          tunnel, no lookups, no checks: the hops vxlan-fwd uses with nothing done on them, the \
          most any TC datapath could reach here. The share row is vxlan-fwd's figure over the \
          bound's, per round (median over the rounds)."
+            .into(),
+        "10. minimal tunnel (hooks off): in each host a TC program on veth0 that only \
+         encapsulates (bpf_skb_adjust_room +50 with the encapsulation flags, the inner \
+         Ethernet header moved behind the room, fixed outer Ethernet/IPv4/UDP/VXLAN headers \
+         with the frame's lengths and IPv4 checksum, bpf_redirect out of eth0) and one on eth0 \
+         that only decapsulates (outer IPv4, UDP, port 4789: inner Ethernet header to the \
+         front, bpf_skb_adjust_room -50, bpf_redirect_peer); hand-assembled, tcx links; no \
+         lookups, no learning, no validation beyond those fields; frames adjust_room cannot \
+         encapsulate (ARP) cross as they are. What every VXLAN datapath built from TC programs \
+         pays here; the share row is vxlan-fwd's figure over it, per round."
             .into(),
     ]
 }

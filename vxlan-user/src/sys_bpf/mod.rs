@@ -7,6 +7,8 @@ use std::{
     os::fd::{FromRawFd as _, OwnedFd},
 };
 
+pub mod asm;
+
 pub use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_func_id, bpf_prog_type};
 
 /// An all-zero `union bpf_attr`: what the kernel expects in every field a
@@ -68,8 +70,31 @@ pub fn load_xdp_insns(insns: &[[u8; 8]], name: &str) -> io::Result<OwnedFd> {
 
 /// Loads raw instructions (`struct bpf_insn`, 8 bytes each) as a
 /// GPL-licensed program of type `prog_type` named `name` (at most 15
-/// bytes).
+/// bytes). A program the verifier refuses is loaded once more with its log,
+/// which the error then carries.
 pub fn load_insns(prog_type: bpf_prog_type, insns: &[[u8; 8]], name: &str) -> io::Result<OwnedFd> {
+    load_insns_logged(prog_type, insns, name, None).or_else(|e| {
+        let mut log = vec![0u8; 1 << 16];
+        match load_insns_logged(prog_type, insns, name, Some(&mut log)) {
+            Ok(fd) => Ok(fd),
+            Err(e2) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("{e2}; the verifier's log:\n{}", text.trim_end()),
+                ))
+            }
+        }
+    })
+}
+
+fn load_insns_logged(
+    prog_type: bpf_prog_type,
+    insns: &[[u8; 8]],
+    name: &str,
+    log: Option<&mut [u8]>,
+) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut attr = zeroed_attr();
     // SAFETY: writing the `BPF_PROG_LOAD` member of a zeroed union.
@@ -78,10 +103,15 @@ pub fn load_insns(prog_type: bpf_prog_type, insns: &[[u8; 8]], name: &str) -> io
     load.insn_cnt = insns.len() as u32;
     load.insns = insns.as_ptr() as u64;
     load.license = license.as_ptr() as u64;
+    if let Some(log) = log {
+        load.log_level = 1;
+        load.log_buf = log.as_mut_ptr() as u64;
+        load.log_size = log.len() as u32;
+    }
     for (d, s) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
         *d = s as libc::c_char;
     }
-    // SAFETY: `insns` and `license` outlive the call.
+    // SAFETY: `insns`, `license` and the log outlive the call.
     let fd = unsafe { bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }?;
     // SAFETY: a new descriptor the kernel just returned to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
