@@ -30,7 +30,7 @@ use nix::sched::{CloneFlags, unshare};
 use vxlan_common::{CFG_F_LEARNING, Config, Counter, map, prog};
 pub use vxlan_user::maps::Maps;
 use vxlan_user::sys_bpf::{
-    bpf, bpf_cmd, bpf_prog_type, load_returning, load_xdp_returning, zeroed_attr,
+    bpf, bpf_cmd, bpf_prog_type, load_insns, load_returning, load_xdp_returning, zeroed_attr,
 };
 
 use crate::frames::format_mac;
@@ -367,6 +367,14 @@ impl RawProg {
     pub fn load_tc(action: u32, name: &str) -> Result<Self> {
         let fd = load_returning(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, action, name)
             .with_context(|| format!("BPF_PROG_LOAD of TC program {name}"))?;
+        Ok(Self { fd })
+    }
+
+    /// A program of type `prog_type` from hand-assembled instructions
+    /// (`vxlan_user::sys_bpf::asm`).
+    pub fn from_insns(prog_type: bpf_prog_type, insns: &[[u8; 8]], name: &str) -> Result<Self> {
+        let fd = load_insns(prog_type, insns, name)
+            .with_context(|| format!("BPF_PROG_LOAD of program {name}"))?;
         Ok(Self { fd })
     }
 

@@ -144,18 +144,22 @@ fn encap_insns(uplink: u32, tpl: &[u8; ENCAP_LEN], sum: u32) -> Vec<Insn> {
     let ip = ETH_HLEN as i16;
     let mut a = Asm::new();
     let (raw, shot) = (a.new_label(), a.new_label());
-    a.push(&[mov_reg(R6, R1), mov_reg(R1, R6), mov_imm(R2, ENCAP_LEN as i32)])
-        .push(&[mov_imm(R3, ADJ_ROOM_MAC)])
-        .push(&ld_imm64(R4, flags))
-        .push(&[call(BPF_FUNC_ADJUST_ROOM)])
-        .jmp_imm(Jmp::Ne, R0, 0, raw)
-        .push(&[
-            ldx(Size::W, R2, R6, SKB_DATA),
-            ldx(Size::W, R3, R6, SKB_DATA_END),
-            mov_reg(R4, R2),
-            alu_imm(Alu::Add, R4, HDRS),
-        ])
-        .jmp_reg(Jmp::Gt, R4, R3, shot);
+    a.push(&[
+        mov_reg(R6, R1),
+        mov_reg(R1, R6),
+        mov_imm(R2, ENCAP_LEN as i32),
+    ])
+    .push(&[mov_imm(R3, ADJ_ROOM_MAC)])
+    .push(&ld_imm64(R4, flags))
+    .push(&[call(BPF_FUNC_ADJUST_ROOM)])
+    .jmp_imm(Jmp::Ne, R0, 0, raw)
+    .push(&[
+        ldx(Size::W, R2, R6, SKB_DATA),
+        ldx(Size::W, R3, R6, SKB_DATA_END),
+        mov_reg(R4, R2),
+        alu_imm(Alu::Add, R4, HDRS),
+    ])
+    .jmp_reg(Jmp::Gt, R4, R3, shot);
     // The inner Ethernet header, 0..14, goes to 50..64.
     let e = ENCAP_LEN as i16;
     a.push(&[
@@ -272,6 +276,21 @@ fn decap_insns(port: u32) -> Vec<Insn> {
     .label(shot)
     .push(&[mov_imm(R0, TC_ACT_SHOT), exit()]);
     a.finish()
+}
+
+/// The minimal tunnel's two programs as figure 5 times them (addresses of
+/// the bench's hosts; the ifindexes only name where a redirect would go):
+/// (encapsulation, decapsulation).
+pub fn min_tunnel_insns() -> (Vec<Insn>, Vec<Insn>) {
+    let end = TunnelEnd {
+        netns: String::new(),
+        mac: [0x02, 0xaa, 0, 0, 0, 1],
+        ip: [192, 168, 57, 50],
+        peer_mac: [0x02, 0xaa, 0, 0, 0, 2],
+        peer_ip: [192, 168, 57, 54],
+    };
+    let (tpl, sum) = outer_template(&end);
+    (encap_insns(2, &tpl, sum), decap_insns(3))
 }
 
 /// The ifindex of `name` in the calling thread's namespace.
@@ -423,7 +442,26 @@ mod tests {
         let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
         f.extend_from_slice(&ethertype.to_be_bytes());
         let mut ip = [
-            0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, IPPROTO_UDP, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            0x45,
+            0,
+            0,
+            46,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            IPPROTO_UDP,
+            0,
+            0,
+            10,
+            0,
+            0,
+            1,
+            10,
+            0,
+            0,
+            2,
         ];
         let c = vxlan_common::wire::ipv4_checksum(&ip);
         ip[10..12].copy_from_slice(&c);
@@ -437,16 +475,7 @@ mod tests {
     /// --features bench-ebpf`.
     #[test]
     fn min_tunnel_round_trip() {
-        let end = TunnelEnd {
-            netns: String::new(),
-            mac: [0x02, 0xaa, 0, 0, 0, 1],
-            ip: [192, 168, 57, 50],
-            peer_mac: [0x02, 0xaa, 0, 0, 0, 2],
-            peer_ip: [192, 168, 57, 54],
-        };
-        let (tpl, sum) = outer_template(&end);
-        let enc = encap_insns(7, &tpl, sum);
-        let dec = decap_insns(9);
+        let (enc, dec) = min_tunnel_insns();
         const TC_ACT_REDIRECT: u32 = 7;
 
         let frame = inner(ETH_P_IP);
@@ -457,10 +486,10 @@ mod tests {
         // The outer headers are what the kernel's vxlan would write for
         // this frame (IP identification and UDP source port aside).
         let o = Outer {
-            src_mac: end.mac,
-            dst_mac: end.peer_mac,
-            src_ip: end.ip,
-            dst_ip: end.peer_ip,
+            src_mac: [0x02, 0xaa, 0, 0, 0, 1],
+            dst_mac: [0x02, 0xaa, 0, 0, 0, 2],
+            src_ip: [192, 168, 57, 50],
+            dst_ip: [192, 168, 57, 54],
             src_port: SRC_PORT,
             dst_port: VXLAN_PORT,
             vni: MIN_TUNNEL_VNI,

@@ -77,7 +77,9 @@ impl Setup {
             Setup::VxlanFwd => "vxlan-fwd",
             Setup::NoTunnel => "no tunnel (containers bridged onto the underlay)",
             Setup::Bound => "zero-work bound (TC programs that only redirect, no tunnel)",
-            Setup::MinTunnel => "minimal tunnel (TC programs that only encapsulate and decapsulate)",
+            Setup::MinTunnel => {
+                "minimal tunnel (TC programs that only encapsulate and decapsulate)"
+            }
         }
     }
 }

@@ -33,6 +33,9 @@ use vxlan_tests::{
     },
     frames::{C1_IP, C2_IP, arp_request, inner_udp, vxlan_frame},
 };
+use vxlan_user::sys_bpf::bpf_prog_type;
+
+use super::bound;
 
 /// Wall-clock budget of one case: the flood to 64 remotes costs tens of
 /// microseconds a run, so it stops early (the runs done are reported).
@@ -140,6 +143,26 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
         "floor of TC: TC program `return TC_ACT_SHOT`, one run per call",
     )?);
     drop(floor);
+    // The minimal tunnel of section 10 (see `bound.rs`): what any TC
+    // encapsulation or decapsulation costs here, on the same frames.
+    let (encap, decap) = bound::min_tunnel_insns();
+    for (insns, frame, key, what) in [
+        (
+            encap,
+            inner,
+            "min_tc_encap",
+            "minimal tunnel's TC encap (adjust_room, fixed headers, redirect)",
+        ),
+        (
+            decap,
+            vxlan,
+            "min_tc_decap",
+            "minimal tunnel's TC decap (3 checks, adjust_room, redirect_peer)",
+        ),
+    ] {
+        let prog = RawProg::from_insns(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, &insns, key)?;
+        cases.push(Floor(prog, TC_ACT_REDIRECT).case(frame, runs, key, what)?);
+    }
 
     let mut dp = Dp::new(&devs, None)?;
     dp.cases(
@@ -537,15 +560,19 @@ impl Dp {
     }
 }
 
-/// `r0 = action; exit` (XDP_DROP, or TC_ACT_SHOT for the TC floor),
-/// loaded with bpf(2) directly (no object file).
+/// A hand-assembled program loaded with bpf(2) directly (no object file),
+/// and the verdict it must give: the floors (`r0 = action; exit`, XDP_DROP
+/// or TC_ACT_SHOT) and the minimal tunnel's programs (TC_ACT_REDIRECT).
 struct Floor(RawProg, u32);
 
 impl Floor {
     fn test(&self, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
         let (retval, duration) = self.0.test_run(frame, repeat)?;
         if retval != self.1 {
-            bail!("the floor program returned {retval}, not {}", self.1);
+            bail!(
+                "the hand-assembled program returned {retval}, not {}",
+                self.1
+            );
         }
         Ok((retval, duration))
     }
