@@ -530,7 +530,11 @@ impl Dataplane {
         // Its senders first: an ALLOWED entry carries the VNI's flags, so
         // while it is there the datapath accepts (and learns from) the
         // VNI's frames without looking at VNIS. Then VNIS, then the FDB:
-        // nothing is learned into the VNI after its flush.
+        // nothing is learned into the VNI after its flush. Its static
+        // remotes go with the flush: forgotten now, not at the next scan
+        // (a VNI added again in between would allow them again).
+        self.static_remotes.retain(|(v, _)| *v != id);
+        self.recent_static.retain(|(v, _), _| *v != id);
         self.sync_allowed();
         let _ = self.maps.vnis.remove(&id);
         if let Some(g) = v.group

@@ -467,6 +467,24 @@ fn ipv6_vni() {
         ] {
             assert!(!allowed.contains(&k), "{k:?} left after vni del 8");
         }
+        // Added again at once: the static sender of its old FDB (flushed
+        // with it) is not allowed again; its default remote is.
+        dp.vni_add(
+            &VniSpec {
+                id: 8,
+                remotes: vec![ip("fd00:57::2")],
+                ..Default::default()
+            },
+            Origin::Runtime,
+        )
+        .await
+        .unwrap();
+        let allowed = dp.maps.allowed_keys();
+        assert!(allowed.contains(&allowed_host_key(8, ip("fd00:57::2"))));
+        assert!(
+            !allowed.contains(&allowed_host_key(8, ip("fd00:57::7"))),
+            "the static sender of VNI 8 before it was removed"
+        );
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

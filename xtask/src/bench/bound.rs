@@ -104,11 +104,9 @@ pub struct TunnelEnd {
     pub peer_ip: [u8; 4],
 }
 
-/// The outer headers the minimal tunnel writes (the IPv4 and UDP lengths
-/// and the IPv4 checksum are filled per frame), and the ones'-complement
-/// sum of the IPv4 header without its length and checksum.
-fn outer_template(end: &TunnelEnd) -> ([u8; ENCAP_LEN], u32) {
-    let o = Outer {
+/// The outer header fields of `end`'s frames.
+fn outer_fields(end: &TunnelEnd) -> Outer {
+    Outer {
         src_mac: end.mac,
         dst_mac: end.peer_mac,
         src_ip: end.ip,
@@ -119,8 +117,14 @@ fn outer_template(end: &TunnelEnd) -> ([u8; ENCAP_LEN], u32) {
         ttl: 64,
         tos: 0,
         ip_id: 0,
-    };
-    let mut t = *outer_hdr(&o, 0).bytes();
+    }
+}
+
+/// The outer headers the minimal tunnel writes (the IPv4 and UDP lengths
+/// and the IPv4 checksum are filled per frame), and the ones'-complement
+/// sum of the IPv4 header without its length and checksum.
+fn outer_template(end: &TunnelEnd) -> ([u8; ENCAP_LEN], u32) {
+    let mut t = *outer_hdr(&outer_fields(end), 0).bytes();
     let ip = ETH_HLEN;
     // Length and checksum: the program's.
     t[ip + 2..ip + 4].fill(0);
@@ -282,15 +286,19 @@ fn decap_insns(port: u32) -> Vec<Insn> {
 /// the bench's hosts; the ifindexes only name where a redirect would go):
 /// (encapsulation, decapsulation).
 pub fn min_tunnel_insns() -> (Vec<Insn>, Vec<Insn>) {
-    let end = TunnelEnd {
+    let (tpl, sum) = outer_template(&test_run_end());
+    (encap_insns(2, &tpl, sum), decap_insns(3))
+}
+
+/// The tunnel end of [`min_tunnel_insns`].
+fn test_run_end() -> TunnelEnd {
+    TunnelEnd {
         netns: String::new(),
         mac: [0x02, 0xaa, 0, 0, 0, 1],
         ip: [192, 168, 57, 50],
         peer_mac: [0x02, 0xaa, 0, 0, 0, 2],
         peer_ip: [192, 168, 57, 54],
-    };
-    let (tpl, sum) = outer_template(&end);
-    (encap_insns(2, &tpl, sum), decap_insns(3))
+    }
 }
 
 /// The ifindex of `name` in the calling thread's namespace.
@@ -483,21 +491,10 @@ mod tests {
         assert_eq!(rc, TC_ACT_REDIRECT);
         assert_eq!(out.len(), frame.len() + ENCAP_LEN);
         assert_eq!(&out[ENCAP_LEN..], &frame[..], "the inner frame follows");
-        // The outer headers are what the kernel's vxlan would write for
-        // this frame (IP identification and UDP source port aside).
-        let o = Outer {
-            src_mac: [0x02, 0xaa, 0, 0, 0, 1],
-            dst_mac: [0x02, 0xaa, 0, 0, 0, 2],
-            src_ip: [192, 168, 57, 50],
-            dst_ip: [192, 168, 57, 54],
-            src_port: SRC_PORT,
-            dst_port: VXLAN_PORT,
-            vni: MIN_TUNNEL_VNI,
-            ttl: 64,
-            tos: 0,
-            ip_id: 0,
-        };
-        let want = outer_hdr(&o, frame.len() as u16);
+        // The outer headers are the ones vxlan-fwd's datapath builds for
+        // this frame (`outer_hdr`), with the fixed source port and
+        // identification 0.
+        let want = outer_hdr(&outer_fields(&test_run_end()), frame.len() as u16);
         assert_eq!(&out[..ENCAP_LEN], want.bytes(), "outer headers");
 
         let (rc, back) = run_tc(&dec, &out);
