@@ -17,7 +17,13 @@ use std::{
 
 use vxlan_user::{
     netlink::{Netlink, XDP_FLAGS_SKB_MODE},
-    sys_bpf::{load_xdp_insns, load_xdp_returning},
+    sys_bpf::{
+        asm::{
+            Alu, Asm, Jmp, R0, R1, R2, R3, R4, R5, R6, R7, Size, alu_imm, call, exit, ldx, mov_imm,
+            mov_reg, stx,
+        },
+        bpf_func_id, load_xdp_insns, load_xdp_returning,
+    },
 };
 
 use crate::{fixture::XDP_PASS, hostile_net::in_netns};
@@ -87,64 +93,45 @@ pub fn with_meta(meta: &[u8], frame: &[u8]) -> Vec<u8> {
 /// returns `XDP_PASS` whatever happens (a frame too short is passed
 /// unchanged, with 32 bytes of metadata or none).
 pub fn load_meta_maker() -> io::Result<OwnedFd> {
-    // struct bpf_insn: opcode, dst | src << 4, offset (LE i16), imm (LE i32).
-    fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-        let o = off.to_le_bytes();
-        let i = imm.to_le_bytes();
-        [op, dst | src << 4, o[0], o[1], i[0], i[1], i[2], i[3]]
-    }
-    const MOV64_REG: u8 = 0xbf;
-    const MOV64_IMM: u8 = 0xb7;
-    const ADD64_IMM: u8 = 0x07;
-    const LDXW: u8 = 0x61;
-    const LDXB: u8 = 0x71;
-    const STXW: u8 = 0x63;
-    const CALL: u8 = 0x85;
-    const EXIT: u8 = 0x95;
-    const JNE_IMM: u8 = 0x55;
-    const JGT_REG: u8 = 0x2d;
-    const ADJUST_HEAD: i32 = 44;
-    const ADJUST_META: i32 = 54;
+    const ADJUST_HEAD: u32 = bpf_func_id::BPF_FUNC_xdp_adjust_head as u32;
+    const ADJUST_META: u32 = bpf_func_id::BPF_FUNC_xdp_adjust_meta as u32;
+    // `struct xdp_md`: data, data_end, data_meta.
+    const DATA: i16 = 0;
+    const DATA_END: i16 = 4;
+    const DATA_META: i16 = 8;
     const META: i32 = 32;
     const PREFIX: i32 = META_MAKER_PREFIX as i32;
-    // Jumps to `pass` are patched once its index is known.
-    let mut p: Vec<[u8; 8]> = Vec::new();
-    let mut to_pass: Vec<usize> = Vec::new();
-    p.push(insn(MOV64_REG, 6, 1, 0, 0)); // r6 = ctx
-    p.push(insn(MOV64_IMM, 2, 0, 0, -META)); // r2 = -32
-    p.push(insn(CALL, 0, 0, 0, ADJUST_META)); // bpf_xdp_adjust_meta(ctx, -32)
-    to_pass.push(p.len());
-    p.push(insn(JNE_IMM, 0, 0, 0, 0)); // if r0 != 0 goto pass
-    p.push(insn(LDXW, 2, 6, 0, 0)); // r2 = ctx->data
-    p.push(insn(LDXW, 3, 6, 4, 0)); // r3 = ctx->data_end
-    p.push(insn(LDXW, 4, 6, 8, 0)); // r4 = ctx->data_meta
-    p.push(insn(MOV64_REG, 5, 4, 0, 0)); // r5 = meta + 32
-    p.push(insn(ADD64_IMM, 5, 0, 0, META));
-    to_pass.push(p.len());
-    p.push(insn(JGT_REG, 5, 2, 0, 0)); // if meta + 32 > data goto pass
-    p.push(insn(MOV64_REG, 5, 2, 0, 0)); // r5 = data + 36
-    p.push(insn(ADD64_IMM, 5, 0, 0, PREFIX));
-    to_pass.push(p.len());
-    p.push(insn(JGT_REG, 5, 3, 0, 0)); // if data + 36 > data_end goto pass
+    let mut a = Asm::new();
+    let pass = a.new_label();
+    a.push(&[mov_reg(R6, R1), mov_imm(R2, -META), call(ADJUST_META)])
+        .jmp_imm(Jmp::Ne, R0, 0, pass)
+        .push(&[
+            ldx(Size::W, R2, R6, DATA),
+            ldx(Size::W, R3, R6, DATA_END),
+            ldx(Size::W, R4, R6, DATA_META),
+            mov_reg(R5, R4),
+            alu_imm(Alu::Add, R5, META),
+        ])
+        // meta + 32 > data: no room.
+        .jmp_reg(Jmp::Gt, R5, R2, pass)
+        .push(&[mov_reg(R5, R2), alu_imm(Alu::Add, R5, PREFIX)])
+        // data + 36 > data_end: too short.
+        .jmp_reg(Jmp::Gt, R5, R3, pass);
     for i in 0..8i16 {
-        p.push(insn(LDXW, 0, 2, 4 + 4 * i, 0)); // r0 = data[4 + 4i..]
-        p.push(insn(STXW, 4, 0, 4 * i, 0)); // meta[4i..] = r0
+        // meta[4i..] = data[4 + 4i..]
+        a.push(&[ldx(Size::W, R0, R2, 4 + 4 * i), stx(Size::W, R4, 4 * i, R0)]);
     }
-    p.push(insn(LDXB, 7, 2, 0, 0)); // r7 = data[0]: the shrink
-    p.push(insn(MOV64_REG, 1, 6, 0, 0));
-    p.push(insn(MOV64_IMM, 2, 0, 0, PREFIX));
-    p.push(insn(CALL, 0, 0, 0, ADJUST_HEAD)); // bpf_xdp_adjust_head(ctx, 36)
-    to_pass.push(p.len());
-    p.push(insn(JNE_IMM, 0, 0, 0, 0)); // if r0 != 0 goto pass
-    p.push(insn(MOV64_REG, 1, 6, 0, 0));
-    p.push(insn(MOV64_REG, 2, 7, 0, 0));
-    p.push(insn(CALL, 0, 0, 0, ADJUST_META)); // bpf_xdp_adjust_meta(ctx, r7)
-    let pass = p.len();
-    p.push(insn(MOV64_IMM, 0, 0, 0, XDP_PASS as i32));
-    p.push(insn(EXIT, 0, 0, 0, 0));
-    for at in to_pass {
-        let off = (pass - at - 1) as i16;
-        p[at][2..4].copy_from_slice(&off.to_le_bytes());
-    }
-    load_xdp_insns(&p, "vxt_meta_maker")
+    // r7 = data[0]: the shrink; bpf_xdp_adjust_head(ctx, 36).
+    a.push(&[
+        ldx(Size::B, R7, R2, 0),
+        mov_reg(R1, R6),
+        mov_imm(R2, PREFIX),
+        call(ADJUST_HEAD),
+    ])
+    .jmp_imm(Jmp::Ne, R0, 0, pass)
+    // bpf_xdp_adjust_meta(ctx, r7)
+    .push(&[mov_reg(R1, R6), mov_reg(R2, R7), call(ADJUST_META)])
+    .label(pass)
+    .push(&[mov_imm(R0, XDP_PASS as i32), exit()]);
+    load_xdp_insns(&a.finish(), "vxt_meta_maker")
 }

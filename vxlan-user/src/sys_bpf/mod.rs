@@ -1,6 +1,7 @@
 //! The bpf(2) calls aya has no API for (batched map operations; loading a
-//! one-instruction program in tests), with aya's generated kernel ABI
-//! (`aya_obj::generated`) instead of private copies of `union bpf_attr`.
+//! hand-assembled program, see [`asm`], for tests and the bench), with
+//! aya's generated kernel ABI (`aya_obj::generated`) instead of private
+//! copies of `union bpf_attr`.
 
 use std::{
     io,
@@ -52,14 +53,11 @@ pub fn load_xdp_returning(action: u32, name: &str) -> io::Result<OwnedFd> {
 /// Loads `r0 = action; exit` as a program of type `prog_type` named `name`
 /// (at most 15 bytes).
 pub fn load_returning(prog_type: bpf_prog_type, action: u32, name: &str) -> io::Result<OwnedFd> {
-    // BPF_ALU64 | BPF_MOV | BPF_K into r0 with the immediate `action`;
-    // BPF_JMP | BPF_EXIT.
-    let a = action.to_le_bytes();
-    let insns: [[u8; 8]; 2] = [
-        [0xb7, 0, 0, 0, a[0], a[1], a[2], a[3]],
-        [0x95, 0, 0, 0, 0, 0, 0, 0],
-    ];
-    load_insns(prog_type, &insns, name)
+    load_insns(
+        prog_type,
+        &[asm::mov_imm(asm::R0, action as i32), asm::exit()],
+        name,
+    )
 }
 
 /// Loads raw instructions (`struct bpf_insn`, 8 bytes each) as a
@@ -80,9 +78,13 @@ pub fn load_insns(prog_type: bpf_prog_type, insns: &[[u8; 8]], name: &str) -> io
             Err(e2) => {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 let text = String::from_utf8_lossy(&log[..end]);
+                let text = text.trim_end();
+                if text.is_empty() {
+                    return Err(e);
+                }
                 Err(io::Error::new(
                     e.kind(),
-                    format!("{e2}; the verifier's log:\n{}", text.trim_end()),
+                    format!("{e2}; the verifier's log:\n{text}"),
                 ))
             }
         }

@@ -115,7 +115,7 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
     let runs = params.runs;
 
     // The floor, both ways.
-    let floor = Floor(RawProg::load(XDP_DROP, "xdp_floor")?, XDP_DROP);
+    let floor = RawCase(RawProg::load(XDP_DROP, "xdp_floor")?, XDP_DROP);
     cases.push(floor.case(
         vxlan,
         runs,
@@ -135,7 +135,7 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
     // The TC programs' own floor: a BPF_PROG_TEST_RUN of a TC program
     // builds an skb around the frame, but outside the timed run, so this
     // shows whether the timed part costs more for TC than for XDP.
-    let floor = Floor(RawProg::load_tc(TC_ACT_SHOT, "tc_floor")?, TC_ACT_SHOT);
+    let floor = RawCase(RawProg::load_tc(TC_ACT_SHOT, "tc_floor")?, TC_ACT_SHOT);
     cases.push(floor.case(
         vxlan,
         runs,
@@ -161,7 +161,7 @@ fn run_here(params: &Params) -> Result<Vec<Case>> {
         ),
     ] {
         let prog = RawProg::from_insns(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, &insns, key)?;
-        cases.push(Floor(prog, TC_ACT_REDIRECT).case(frame, runs, key, what)?);
+        cases.push(RawCase(prog, TC_ACT_REDIRECT).case(frame, runs, key, what)?);
     }
 
     let mut dp = Dp::new(&devs, None)?;
@@ -563,9 +563,9 @@ impl Dp {
 /// A hand-assembled program loaded with bpf(2) directly (no object file),
 /// and the verdict it must give: the floors (`r0 = action; exit`, XDP_DROP
 /// or TC_ACT_SHOT) and the minimal tunnel's programs (TC_ACT_REDIRECT).
-struct Floor(RawProg, u32);
+struct RawCase(RawProg, u32);
 
-impl Floor {
+impl RawCase {
     fn test(&self, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
         let (retval, duration) = self.0.test_run(frame, repeat)?;
         if retval != self.1 {
@@ -577,7 +577,7 @@ impl Floor {
         Ok((retval, duration))
     }
 
-    /// The case `key` (`what`): [`Floor::per_call`].
+    /// The case `key` (`what`): [`RawCase::per_call`].
     fn case(&self, frame: &[u8], runs: u64, key: &str, what: &str) -> Result<Case> {
         let (ns, median_ns, done) = self.per_call(frame, runs)?;
         Ok(Case {
