@@ -1587,64 +1587,50 @@ fn rows(plan: &Plan, rounds: &[Round]) -> Vec<Row> {
             .with_no_tunnel(per(none, &f)),
         );
     }
-    // 9. The zero-work bound (hooks off), against the kernel and no-tunnel
-    // figures of sections 1 and 3; vxlan-fwd's share of it.
-    let bound_v = Variant::new(Setup::Bound, false);
-    for (key, label, unit, f) in figures {
-        if key == "rate_sent" {
-            continue;
+    // 9. The zero-work bound and 10. the minimal tunnel (hooks off),
+    // against the kernel and no-tunnel figures of sections 1 and 3, and
+    // vxlan-fwd's share of each, per round.
+    for (setup, key_of, name, what) in [
+        (
+            Setup::Bound,
+            "bound",
+            "9. zero-work bound",
+            "TC programs that only redirect",
+        ),
+        (
+            Setup::MinTunnel,
+            "min_tunnel",
+            "10. minimal tunnel",
+            "TC programs that only encapsulate and decapsulate",
+        ),
+    ] {
+        let ceiling = Variant::new(setup, false);
+        for (key, label, unit, f) in figures {
+            if key == "rate_sent" {
+                continue;
+            }
+            rows.push(
+                Row::new(
+                    &format!("{key_of}_{key}"),
+                    &format!("{name} ({what}): {label}"),
+                    unit,
+                    per(kernel, &f),
+                    per(ceiling, &f),
+                )
+                .with_no_tunnel(per(none, &f)),
+            );
+            let (num, title) = name.split_once(' ').unwrap_or(("", name));
+            rows.push(Row::new(
+                &format!("fwd_share_of_{key_of}_{key}"),
+                &format!("{num} vxlan-fwd as a share of the {title}: {label}"),
+                "%",
+                Vec::new(),
+                rounds
+                    .iter()
+                    .filter_map(|r| Some(100.0 * f(r.get(fwd)?)? / f(r.get(ceiling)?)?))
+                    .collect(),
+            ));
         }
-        rows.push(
-            Row::new(
-                &format!("bound_{key}"),
-                &format!("9. zero-work bound (TC programs that only redirect): {label}"),
-                unit,
-                per(kernel, &f),
-                per(bound_v, &f),
-            )
-            .with_no_tunnel(per(none, &f)),
-        );
-        rows.push(Row::new(
-            &format!("fwd_share_of_bound_{key}"),
-            &format!("9. vxlan-fwd as a share of the zero-work bound: {label}"),
-            "%",
-            Vec::new(),
-            rounds
-                .iter()
-                .filter_map(|r| Some(100.0 * f(r.get(fwd)?)? / f(r.get(bound_v)?)?))
-                .collect(),
-        ));
-    }
-    // 10. The minimal tunnel (hooks off), against the same; vxlan-fwd's
-    // share of it.
-    let min_v = Variant::new(Setup::MinTunnel, false);
-    for (key, label, unit, f) in figures {
-        if key == "rate_sent" {
-            continue;
-        }
-        rows.push(
-            Row::new(
-                &format!("min_tunnel_{key}"),
-                &format!(
-                    "10. minimal tunnel (TC programs that only encapsulate and decapsulate): \
-                     {label}"
-                ),
-                unit,
-                per(kernel, &f),
-                per(min_v, &f),
-            )
-            .with_no_tunnel(per(none, &f)),
-        );
-        rows.push(Row::new(
-            &format!("fwd_share_of_min_tunnel_{key}"),
-            &format!("10. vxlan-fwd as a share of the minimal tunnel: {label}"),
-            "%",
-            Vec::new(),
-            rounds
-                .iter()
-                .filter_map(|r| Some(100.0 * f(r.get(fwd)?)? / f(r.get(min_v)?)?))
-                .collect(),
-        ));
     }
     rows.push(both(
         "fwd_cpu",
