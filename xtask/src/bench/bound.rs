@@ -209,11 +209,8 @@ fn encap_insns(uplink: u32, tpl: &[u8; ENCAP_LEN], sum: u32) -> Vec<Insn> {
         alu_imm(Alu::And, R7, 0xffff),
         be16(R7),
         stx(Size::H, R2, ip + 10, R7),
-        mov_imm(R1, uplink as i32),
-        mov_imm(R2, 0),
-        call(BPF_FUNC_REDIRECT),
-        exit(),
     ])
+    // Encapsulated or not, out of the uplink.
     .label(raw)
     .push(&[
         mov_imm(R1, uplink as i32),
@@ -327,7 +324,7 @@ fn tcx_ingress(prog: &OwnedFd, ifindex: u32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Whether `e` (from [`Bound::up`]) says the kernel has no tcx (before
+/// Whether `e` (from [`Attached::bound`]) says the kernel has no tcx (before
 /// Linux 6.6): `BPF_LINK_CREATE` refusing the attach type. Anything else
 /// (a verifier rejection, a missing device) is a real failure.
 pub fn tcx_missing(e: &anyhow::Error) -> bool {
@@ -341,72 +338,76 @@ pub fn tcx_missing(e: &anyhow::Error) -> bool {
         })
 }
 
-/// The bound's programs in both hosts, attached while this lives.
-pub struct Bound {
+/// TC programs of a section attached in the hosts (tcx links), attached
+/// while this lives: closing the links detaches them.
+pub struct Attached {
     _links: Vec<OwnedFd>,
 }
 
-impl Bound {
-    /// In each of `hosts` (network namespaces): `veth0` → out of `eth0`,
-    /// `eth0` → into the container.
-    pub fn up(hosts: &[&str]) -> Result<Self> {
+impl Attached {
+    /// Section 9, in each of `hosts` (network namespaces): `veth0` → out of
+    /// `eth0`, `eth0` → into the container.
+    pub fn bound(hosts: &[&str]) -> Result<Self> {
         let mut links = Vec::new();
         for &ns in hosts {
             for (dev, to, helper) in [
                 (PORT, UPLINK, BPF_FUNC_REDIRECT),
                 (UPLINK, PORT, BPF_FUNC_REDIRECT_PEER),
             ] {
-                let link = in_netns(ns, move || -> Result<OwnedFd> {
-                    let prog = load_insns(
-                        bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS,
-                        &redirect_insns(ifindex(to)?, helper),
-                        "vxbench_bound",
-                    )
-                    .context("BPF_PROG_LOAD of the redirect program")?;
-                    tcx_ingress(&prog, ifindex(dev)?)
-                })
-                .and_then(|r| r)
-                .with_context(|| format!("{ns}: the redirect program on {dev}"))?;
-                links.push(link);
+                links.push(attach(
+                    ns,
+                    dev,
+                    "vxbench_bound",
+                    "the redirect program",
+                    move || Ok(redirect_insns(ifindex(to)?, helper).to_vec()),
+                )?);
             }
         }
         Ok(Self { _links: links })
     }
-}
 
-/// The minimal tunnel's programs in both hosts, attached while this lives.
-pub struct MinTunnel {
-    _links: Vec<OwnedFd>,
-}
-
-impl MinTunnel {
-    pub fn up(ends: &[TunnelEnd]) -> Result<Self> {
+    /// Section 10, at each of `ends`: encapsulation on `veth0`,
+    /// decapsulation on `eth0`.
+    pub fn min_tunnel(ends: &[TunnelEnd]) -> Result<Self> {
         let mut links = Vec::new();
         for end in ends {
             let (tpl, sum) = outer_template(end);
-            for encap in [true, false] {
-                let dev = if encap { PORT } else { UPLINK };
-                let link = in_netns(&end.netns, move || -> Result<OwnedFd> {
-                    let insns = if encap {
-                        encap_insns(ifindex(UPLINK)?, &tpl, sum)
-                    } else {
-                        decap_insns(ifindex(PORT)?)
-                    };
-                    let prog = load_insns(
-                        bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS,
-                        &insns,
-                        "vxbench_mintun",
-                    )
-                    .context("BPF_PROG_LOAD of a minimal tunnel program")?;
-                    tcx_ingress(&prog, ifindex(dev)?)
-                })
-                .and_then(|r| r)
-                .with_context(|| format!("{}: the minimal tunnel's program on {dev}", end.netns))?;
-                links.push(link);
-            }
+            links.push(attach(
+                &end.netns,
+                PORT,
+                "vxbench_mintun",
+                "the minimal tunnel's encap",
+                move || Ok(encap_insns(ifindex(UPLINK)?, &tpl, sum)),
+            )?);
+            links.push(attach(
+                &end.netns,
+                UPLINK,
+                "vxbench_mintun",
+                "the minimal tunnel's decap",
+                || Ok(decap_insns(ifindex(PORT)?)),
+            )?);
         }
         Ok(Self { _links: links })
     }
+}
+
+/// Loads the TC program `insns` builds (in namespace `ns`, where it looks
+/// up its ifindexes) as `name` and attaches it to `dev`'s ingress as a tcx
+/// link.
+fn attach(
+    ns: &str,
+    dev: &'static str,
+    name: &'static str,
+    what: &str,
+    insns: impl FnOnce() -> Result<Vec<Insn>> + Send + 'static,
+) -> Result<OwnedFd> {
+    in_netns(ns, move || -> Result<OwnedFd> {
+        let prog = load_insns(bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS, &insns()?, name)
+            .context("BPF_PROG_LOAD")?;
+        tcx_ingress(&prog, ifindex(dev)?)
+    })
+    .and_then(|r| r)
+    .with_context(|| format!("{ns}: {what} on {dev}"))
 }
 
 #[cfg(test)]

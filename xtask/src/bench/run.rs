@@ -646,7 +646,7 @@ fn check_underlay(env: &Env, when: &str) -> Result<()> {
 fn measure(env: &Env) -> Result<Vec<Round>> {
     check_underlay(env, "")?;
     // Section 9 needs tcx (Linux 6.6): without it, the rest still runs.
-    let bound_ok = match bound::Bound::up(&[env.h(0).netns.as_str()]) {
+    let bound_ok = match bound::Attached::bound(&[env.h(0).netns.as_str()]) {
         Ok(b) => {
             drop(b);
             true
@@ -849,29 +849,17 @@ fn bound_setup(env: &Env, v: Variant) -> Result<SetupResult> {
         "h1, h2: TC ingress programs that only redirect: {PORT} -> out of {UPLINK} \
          (bpf_redirect), {UPLINK} -> the container (bpf_redirect_peer)"
     );
-    let b = bound::Bound::up(&hosts)?;
-    let r = check_overlay(env).and_then(|()| SetupResult::measure(env, v, Setup::Bound));
-    // Closing the links detaches the programs.
-    drop(b);
-    let down = check_underlay(env, " after the zero-work bound");
-    let r = r?;
-    down?;
-    Ok(r)
+    measure_attached(
+        env,
+        v,
+        bound::Attached::bound(&hosts)?,
+        "the zero-work bound",
+    )
 }
 
 fn min_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
-    let mac = |i: usize| -> Result<[u8; 6]> {
-        let text = env.topo.host(&env.h(i).name).ns.mac(UPLINK);
-        let mut m = [0u8; 6];
-        let parts: Vec<&str> = text.split(':').collect();
-        if parts.len() != 6 {
-            bail!("{}: {UPLINK} has no MAC address ({text:?})", env.h(i).name);
-        }
-        for (b, p) in m.iter_mut().zip(parts) {
-            *b = u8::from_str_radix(p, 16).with_context(|| format!("MAC {text:?}"))?;
-        }
-        Ok(m)
-    };
+    let mac =
+        |i: usize| vxlan_user::netlink::parse_mac(&env.topo.host(&env.h(i).name).ns.mac(UPLINK));
     let (m0, m1) = (mac(0)?, mac(1)?);
     let end = |i: usize, me: [u8; 6], peer: [u8; 6]| bound::TunnelEnd {
         netns: env.h(i).netns.clone(),
@@ -885,10 +873,22 @@ fn min_tunnel_setup(env: &Env, v: Variant) -> Result<SetupResult> {
          outer headers, out of {UPLINK}) and decapsulate ({UPLINK}: IPv4/UDP/4789 -> \
          adjust_room -50, into the container)"
     );
-    let t = bound::MinTunnel::up(&[end(0, m0, m1), end(1, m1, m0)])?;
-    let r = check_overlay(env).and_then(|()| SetupResult::measure(env, v, Setup::MinTunnel));
-    drop(t);
-    let down = check_underlay(env, " after the minimal tunnel");
+    let t = bound::Attached::min_tunnel(&[end(0, m0, m1), end(1, m1, m0)])?;
+    measure_attached(env, v, t, "the minimal tunnel")
+}
+
+/// Measures `v` while `programs` are attached, then detaches them and
+/// checks that the underlay works again (`what`: for the message).
+fn measure_attached(
+    env: &Env,
+    v: Variant,
+    programs: bound::Attached,
+    what: &str,
+) -> Result<SetupResult> {
+    let r = check_overlay(env).and_then(|()| SetupResult::measure(env, v, v.setup));
+    // Closing the links detaches the programs.
+    drop(programs);
+    let down = check_underlay(env, &format!(" after {what}"));
     let r = r?;
     down?;
     Ok(r)
